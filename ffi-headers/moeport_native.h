@@ -1,0 +1,34 @@
+/*
+ * Every native function moeport calls through the Java Foreign Function & Memory API
+ * (java.lang.foreign), as declared by glibc on Linux. The bindings live in
+ * src/main/java/dev/moeport/io/NativeIO.java; see README.md in this folder for how they follow
+ * these declarations.
+ */
+#include <stddef.h>     /* size_t */
+#include <sys/types.h>  /* off_t: 64-bit on LP64 Linux */
+
+/* <sys/mman.h>: access-pattern hints for a range of a mapping; addr must be page-aligned.
+ * Returns 0 or an error number (not errno). Used with POSIX_MADV_SEQUENTIAL (2) and
+ * POSIX_MADV_WILLNEED (3). glibc ignores POSIX_MADV_DONTNEED, hence madvise below. */
+int posix_madvise(void *addr, size_t len, int advice);
+
+/* <sys/mman.h> (Linux): used only with MADV_DONTNEED (4), which drops the pages of a read-only
+ * file mapping from this process; touching them again re-reads them from the page cache.
+ * Returns 0, or -1 with errno. */
+int madvise(void *addr, size_t length, int advice);
+
+/* <fcntl.h>: variadic; moeport passes the optional mode (0) explicitly as the first variadic
+ * argument. Flags used: O_WRONLY (1) | O_CLOEXEC (0x80000). Returns a descriptor, or -1 with errno. */
+int open(const char *pathname, int flags, ... /* mode_t mode */);
+
+/* <fcntl.h> (Linux): reserves disk blocks for [offset, offset+len) with mode 0, so that a full disk
+ * is reported (ENOSPC, EFBIG) before a long write starts. Unlike posix_fallocate, it never falls back
+ * to writing zeros on file systems without support (EOPNOTSUPP): moeport then just skips it.
+ * Returns 0, or -1 with errno. */
+int fallocate(int fd, int mode, off_t offset, off_t len);
+
+/* <unistd.h> */
+int close(int fd);
+
+/* <unistd.h>: the page size, for aligning madvise ranges. */
+int getpagesize(void);

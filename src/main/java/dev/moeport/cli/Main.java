@@ -1,0 +1,124 @@
+package dev.moeport.cli;
+
+import dev.moeport.MoeportException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.PrintWriter;
+import java.util.Properties;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Spec;
+
+/**
+ * The {@code moeport} command. Exit codes: 0 success, 1 a failure of the input or the run (one line on
+ * stderr naming the file and tensor), 2 a usage error. {@code MOEPORT_DEBUG=1} adds stack traces.
+ */
+@Command(
+        name = "moeport",
+        mixinStandardHelpOptions = true,
+        versionProvider = Main.Version.class,
+        sortOptions = false,
+        usageHelpAutoWidth = true,
+        description = {
+            "Converts Mixture-of-Experts checkpoints between Megatron-Core and Hugging Face layouts, and quantizes",
+            "them, streaming on CPUs: tensors are read zero-copy from memory-mapped files and never held in the heap.",
+            ""
+        },
+        commandListHeading = "%nCommands:%n",
+        footerHeading = "%n",
+        footer = {
+            "Exit codes: 0 success, 1 failure of the input or the run, 2 usage error.",
+            "Run 'moeport COMMAND --help' for a command's options. Sizes are decimal (5GB = 5,000,000,000 bytes)."
+        },
+        subcommands = {InspectCommand.class, CommandLine.HelpCommand.class})
+public final class Main implements Runnable {
+    public static final int EXIT_FAILURE = 1;
+    public static final int EXIT_USAGE = 2;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing command");
+    }
+
+    public static void main(String[] args) {
+        int code;
+        try {
+            code = run(new PrintWriter(System.out, true), new PrintWriter(System.err, true), args);
+        } catch (Throwable t) {
+            // Errors (out of memory, a fault in mapped memory) escape picocli's handler: still one line.
+            System.err.println("moeport: error: " + describe(t));
+            if (debug()) {
+                t.printStackTrace();
+            }
+            code = EXIT_FAILURE;
+        }
+        System.exit(code);
+    }
+
+    /** Runs the command line with the given streams and returns the exit code; for tests and embedding. */
+    public static int run(PrintWriter out, PrintWriter err, String... args) {
+        CommandLine cli = new CommandLine(new Main());
+        cli.setOut(out);
+        cli.setErr(err);
+        cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
+            commandLine.getErr().println("moeport: error: " + describe(e));
+            if (debug()) {
+                e.printStackTrace(commandLine.getErr());
+            }
+            commandLine.getErr().flush();
+            return EXIT_FAILURE;
+        });
+        cli.setParameterExceptionHandler((e, args2) -> {
+            CommandLine c = e.getCommandLine();
+            c.getErr().println("moeport: " + e.getMessage());
+            c.getErr().println("Try '" + c.getCommandSpec().qualifiedName() + " --help' for more information.");
+            c.getErr().flush();
+            return EXIT_USAGE;
+        });
+        return cli.execute(args);
+    }
+
+    private static String describe(Throwable t) {
+        if (t instanceof MoeportException) {
+            return oneLine(t.getMessage());
+        }
+        if (t instanceof OutOfMemoryError) {
+            return "out of memory (" + oneLine(t.getMessage()) + "); please report this: moeport should run in bounded memory";
+        }
+        return "internal error: " + t.getClass().getSimpleName() + (t.getMessage() == null ? "" : ": " + oneLine(t.getMessage()))
+                + " (rerun with MOEPORT_DEBUG=1 for details)";
+    }
+
+    private static String oneLine(String s) {
+        return s == null ? "" : s.replaceAll("\\s*\\R\\s*", " ");
+    }
+
+    private static boolean debug() {
+        return "1".equals(System.getenv("MOEPORT_DEBUG"));
+    }
+
+    /** The version from the build (a filtered resource), or "dev" when run from unpackaged classes. */
+    public static final class Version implements CommandLine.IVersionProvider {
+        public static String number() {
+            try (InputStream in = Main.class.getResourceAsStream("/dev/moeport/version.properties")) {
+                Properties p = new Properties();
+                if (in != null) {
+                    p.load(in);
+                }
+                String v = p.getProperty("version", "dev");
+                return v.startsWith("${") ? "dev" : v;
+            } catch (IOException e) {
+                return "dev";
+            }
+        }
+
+        @Override
+        public String[] getVersion() {
+            return new String[] {"moeport " + number(), "Java " + Runtime.version() + " (" + System.getProperty("java.vm.name") + ")"};
+        }
+    }
+}

@@ -1,0 +1,21 @@
+package dev.moeport.format;
+
+import dev.moeport.MoeportException;
+import dev.moeport.format.safetensors.SafetensorsCheckpoint;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/** Opens a checkpoint in whichever on-disk format {@code path} holds. */
+public final class Checkpoints {
+    private Checkpoints() {}
+
+    public static Checkpoint open(Path path) {
+        if (!Files.exists(path)) {
+            throw new MoeportException(path + ": no such file or folder");
+        }
+        if (SafetensorsCheckpoint.recognizes(path)) {
+            return SafetensorsCheckpoint.open(path);
+        }
+        throw new MoeportException(path + ": not a checkpoint moeport reads (expected a .safetensors file, an index, or a folder of them)");
+    }
+}

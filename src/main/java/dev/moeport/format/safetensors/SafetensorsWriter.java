@@ -1,0 +1,253 @@
+package dev.moeport.format.safetensors;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.moeport.MoeportException;
+import dev.moeport.io.NativeIO;
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * Writes a {@link ShardLayout} as safetensors shards, streaming: headers are laid out up front, then
+ * producers fill each tensor's byte range with positioned writes, from any number of threads, in any
+ * order, never holding a shard in memory.
+ *
+ * <p>Crash safety: shards are written as hidden {@code .NAME.partial} files. {@link #commit()} checks
+ * that every byte of every tensor was written, renames the shards into place and writes the index
+ * last (through a temporary file too). A run that dies before the commit leaves only hidden partial
+ * files, and {@link #close()} without a commit deletes them.
+ */
+public final class SafetensorsWriter implements AutoCloseable {
+    private static final Map<String, String> SHARD_METADATA = Map.of("format", "pt");
+    private static final String PARTIAL_SUFFIX = ".partial";
+    /** Largest single write: ByteBuffers index with an int. */
+    private static final long MAX_WRITE = 1 << 30;
+
+    private final Path dir;
+    private final ShardLayout layout;
+    private final Map<String, Open> openShards = new LinkedHashMap<>();
+    private final Map<String, TensorSink> sinks = new HashMap<>();
+    private final boolean fsync;
+    private boolean committed;
+
+    /** A place to write one tensor's bytes. Thread-safe for disjoint ranges. */
+    public final class TensorSink {
+        private final String name;
+        private final FileChannel channel;
+        private final long base;
+        private final long size;
+        private final AtomicLong written = new AtomicLong();
+
+        private TensorSink(String name, FileChannel channel, long base, long size) {
+            this.name = name;
+            this.channel = channel;
+            this.base = base;
+            this.size = size;
+        }
+
+        public String name() {
+            return name;
+        }
+
+        public long byteSize() {
+            return size;
+        }
+
+        /** Writes {@code bytes} at {@code offset} of this tensor. */
+        public void write(long offset, MemorySegment bytes) {
+            long n = bytes.byteSize();
+            if (offset < 0 || offset + n > size) {
+                throw new IllegalStateException("write of " + n + " bytes at " + offset + " overruns tensor '" + name + "' of " + size + " bytes");
+            }
+            try {
+                for (long done = 0; done < n; ) {
+                    long chunk = Math.min(MAX_WRITE, n - done);
+                    ByteBuffer buffer = bytes.asSlice(done, chunk).asByteBuffer();
+                    long position = base + offset + done;
+                    while (buffer.hasRemaining()) {
+                        position += channel.write(buffer, position);
+                    }
+                    done += chunk;
+                }
+            } catch (IOException e) {
+                throw writeFailure(e);
+            }
+            written.addAndGet(n);
+        }
+
+        private MoeportException writeFailure(IOException e) {
+            String reason = e.getMessage() != null && e.getMessage().contains("No space left") ? "disk full" : String.valueOf(e.getMessage());
+            return new MoeportException(dir.resolve(layout.shardOf(name).fileName()) + ": cannot write tensor '" + name + "' (" + reason + ")", e);
+        }
+    }
+
+    private record Open(Path partial, Path target, FileChannel channel) {}
+
+    private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync) {
+        this.dir = dir;
+        this.layout = layout;
+        this.fsync = fsync;
+    }
+
+    /**
+     * Creates the partial shard files of {@code layout} in {@code dir} (which must exist), writes their
+     * headers and reserves their disk space.
+     *
+     * @param fsync flush each shard to disk before it is renamed into place (survives power loss, not
+     *     only a killed process; costs a full write-back)
+     */
+    public static SafetensorsWriter create(Path dir, ShardLayout layout, boolean fsync) {
+        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync);
+        try {
+            for (ShardLayout.Shard shard : layout.shards()) {
+                writer.openShard(shard);
+            }
+        } catch (RuntimeException e) {
+            writer.close();
+            throw e;
+        }
+        return writer;
+    }
+
+    private void openShard(ShardLayout.Shard shard) {
+        Path target = dir.resolve(shard.fileName());
+        Path partial = partialName(target);
+        byte[] header = SafetensorsHeader.encode(SHARD_METADATA, shard.entries());
+        long dataStart = 8 + header.length;
+        try {
+            FileChannel channel = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
+                    StandardOpenOption.READ, StandardOpenOption.WRITE);
+            openShards.put(shard.fileName(), new Open(partial, target, channel));
+            NativeIO.reserve(partial, dataStart + shard.dataBytes());
+            ByteBuffer head = ByteBuffer.allocate((int) dataStart).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            head.putLong(header.length).put(header).flip();
+            while (head.hasRemaining()) {
+                channel.write(head, head.position());
+            }
+            // Sizing the file up front makes a tensor of zero bytes at the end still part of it.
+            if (channel.size() < dataStart + shard.dataBytes()) {
+                channel.write(ByteBuffer.allocate(1), dataStart + shard.dataBytes() - 1);
+            }
+            for (SafetensorsHeader.Entry e : shard.entries().values()) {
+                sinks.put(e.name(), new TensorSink(e.name(), channel, dataStart + e.begin(), e.byteSize()));
+            }
+        } catch (IOException e) {
+            throw new MoeportException(partial + ": cannot create (" + e.getMessage() + ")", e);
+        }
+    }
+
+    public ShardLayout layout() {
+        return layout;
+    }
+
+    /** The sink of tensor {@code name}. */
+    public TensorSink sink(String name) {
+        TensorSink sink = sinks.get(name);
+        if (sink == null) {
+            throw new IllegalArgumentException("tensor '" + name + "' is not in this output");
+        }
+        return sink;
+    }
+
+    /**
+     * Checks that every tensor was written in full, then renames the shards into place and writes the
+     * index (for more than one shard) last.
+     */
+    public void commit() {
+        List<String> incomplete = new ArrayList<>();
+        for (TensorSink sink : sinks.values()) {
+            if (sink.written.get() != sink.size) {
+                incomplete.add(sink.name + " (" + sink.written.get() + " of " + sink.size + " bytes)");
+            }
+        }
+        if (!incomplete.isEmpty()) {
+            throw new IllegalStateException("tensors not fully written: " + incomplete.subList(0, Math.min(5, incomplete.size())));
+        }
+        try {
+            for (Open open : openShards.values()) {
+                if (fsync) {
+                    open.channel.force(true);
+                }
+                open.channel.close();
+            }
+            for (Open open : openShards.values()) {
+                Files.move(open.partial, open.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            }
+            if (layout.isSharded()) {
+                writeIndex();
+            }
+        } catch (IOException e) {
+            throw new MoeportException(dir + ": cannot finish output (" + e.getMessage() + ")", e);
+        }
+        committed = true;
+    }
+
+    private void writeIndex() throws IOException {
+        ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+        ObjectNode root = json.createObjectNode();
+        root.putObject("metadata").put("total_size", layout.totalBytes());
+        ObjectNode weightMap = root.putObject("weight_map");
+        layout.shards().stream()
+                .flatMap(s -> s.entries().keySet().stream().map(n -> Map.entry(n, s.fileName())))
+                .sorted(Map.Entry.comparingByKey())
+                .forEach(e -> weightMap.put(e.getKey(), e.getValue()));
+        writeAtomically(dir.resolve(SafetensorsCheckpoint.INDEX_NAME), json.writeValueAsBytes(root), fsync);
+    }
+
+    /** Writes {@code bytes} to {@code target} through a hidden partial file and a rename. */
+    public static void writeAtomically(Path target, byte[] bytes, boolean fsync) throws IOException {
+        Path partial = partialName(target);
+        try (FileChannel channel = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
+                StandardOpenOption.WRITE)) {
+            ByteBuffer buffer = ByteBuffer.wrap(bytes);
+            while (buffer.hasRemaining()) {
+                channel.write(buffer);
+            }
+            if (fsync) {
+                channel.force(true);
+            }
+        }
+        Files.move(partial, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+    }
+
+    /** The hidden name a file has while it is being written. */
+    public static Path partialName(Path target) {
+        return target.resolveSibling("." + target.getFileName() + PARTIAL_SUFFIX);
+    }
+
+    /** Whether {@code file} is a leftover of an unfinished write. */
+    public static boolean isPartial(Path file) {
+        String name = file.getFileName().toString();
+        return name.startsWith(".") && name.endsWith(PARTIAL_SUFFIX);
+    }
+
+    /** Without a commit, closes and deletes the partial files; after one, does nothing. */
+    @Override
+    public void close() {
+        if (committed) {
+            return;
+        }
+        for (Open open : openShards.values()) {
+            try {
+                open.channel.close();
+                Files.deleteIfExists(open.partial);
+            } catch (IOException ignored) {
+                // Best effort: a partial file left behind is hidden and never looks finished.
+            }
+        }
+        openShards.clear();
+    }
+}

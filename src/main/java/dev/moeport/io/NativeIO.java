@@ -1,0 +1,169 @@
+package dev.moeport.io;
+
+import dev.moeport.MoeportException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+import java.nio.file.Path;
+
+/**
+ * The few libc calls moeport makes through the Foreign Function &amp; Memory API; their C declarations
+ * are in {@code ffi-headers/moeport_native.h}. Every call is a hint or an early check, never needed
+ * for correct output: when native access is not enabled (no {@code --enable-native-access}), or a
+ * symbol is missing, each becomes a no-op and one warning is printed.
+ */
+public final class NativeIO {
+    /** Access-pattern hints for a mapped range. */
+    public enum Advice {
+        /** Read once, front to back: the kernel reads ahead aggressively. */
+        SEQUENTIAL,
+        /** Needed soon: start reading it in now. */
+        WILLNEED,
+        /** Done with it: drop the pages from this process (a file mapping re-reads them if touched again). */
+        DONTNEED
+    }
+
+    // <sys/mman.h> (Linux, glibc)
+    private static final int POSIX_MADV_SEQUENTIAL = 2;
+    private static final int POSIX_MADV_WILLNEED = 3;
+    private static final int MADV_DONTNEED = 4;
+    // <fcntl.h>
+    private static final int O_WRONLY = 1;
+    private static final int O_CLOEXEC = 0x80000;
+    // <errno.h>
+    private static final int ENOSPC = 28;
+    private static final int EFBIG = 27;
+
+    private static final Bindings BINDINGS = Bindings.load();
+    private static volatile boolean warned;
+
+    private NativeIO() {}
+
+    /** Whether the native calls are live (false: they are no-ops). */
+    public static boolean available() {
+        return BINDINGS != null;
+    }
+
+    /**
+     * Advises the kernel about {@code segment}, a slice of a mapped file. SEQUENTIAL and WILLNEED go
+     * through {@code posix_madvise} on the pages the slice touches; DONTNEED goes through Linux
+     * {@code madvise}, because glibc's {@code posix_madvise} ignores POSIX_MADV_DONTNEED, and only on
+     * the pages wholly inside the slice, so that a neighbour still in use keeps its pages.
+     */
+    public static void advise(MemorySegment segment, Advice advice) {
+        Bindings b = bindings();
+        if (b == null || segment.byteSize() == 0 || !segment.isNative()) {
+            return;
+        }
+        long page = b.pageSize;
+        long start = segment.address();
+        long end = start + segment.byteSize();
+        boolean inward = advice == Advice.DONTNEED;
+        long alignedStart = inward ? ceil(start, page) : floor(start, page);
+        long alignedEnd = inward ? floor(end, page) : ceil(end, page);
+        if (alignedEnd <= alignedStart) {
+            return;
+        }
+        MemorySegment range = MemorySegment.ofAddress(alignedStart);
+        long length = alignedEnd - alignedStart;
+        try {
+            // Errors are ignored on purpose: advice is a hint; a refusal changes speed, never output.
+            switch (advice) {
+                case SEQUENTIAL -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_SEQUENTIAL); }
+                case WILLNEED -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_WILLNEED); }
+                case DONTNEED -> { int ignored = (int) b.madvise.invokeExact(range, length, MADV_DONTNEED); }
+            }
+        } catch (Throwable t) {
+            throw new IllegalStateException("madvise failed", t);
+        }
+    }
+
+    /**
+     * Reserves {@code length} bytes of disk for {@code file} with Linux {@code fallocate}, so that a
+     * full disk is reported before the run instead of in the middle. File systems without fallocate
+     * are skipped silently (the writes will report a full disk themselves).
+     */
+    public static void reserve(Path file, long length) {
+        Bindings b = bindings();
+        if (b == null || length <= 0) {
+            return;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(b.callState);
+            int fd = (int) b.open.invokeExact(state, arena.allocateFrom(file.toString()), O_WRONLY | O_CLOEXEC, 0);
+            if (fd < 0) {
+                return;
+            }
+            int rc = (int) b.fallocate.invokeExact(state, fd, 0, 0L, length);
+            int errno = (int) b.errno.get(state, 0L);
+            int ignored = (int) b.close.invokeExact(fd);
+            if (rc != 0 && (errno == ENOSPC || errno == EFBIG)) {
+                throw new MoeportException(file + ": not enough disk space for " + length + " bytes");
+            }
+        } catch (MoeportException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("fallocate failed", t);
+        }
+    }
+
+    private static Bindings bindings() {
+        if (BINDINGS == null && !warned) {
+            warned = true;
+            System.err.println("moeport: warning: native calls are off (run the JVM with --enable-native-access=ALL-UNNAMED);"
+                    + " page-cache hints and disk-space reservation are skipped");
+        }
+        return BINDINGS;
+    }
+
+    private static long floor(long x, long page) {
+        return x & -page;
+    }
+
+    private static long ceil(long x, long page) {
+        return (x + page - 1) & -page;
+    }
+
+    private record Bindings(MethodHandle posixMadvise, MethodHandle madvise, MethodHandle open, MethodHandle fallocate,
+                            MethodHandle close, StructLayout callState, VarHandle errno, long pageSize) {
+
+        static Bindings load() {
+            if (!NativeIO.class.getModule().isNativeAccessEnabled()) {
+                return null;
+            }
+            try {
+                Linker linker = Linker.nativeLinker();
+                SymbolLookup libc = linker.defaultLookup();
+                StructLayout callState = Linker.Option.captureStateLayout();
+                VarHandle errno = callState.varHandle(MemoryLayout.PathElement.groupElement("errno"));
+                Linker.Option captureErrno = Linker.Option.captureCallState("errno");
+                var jint = ValueLayout.JAVA_INT;
+                var jlong = ValueLayout.JAVA_LONG;
+                var ptr = ValueLayout.ADDRESS;
+                MethodHandle posixMadvise = linker.downcallHandle(libc.findOrThrow("posix_madvise"),
+                        FunctionDescriptor.of(jint, ptr, jlong, jint));
+                MethodHandle madvise = linker.downcallHandle(libc.findOrThrow("madvise"),
+                        FunctionDescriptor.of(jint, ptr, jlong, jint));
+                MethodHandle open = linker.downcallHandle(libc.findOrThrow("open"),
+                        FunctionDescriptor.of(jint, ptr, jint, jint), captureErrno, Linker.Option.firstVariadicArg(2));
+                MethodHandle fallocate = linker.downcallHandle(libc.findOrThrow("fallocate"),
+                        FunctionDescriptor.of(jint, jint, jint, jlong, jlong), captureErrno);
+                MethodHandle close = linker.downcallHandle(libc.findOrThrow("close"), FunctionDescriptor.of(jint, jint));
+                MethodHandle getpagesize = linker.downcallHandle(libc.findOrThrow("getpagesize"), FunctionDescriptor.of(jint));
+                long pageSize = (int) getpagesize.invokeExact();
+                return new Bindings(posixMadvise, madvise, open, fallocate, close, callState, errno, pageSize);
+            } catch (Throwable t) {
+                System.err.println("moeport: warning: native calls are unavailable (" + t.getMessage() + ")");
+                warned = true;
+                return null;
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+package dev.moeport.tensor;
+
+import dev.moeport.MoeportException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
+
+/**
+ * A tensor as it lies in a file: its name, element type, shape and the bytes, a zero-copy slice of a
+ * memory-mapped file (row-major, little-endian, possibly unaligned). Narrowing along the outermost
+ * dimension (an expert of a stack, a range of rows) stays zero-copy.
+ *
+ * @param file the file that holds the bytes, for error messages
+ */
+public record TensorView(String name, DType dtype, Shape shape, MemorySegment data, Path file) implements Tensor {
+
+    public TensorView {
+        long expected = dtype.byteSize(shape.numel());
+        if (expected != data.byteSize()) {
+            throw new IllegalArgumentException(
+                    name + ": " + data.byteSize() + " bytes for " + dtype + shape + " (expected " + expected + ")");
+        }
+    }
+
+    @Override
+    public MemorySegment bytes(Arena scratch) {
+        return data;
+    }
+
+    @Override
+    public TensorView narrow(long start, long count, String newName) {
+        requireRank(1);
+        long outer = shape.dim(0);
+        if (start < 0 || count < 0 || start + count > outer) {
+            throw new MoeportException(
+                    where() + ": range [" + start + ", " + (start + count) + ") out of dimension 0 of size " + outer);
+        }
+        long stride = dtype.byteSize(shape.innerNumel());
+        if (stride < 0) {
+            throw new MoeportException(where() + ": rows of " + dtype + " do not end on a byte boundary");
+        }
+        return new TensorView(newName, dtype, shape.with(0, count), data.asSlice(start * stride, count * stride), file);
+    }
+
+    @Override
+    public TensorView select(long index, String newName) {
+        TensorView one = narrow(index, 1, newName);
+        return new TensorView(newName, dtype, shape.dropFirst(), one.data, file);
+    }
+
+    /** The same bytes seen with another shape of the same number of elements. */
+    public TensorView reshape(Shape newShape) {
+        if (newShape.numel() != shape.numel()) {
+            throw new IllegalArgumentException(where() + ": cannot view " + shape + " as " + newShape);
+        }
+        return new TensorView(name, dtype, newShape, data, file);
+    }
+
+    public TensorView renamed(String newName) {
+        return new TensorView(newName, dtype, shape, data, file);
+    }
+
+    @Override
+    public String where() {
+        return "tensor '" + name + "'" + (file == null ? "" : " in " + file);
+    }
+
+    private void requireRank(int min) {
+        if (rank() < min) {
+            throw new MoeportException(where() + ": expected at least " + min + " dimension(s), got " + describe());
+        }
+    }
+}
