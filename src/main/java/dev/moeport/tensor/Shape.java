@@ -54,6 +54,11 @@ public final class Shape {
         return new Shape(Arrays.copyOfRange(dims, 1, dims.length));
     }
 
+    /** This shape without its innermost dimension. */
+    public Shape dropLast() {
+        return new Shape(Arrays.copyOf(dims, dims.length - 1));
+    }
+
     /** This shape with dimension {@code i} replaced. */
     public Shape with(int i, long size) {
         long[] copy = dims.clone();
