@@ -1,0 +1,84 @@
+package dev.moeport.plan;
+
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.Shape;
+import java.util.List;
+
+/**
+ * One unit of work of a {@link Plan}: the output tensors it writes and the source bytes it reads.
+ * Jobs are data; the executor decides how to run them (chunking, threads, page-cache advice).
+ */
+public sealed interface Job {
+    List<OutputTensor> outputs();
+
+    /** The source bytes, in output order (rows of the result, outermost dimension first). */
+    List<Piece> pieces();
+
+    /** A short name of the transform, for dry runs: {@code copy}, {@code cast}, {@code quantize nvfp4}, ... */
+    String transform();
+
+    /** Bytes read from the input, for progress and throughput. */
+    default long inputBytes() {
+        return pieces().stream().mapToLong(Piece::byteSize).sum();
+    }
+
+    /** The output tensor's bytes are the pieces' bytes, concatenated. */
+    record Copy(OutputTensor output, List<Piece> pieces, String transform) implements Job {
+        @Override
+        public List<OutputTensor> outputs() {
+            return List.of(output);
+        }
+    }
+
+    /** The pieces (all of dtype {@code from}) converted element by element to the output's dtype. */
+    record Cast(OutputTensor output, List<Piece> pieces, DType from, String transform) implements Job {
+        @Override
+        public List<OutputTensor> outputs() {
+            return List.of(output);
+        }
+    }
+
+    /**
+     * Quantizes a weight {@code [..., out, in]} assembled from the pieces (dtype {@code sourceType}),
+     * first rounded to {@code exportType} when they differ (the format's numerics are defined on the
+     * weight in its export dtype).
+     *
+     * @param amax where the per-tensor scale (fp8, nvfp4) comes from
+     * @param inputAmax calibrated activation amax for {@code input_scale}, or null when there is none
+     * @param weightScale2 the {@code weight_scale_2} output (nvfp4), else null
+     * @param inputScale the {@code input_scale} output, else null
+     */
+    record Quantize(QuantFormat format, Shape weightShape, DType sourceType, DType exportType, List<Piece> pieces,
+                    AmaxSource amax, Float inputAmax,
+                    OutputTensor weight, OutputTensor weightScale, OutputTensor weightScale2, OutputTensor inputScale)
+            implements Job {
+        @Override
+        public List<OutputTensor> outputs() {
+            return java.util.stream.Stream.of(weight, weightScale, weightScale2, inputScale).filter(java.util.Objects::nonNull).toList();
+        }
+
+        @Override
+        public String transform() {
+            return "quantize " + format.cliName();
+        }
+    }
+
+    /**
+     * The reverse of {@link Quantize}: a quantized weight {@code [out, in']} (the pieces, row by row)
+     * with its {@code weight_scale} back to a floating-point tensor; {@code scale2} is nvfp4's
+     * {@code weight_scale_2} (null for other formats).
+     */
+    record Dequantize(QuantFormat format, OutputTensor output, List<Piece> pieces, Piece.Source scale, Piece.Source scale2)
+            implements Job {
+        @Override
+        public List<OutputTensor> outputs() {
+            return List.of(output);
+        }
+
+        @Override
+        public String transform() {
+            return "dequantize " + format.cliName();
+        }
+    }
+}
