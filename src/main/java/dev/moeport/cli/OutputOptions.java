@@ -10,7 +10,7 @@ import picocli.CommandLine.Option;
 
 /** The options every command that writes a checkpoint shares. */
 final class OutputOptions {
-    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output folder (Hugging Face layout). Must not exist or be empty, unless --overwrite.")
+    @Option(names = "--out", paramLabel = "DIR", description = "Output folder (Hugging Face layout). Must not exist or be empty, unless --overwrite.")
     Path out;
 
     @Option(names = "--overwrite", description = "Replace the checkpoint in an existing output folder.")
