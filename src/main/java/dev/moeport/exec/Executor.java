@@ -13,6 +13,7 @@ import dev.moeport.quant.NonFiniteValueException;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.lang.foreign.Arena;
@@ -121,6 +122,7 @@ public final class Executor {
                 case Job.Cast cast -> cast(cast);
                 case Job.Quantize q -> quantize(q);
                 case Job.Dequantize d -> dequantize(d);
+                case Job.Synthesize s -> synthesize(s);
             }
             progress.addTensors(job.outputs().size());
         }
@@ -304,6 +306,32 @@ public final class Executor {
                 try (Arena arena = Arena.ofConfined()) {
                     action.accept(part.bytes(arena), r * rowBytes);
                 }
+            }
+        }
+
+        private void synthesize(Job.Synthesize job) {
+            OutputTensor output = job.output();
+            DType dtype = output.dtype();
+            TensorSink sink = writer.sink(output.name());
+            long count = output.shape().numel();
+            long step = CHUNK_BYTES / dtype.byteWidth();
+            float span = job.high() - job.low();
+            long block = count / job.seeds().size();
+            for (long start = 0; start < count; start += step) {
+                long n = Math.min(step, count - start);
+                MemorySegment out = scratch.buffer(Scratch.OUTPUT, n * dtype.byteWidth());
+                for (long i = 0; i < n; i++) {
+                    long index = start + i;
+                    // SplitMix64's finalizer of (seed, index): independent of how the tensor is chunked.
+                    long z = job.seeds().get((int) (index / block)) + index % block * 0x9E3779B97F4A7C15L;
+                    z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+                    z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+                    z ^= z >>> 31;
+                    float unit = (z >>> 40) * 0x1.0p-24f;
+                    FloatFormats.write(out, dtype, i, job.low() + unit * span);
+                }
+                sink.write(start * dtype.byteWidth(), out);
+                progress.addBytes(n * dtype.byteWidth());
             }
         }
 

@@ -81,4 +81,33 @@ public sealed interface Job {
             return "dequantize " + format.cliName();
         }
     }
+
+    /**
+     * Deterministic pseudo-random values for synthetic checkpoints, uniform in {@code [low, high)}. The
+     * tensor is cut along its outermost dimension into as many equal blocks as there are seeds; element
+     * j of block b is a function of {@code (seeds[b], j)} alone, so any chunking gives the same bytes,
+     * and a stack of experts holds the same values as the experts stored one by one.
+     */
+    record Synthesize(OutputTensor output, List<Long> seeds, float low, float high) implements Job {
+        @Override
+        public List<OutputTensor> outputs() {
+            return List.of(output);
+        }
+
+        @Override
+        public List<Piece> pieces() {
+            return List.of();
+        }
+
+        @Override
+        public String transform() {
+            return "synthesize";
+        }
+
+        /** The bytes it writes: synthesis reads nothing, and progress counts the work. */
+        @Override
+        public long inputBytes() {
+            return output.byteSize();
+        }
+    }
 }
