@@ -21,6 +21,13 @@ public record Architecture(String name, List<String> hfClasses, String mcoreLaye
                            List<String> expertCountKeys, Function<ModelConfig, List<Set<LayerKind>>> layers,
                            List<Rule> rules, List<String> defaultExclusions) {
 
+    /**
+     * Modules every architecture keeps unquantized: embeddings, the output layer, routers (their tiny
+     * logits decide which experts run) and Mamba's depthwise conv1d.
+     */
+    public static final List<String> COMMON_EXCLUSIONS = List.of(
+            "*embeddings", "*embed_tokens", "*word_embeddings", "lm_head", "*output_layer", "*.gate", "*.router", "*.conv1d");
+
     public long expertCount(ModelConfig config) {
         return config.requireIntOf(expertCountKeys.toArray(String[]::new));
     }

@@ -60,7 +60,7 @@ final class NemotronH {
                             .shape("*", "moe_intermediate_size"),
                     Rule.of(MOE, "mlp.fc1_latent_proj.weight", "mixer.fc1_latent_proj.weight").optional(),
                     Rule.of(MOE, "mlp.fc2_latent_proj.weight", "mixer.fc2_latent_proj.weight").optional()),
-            List.of("backbone.embeddings", "lm_head", "*.mixer.gate", "*.conv1d"));
+            Architecture.COMMON_EXCLUSIONS);
 
     /** Layer kinds from {@code hybrid_override_pattern} (published checkpoints) or {@code layers_block_type} (transformers 5). */
     private static List<Set<LayerKind>> layers(ModelConfig config) {

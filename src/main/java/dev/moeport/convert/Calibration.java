@@ -7,6 +7,7 @@ import dev.moeport.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -81,15 +82,32 @@ public final class Calibration {
         return c;
     }
 
-    /** The calibrated weight amax of {@code weightName} (an MCore canonical or HF name), or null. */
-    public Float weightAmax(String weightName) {
-        Float own = weightAmax.get(weightName);
-        return own != null ? own : groupWeightAmax.get(group(weightName));
+    /**
+     * The calibrated weight amax of weights (MCore canonical or HF names) that share one scale: the
+     * largest of theirs, or null unless each has one.
+     */
+    public Float weightAmax(List<String> weightNames) {
+        return largest(weightNames, name -> {
+            Float own = weightAmax.get(name);
+            return own != null ? own : groupWeightAmax.get(group(name));
+        });
     }
 
-    /** The calibrated input amax of the module of {@code weightName}, shared by its expert group, or null. */
-    public Float inputAmax(String weightName) {
-        return inputAmax.get(group(weightName));
+    /** The calibrated input amax of the modules of these weights (one input), shared by an expert group: the largest, or null. */
+    public Float inputAmax(List<String> weightNames) {
+        return largest(weightNames, name -> inputAmax.get(group(name)));
+    }
+
+    private static Float largest(List<String> names, java.util.function.Function<String, Float> lookup) {
+        Float max = null;
+        for (String name : names) {
+            Float v = lookup.apply(name);
+            if (v == null) {
+                return null;
+            }
+            max = max == null ? v : Math.max(max, v);
+        }
+        return max;
     }
 
     private static String group(String weightName) {

@@ -6,6 +6,7 @@ import dev.moeport.arch.LayerKind;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.arch.Rule;
 import dev.moeport.arch.Transform;
+import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.util.NaturalOrder;
@@ -79,8 +80,9 @@ public final class ExportMapper {
         List<Transform.Part> parts = rule.transform().toHf(source, hfNames, config);
         for (Transform.Part part : parts) {
             checkShape(rule, part, source, config);
-            out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), found, parts.size() > 1 ? source : null,
-                    rule.keepsDtype()));
+            boolean split = parts.size() > 1;
+            out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), List.of(found), split ? found : null,
+                    split ? List.of(new Piece.Source(source)) : null, rule.keepsDtype()));
         }
     }
 

@@ -54,9 +54,8 @@ public final class OutputPlanner {
 
     /** {@code copy} (same name), {@code rename}, or {@code gather rows} (a part of a tensor, or several put together). */
     private static String copyKind(MappedTensor t) {
-        boolean whole = t.pieces().size() == 1 && t.pieces().getFirst() instanceof Piece.Source s && s.tensor().shape().equals(t.shape())
-                && t.fusedSource() == null;
-        return !whole ? "gather rows" : t.name().equals(t.source()) ? "copy" : "rename";
+        boolean whole = t.pieces().size() == 1 && t.pieces().getFirst() instanceof Piece.Source s && s.tensor().shape().equals(t.shape());
+        return !whole ? "gather rows" : t.sources().equals(List.of(t.name())) ? "copy" : "rename";
     }
 
     /** Pieces as matrices: a stack {@code [E, out, in]} becomes its E matrices (views), as the kernels take rows of a matrix. */
@@ -78,10 +77,10 @@ public final class OutputPlanner {
 
     private Job quantize(MappedTensor t) {
         String module = QuantSelection.module(t.name());
-        Float weightAmax = calibration.weightAmax(t.source());
-        Float inputAmax = calibration.inputAmax(t.source());
+        Float weightAmax = calibration.weightAmax(t.sources());
+        Float inputAmax = calibration.inputAmax(t.sources());
         AmaxSource amax = weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
-                : t.fusedSource() != null ? new AmaxSource.Computed(t.source(), List.of(new Piece.Source(t.fusedSource())))
+                : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), matrices(t.amaxPieces()))
                 : new AmaxSource.Computed(t.name(), matrices(t.pieces()));
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(module + ".weight", format.weightType(), format.weightShape(t.shape())),

@@ -339,11 +339,19 @@ public final class Executor {
             QuantFormat format = job.format();
             OutputTensor output = job.output();
             long in = output.shape().dim(-1);
-            long out = output.shape().numel() / in;
-            float tensorScale;
-            try (Arena arena = Arena.ofConfined()) {
-                Piece.Source scalar = format == QuantFormat.FP8 ? job.scale() : job.scale2();
-                tensorScale = scalar == null ? 1f : scalar.tensor().bytes(arena).get(F32, 0);
+            long out = output.shape().rank() < 2 ? 1 : output.shape().dim(-2);
+            long slabs = output.shape().numel() / (out * in);
+            // fp8 keeps one scale per tensor, or per expert of a stack; nvfp4 one weight_scale_2.
+            Piece.Source perTensor = format == QuantFormat.FP8 ? job.scale() : job.scale2();
+            float[] tensorScales = new float[(int) slabs];
+            java.util.Arrays.fill(tensorScales, 1f);
+            if (perTensor != null) {
+                try (Arena arena = Arena.ofConfined()) {
+                    MemorySegment values = perTensor.tensor().bytes(arena);
+                    for (int i = 0; i < slabs; i++) {
+                        tensorScales[i] = values.getAtIndex(F32, perTensor.tensor().numel() == slabs ? i : 0);
+                    }
+                }
             }
             long weightRowBytes = format.weightType().byteSize(format.weightShape(Shape.of(1, in)).numel());
             RowSource weights = new RowSource(job.pieces(), weightRowBytes);
@@ -352,17 +360,19 @@ public final class Executor {
             TensorSink sink = writer.sink(output.name());
             long outRowBytes = in * output.dtype().byteWidth();
             long step = Math.max(1, CHUNK_BYTES / outRowBytes);
-            for (long r = 0; r < out; r += step) {
-                long n = Math.min(step, out - r);
-                try (Arena arena = Arena.ofConfined()) {
-                    MemorySegment w = weights.read(r, n, arena, scratch);
-                    MemorySegment s = scales == null ? MemorySegment.NULL : scales.read(r, n, arena, scratch.second());
-                    MemorySegment dst = scratch.buffer(Scratch.OUTPUT, n * outRowBytes);
-                    kernel.dequantize(format, w, s, tensorScale, n, in, output.dtype(), dst);
-                    sink.write(r * outRowBytes, dst);
-                    weights.release();
+            for (long slab = 0; slab < slabs; slab++) {
+                for (long r = slab * out; r < (slab + 1) * out; r += step) {
+                    long n = Math.min(step, (slab + 1) * out - r);
+                    try (Arena arena = Arena.ofConfined()) {
+                        MemorySegment w = weights.read(r, n, arena, scratch);
+                        MemorySegment s = scales == null ? MemorySegment.NULL : scales.read(r, n, arena, scratch.second());
+                        MemorySegment dst = scratch.buffer(Scratch.OUTPUT, n * outRowBytes);
+                        kernel.dequantize(format, w, s, tensorScales[(int) slab], n, in, output.dtype(), dst);
+                        sink.write(r * outRowBytes, dst);
+                        weights.release();
+                    }
+                    progress.addBytes(n * weightRowBytes);
                 }
-                progress.addBytes(n * weightRowBytes);
             }
         }
     }
