@@ -106,8 +106,7 @@ public final class QuantizedCheckpoint {
                 throw new MoeportException(scale.where() + ": shape " + scale.shape() + " does not fit weight " + weight.shape()
                         + " in " + format.cliName() + " (expected " + format.scaleShape(shape) + ")");
             }
-            jobs.add(new Job.Dequantize(format, new OutputTensor(name, dtype, shape), matrices(weight), new Piece.Source(scale),
-                    scale2 == null ? null : new Piece.Source(scale2)));
+            jobs.add(new Job.Copy(new OutputTensor(name, dtype, shape), decoded(format, weight, scale, scale2, dtype), "dequantize " + format.cliName()));
             modules.add(module);
             consumed.addAll(List.of(name, module + ".weight_scale", module + ".weight_scale_2", module + ".input_scale"));
             seen = format;
@@ -121,13 +120,18 @@ public final class QuantizedCheckpoint {
         return new Dequantized(jobs, modules, seen);
     }
 
-    private static List<Piece> matrices(Tensor weight) {
+    /**
+     * A quantized weight as decoded matrices: a stack {@code [E, out, in']} becomes E pieces, each with
+     * its expert's scales (fp8 keeps one scale per expert of a stack, or one for all).
+     */
+    static List<Piece> decoded(QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype) {
         if (weight.rank() <= 2) {
-            return List.of(new Piece.Source(weight));
+            return List.of(new Piece.Dequantized(format, weight, scale, scale2, dtype));
         }
         List<Piece> out = new ArrayList<>();
         for (long i = 0; i < weight.shape().dim(0); i++) {
-            out.addAll(matrices(weight.select(i, weight.name() + "[" + i + "]")));
+            Tensor s = format == QuantFormat.FP8 && scale.rank() == 0 ? scale : scale.select(i, scale.name() + "[" + i + "]");
+            out.addAll(decoded(format, weight.select(i, weight.name() + "[" + i + "]"), s, scale2, dtype));
         }
         return out;
     }

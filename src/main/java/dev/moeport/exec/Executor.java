@@ -3,7 +3,6 @@ package dev.moeport.exec;
 import dev.moeport.MoeportException;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.format.safetensors.SafetensorsWriter.TensorSink;
-import dev.moeport.io.NativeIO;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
@@ -15,11 +14,8 @@ import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.Shape;
-import dev.moeport.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
@@ -38,16 +34,14 @@ import java.util.concurrent.Future;
  * released from the process (madvise DONTNEED) as soon as a chunk is written.
  */
 public final class Executor {
-    /** Bytes of input a chunk reads at most (more only when a single row is larger). */
-    static final long CHUNK_BYTES = 8L << 20;
-    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-
     private final QuantKernel kernel;
+    private final PieceReader reader;
     private final int threads;
     private final Map<String, CompletableFuture<Float>> amaxCache = new ConcurrentHashMap<>();
 
     public Executor(QuantKernel kernel, int threads) {
         this.kernel = kernel;
+        this.reader = new PieceReader(kernel);
         this.threads = Math.max(1, threads);
     }
 
@@ -121,67 +115,43 @@ public final class Executor {
                 case Job.Copy copy -> copy(copy);
                 case Job.Cast cast -> cast(cast);
                 case Job.Quantize q -> quantize(q);
-                case Job.Dequantize d -> dequantize(d);
                 case Job.Synthesize s -> synthesize(s);
             }
             progress.addTensors(job.outputs().size());
         }
 
+        /** Each piece streamed in chunks to its place in the output: a source's chunks go from the mapping to the file. */
         private void copy(Job.Copy job) {
             TensorSink sink = writer.sink(job.output().name());
             long offset = 0;
             for (Piece piece : job.pieces()) {
-                switch (piece) {
-                    case Piece.Zeros z -> {
-                        for (long done = 0; done < z.byteSize(); ) {
-                            long n = Math.min(CHUNK_BYTES, z.byteSize() - done);
-                            sink.write(offset + done, scratch.zeros(n));
-                            done += n;
-                        }
-                    }
-                    case Piece.Source s -> forEachChunk(s.tensor(), (chunk, at) -> sink.write(at, chunk), offset);
-                }
+                long base = offset;
+                long rowBytes = PieceReader.rowBytes(piece);
+                long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
+                reader.forEachChunk(piece, scratch, Scratch.DECODED, (bytes, first, rows) -> {
+                    sink.write(base + first * rowBytes, bytes);
+                    progress.addBytes(rows * rowInput);
+                });
                 offset += piece.byteSize();
             }
         }
 
         private void cast(Job.Cast job) {
             TensorSink sink = writer.sink(job.output().name());
+            DType from = job.from();
             DType to = job.output().dtype();
             long offset = 0;
             for (Piece piece : job.pieces()) {
-                Piece.Source s = (Piece.Source) piece;
-                long outStart = offset;
-                forEachChunk(s.tensor(), (chunk, at) -> {
-                    long count = chunk.byteSize() / job.from().byteWidth();
+                long base = offset;
+                long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
+                reader.forEachChunk(piece, scratch, Scratch.DECODED, (bytes, first, rows) -> {
+                    long count = bytes.byteSize() / from.byteWidth();
                     MemorySegment out = scratch.buffer(Scratch.OUTPUT, count * to.byteWidth());
-                    ElementCast.convert(chunk, job.from(), out, to, count);
-                    sink.write(outStart + at / job.from().byteWidth() * to.byteWidth(), out);
-                }, 0);
-                offset += s.tensor().numel() * to.byteWidth();
-            }
-        }
-
-        /**
-         * Calls {@code action} for consecutive whole-row chunks of {@code t}, with the chunk's byte
-         * offset plus {@code base}; releases each chunk's source pages afterwards.
-         */
-        private void forEachChunk(Tensor t, ChunkAction action, long base) {
-            long rows = t.rank() == 0 ? 1 : t.shape().dim(0);
-            long rowBytes = rows == 0 ? 0 : t.byteSize() / rows;
-            long step = rowBytes == 0 ? Math.max(rows, 1) : Math.max(1, CHUNK_BYTES / rowBytes);
-            for (long r = 0; r < rows; r += step) {
-                long n = Math.min(step, rows - r);
-                Tensor part = t.rank() == 0 || (r == 0 && n == rows) ? t : t.narrow(r, n, t.name());
-                try (Arena arena = Arena.ofConfined()) {
-                    MemorySegment bytes = part.bytes(arena);
-                    action.accept(bytes, base + r * rowBytes);
-                    release(bytes);
-                }
-                progress.addBytes(n * rowBytes);
-            }
-            if (rows == 0 || rowBytes == 0) {
-                progress.addBytes(t.byteSize());
+                    ElementCast.convert(bytes, from, out, to, count);
+                    sink.write(base + first * (PieceReader.rowBytes(piece) / from.byteWidth()) * to.byteWidth(), out);
+                    progress.addBytes(rows * rowInput);
+                });
+                offset += piece.byteSize() / from.byteWidth() * to.byteWidth();
             }
         }
 
@@ -191,22 +161,21 @@ public final class Executor {
             long in = shape.dim(-1);
             long out = shape.dim(-2);
             long slabs = shape.numel() / (out * in);
-            RowSource rows = new RowSource(job.pieces(), in * job.sourceType().byteWidth());
+            PieceReader.Rows rows = reader.new Rows(job.pieces());
             float tensorScale = 0;
+            // fp8 scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
             boolean perSlabScale = format == QuantFormat.FP8 && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
             if (format.usesTensorAmax() && !perSlabScale) {
-                tensorScale = format.tensorScale(amax(job.amax(), job));
+                tensorScale = format.tensorScale(amax(job.amax()));
             }
             TensorSink weight = writer.sink(job.weight().name());
             TensorSink scale = writer.sink(job.weightScale().name());
             long weightSlabBytes = format.weightType().byteSize(format.weightShape(Shape.of(out, in)).numel());
             long scaleSlabBytes = format.scaleType().byteSize(format.scaleShape(Shape.of(out, in)).numel());
             for (long slab = 0; slab < slabs; slab++) {
-                float slabScale = tensorScale;
-                if (perSlabScale) {
-                    List<Piece> slabPieces = rows.slice(slab * out, out);
-                    slabScale = format.tensorScale(amaxOver(slabPieces, job.weight().name() + "[" + slab + "]"));
-                }
+                float slabScale = perSlabScale
+                        ? format.tensorScale(amaxOver(rows.slice(slab * out, out), job.weight().name() + "[" + slab + "]"))
+                        : tensorScale;
                 if (format == QuantFormat.FP8) {
                     scale.write(slab * 4, scratch.f32(slabScale));
                 }
@@ -221,13 +190,11 @@ public final class Executor {
             }
         }
 
-        private void quantizeSlab(Job.Quantize job, RowSource rows, long firstRow, long out, long in, float tensorScale,
+        private void quantizeSlab(Job.Quantize job, PieceReader.Rows rows, long firstRow, long out, long in, float tensorScale,
                                   TensorSink weight, long weightBase, TensorSink scale, long scaleBase) {
             QuantFormat format = job.format();
             DType exportType = job.exportType();
-            int granularity = format.rowGranularity();
-            long rowBytes = in * job.sourceType().byteWidth();
-            long step = Math.max(granularity, CHUNK_BYTES / rowBytes / granularity * granularity);
+            long step = PieceReader.rowsPerChunk(rows.rowBytes(), format.rowGranularity());
             for (long r = 0; r < out; r += step) {
                 long n = Math.min(step, out - r);
                 try (Arena arena = Arena.ofConfined()) {
@@ -235,28 +202,31 @@ public final class Executor {
                     if (exportType != job.sourceType()) {
                         MemorySegment cast = scratch.buffer(Scratch.CAST, n * in * exportType.byteWidth());
                         ElementCast.convert(src, job.sourceType(), cast, exportType, n * in);
+                        PieceReader.release(src);
                         src = cast;
                     }
                     Shape chunk = Shape.of(n, in);
                     MemorySegment w = scratch.buffer(Scratch.OUTPUT, format.weightType().byteSize(format.weightShape(chunk).numel()));
-                    MemorySegment s = scale == null ? MemorySegment.NULL : scratch.buffer(Scratch.SCALES, format.scaleType().byteSize(format.scaleShape(chunk).numel()));
+                    MemorySegment s = scale == null ? MemorySegment.NULL
+                            : scratch.buffer(Scratch.SCALES, format.scaleType().byteSize(format.scaleShape(chunk).numel()));
                     try {
                         kernel.quantize(format, src, exportType, n, in, tensorScale, w, s);
                     } catch (NonFiniteValueException e) {
                         throw nonFinite(job.weight().name(), firstRow + r + e.index() / in, e.index() % in);
                     }
+                    PieceReader.release(src);
                     Shape before = Shape.of(r, in);
                     weight.write(weightBase + format.weightType().byteSize(format.weightShape(before).numel()), w);
                     if (scale != null) {
                         scale.write(scaleBase + format.scaleType().byteSize(format.scaleShape(before).numel()), s);
                     }
-                    rows.release();
                 }
-                progress.addBytes(n * rowBytes);
+                progress.addBytes(n * rows.rowBytes());
             }
         }
 
-        private float amax(AmaxSource source, Job.Quantize job) {
+        /** A shared amax is computed once, by whichever job needs it first; the others wait for it. */
+        private float amax(AmaxSource source) {
             return switch (source) {
                 case AmaxSource.Calibrated c -> c.amax();
                 case AmaxSource.Computed c -> {
@@ -280,33 +250,17 @@ public final class Executor {
         private float amaxOver(List<Piece> pieces, String name) {
             float[] max = {0};
             for (Piece piece : pieces) {
-                Tensor t = ((Piece.Source) piece).tensor();
-                DType dtype = t.dtype();
-                forEachChunkQuietly(t, (chunk, at) -> {
+                DType dtype = ((Piece.Source) piece).tensor().dtype();
+                long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / dtype.byteWidth();
+                reader.forEachChunk(piece, scratch, Scratch.DECODED, (bytes, first, rows) -> {
                     try {
-                        max[0] = Math.max(max[0], kernel.amax(chunk, dtype, chunk.byteSize() / dtype.byteWidth()));
+                        max[0] = Math.max(max[0], kernel.amax(bytes, dtype, bytes.byteSize() / dtype.byteWidth()));
                     } catch (NonFiniteValueException e) {
-                        long element = at / dtype.byteWidth() + e.index();
-                        long cols = t.rank() < 2 ? 1 : t.shape().dim(-1);
-                        throw nonFinite(name, element / cols, element % cols);
+                        throw nonFinite(name, first + e.index() / cols, e.index() % cols);
                     }
                 });
             }
             return max[0];
-        }
-
-        /** As {@link #forEachChunk} without counting progress: a second read of bytes already counted. */
-        private void forEachChunkQuietly(Tensor t, ChunkAction action) {
-            long rows = t.rank() == 0 ? 1 : t.shape().dim(0);
-            long rowBytes = rows == 0 ? 0 : t.byteSize() / rows;
-            long step = rowBytes == 0 ? Math.max(rows, 1) : Math.max(1, CHUNK_BYTES / rowBytes);
-            for (long r = 0; r < rows; r += step) {
-                long n = Math.min(step, rows - r);
-                Tensor part = t.rank() == 0 || (r == 0 && n == rows) ? t : t.narrow(r, n, t.name());
-                try (Arena arena = Arena.ofConfined()) {
-                    action.accept(part.bytes(arena), r * rowBytes);
-                }
-            }
         }
 
         private void synthesize(Job.Synthesize job) {
@@ -314,7 +268,7 @@ public final class Executor {
             DType dtype = output.dtype();
             TensorSink sink = writer.sink(output.name());
             long count = output.shape().numel();
-            long step = CHUNK_BYTES / dtype.byteWidth();
+            long step = PieceReader.CHUNK_BYTES / dtype.byteWidth();
             float span = job.high() - job.low();
             long block = count / job.seeds().size();
             for (long start = 0; start < count; start += step) {
@@ -334,134 +288,10 @@ public final class Executor {
                 progress.addBytes(n * dtype.byteWidth());
             }
         }
-
-        private void dequantize(Job.Dequantize job) {
-            QuantFormat format = job.format();
-            OutputTensor output = job.output();
-            long in = output.shape().dim(-1);
-            long out = output.shape().rank() < 2 ? 1 : output.shape().dim(-2);
-            long slabs = output.shape().numel() / (out * in);
-            // fp8 keeps one scale per tensor, or per expert of a stack; nvfp4 one weight_scale_2.
-            Piece.Source perTensor = format == QuantFormat.FP8 ? job.scale() : job.scale2();
-            float[] tensorScales = new float[(int) slabs];
-            java.util.Arrays.fill(tensorScales, 1f);
-            if (perTensor != null) {
-                try (Arena arena = Arena.ofConfined()) {
-                    MemorySegment values = perTensor.tensor().bytes(arena);
-                    for (int i = 0; i < slabs; i++) {
-                        tensorScales[i] = values.getAtIndex(F32, perTensor.tensor().numel() == slabs ? i : 0);
-                    }
-                }
-            }
-            long weightRowBytes = format.weightType().byteSize(format.weightShape(Shape.of(1, in)).numel());
-            RowSource weights = new RowSource(job.pieces(), weightRowBytes);
-            RowSource scales = format == QuantFormat.FP8 ? null
-                    : new RowSource(List.of(job.scale()), format.scaleType().byteSize(format.scaleShape(Shape.of(1, in)).numel()));
-            TensorSink sink = writer.sink(output.name());
-            long outRowBytes = in * output.dtype().byteWidth();
-            long step = Math.max(1, CHUNK_BYTES / outRowBytes);
-            for (long slab = 0; slab < slabs; slab++) {
-                for (long r = slab * out; r < (slab + 1) * out; r += step) {
-                    long n = Math.min(step, (slab + 1) * out - r);
-                    try (Arena arena = Arena.ofConfined()) {
-                        MemorySegment w = weights.read(r, n, arena, scratch);
-                        MemorySegment s = scales == null ? MemorySegment.NULL : scales.read(r, n, arena, scratch.second());
-                        MemorySegment dst = scratch.buffer(Scratch.OUTPUT, n * outRowBytes);
-                        kernel.dequantize(format, w, s, tensorScales[(int) slab], n, in, output.dtype(), dst);
-                        sink.write(r * outRowBytes, dst);
-                        weights.release();
-                    }
-                    progress.addBytes(n * weightRowBytes);
-                }
-            }
-        }
     }
 
     private static MoeportException nonFinite(String tensor, long row, long col) {
         return new MoeportException("tensor '" + tensor + "': NaN or infinite value at [" + row + ", " + col
                 + "]; quantizing it would give garbage scales (repair the weight, or keep it unquantized with --exclude)");
-    }
-
-    /** Drops the pages of a chunk read from a mapped file: bounds the resident set on huge inputs. */
-    private static void release(MemorySegment bytes) {
-        if (bytes.isMapped()) {
-            NativeIO.advise(bytes, NativeIO.Advice.DONTNEED);
-        }
-    }
-
-    @FunctionalInterface
-    private interface ChunkAction {
-        void accept(MemorySegment chunk, long byteOffset);
-    }
-
-    /**
-     * Rows of a matrix assembled from pieces of whole rows: a range of rows is one zero-copy slice when
-     * a single piece holds it, else the parts gathered into scratch memory.
-     */
-    private static final class RowSource {
-        private final List<Piece> pieces;
-        private final long[] firstRows;
-        private final long rowBytes;
-        private final List<MemorySegment> lastRead = new ArrayList<>();
-
-        RowSource(List<Piece> pieces, long rowBytes) {
-            this.pieces = pieces;
-            this.rowBytes = rowBytes;
-            this.firstRows = new long[pieces.size() + 1];
-            for (int i = 0; i < pieces.size(); i++) {
-                firstRows[i + 1] = firstRows[i] + pieces.get(i).byteSize() / rowBytes;
-            }
-        }
-
-        /** The pieces (narrowed) holding rows {@code [start, start + count)}. */
-        List<Piece> slice(long start, long count) {
-            List<Piece> out = new ArrayList<>();
-            long end = start + count;
-            for (int i = 0; i < pieces.size(); i++) {
-                long a = Math.max(start, firstRows[i]);
-                long b = Math.min(end, firstRows[i + 1]);
-                if (a < b) {
-                    out.add(narrow(pieces.get(i), a - firstRows[i], b - a));
-                }
-            }
-            return out;
-        }
-
-        private Piece narrow(Piece piece, long start, long count) {
-            return switch (piece) {
-                case Piece.Source s -> start == 0 && count == s.rows() ? s
-                        : new Piece.Source(s.tensor().narrow(start, count, s.tensor().name()));
-                case Piece.Zeros z -> new Piece.Zeros(count, z.rowBytes());
-            };
-        }
-
-        MemorySegment read(long start, long count, Arena arena, Scratch scratch) {
-            lastRead.clear();
-            List<Piece> parts = slice(start, count);
-            if (parts.size() == 1 && parts.getFirst() instanceof Piece.Source s) {
-                MemorySegment bytes = s.tensor().bytes(arena);
-                lastRead.add(bytes);
-                return bytes;
-            }
-            MemorySegment gathered = scratch.buffer(Scratch.GATHER, count * rowBytes);
-            long at = 0;
-            for (Piece part : parts) {
-                if (part instanceof Piece.Source s) {
-                    MemorySegment bytes = s.tensor().bytes(arena);
-                    MemorySegment.copy(bytes, 0, gathered, at, bytes.byteSize());
-                    lastRead.add(bytes);
-                } else {
-                    gathered.asSlice(at, part.byteSize()).fill((byte) 0);
-                }
-                at += part.byteSize();
-            }
-            return gathered;
-        }
-
-        /** Releases the source pages of the last {@link #read}. */
-        void release() {
-            lastRead.forEach(Executor::release);
-            lastRead.clear();
-        }
     }
 }

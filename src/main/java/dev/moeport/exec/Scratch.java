@@ -10,7 +10,7 @@ import java.nio.ByteOrder;
  * each grows to the largest size asked for and is then reused, so a run allocates a few chunks per
  * thread in all.
  */
-final class Scratch implements AutoCloseable {
+public final class Scratch implements AutoCloseable {
     /** Rows gathered from several pieces. */
     static final int GATHER = 0;
     /** A kernel's main output (quantized weight, cast or dequantized values). */
@@ -19,7 +19,9 @@ final class Scratch implements AutoCloseable {
     static final int SCALES = 2;
     /** Input rounded to the export dtype before quantization. */
     static final int CAST = 3;
-    private static final int SLOTS = 4;
+    /** Rows decoded from a quantized weight. */
+    static final int DECODED = 4;
+    private static final int SLOTS = 5;
 
     private final Arena arena = Arena.ofShared();
     private final MemorySegment[] buffers = new MemorySegment[SLOTS];
@@ -28,7 +30,7 @@ final class Scratch implements AutoCloseable {
     private Scratch second;
 
     /** A buffer of at least {@code size} bytes for purpose {@code slot}; its old content is undefined. */
-    MemorySegment buffer(int slot, long size) {
+    public MemorySegment buffer(int slot, long size) {
         MemorySegment b = buffers[slot];
         if (b == null || b.byteSize() < size) {
             b = arena.allocate(Math.max(size, b == null ? 0 : b.byteSize() * 2), 64);
@@ -52,7 +54,7 @@ final class Scratch implements AutoCloseable {
     }
 
     /** A second set of buffers, for a job that gathers two sources at once. */
-    Scratch second() {
+    public Scratch second() {
         if (second == null) {
             second = new Scratch();
         }

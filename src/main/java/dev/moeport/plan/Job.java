@@ -20,10 +20,10 @@ public sealed interface Job {
 
     /** Bytes read from the input, for progress and throughput. */
     default long inputBytes() {
-        return pieces().stream().mapToLong(Piece::byteSize).sum();
+        return pieces().stream().mapToLong(Piece::inputBytes).sum();
     }
 
-    /** The output tensor's bytes are the pieces' bytes, concatenated. */
+    /** The output tensor's bytes are the pieces' bytes (raw, zeros, or decoded from a quantized weight), concatenated. */
     record Copy(OutputTensor output, List<Piece> pieces, String transform) implements Job {
         @Override
         public List<OutputTensor> outputs() {
@@ -31,7 +31,7 @@ public sealed interface Job {
         }
     }
 
-    /** The pieces (all of dtype {@code from}) converted element by element to the output's dtype. */
+    /** The pieces (all of dtype {@code from}, raw or decoded) converted element by element to the output's dtype. */
     record Cast(OutputTensor output, List<Piece> pieces, DType from, String transform) implements Job {
         @Override
         public List<OutputTensor> outputs() {
@@ -61,24 +61,6 @@ public sealed interface Job {
         @Override
         public String transform() {
             return "quantize " + format.cliName();
-        }
-    }
-
-    /**
-     * The reverse of {@link Quantize}: a quantized weight {@code [out, in']} (the pieces, row by row)
-     * with its {@code weight_scale} back to a floating-point tensor; {@code scale2} is nvfp4's
-     * {@code weight_scale_2} (null for other formats).
-     */
-    record Dequantize(QuantFormat format, OutputTensor output, List<Piece> pieces, Piece.Source scale, Piece.Source scale2)
-            implements Job {
-        @Override
-        public List<OutputTensor> outputs() {
-            return List.of(output);
-        }
-
-        @Override
-        public String transform() {
-            return "dequantize " + format.cliName();
         }
     }
 
