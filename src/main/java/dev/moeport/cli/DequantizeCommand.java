@@ -8,11 +8,16 @@ import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.QuantizedCheckpoint;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.format.Checkpoints;
+import dev.moeport.plan.Job;
+import dev.moeport.plan.OutputTensor;
+import dev.moeport.plan.Piece;
 import dev.moeport.plan.Plan;
+import dev.moeport.quant.DequantizedTensor;
 import dev.moeport.quant.QuantKernels;
 import dev.moeport.tensor.DType;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -58,11 +63,15 @@ final class DequantizeCommand implements Callable<Integer> {
         }
         Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
-            QuantizedCheckpoint.Dequantized d = QuantizedCheckpoint.dequantize(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder), dtype);
+            QuantizedCheckpoint.Decoded d = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder), dtype,
+                    QuantKernels.get());
             if (d.modules().isEmpty()) {
                 throw new MoeportException(in + ": no quantized module found (no <module>.weight_scale beside a weight)");
             }
-            Plan plan = Plan.of(d.jobs(), output.maxShardSize);
+            List<Job> jobs = new ArrayList<>();
+            d.tensors().forEach((name, t) -> jobs.add(new Job.Copy(new OutputTensor(name, t.dtype(), t.shape()), List.of(new Piece.Source(t)),
+                    t instanceof DequantizedTensor q ? "dequantize " + q.format().cliName() : "copy")));
+            Plan plan = Plan.of(jobs, output.maxShardSize);
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;

@@ -3,24 +3,26 @@ package dev.moeport.convert;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.MoeportException;
-import dev.moeport.plan.Job;
-import dev.moeport.plan.OutputTensor;
-import dev.moeport.plan.Piece;
+import dev.moeport.quant.DequantizedTensor;
 import dev.moeport.quant.QuantFormat;
+import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
+import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.SequencedMap;
 import java.util.Set;
 
 /**
  * A quantized Hugging Face checkpoint read back: which modules are quantized, in which format, and
- * the jobs that turn each back into a floating-point weight ({@code moeport dequantize}, import).
+ * each seen as the floating-point weight it stands for ({@code moeport dequantize}, import, verify).
  */
 public final class QuantizedCheckpoint {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -75,21 +77,25 @@ public final class QuantizedCheckpoint {
                 + " scale (dequantization reads fp8, nvfp4, mxfp4 and mxfp8)");
     }
 
-    /** The tensors of a quantized checkpoint, as jobs: quantized modules dequantized to {@code dtype}, the rest copied. */
-    public record Dequantized(List<Job> jobs, List<String> modules, QuantFormat format) {}
+    /**
+     * A checkpoint with its quantized modules decoded: each quantized {@code <module>.weight} is a
+     * {@link DequantizedTensor}, its scales and {@code input_scale} are gone, everything else is as it was.
+     */
+    public record Decoded(SequencedMap<String, Tensor> tensors, List<String> modules, QuantFormat format) {}
 
-    public static Dequantized dequantize(Map<String, Tensor> tensors, QuantFormat declared, DType dtype) {
-        List<Job> jobs = new ArrayList<>();
+    public static Decoded decode(Map<String, Tensor> tensors, QuantFormat declared, DType dtype, QuantKernel kernel) {
+        SequencedMap<String, Tensor> out = new LinkedHashMap<>();
         List<String> modules = new ArrayList<>();
-        Set<String> consumed = new HashSet<>();
+        Set<String> scales = new HashSet<>();
         QuantFormat seen = declared;
         for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
             String name = e.getKey();
-            if (!name.endsWith(".weight") || !tensors.containsKey(module(name) + ".weight_scale")) {
+            Tensor weight = e.getValue();
+            String module = name.endsWith(".weight") ? module(name) : null;
+            if (module == null || !tensors.containsKey(module + ".weight_scale")) {
+                out.put(name, weight);
                 continue;
             }
-            String module = module(name);
-            Tensor weight = e.getValue();
             Tensor scale = tensors.get(module + ".weight_scale");
             Tensor scale2 = tensors.get(module + ".weight_scale_2");
             QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
@@ -100,40 +106,20 @@ public final class QuantizedCheckpoint {
                 throw new MoeportException(weight.where() + ": " + weight.describe() + " with scale " + scale.describe()
                         + " is not a " + format.cliName() + " weight");
             }
-            long in = format == QuantFormat.NVFP4 || format == QuantFormat.MXFP4 ? weight.shape().dim(-1) * 2 : weight.shape().dim(-1);
-            var shape = weight.shape().with(-1, in);
-            if (!format.scaleShape(shape).equals(scale.shape())) {
+            DequantizedTensor decoded = new DequantizedTensor(kernel, format, weight, scale, scale2, dtype);
+            Shape expectedScale = format.scaleShape(decoded.shape());
+            boolean perExpertFp8 = format == QuantFormat.FP8 && weight.rank() > 2 && scale.shape().equals(Shape.of(weight.shape().dim(0)));
+            if (!expectedScale.equals(scale.shape()) && !perExpertFp8) {
                 throw new MoeportException(scale.where() + ": shape " + scale.shape() + " does not fit weight " + weight.shape()
-                        + " in " + format.cliName() + " (expected " + format.scaleShape(shape) + ")");
+                        + " in " + format.cliName() + " (expected " + expectedScale + ")");
             }
-            jobs.add(new Job.Copy(new OutputTensor(name, dtype, shape), decoded(format, weight, scale, scale2, dtype), "dequantize " + format.cliName()));
+            out.put(name, decoded);
             modules.add(module);
-            consumed.addAll(List.of(name, module + ".weight_scale", module + ".weight_scale_2", module + ".input_scale"));
+            scales.addAll(List.of(module + ".weight_scale", module + ".weight_scale_2", module + ".input_scale"));
             seen = format;
         }
-        for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
-            if (!consumed.contains(e.getKey())) {
-                Tensor t = e.getValue();
-                jobs.add(new Job.Copy(new OutputTensor(e.getKey(), t.dtype(), t.shape()), List.of(new Piece.Source(t)), "copy"));
-            }
-        }
-        return new Dequantized(jobs, modules, seen);
-    }
-
-    /**
-     * A quantized weight as decoded matrices: a stack {@code [E, out, in']} becomes E pieces, each with
-     * its expert's scales (fp8 keeps one scale per expert of a stack, or one for all).
-     */
-    static List<Piece> decoded(QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype) {
-        if (weight.rank() <= 2) {
-            return List.of(new Piece.Dequantized(format, weight, scale, scale2, dtype));
-        }
-        List<Piece> out = new ArrayList<>();
-        for (long i = 0; i < weight.shape().dim(0); i++) {
-            Tensor s = format == QuantFormat.FP8 && scale.rank() == 0 ? scale : scale.select(i, scale.name() + "[" + i + "]");
-            out.addAll(decoded(format, weight.select(i, weight.name() + "[" + i + "]"), s, scale2, dtype));
-        }
-        return out;
+        out.keySet().removeAll(scales);
+        return new Decoded(out, modules, seen);
     }
 
     private static String module(String weightName) {

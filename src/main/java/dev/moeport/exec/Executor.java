@@ -35,13 +35,11 @@ import java.util.concurrent.Future;
  */
 public final class Executor {
     private final QuantKernel kernel;
-    private final PieceReader reader;
     private final int threads;
     private final Map<String, CompletableFuture<Float>> amaxCache = new ConcurrentHashMap<>();
 
     public Executor(QuantKernel kernel, int threads) {
         this.kernel = kernel;
-        this.reader = new PieceReader(kernel);
         this.threads = Math.max(1, threads);
     }
 
@@ -128,7 +126,7 @@ public final class Executor {
                 long base = offset;
                 long rowBytes = PieceReader.rowBytes(piece);
                 long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
-                reader.forEachChunk(piece, scratch, Scratch.DECODED, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
                     sink.write(base + first * rowBytes, bytes);
                     progress.addBytes(rows * rowInput);
                 });
@@ -144,7 +142,7 @@ public final class Executor {
             for (Piece piece : job.pieces()) {
                 long base = offset;
                 long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
-                reader.forEachChunk(piece, scratch, Scratch.DECODED, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
                     long count = bytes.byteSize() / from.byteWidth();
                     MemorySegment out = scratch.buffer(Scratch.OUTPUT, count * to.byteWidth());
                     ElementCast.convert(bytes, from, out, to, count);
@@ -161,7 +159,7 @@ public final class Executor {
             long in = shape.dim(-1);
             long out = shape.dim(-2);
             long slabs = shape.numel() / (out * in);
-            PieceReader.Rows rows = reader.new Rows(job.pieces());
+            PieceReader.Rows rows = new PieceReader.Rows(job.pieces());
             float tensorScale = 0;
             // fp8 scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
             boolean perSlabScale = format == QuantFormat.FP8 && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
@@ -252,7 +250,7 @@ public final class Executor {
             for (Piece piece : pieces) {
                 DType dtype = ((Piece.Source) piece).tensor().dtype();
                 long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / dtype.byteWidth();
-                reader.forEachChunk(piece, scratch, Scratch.DECODED, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
                     try {
                         max[0] = Math.max(max[0], kernel.amax(bytes, dtype, bytes.byteSize() / dtype.byteWidth()));
                     } catch (NonFiniteValueException e) {

@@ -1,34 +1,25 @@
 package dev.moeport.exec;
 
-import dev.moeport.MoeportException;
 import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Piece;
-import dev.moeport.quant.QuantFormat;
-import dev.moeport.quant.QuantKernel;
 
 import dev.moeport.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
 
 /**
  * Reads rows of {@link Piece}s: a source's rows as a zero-copy slice of the mapped input (or what its
- * format assembles), zeros, or a quantized weight's rows decoded by the kernel into scratch memory.
- * Shared by the executor and by {@code verify}.
+ * tensor assembles or decodes into the chunk's arena), or zeros. Shared by the executor and by
+ * {@code verify}.
  */
 public final class PieceReader {
+    private PieceReader() {}
+
     /** Bytes a chunk holds at most (more only when a single row is larger). */
     public static final long CHUNK_BYTES = 8L << 20;
-    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
-    private final QuantKernel kernel;
-
-    public PieceReader(QuantKernel kernel) {
-        this.kernel = kernel;
-    }
 
     /** Output bytes of one row (entry of the outermost dimension) of {@code p}. */
     public static long rowBytes(Piece p) {
@@ -43,11 +34,10 @@ public final class PieceReader {
     }
 
     /**
-     * Rows {@code [start, start + count)} of {@code p}. A source's bytes are a view that lives as long as
-     * {@code arena} (zero-copy for mapped tensors); decoded rows and zeros live in {@code scratch}'s
-     * buffer {@code slot} until its next use.
+     * Rows {@code [start, start + count)} of {@code p}: a source's bytes live as long as {@code arena}
+     * (zero-copy for mapped tensors); zeros live in {@code scratch}.
      */
-    public MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch, int slot) {
+    public static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch) {
         return switch (p) {
             case Piece.Source s -> {
                 Tensor t = s.tensor();
@@ -55,38 +45,17 @@ public final class PieceReader {
                 yield (whole ? t : t.narrow(start, count, t.name())).bytes(arena);
             }
             case Piece.Zeros z -> scratch.zeros(count * z.rowBytes());
-            case Piece.Dequantized d -> decode(d, start, count, arena, scratch, slot);
         };
     }
 
-    private MemorySegment decode(Piece.Dequantized d, long start, long count, Arena arena, Scratch scratch, int slot) {
-        QuantFormat format = d.format();
-        long cols = d.columns();
-        MemorySegment weight = d.weight().narrow(start, count, d.weight().name()).bytes(arena);
-        MemorySegment scale = format == QuantFormat.FP8 ? MemorySegment.NULL : d.scale().narrow(start, count, d.scale().name()).bytes(arena);
-        Tensor perTensor = format == QuantFormat.FP8 ? d.scale() : d.scale2();
-        float tensorScale = perTensor == null ? 1f : scalar(perTensor, arena);
-        MemorySegment out = scratch.buffer(slot, count * cols * d.dtype().byteWidth());
-        kernel.dequantize(format, weight, scale, tensorScale, count, cols, d.dtype(), out);
-        release(weight);
-        return out;
-    }
-
-    private static float scalar(Tensor t, Arena arena) {
-        if (t.numel() != 1) {
-            throw new MoeportException(t.where() + ": expected one per-tensor scale, found " + t.describe());
-        }
-        return t.bytes(arena).get(F32, 0);
-    }
-
     /** Calls {@code action} with consecutive chunks of {@code p}'s rows and each chunk's first row. */
-    public void forEachChunk(Piece p, Scratch scratch, int slot, ChunkAction action) {
+    public static void forEachChunk(Piece p, Scratch scratch, ChunkAction action) {
         long rows = p.rows();
         long step = rowsPerChunk(rowBytes(p), 1);
         for (long r = 0; r < Math.max(rows, 1); r += step) {
             long n = Math.min(step, rows - r);
             try (Arena arena = Arena.ofConfined()) {
-                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch, slot);
+                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch);
                 action.accept(bytes, r, n);
                 release(bytes);
             }
@@ -109,7 +78,7 @@ public final class PieceReader {
      * Rows of a matrix assembled from pieces of whole rows: a range is one slice when a single piece
      * holds it, else the parts gathered into scratch memory.
      */
-    public final class Rows {
+    public static final class Rows {
         private final List<Piece> pieces;
         private final long[] firstRows;
         private final long rowBytes;
@@ -147,12 +116,12 @@ public final class PieceReader {
                 }
             }
             if (parts.size() == 1) {
-                return PieceReader.this.read(parts.getFirst(), ranges.getFirst()[0], ranges.getFirst()[1], arena, scratch, Scratch.DECODED);
+                return PieceReader.read(parts.getFirst(), ranges.getFirst()[0], ranges.getFirst()[1], arena, scratch);
             }
             MemorySegment gathered = scratch.buffer(Scratch.GATHER, count * rowBytes);
             long at = 0;
             for (int i = 0; i < parts.size(); i++) {
-                MemorySegment bytes = PieceReader.this.read(parts.get(i), ranges.get(i)[0], ranges.get(i)[1], arena, scratch, Scratch.DECODED);
+                MemorySegment bytes = PieceReader.read(parts.get(i), ranges.get(i)[0], ranges.get(i)[1], arena, scratch);
                 MemorySegment.copy(bytes, 0, gathered, at, bytes.byteSize());
                 release(bytes);
                 at += bytes.byteSize();
@@ -182,8 +151,6 @@ public final class PieceReader {
         return switch (p) {
             case Piece.Source s -> new Piece.Source(s.tensor().narrow(start, count, s.tensor().name()));
             case Piece.Zeros z -> new Piece.Zeros(count, z.rowBytes());
-            case Piece.Dequantized d -> new Piece.Dequantized(d.format(), d.weight().narrow(start, count, d.weight().name()),
-                    d.format() == QuantFormat.FP8 ? d.scale() : d.scale().narrow(start, count, d.scale().name()), d.scale2(), d.dtype());
         };
     }
 

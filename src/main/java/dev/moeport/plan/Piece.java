@@ -1,7 +1,5 @@
 package dev.moeport.plan;
 
-import dev.moeport.quant.QuantFormat;
-import dev.moeport.tensor.DType;
 import dev.moeport.tensor.Tensor;
 
 /** A run of bytes an output tensor is assembled from: a source tensor's region, or zeros (padding). */
@@ -48,38 +46,6 @@ public sealed interface Piece {
         @Override
         public String describe() {
             return "zeros[" + rows + " rows]";
-        }
-    }
-
-    /**
-     * A quantized weight matrix decoded to {@code dtype}: {@code weight} {@code [rows, in']} as the format
-     * packs it, its {@code weight_scale} (per row block; fp8: the 0-d tensor scale) and, for nvfp4,
-     * the 0-d {@code weight_scale_2}.
-     */
-    record Dequantized(QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype) implements Piece {
-        /** Columns of the decoded matrix. */
-        public long columns() {
-            return format.unpackedColumns(weight.shape().dim(-1));
-        }
-
-        @Override
-        public long byteSize() {
-            return rows() * columns() * dtype.byteWidth();
-        }
-
-        @Override
-        public long inputBytes() {
-            return weight.byteSize() + scale.byteSize();
-        }
-
-        @Override
-        public String describe() {
-            return "dequantize " + format.cliName() + "(" + weight.name() + ")";
-        }
-
-        @Override
-        public long rows() {
-            return weight.shape().dim(0);
         }
     }
 }
