@@ -79,25 +79,24 @@ public final class ExportMapper {
         List<String> hfNames = rule.hf().stream().map(n -> hfPrefix + substitute(n, expert)).toList();
         List<Transform.Part> parts = rule.transform().toHf(source, hfNames, config);
         for (Transform.Part part : parts) {
-            checkShape(rule, part, source, config);
+            checkShape(rule, part.name(), part.shape(), source, config);
             boolean split = parts.size() > 1;
             out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), List.of(found), split ? found : null,
                     split ? List.of(new Piece.Source(source)) : null, rule.keepsDtype()));
         }
     }
 
-    private static String substitute(String template, int expert) {
+    static String substitute(String template, int expert) {
         return expert < 0 ? template : template.replace("{e}", Integer.toString(expert));
     }
 
-    /** Checks a produced HF tensor against the rule's expected shape, dimension by dimension, where the config has the size. */
-    private static void checkShape(Rule rule, Transform.Part part, Tensor source, ModelConfig config) {
+    /** Checks an HF tensor (made or given) against the rule's expected shape, dimension by dimension, where the config has the size. */
+    static void checkShape(Rule rule, String hfName, Shape shape, Tensor source, ModelConfig config) {
         if (rule.shape() == null) {
             return;
         }
-        Shape shape = part.shape();
         if (shape.rank() != rule.shape().size()) {
-            throw new MoeportException(source.where() + " gives " + part.name() + " of shape " + shape + ", expected "
+            throw new MoeportException(source.where() + " gives " + hfName + " of shape " + shape + ", expected "
                     + rule.shape().size() + " dimensions " + rule.shape());
         }
         for (int i = 0; i < shape.rank(); i++) {
@@ -108,7 +107,7 @@ public final class ExportMapper {
             long expected = config.requireInt(key);
             if (shape.dim(i) != expected) {
                 throw new MoeportException(source.where() + " has shape " + source.shape() + " but " + config.file() + " gives "
-                        + key + " = " + expected + " for dimension " + i + " of " + part.name() + " (config does not match the checkpoint)");
+                        + key + " = " + expected + " for dimension " + i + " of " + hfName + " (config does not match the checkpoint)");
             }
         }
     }

@@ -72,6 +72,26 @@ public final class McoreLayout {
         return new Canonical(Collections.unmodifiableSequencedMap(tensors), quantizer, dropped, experts);
     }
 
+    private static final Pattern CANONICAL_EXPERT = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)(\\d+)");
+
+    /** The SequentialMLP name of a canonical expert tensor: {@code experts.local_experts.{e}.linear_fc1.weight}. */
+    public static String sequentialName(String canonical) {
+        Matcher m = CANONICAL_EXPERT.matcher(canonical);
+        if (!m.matches()) {
+            throw new IllegalArgumentException("not an expert tensor: " + canonical);
+        }
+        return m.group(1) + ".local_experts." + m.group(4) + "." + m.group(2) + "." + m.group(3);
+    }
+
+    /** The name of the stacked tensor a canonical expert tensor belongs to: {@code experts.linear_fc1.weight}. */
+    public static String stackName(String canonical) {
+        Matcher m = CANONICAL_EXPERT.matcher(canonical);
+        if (!m.matches()) {
+            throw new IllegalArgumentException("not an expert tensor: " + canonical);
+        }
+        return m.group(1) + "." + m.group(2) + "." + m.group(3);
+    }
+
     /** ModelOpt's quantizer entries: {@code <module>.weight_quantizer._amax}, {@code input_quantizer._amax}, ... */
     public static boolean isQuantizerState(String name) {
         return name.matches(".*_quantizer\\.[^.]+");
