@@ -45,6 +45,11 @@ public record Rule(LayerKind kind, List<String> mcore, List<String> hf, Transfor
         return hf.stream().anyMatch(n -> n.contains("{e}")) || mcore.stream().anyMatch(n -> n.contains("{e}"));
     }
 
+    /** One HF tensor holds every expert (GPT-OSS's fused experts): {@code {e}} on the MCore side only. */
+    public boolean fusedExperts() {
+        return mcore.stream().anyMatch(n -> n.contains("{e}")) && hf.stream().noneMatch(n -> n.contains("{e}"));
+    }
+
     /** A one-line description for error messages. */
     public String describe() {
         return String.join(" | ", mcore) + " -> " + String.join(", ", hf) + " (" + transform.getClass().getSimpleName().toLowerCase(java.util.Locale.ROOT)

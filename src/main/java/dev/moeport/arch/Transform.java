@@ -3,26 +3,29 @@ package dev.moeport.arch;
 import dev.moeport.MoeportException;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.DType;
+import dev.moeport.tensor.PermutedTensor;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.util.ArrayList;
 import java.util.List;
 
 /**
- * How the Megatron-Core tensor of a rule relates to its Hugging Face tensors, in both directions:
- * {@link #toHf} for export, {@link #toMcore} for import. Every transform here only moves whole rows,
- * so both directions are lists of zero-copy row ranges ({@link Piece}s) of the sources.
+ * How the Megatron-Core tensors of a rule relate to its Hugging Face tensors, in both directions:
+ * {@link #toHf} for export, {@link #toMcore} for import. Most rules relate one MCore tensor to one or
+ * more HF tensors; a fused-experts rule relates every expert's MCore tensor to one HF tensor. The
+ * results are lists of row ranges ({@link Piece}s) of the sources: zero-copy views, except where the
+ * transform reorders elements within rows (GPT-OSS's transposed experts).
  */
 public sealed interface Transform {
 
     /** An output tensor as rows gathered from sources. */
     record Part(String name, DType dtype, Shape shape, List<Piece> pieces) {}
 
-    /** Export: the HF tensors (named {@code hfNames}, in order) made from {@code mcore}. */
-    List<Part> toHf(Tensor mcore, List<String> hfNames, ModelConfig config);
+    /** Export: the HF tensors (named {@code hfNames}, in order) made from the MCore tensors (one, or one per expert). */
+    List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config);
 
-    /** Import: the MCore tensor {@code mcoreName} made from the HF tensors (in the rule's order). */
-    Part toMcore(List<Tensor> hf, String mcoreName, ModelConfig config, ImportOptions options);
+    /** Import: the MCore tensors ({@code mcoreNames}, one or one per expert) made from the HF tensors (in the rule's order). */
+    List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options);
 
     /** What import needs beyond the config. */
     record ImportOptions(long vocabMultiple) {}
@@ -30,13 +33,13 @@ public sealed interface Transform {
     /** The same tensor under another name. */
     record Copy() implements Transform {
         @Override
-        public List<Part> toHf(Tensor mcore, List<String> hfNames, ModelConfig config) {
-            return List.of(whole(hfNames.getFirst(), mcore));
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            return List.of(whole(hfNames.getFirst(), mcore.getFirst()));
         }
 
         @Override
-        public Part toMcore(List<Tensor> hf, String mcoreName, ModelConfig config, ImportOptions options) {
-            return whole(mcoreName, hf.getFirst());
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
+            return List.of(whole(mcoreNames.getFirst(), hf.getFirst()));
         }
     }
 
@@ -46,7 +49,8 @@ public sealed interface Transform {
      */
     record Vocab() implements Transform {
         @Override
-        public List<Part> toHf(Tensor mcore, List<String> hfNames, ModelConfig config) {
+        public List<Part> toHf(List<Tensor> sources, List<String> hfNames, ModelConfig config) {
+            Tensor mcore = sources.getFirst();
             long vocab = config.requireInt("vocab_size");
             long rows = mcore.shape().dim(0);
             if (rows < vocab) {
@@ -57,7 +61,7 @@ public sealed interface Transform {
         }
 
         @Override
-        public Part toMcore(List<Tensor> hf, String mcoreName, ModelConfig config, ImportOptions options) {
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
             Tensor t = hf.getFirst();
             long rows = t.shape().dim(0);
             long padded = (rows + options.vocabMultiple() - 1) / options.vocabMultiple() * options.vocabMultiple();
@@ -65,7 +69,7 @@ public sealed interface Transform {
             if (padded > rows) {
                 pieces.add(new Piece.Zeros(padded - rows, t.byteSize() / Math.max(rows, 1)));
             }
-            return new Part(mcoreName, t.dtype(), t.shape().with(0, padded), pieces);
+            return List.of(new Part(mcoreNames.getFirst(), t.dtype(), t.shape().with(0, padded), pieces));
         }
     }
 
@@ -76,7 +80,8 @@ public sealed interface Transform {
      */
     record Qkv() implements Transform {
         @Override
-        public List<Part> toHf(Tensor qkv, List<String> hfNames, ModelConfig config) {
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            Tensor qkv = mcore.getFirst();
             Heads h = Heads.of(config);
             long rows = qkv.shape().dim(0);
             if (rows != h.fusedRows()) {
@@ -100,7 +105,7 @@ public sealed interface Transform {
         }
 
         @Override
-        public Part toMcore(List<Tensor> hf, String mcoreName, ModelConfig config, ImportOptions options) {
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
             Heads h = Heads.of(config);
             Tensor q = hf.get(0);
             Tensor k = hf.get(1);
@@ -114,7 +119,7 @@ public sealed interface Transform {
                 pieces.add(rows(k, g * h.hd, h.hd));
                 pieces.add(rows(v, g * h.hd, h.hd));
             }
-            return new Part(mcoreName, q.dtype(), q.shape().with(0, h.fusedRows()), pieces);
+            return List.of(new Part(mcoreNames.getFirst(), q.dtype(), q.shape().with(0, h.fusedRows()), pieces));
         }
 
         private record Heads(long nh, long ng, long hd) {
@@ -141,7 +146,8 @@ public sealed interface Transform {
     /** A gated MLP's fc1: MCore {@code [gate ; up]} along rows, HF {@code gate_proj} and {@code up_proj}. */
     record Gated() implements Transform {
         @Override
-        public List<Part> toHf(Tensor fc1, List<String> hfNames, ModelConfig config) {
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            Tensor fc1 = mcore.getFirst();
             long rows = fc1.shape().dim(0);
             if (rows % 2 != 0) {
                 throw new MoeportException(fc1.where() + " has an odd number of rows (" + rows + "); a gated fc1 holds [gate ; up]");
@@ -153,14 +159,84 @@ public sealed interface Transform {
         }
 
         @Override
-        public Part toMcore(List<Tensor> hf, String mcoreName, ModelConfig config, ImportOptions options) {
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
             Tensor gate = hf.get(0);
             Tensor up = hf.get(1);
             if (!gate.shape().equals(up.shape())) {
                 throw new MoeportException(gate.where() + " " + gate.shape() + " and " + up.where() + " " + up.shape() + " differ in shape");
             }
-            return new Part(mcoreName, gate.dtype(), gate.shape().with(0, 2 * gate.shape().dim(0)),
-                    List.of(new Piece.Source(gate), new Piece.Source(up)));
+            return List.of(new Part(mcoreNames.getFirst(), gate.dtype(), gate.shape().with(0, 2 * gate.shape().dim(0)),
+                    List.of(new Piece.Source(gate), new Piece.Source(up))));
+        }
+    }
+
+    /**
+     * Experts stored as one HF tensor, each expert's matrix transposed and its [gate ; up] rows
+     * interleaved (GPT-OSS). MCore expert e, {@code [split*n, rest...]}, viewed as {@code [split, n, rest...]}
+     * with its axes reversed and the last two merged, is slab e of the HF tensor. {@code split} is 2 for
+     * fc1 (gate row j goes to column 2j, up row j to column 2j+1; the bias likewise) and 1 for fc2 (a
+     * plain transpose; its bias a plain stack). Import reverses the view of the HF slab. The orientation
+     * comes from the format, never from the shape: GPT-OSS's down_proj is square.
+     */
+    record InterleavedExperts(int split) implements Transform {
+        @Override
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            List<Piece> slabs = new ArrayList<>();
+            for (Tensor expert : mcore) {
+                Shape view = splitView(expert.shape());
+                slabs.add(new Piece.Source(PermutedTensor.reversedAxes(expert, view, mergeLastTwo(reverse(view)), expert.name() + "^T")));
+            }
+            Shape slab = mergeLastTwo(reverse(splitView(mcore.getFirst().shape())));
+            return List.of(new Part(hfNames.getFirst(), mcore.getFirst().dtype(), slab.prepend(mcore.size()), slabs));
+        }
+
+        @Override
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
+            Tensor fused = hf.getFirst();
+            if (fused.shape().dim(0) != mcoreNames.size()) {
+                throw new MoeportException(fused.where() + " holds " + fused.shape().dim(0) + " experts; the config says " + mcoreNames.size());
+            }
+            List<Part> parts = new ArrayList<>();
+            for (int e = 0; e < mcoreNames.size(); e++) {
+                Tensor slab = fused.select(e, fused.name() + "[" + e + "]");
+                // The slab is reverse([split, n, rest...]) with its last two merged: split them again, reverse back.
+                long[] dims = slab.shape().toArray();
+                long merged = dims[dims.length - 1];
+                long[] view = java.util.Arrays.copyOf(dims, dims.length + 1);
+                view[dims.length - 1] = merged / split;
+                view[dims.length] = split;
+                Shape mcoreView = reverse(Shape.of(view));
+                Shape mcoreShape = mcoreView.dropFirst().with(0, merged);
+                parts.add(new Part(mcoreNames.get(e), slab.dtype(), mcoreShape,
+                        List.of(new Piece.Source(PermutedTensor.reversedAxes(slab, Shape.of(view), mcoreShape, slab.name() + "^T")))));
+            }
+            return parts;
+        }
+
+        /** {@code [split*n, rest...]} as {@code [split, n, rest...]}. */
+        private Shape splitView(Shape mcore) {
+            long[] dims = mcore.toArray();
+            long[] view = new long[dims.length + 1];
+            view[0] = split;
+            view[1] = dims[0] / split;
+            System.arraycopy(dims, 1, view, 2, dims.length - 1);
+            return Shape.of(view);
+        }
+
+        private static Shape reverse(Shape s) {
+            long[] d = s.toArray();
+            long[] r = new long[d.length];
+            for (int i = 0; i < d.length; i++) {
+                r[i] = d[d.length - 1 - i];
+            }
+            return Shape.of(r);
+        }
+
+        private static Shape mergeLastTwo(Shape s) {
+            long[] d = s.toArray();
+            long[] r = java.util.Arrays.copyOf(d, d.length - 1);
+            r[r.length - 1] = d[d.length - 2] * d[d.length - 1];
+            return Shape.of(r);
         }
     }
 

@@ -2,7 +2,6 @@ package dev.moeport.convert;
 
 import dev.moeport.MoeportException;
 import dev.moeport.arch.Architecture;
-import dev.moeport.arch.LayerKind;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.arch.Rule;
 import dev.moeport.arch.Transform;
@@ -31,63 +30,42 @@ public final class ExportMapper {
     private ExportMapper() {}
 
     public static Result map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> input) {
-        List<Set<LayerKind>> layers = arch.layers().apply(config);
-        long experts = arch.rules().stream().anyMatch(r -> r.kind() == LayerKind.MOE && r.perExpert()) && layers.stream().anyMatch(k -> k.contains(LayerKind.MOE))
-                ? arch.expertCount(config) : 0;
         Set<String> consumed = new HashSet<>();
         List<MappedTensor> out = new ArrayList<>();
-        for (Rule rule : arch.rules()) {
-            if (rule.kind() == null) {
-                apply(rule, "", "", -1, config, input, consumed, out);
-            }
-        }
-        for (int layer = 0; layer < layers.size(); layer++) {
-            String mcorePrefix = arch.mcoreLayer().replace("{L}", Integer.toString(layer));
-            String hfPrefix = arch.hfLayer().replace("{L}", Integer.toString(layer));
-            for (Rule rule : arch.rules()) {
-                if (rule.kind() == null || !layers.get(layer).contains(rule.kind())) {
-                    continue;
-                }
-                if (rule.perExpert()) {
-                    for (int e = 0; e < experts; e++) {
-                        apply(rule, mcorePrefix, hfPrefix, e, config, input, consumed, out);
-                    }
-                } else {
-                    apply(rule, mcorePrefix, hfPrefix, -1, config, input, consumed, out);
-                }
-            }
+        for (RuleInstance instance : RuleInstance.enumerate(arch, config)) {
+            apply(instance, config, input, consumed, out);
         }
         List<String> unmapped = input.keySet().stream().filter(n -> !consumed.contains(n)).sorted(NaturalOrder.INSTANCE).toList();
         checkUnique(out);
         return new Result(out, unmapped);
     }
 
-    private static void apply(Rule rule, String mcorePrefix, String hfPrefix, int expert, ModelConfig config,
-                              SequencedMap<String, Tensor> input, Set<String> consumed, List<MappedTensor> out) {
-        List<String> candidates = rule.mcore().stream().map(n -> mcorePrefix + substitute(n, expert)).toList();
-        String found = candidates.stream().filter(input::containsKey).findFirst().orElse(null);
-        if (found == null) {
-            if (rule.isOptional()) {
-                return;
+    private static void apply(RuleInstance instance, ModelConfig config, SequencedMap<String, Tensor> input, Set<String> consumed,
+                              List<MappedTensor> out) {
+        Rule rule = instance.rule();
+        List<Tensor> sources = new ArrayList<>();
+        for (List<String> candidates : instance.mcore()) {
+            String found = candidates.stream().filter(input::containsKey).findFirst().orElse(null);
+            if (found == null) {
+                if (rule.isOptional() && sources.isEmpty()) {
+                    return;
+                }
+                throw new MoeportException("missing tensor '" + candidates.getFirst() + "'"
+                        + (candidates.size() > 1 ? " (or " + String.join(", ", candidates.subList(1, candidates.size())) + ")" : "")
+                        + instance.expertNote() + ", needed for " + rule.describe());
             }
-            throw new MoeportException("missing tensor '" + candidates.getFirst() + "'"
-                    + (candidates.size() > 1 ? " (or " + String.join(", ", candidates.subList(1, candidates.size())) + ")" : "")
-                    + (expert >= 0 ? " (expert " + expert + ")" : "") + ", needed for " + rule.describe());
+            consumed.add(found);
+            sources.add(input.get(found));
         }
-        consumed.add(found);
-        Tensor source = input.get(found);
-        List<String> hfNames = rule.hf().stream().map(n -> hfPrefix + substitute(n, expert)).toList();
-        List<Transform.Part> parts = rule.transform().toHf(source, hfNames, config);
+        List<String> names = sources.stream().map(Tensor::name).toList();
+        List<Transform.Part> parts = rule.transform().toHf(sources, instance.hf(), config);
         for (Transform.Part part : parts) {
-            checkShape(rule, part.name(), part.shape(), source, config);
+            checkShape(rule, part.name(), part.shape(), sources.getFirst(), config);
+            // Parts split from one tensor (q/k/v, gate/up) share its amax: one global scale for one fused GEMM.
             boolean split = parts.size() > 1;
-            out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), List.of(found), split ? found : null,
-                    split ? List.of(new Piece.Source(source)) : null, rule.keepsDtype()));
+            out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), names, split ? names.getFirst() : null,
+                    split ? List.of(new Piece.Source(sources.getFirst())) : null, rule.keepsDtype()));
         }
-    }
-
-    static String substitute(String template, int expert) {
-        return expert < 0 ? template : template.replace("{e}", Integer.toString(expert));
     }
 
     /** Checks an HF tensor (made or given) against the rule's expected shape, dimension by dimension, where the config has the size. */

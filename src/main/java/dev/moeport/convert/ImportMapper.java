@@ -2,7 +2,6 @@ package dev.moeport.convert;
 
 import dev.moeport.MoeportException;
 import dev.moeport.arch.Architecture;
-import dev.moeport.arch.LayerKind;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.arch.Rule;
 import dev.moeport.arch.Transform;
@@ -27,39 +26,19 @@ public final class ImportMapper {
 
     public static ExportMapper.Result map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> hf, McoreLayout.Experts layout,
                                           Transform.ImportOptions options) {
-        List<java.util.Set<LayerKind>> layers = arch.layers().apply(config);
-        long experts = layers.stream().anyMatch(k -> k.contains(LayerKind.MOE)) && arch.rules().stream().anyMatch(Rule::perExpert)
-                ? arch.expertCount(config) : 0;
         Set<String> consumed = new HashSet<>();
         List<MappedTensor> out = new ArrayList<>();
         // Stacked experts: the parts of every expert of one tensor, gathered under the stack's name.
         Map<String, List<MappedTensor>> stacks = new LinkedHashMap<>();
-        for (Rule rule : arch.rules()) {
-            if (rule.kind() == null) {
-                apply(rule, "", "", -1, config, hf, options, consumed, out);
-            }
-        }
-        for (int layer = 0; layer < layers.size(); layer++) {
-            String mcorePrefix = arch.mcoreLayer().replace("{L}", Integer.toString(layer));
-            String hfPrefix = arch.hfLayer().replace("{L}", Integer.toString(layer));
-            for (Rule rule : arch.rules()) {
-                if (rule.kind() == null || !layers.get(layer).contains(rule.kind())) {
-                    continue;
-                }
-                if (!rule.perExpert()) {
-                    apply(rule, mcorePrefix, hfPrefix, -1, config, hf, options, consumed, out);
-                    continue;
-                }
-                for (int e = 0; e < experts; e++) {
-                    List<MappedTensor> one = new ArrayList<>();
-                    apply(rule, mcorePrefix, hfPrefix, e, config, hf, options, consumed, one);
-                    for (MappedTensor t : one) {
-                        switch (layout) {
-                            case STACKED -> stacks.computeIfAbsent(McoreLayout.stackName(t.name()), k -> new ArrayList<>()).add(t);
-                            case SEQUENTIAL -> out.add(renamed(t, McoreLayout.sequentialName(t.name())));
-                            default -> out.add(t);
-                        }
-                    }
+        for (RuleInstance instance : RuleInstance.enumerate(arch, config)) {
+            for (MappedTensor t : apply(instance, config, hf, options, consumed)) {
+                boolean expert = McoreLayout.isCanonicalExpert(t.name());
+                if (expert && layout == McoreLayout.Experts.STACKED) {
+                    stacks.computeIfAbsent(McoreLayout.stackName(t.name()), k -> new ArrayList<>()).add(t);
+                } else if (expert && layout == McoreLayout.Experts.SEQUENTIAL) {
+                    out.add(renamed(t, McoreLayout.sequentialName(t.name())));
+                } else {
+                    out.add(t);
                 }
             }
         }
@@ -81,24 +60,28 @@ public final class ImportMapper {
         return new MappedTensor(name, t.dtype(), t.shape(), t.pieces(), t.sources(), t.amaxGroup(), t.amaxPieces(), t.keepDtype());
     }
 
-    private static void apply(Rule rule, String mcorePrefix, String hfPrefix, int expert, ModelConfig config, SequencedMap<String, Tensor> hf,
-                              Transform.ImportOptions options, Set<String> consumed, List<MappedTensor> out) {
-        List<String> hfNames = rule.hf().stream().map(n -> hfPrefix + ExportMapper.substitute(n, expert)).toList();
-        List<String> missing = hfNames.stream().filter(n -> !hf.containsKey(n)).toList();
-        if (missing.size() == hfNames.size() && rule.isOptional()) {
-            return;
+    private static List<MappedTensor> apply(RuleInstance instance, ModelConfig config, SequencedMap<String, Tensor> hf,
+                                            Transform.ImportOptions options, Set<String> consumed) {
+        Rule rule = instance.rule();
+        List<String> missing = instance.hf().stream().filter(n -> !hf.containsKey(n)).toList();
+        if (missing.size() == instance.hf().size() && rule.isOptional()) {
+            return List.of();
         }
         if (!missing.isEmpty()) {
-            throw new MoeportException("missing tensor '" + missing.getFirst() + "'" + (expert >= 0 ? " (expert " + expert + ")" : "")
-                    + ", needed for " + rule.describe());
+            throw new MoeportException("missing tensor '" + missing.getFirst() + "'" + instance.expertNote() + ", needed for " + rule.describe());
         }
-        List<Tensor> tensors = hfNames.stream().map(hf::get).toList();
-        for (Tensor t : tensors) {
-            ExportMapper.checkShape(rule, t.name(), t.shape(), t, config);
+        List<Tensor> tensors = instance.hf().stream().map(hf::get).toList();
+        if (!rule.fusedExperts()) {
+            for (Tensor t : tensors) {
+                ExportMapper.checkShape(rule, t.name(), t.shape(), t, config);
+            }
         }
-        consumed.addAll(hfNames);
-        String mcoreName = mcorePrefix + ExportMapper.substitute(rule.mcore().getFirst(), expert);
-        Transform.Part part = rule.transform().toMcore(tensors, mcoreName, config, options);
-        out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), hfNames, null, null, rule.keepsDtype()));
+        consumed.addAll(instance.hf());
+        List<String> mcoreNames = instance.mcore().stream().map(List::getFirst).toList();
+        List<MappedTensor> out = new ArrayList<>();
+        for (Transform.Part part : rule.transform().toMcore(tensors, mcoreNames, config, options)) {
+            out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), instance.hf(), null, null, rule.keepsDtype()));
+        }
+        return out;
     }
 }

@@ -74,6 +74,11 @@ public final class McoreLayout {
 
     private static final Pattern CANONICAL_EXPERT = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)(\\d+)");
 
+    /** Whether {@code name} is a canonical (TEGroupedMLP) expert tensor: {@code experts.linear_fc1.weight7}. */
+    public static boolean isCanonicalExpert(String name) {
+        return CANONICAL_EXPERT.matcher(name).matches();
+    }
+
     /** The SequentialMLP name of a canonical expert tensor: {@code experts.local_experts.{e}.linear_fc1.weight}. */
     public static String sequentialName(String canonical) {
         Matcher m = CANONICAL_EXPERT.matcher(canonical);

@@ -1,0 +1,65 @@
+package dev.moeport.convert;
+
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.LayerKind;
+import dev.moeport.arch.ModelConfig;
+import dev.moeport.arch.Rule;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+
+/**
+ * One application of a rule to a model: its layer, its expert, and the concrete names on both sides.
+ * A rule with {@code {e}} on both sides applies once per expert; a rule with {@code {e}} on the MCore
+ * side only relates all experts' MCore tensors to one fused HF tensor, and applies once per layer.
+ *
+ * @param mcore per MCore tensor (one, or one per expert), the accepted names, first the canonical one
+ * @param expert the expert number, or -1 (no expert, or all of them)
+ */
+public record RuleInstance(Rule rule, List<List<String>> mcore, List<String> hf, int layer, int expert) {
+
+    /** Every instance for a model of {@code config}: model-level rules first, then layer by layer. */
+    public static List<RuleInstance> enumerate(Architecture arch, ModelConfig config) {
+        List<Set<LayerKind>> layers = arch.layers().apply(config);
+        boolean moe = layers.stream().anyMatch(k -> k.contains(LayerKind.MOE)) && arch.rules().stream().anyMatch(Rule::perExpert);
+        long experts = moe ? arch.expertCount(config) : 0;
+        List<RuleInstance> out = new ArrayList<>();
+        for (Rule rule : arch.rules()) {
+            if (rule.kind() == null) {
+                out.add(new RuleInstance(rule, List.of(rule.mcore()), rule.hf(), -1, -1));
+            }
+        }
+        for (int layer = 0; layer < layers.size(); layer++) {
+            String mcorePrefix = arch.mcoreLayer().replace("{L}", Integer.toString(layer));
+            String hfPrefix = arch.hfLayer().replace("{L}", Integer.toString(layer));
+            for (Rule rule : arch.rules()) {
+                if (rule.kind() == null || !layers.get(layer).contains(rule.kind())) {
+                    continue;
+                }
+                if (rule.fusedExperts()) {
+                    List<List<String>> mcore = new ArrayList<>();
+                    for (int e = 0; e < experts; e++) {
+                        mcore.add(names(rule.mcore(), mcorePrefix, e));
+                    }
+                    out.add(new RuleInstance(rule, mcore, names(rule.hf(), hfPrefix, -1), layer, -1));
+                } else if (rule.perExpert()) {
+                    for (int e = 0; e < experts; e++) {
+                        out.add(new RuleInstance(rule, List.of(names(rule.mcore(), mcorePrefix, e)), names(rule.hf(), hfPrefix, e), layer, e));
+                    }
+                } else {
+                    out.add(new RuleInstance(rule, List.of(names(rule.mcore(), mcorePrefix, -1)), names(rule.hf(), hfPrefix, -1), layer, -1));
+                }
+            }
+        }
+        return out;
+    }
+
+    private static List<String> names(List<String> templates, String prefix, int expert) {
+        return templates.stream().map(t -> prefix + (expert < 0 ? t : t.replace("{e}", Integer.toString(expert)))).toList();
+    }
+
+    /** " (expert 5)" or "" for messages. */
+    public String expertNote() {
+        return expert >= 0 ? " (expert " + expert + ")" : "";
+    }
+}
