@@ -33,7 +33,9 @@ import picocli.CommandLine.Model.CommandSpec;
         description = {
             "Lists the tensors of a checkpoint: name, dtype, shape and size, with totals.",
             "",
-            "PATH is a .safetensors file, a *.safetensors.index.json, or a folder holding either.",
+            "PATH is a .safetensors file, a *.safetensors.index.json, or a folder holding either,",
+            "or a Megatron torch_dist checkpoint folder (its entries that are not model tensors,",
+            "such as optimizer state, are counted as skipped).",
             "Large checkpoints are shown grouped: tensors that differ only in their layer or expert",
             "numbers share one row, e.g. 'layers.{2,5}.mixer.experts.{0..7}.up_proj.weight  x16'."
         },
@@ -109,6 +111,18 @@ final class InspectCommand implements Callable<Integer> {
             summary.append(" [filtered from ").append(ckpt.tensors().size()).append(']');
         }
         out.println(summary);
+        if (!ckpt.skipped().isEmpty()) {
+            StringBuilder skipped = new StringBuilder("skipped: " + ckpt.skipped().size() + " entries that are not model tensors (");
+            skippedByReason(ckpt).forEach((reason, count) -> skipped.append(reason).append(' ').append(count).append(", "));
+            skipped.setLength(skipped.length() - 2);
+            out.println(skipped.append(')'));
+        }
+    }
+
+    private static Map<String, Integer> skippedByReason(Checkpoint ckpt) {
+        Map<String, Integer> counts = new TreeMap<>();
+        ckpt.skipped().values().forEach(reason -> counts.merge(reason, 1, Integer::sum));
+        return counts;
     }
 
     private void printJson(PrintWriter out, Checkpoint ckpt, List<Tensor> tensors) {
@@ -133,6 +147,8 @@ final class InspectCommand implements Callable<Integer> {
                 node.put("file", v.file().getFileName().toString());
             }
         }
+        ObjectNode skipped = root.putObject("skipped");
+        ckpt.skipped().forEach(skipped::put);
         Json.print(out, root);
     }
 
