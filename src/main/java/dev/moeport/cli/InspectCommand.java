@@ -112,17 +112,14 @@ final class InspectCommand implements Callable<Integer> {
         }
         out.println(summary);
         if (!ckpt.skipped().isEmpty()) {
-            StringBuilder skipped = new StringBuilder("skipped: " + ckpt.skipped().size() + " entries that are not model tensors (");
-            skippedByReason(ckpt).forEach((reason, count) -> skipped.append(reason).append(' ').append(count).append(", "));
+            Map<String, Integer> byReason = new TreeMap<>();
+            ckpt.skipped().values().forEach(reason -> byReason.merge(reason, 1, Integer::sum));
+            int n = ckpt.skipped().size();
+            StringBuilder skipped = new StringBuilder("skipped: " + n + (n == 1 ? " entry" : " entries") + " that are not model tensors (");
+            byReason.forEach((reason, count) -> skipped.append(reason).append(' ').append(count).append(", "));
             skipped.setLength(skipped.length() - 2);
             out.println(skipped.append(')'));
         }
-    }
-
-    private static Map<String, Integer> skippedByReason(Checkpoint ckpt) {
-        Map<String, Integer> counts = new TreeMap<>();
-        ckpt.skipped().values().forEach(reason -> counts.merge(reason, 1, Integer::sum));
-        return counts;
     }
 
     private void printJson(PrintWriter out, Checkpoint ckpt, List<Tensor> tensors) {

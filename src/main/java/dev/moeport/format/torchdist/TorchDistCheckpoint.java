@@ -10,6 +10,7 @@ import dev.moeport.format.torchdist.TorchDistMetadata.ChunkKey;
 import dev.moeport.format.torchdist.TorchDistMetadata.Entry;
 import dev.moeport.format.torchdist.TorchDistMetadata.StorageInfo;
 import dev.moeport.format.torchdist.TorchDistMetadata.TensorEntry;
+import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -42,6 +43,8 @@ public final class TorchDistCheckpoint implements Checkpoint {
     private static final String MEGATRON_METADATA = "metadata.json";
     private static final String LATEST = "latest_checkpointed_iteration.txt";
     private static final long MAX_SMALL_FILE = 1 << 20;
+    /** Far above any model's depth; a larger layer axis in hostile metadata would only cost memory. */
+    private static final long MAX_LAYERS = 1 << 16;
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final Path location;
@@ -107,14 +110,14 @@ public final class TorchDistCheckpoint implements Checkpoint {
                 chunks.add(chunk(folder, key, box, metadata.storage(), files, ranges, arena));
             }
             SavedTensor saved = new SavedTensor(key, entry.dtype(), entry.size(), chunks, folder);
-            ChunkedTensor whole = ChunkedTensor.of(key, saved);
             if (MegatronKeys.isLayerStacked(key)) {
-                if (entry.size().length == 0) {
-                    throw new MoeportException(saved.where() + ": a layer-stacked key without a layer axis");
+                if (entry.size().length == 0 || entry.size()[0] > MAX_LAYERS) {
+                    throw new MoeportException(saved.where() + ": a layer-stacked key needs a leading layer axis of at most "
+                            + MAX_LAYERS + " layers, not " + Shape.of(entry.size()));
                 }
+                ChunkedTensor whole = ChunkedTensor.of(key, saved);
                 for (long layer = 0; layer < entry.size()[0]; layer++) {
-                    String name = MegatronKeys.layerName(key, layer);
-                    put(tensors, whole.select(layer, name), saved);
+                    put(tensors, whole.select(layer, MegatronKeys.layerName(key, layer)), saved);
                 }
             } else {
                 put(tensors, ChunkedTensor.of(MegatronKeys.undoubled(key), saved), saved);
