@@ -120,6 +120,11 @@ public enum QuantFormat {
         };
     }
 
+    /** Columns of the matrix a quantized weight with {@code packedColumns} columns decodes to (two E2M1 codes a byte). */
+    public long unpackedColumns(long packedColumns) {
+        return this == NVFP4 || this == MXFP4 ? packedColumns * 2 : packedColumns;
+    }
+
     /** {@code in} rounded up to a whole number of blocks. */
     public long paddedIn(long in) {
         return blockSize == 0 ? in : ceilDiv(in, blockSize) * blockSize;

@@ -55,11 +55,16 @@ public final class QuantKernels {
             default:
                 throw new IllegalArgumentException("-Dmoeport.kernel must be scalar or panama, not '" + forced + "'");
         }
-        if (vectorApiAvailable()) {
-            return panama();
+        if (!vectorApiAvailable()) {
+            System.err.println("moeport: warning: the Vector API is not available (run the JVM with --add-modules jdk.incubator.vector);"
+                    + " using the scalar kernels, which are several times slower");
+            return scalar();
         }
-        System.err.println("moeport: warning: the Vector API is not available (run the JVM with --add-modules jdk.incubator.vector);"
-                + " using the scalar kernels, which are several times slower");
-        return scalar();
+        try {
+            return panama();
+        } catch (IllegalStateException | LinkageError e) {
+            System.err.println("moeport: warning: the Vector API kernels failed to load (" + e.getMessage() + "); using the scalar kernels");
+            return scalar();
+        }
     }
 }

@@ -1,0 +1,34 @@
+package dev.moeport.arch;
+
+import java.util.List;
+import java.util.Set;
+import java.util.function.Function;
+
+/**
+ * A model family's mapping: its rule table, how its config names layers and experts, and the modules
+ * that stay unquantized by default. Adding an architecture is adding one of these: a table, not code.
+ *
+ * @param name the name users type ({@code nemotron_h})
+ * @param hfClasses the {@code architectures} entries of config.json that select it
+ * @param mcoreLayer the MCore layer prefix, with {@code {L}}
+ * @param hfLayer the HF layer prefix, with {@code {L}}
+ * @param expertCountKeys config keys for the number of routed experts, first present wins
+ * @param layers the kinds each decoder layer holds, from the config
+ * @param rules the mapping table
+ * @param defaultExclusions HF module globs kept unquantized unless the user says otherwise
+ */
+public record Architecture(String name, List<String> hfClasses, String mcoreLayer, String hfLayer,
+                           List<String> expertCountKeys, Function<ModelConfig, List<Set<LayerKind>>> layers,
+                           List<Rule> rules, List<String> defaultExclusions) {
+
+    /**
+     * Modules every architecture keeps unquantized: embeddings, the output layer, routers (their tiny
+     * logits decide which experts run) and Mamba's depthwise conv1d.
+     */
+    public static final List<String> COMMON_EXCLUSIONS = List.of(
+            "*embeddings", "*embed_tokens", "*word_embeddings", "lm_head", "*output_layer", "*.gate", "*.router", "*.conv1d");
+
+    public long expertCount(ModelConfig config) {
+        return config.requireIntOf(expertCountKeys.toArray(String[]::new));
+    }
+}

@@ -1,0 +1,41 @@
+package dev.moeport.arch;
+
+import dev.moeport.MoeportException;
+import java.util.List;
+
+/** The architectures moeport maps, and the choice of one from a config. */
+public final class Architectures {
+    private static final List<Architecture> ALL = List.of(NemotronH.ARCHITECTURE);
+
+    private Architectures() {}
+
+    public static List<Architecture> all() {
+        return ALL;
+    }
+
+    /** The architecture of {@code config}, from its {@code architectures} entry. */
+    public static Architecture detect(ModelConfig config) {
+        String name = config.architecture();
+        for (Architecture a : ALL) {
+            if (a.hfClasses().contains(name)) {
+                return a;
+            }
+        }
+        throw new MoeportException(config.file() + ": architecture " + (name == null ? "(none given)" : "'" + name + "'")
+                + " is not supported; supported: " + supportedList());
+    }
+
+    /** The architecture named {@code name} ({@code nemotron_h} or its HF class name). */
+    public static Architecture byName(String name) {
+        for (Architecture a : ALL) {
+            if (a.name().equalsIgnoreCase(name) || a.hfClasses().contains(name)) {
+                return a;
+            }
+        }
+        throw new MoeportException("unknown architecture '" + name + "'; supported: " + supportedList());
+    }
+
+    public static String supportedList() {
+        return String.join(", ", ALL.stream().map(a -> a.name() + " (" + String.join(", ", a.hfClasses()) + ")").toList());
+    }
+}

@@ -1,0 +1,17 @@
+package dev.moeport.arch;
+
+import java.util.Locale;
+
+/** What a decoder layer holds; a layer may hold several (attention and an MoE, in most models). */
+public enum LayerKind {
+    MAMBA,
+    ATTENTION,
+    /** A dense feed-forward block. */
+    MLP,
+    /** A mixture-of-experts block: router, routed experts, maybe shared experts. */
+    MOE;
+
+    public String label() {
+        return name().toLowerCase(Locale.ROOT);
+    }
+}

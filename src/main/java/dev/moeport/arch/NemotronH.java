@@ -1,0 +1,97 @@
+package dev.moeport.arch;
+
+import static dev.moeport.arch.LayerKind.ATTENTION;
+import static dev.moeport.arch.LayerKind.MAMBA;
+import static dev.moeport.arch.LayerKind.MLP;
+import static dev.moeport.arch.LayerKind.MOE;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.moeport.MoeportException;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Set;
+
+/** NemotronH (hybrid Mamba / attention / MLP / MoE): the table of {@code shared/spec/NEMOTRON_H.md}. */
+final class NemotronH {
+    private NemotronH() {}
+
+    static final Architecture ARCHITECTURE = new Architecture(
+            "nemotron_h",
+            List.of("NemotronHForCausalLM"),
+            "decoder.layers.{L}.",
+            "backbone.layers.{L}.",
+            List.of("n_routed_experts"),
+            NemotronH::layers,
+            List.of(
+                    Rule.of(null, "embedding.word_embeddings.weight", "backbone.embeddings.weight").with(new Transform.Vocab()),
+                    Rule.of(null, "decoder.final_norm.weight", "backbone.norm_f.weight"),
+                    Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional(),
+
+                    Rule.of(MAMBA, "mixer.in_proj.layer_norm_weight | norm.weight", "norm.weight"),
+                    Rule.of(MAMBA, "mixer.in_proj.weight", "mixer.in_proj.weight"),
+                    Rule.of(MAMBA, "mixer.conv1d.weight", "mixer.conv1d.weight"),
+                    Rule.of(MAMBA, "mixer.conv1d.bias", "mixer.conv1d.bias"),
+                    Rule.of(MAMBA, "mixer.A_log", "mixer.A_log").keepDtype(),
+                    Rule.of(MAMBA, "mixer.D", "mixer.D").keepDtype(),
+                    Rule.of(MAMBA, "mixer.dt_bias", "mixer.dt_bias").keepDtype(),
+                    Rule.of(MAMBA, "mixer.norm.weight", "mixer.norm.weight"),
+                    Rule.of(MAMBA, "mixer.out_proj.weight", "mixer.out_proj.weight").shape("hidden_size", "*"),
+
+                    Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "norm.weight"),
+                    Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "mixer.q_proj.weight, mixer.k_proj.weight, mixer.v_proj.weight")
+                            .with(new Transform.Qkv()),
+                    Rule.of(ATTENTION, "self_attention.linear_proj.weight", "mixer.o_proj.weight"),
+
+                    Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "norm.weight"),
+                    Rule.of(MLP, "mlp.linear_fc1.weight", "mixer.up_proj.weight").shape("intermediate_size", "hidden_size"),
+                    Rule.of(MLP, "mlp.linear_fc2.weight", "mixer.down_proj.weight").shape("hidden_size", "intermediate_size"),
+
+                    Rule.of(MOE, "pre_mlp_layernorm.weight", "norm.weight"),
+                    Rule.of(MOE, "mlp.router.weight", "mixer.gate.weight").shape("n_routed_experts", "hidden_size"),
+                    Rule.of(MOE, "mlp.router.expert_bias", "mixer.gate.e_score_correction_bias").keepDtype().optional(),
+                    Rule.of(MOE, "mlp.shared_experts.linear_fc1.weight", "mixer.shared_experts.up_proj.weight").optional()
+                            .shape("moe_shared_expert_intermediate_size", "hidden_size"),
+                    Rule.of(MOE, "mlp.shared_experts.linear_fc2.weight", "mixer.shared_experts.down_proj.weight").optional()
+                            .shape("hidden_size", "moe_shared_expert_intermediate_size"),
+                    Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "mixer.experts.{e}.up_proj.weight")
+                            .shape("moe_intermediate_size", "*"),
+                    Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "mixer.experts.{e}.down_proj.weight")
+                            .shape("*", "moe_intermediate_size"),
+                    Rule.of(MOE, "mlp.fc1_latent_proj.weight", "mixer.fc1_latent_proj.weight").optional(),
+                    Rule.of(MOE, "mlp.fc2_latent_proj.weight", "mixer.fc2_latent_proj.weight").optional()),
+            Architecture.COMMON_EXCLUSIONS);
+
+    /** Layer kinds from {@code hybrid_override_pattern} (published checkpoints) or {@code layers_block_type} (transformers 5). */
+    private static List<Set<LayerKind>> layers(ModelConfig config) {
+        List<Set<LayerKind>> kinds = new ArrayList<>();
+        JsonNode pattern = config.get("hybrid_override_pattern");
+        JsonNode types = config.get("layers_block_type");
+        if (pattern != null && pattern.isTextual()) {
+            for (char c : pattern.textValue().toCharArray()) {
+                kinds.add(EnumSet.of(switch (c) {
+                    case 'M' -> MAMBA;
+                    case '*' -> ATTENTION;
+                    case '-' -> MLP;
+                    case 'E' -> MOE;
+                    default -> throw new MoeportException(config.file() + ": hybrid_override_pattern has '" + c
+                            + "'; expected M (Mamba), * (attention), - (MLP) or E (MoE)");
+                }));
+            }
+        } else if (types != null && types.isArray()) {
+            for (JsonNode t : types) {
+                kinds.add(EnumSet.of(switch (t.asText()) {
+                    case "mamba", "linear_attention" -> MAMBA;
+                    case "attention", "full_attention" -> ATTENTION;
+                    case "mlp" -> MLP;
+                    case "moe" -> MOE;
+                    default -> throw new MoeportException(config.file() + ": layers_block_type has '" + t.asText()
+                            + "'; expected mamba, attention, mlp or moe");
+                }));
+            }
+        } else {
+            throw new MoeportException(config.file() + ": a NemotronH config needs hybrid_override_pattern or layers_block_type");
+        }
+        return kinds;
+    }
+}

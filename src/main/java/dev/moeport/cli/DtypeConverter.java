@@ -1,0 +1,16 @@
+package dev.moeport.cli;
+
+import dev.moeport.tensor.DType;
+import picocli.CommandLine.ITypeConverter;
+
+/** {@code --dtype bf16|f16|f32}. */
+final class DtypeConverter implements ITypeConverter<DType> {
+    @Override
+    public DType convert(String value) {
+        DType t = DType.parseOption(value);
+        if (t != DType.BF16 && t != DType.F16 && t != DType.F32) {
+            throw new IllegalArgumentException("--dtype must be bf16, f16 or f32, not '" + value + "'");
+        }
+        return t;
+    }
+}

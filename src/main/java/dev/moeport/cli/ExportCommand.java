@@ -1,0 +1,154 @@
+package dev.moeport.cli;
+
+import dev.moeport.MoeportException;
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.Architectures;
+import dev.moeport.arch.ModelConfig;
+import dev.moeport.convert.Calibration;
+import dev.moeport.convert.Conversion;
+import dev.moeport.convert.ExportMapper;
+import dev.moeport.convert.HfOutputFolder;
+import dev.moeport.convert.McoreLayout;
+import dev.moeport.convert.OutputPlanner;
+import dev.moeport.convert.QuantConfig;
+import dev.moeport.convert.QuantSelection;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.plan.Plan;
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.quant.QuantKernels;
+import dev.moeport.tensor.DType;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+@Command(
+        name = "export",
+        sortOptions = false,
+        mixinStandardHelpOptions = true,
+        description = {
+            "Converts a Megatron-Core checkpoint to a Hugging Face one that transformers and serving engines load,",
+            "optionally quantized on the way.",
+            "",
+            "The mapping follows the architecture's rule table (see --list-architectures): renames, fused QKV split",
+            "into q/k/v, per-expert slicing of grouped experts (TEGroupedMLP weight0..N-1, SequentialMLP",
+            "local_experts, or one stacked [E, out, in] tensor), vocabulary padding trimmed. _extra_state and",
+            "ModelOpt quantizer state are not copied; calibrated amax values feed the scales. Any input tensor no",
+            "rule uses, and any expected tensor that is missing, is an error (see --allow-unmapped).",
+            "",
+            "The plan (every output tensor, its source regions and transform) is built before a byte is written;",
+            "--dry-run prints it. Then it runs on --threads workers, streaming: no tensor is held in memory.",
+            ""
+        },
+        footerHeading = "%nExamples:%n",
+        footer = {
+            "  moeport export --in mcore/ --hf-config hf/ --out out/",
+            "  moeport export --in mcore/ --hf-config hf/ --out out-nvfp4/ --format nvfp4 --exclude '*mixer.[qkvo]_proj'",
+            "  moeport export --in mcore/ --hf-config hf/ --out x/ --dry-run --json | jq '.tensors | length'"
+        })
+final class ExportCommand implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--in", paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors file, index or folder.")
+    Path in;
+
+    @Option(names = "--hf-config", paramLabel = "HF_DIR",
+            description = "The Hugging Face folder of the same architecture: config.json (sizes, layer kinds) and tokenizer files, copied to the output.")
+    Path hfConfig;
+
+    @Mixin
+    OutputOptions output;
+
+    @Option(names = "--format", paramLabel = "FORMAT", converter = FormatConverter.class,
+            description = "Quantize linear weights: ${COMPLETION-CANDIDATES}. Default: no quantization.", completionCandidates = FormatConverter.Names.class)
+    QuantFormat format;
+
+    @Option(names = "--dtype", paramLabel = "DTYPE", converter = DtypeConverter.class,
+            description = "Cast unquantized floating-point weights to bf16, f16 or f32 (round to nearest even); A_log, D, dt_bias and the router's expert bias keep theirs.")
+    DType dtype;
+
+    @Option(names = "--exclude", paramLabel = "GLOB", description = "Keep matching HF modules unquantized (repeatable), e.g. '*mixer.[qkvo]_proj'... as globs: '*' matches anything.")
+    List<String> exclude = new ArrayList<>();
+
+    @Option(names = "--include", paramLabel = "GLOB", description = "Quantize only matching HF modules (repeatable). Default exclusions still apply.")
+    List<String> include = new ArrayList<>();
+
+    @Option(names = "--arch", paramLabel = "NAME", description = "Architecture, when config.json does not say (see --list-architectures).")
+    String arch;
+
+    @Option(names = "--allow-unmapped", description = "Warn about input tensors no rule uses instead of failing.")
+    boolean allowUnmapped;
+
+    @Option(names = "--list-architectures", description = "List the supported architectures and exit.")
+    boolean listArchitectures;
+
+    @Override
+    public Integer call() {
+        PrintWriter out = spec.commandLine().getOut();
+        if (listArchitectures) {
+            Architectures.all().forEach(a -> out.println(a.name() + "  " + String.join(", ", a.hfClasses())));
+            return 0;
+        }
+        require(in != null, "--in");
+        require(hfConfig != null, "--hf-config");
+        require(output.out != null, "--out");
+        ModelConfig config = ModelConfig.load(hfConfig);
+        Architecture architecture = arch != null ? Architectures.byName(arch) : Architectures.detect(config);
+        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
+            ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors());
+            List<String> notes = new ArrayList<>();
+            if (!mapped.unmapped().isEmpty()) {
+                String list = ExportMapper.sample(mapped.unmapped(), 5);
+                if (!allowUnmapped) {
+                    throw new MoeportException(in + ": " + mapped.unmapped().size() + " tensor(s) not mapped by any " + architecture.name()
+                            + " rule: " + list + " (wrong --hf-config or expert count? --allow-unmapped skips them)");
+                }
+                notes.add("skipped " + mapped.unmapped().size() + " unmapped tensor(s): " + list);
+            }
+            Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState());
+            OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
+            Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
+            if (output.dryRun) {
+                PlanReport.printPlan(out, plan, output.json);
+                return 0;
+            }
+            Map<String, com.fasterxml.jackson.databind.JsonNode> json = new LinkedHashMap<>();
+            if (format == null && config.has("quantization_config")) {
+                var modelConfig = config.json();
+                modelConfig.remove("quantization_config");
+                json.put(ModelConfig.FILE_NAME, modelConfig);
+            } else if (format != null) {
+                notes.add(planner.quantizedModules().size() + " module(s) quantized to " + format.cliName() + ", "
+                        + planner.unquantizedModules().size() + " linear module(s) kept unquantized");
+                var modelConfig = config.json();
+                modelConfig.set("quantization_config", QuantConfig.quantizationConfig(format, planner.unquantizedModules(),
+                        plan.jobs().stream().anyMatch(j -> j instanceof dev.moeport.plan.Job.Quantize q && q.inputScale() != null), Main.Version.number()));
+                json.put(ModelConfig.FILE_NAME, modelConfig);
+                json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
+            }
+            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite,
+                    new Conversion.Files(hfConfig, Set.of(HfOutputFolder.QUANT_CONFIG), json),
+                    QuantKernels.get(), output.threads, output.fsync, output.bar(spec.commandLine().getErr()));
+            PlanReport.printSummary(out, "exported", in, output.out, summary, notes, output.json);
+        }
+        return 0;
+    }
+
+    private void require(boolean present, String option) {
+        if (!present) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '" + option + "'");
+        }
+    }
+}

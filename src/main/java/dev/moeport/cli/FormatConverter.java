@@ -1,0 +1,22 @@
+package dev.moeport.cli;
+
+import dev.moeport.quant.QuantFormat;
+import java.util.Arrays;
+import java.util.Iterator;
+import picocli.CommandLine.ITypeConverter;
+
+/** {@code --format nvfp4} and friends. */
+final class FormatConverter implements ITypeConverter<QuantFormat> {
+    @Override
+    public QuantFormat convert(String value) {
+        return QuantFormat.fromCliName(value);
+    }
+
+    /** The names, for help texts. */
+    static final class Names implements Iterable<String> {
+        @Override
+        public Iterator<String> iterator() {
+            return Arrays.stream(QuantFormat.values()).map(QuantFormat::cliName).iterator();
+        }
+    }
+}

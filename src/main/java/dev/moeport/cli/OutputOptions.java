@@ -1,0 +1,53 @@
+package dev.moeport.cli;
+
+import dev.moeport.exec.Progress;
+import dev.moeport.format.safetensors.ShardLayout;
+import dev.moeport.util.Sizes;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import picocli.CommandLine.ITypeConverter;
+import picocli.CommandLine.Option;
+
+/** The options every command that writes a checkpoint shares. */
+final class OutputOptions {
+    @Option(names = "--out", paramLabel = "DIR", description = "Output folder (Hugging Face layout). Must not exist or be empty, unless --overwrite.")
+    Path out;
+
+    @Option(names = "--overwrite", description = "Replace the checkpoint in an existing output folder.")
+    boolean overwrite;
+
+    @Option(names = "--max-shard-size", paramLabel = "SIZE", converter = SizeConverter.class, defaultValue = "5GB",
+            description = "Largest shard: 500MB, 5GB, 2GiB or bytes (default: ${DEFAULT-VALUE}). One shard is written as model.safetensors.")
+    long maxShardSize = ShardLayout.DEFAULT_MAX_SHARD_BYTES;
+
+    @Option(names = "--threads", paramLabel = "N", description = "Worker threads (default: all ${sys:moeport.cores} cores).")
+    int threads = Runtime.getRuntime().availableProcessors();
+
+    @Option(names = "--dry-run", description = "Print the plan (every output tensor, its sources and transform) and write nothing.")
+    boolean dryRun;
+
+    @Option(names = "--json", description = "Print the plan (with --dry-run) or the summary as JSON, for scripts.")
+    boolean json;
+
+    @Option(names = "--fsync", description = "Flush every file to disk before it is renamed into place (survives power loss; slower).")
+    boolean fsync;
+
+    @Option(names = "--no-progress", description = "No progress bar (it is drawn only when stderr is a terminal anyway).")
+    boolean noProgress;
+
+    static {
+        System.setProperty("moeport.cores", Integer.toString(Runtime.getRuntime().availableProcessors()));
+    }
+
+    /** Where to draw the progress bar, or null. */
+    PrintWriter bar(PrintWriter err) {
+        return noProgress || json || !Progress.stderrIsTerminal() ? null : err;
+    }
+
+    static final class SizeConverter implements ITypeConverter<Long> {
+        @Override
+        public Long convert(String value) {
+            return Sizes.parse(value);
+        }
+    }
+}

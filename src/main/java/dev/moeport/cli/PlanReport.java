@@ -1,0 +1,107 @@
+package dev.moeport.cli;
+
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.moeport.convert.Conversion;
+import dev.moeport.format.safetensors.ShardLayout;
+import dev.moeport.plan.Job;
+import dev.moeport.plan.OutputTensor;
+import dev.moeport.plan.Piece;
+import dev.moeport.plan.Plan;
+import dev.moeport.util.NaturalOrder;
+import dev.moeport.util.Sizes;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+
+/** Prints a plan (dry runs) and the summary of a finished run, as text or JSON. */
+final class PlanReport {
+    private PlanReport() {}
+
+    static void printPlan(PrintWriter out, Plan plan, boolean json) {
+        List<Row> rows = rows(plan);
+        if (json) {
+            ObjectNode root = Json.MAPPER.createObjectNode();
+            root.put("tensor_count", plan.outputTensorCount());
+            root.put("input_bytes", plan.inputBytes());
+            root.put("output_bytes", plan.outputBytes());
+            root.put("shard_count", plan.layout().shards().size());
+            ArrayNode tensors = root.putArray("tensors");
+            for (Row r : rows) {
+                ObjectNode t = tensors.addObject();
+                t.put("name", r.tensor.name());
+                t.put("dtype", r.tensor.dtype().name());
+                ArrayNode shape = t.putArray("shape");
+                for (long d : r.tensor.shape().toArray()) {
+                    shape.add(d);
+                }
+                t.put("bytes", r.tensor.byteSize());
+                t.put("shard", plan.layout().shardOf(r.tensor.name()).fileName());
+                t.put("transform", r.job.transform());
+                ArrayNode sources = t.putArray("sources");
+                r.job.pieces().forEach(p -> sources.add(p.describe()));
+            }
+            Json.print(out, root);
+            return;
+        }
+        Table table = new Table("TENSOR", "DTYPE", "SHAPE", ">SIZE", "SHARD", "TRANSFORM", "SOURCE");
+        for (Row r : rows) {
+            table.add(r.tensor.name(), r.tensor.dtype(), r.tensor.shape(), Sizes.format(r.tensor.byteSize()),
+                    shardNumber(plan.layout(), r.tensor.name()), r.job.transform(), sources(r.job));
+        }
+        table.print(out);
+        out.println("plan: " + plan.outputTensorCount() + " tensors, " + Sizes.format(plan.outputBytes()) + " in "
+                + plan.layout().shards().size() + " shard(s), from " + Sizes.format(plan.inputBytes()) + " of input; nothing written (dry run)");
+    }
+
+    private record Row(OutputTensor tensor, Job job) {}
+
+    private static List<Row> rows(Plan plan) {
+        List<Row> rows = new ArrayList<>();
+        for (Job job : plan.jobs()) {
+            for (OutputTensor t : job.outputs()) {
+                rows.add(new Row(t, job));
+            }
+        }
+        rows.sort(Comparator.comparing(r -> r.tensor.name(), NaturalOrder.INSTANCE));
+        return rows;
+    }
+
+    private static String shardNumber(ShardLayout layout, String name) {
+        return Integer.toString(layout.shards().indexOf(layout.shardOf(name)) + 1);
+    }
+
+    /** The pieces, shortened when there are many (a QKV split of many groups). */
+    private static String sources(Job job) {
+        List<Piece> pieces = job.pieces();
+        if (pieces.size() <= 3) {
+            return String.join(" + ", pieces.stream().map(Piece::describe).toList());
+        }
+        return pieces.getFirst().describe() + " + ... + " + pieces.getLast().describe() + " (" + pieces.size() + " pieces)";
+    }
+
+    static void printSummary(PrintWriter out, String verb, Path from, Path to, Conversion.Summary s, List<String> notes, boolean json) {
+        if (json) {
+            ObjectNode root = Json.MAPPER.createObjectNode();
+            root.put("input", from.toString());
+            root.put("output", to.toString());
+            root.put("tensor_count", s.tensors());
+            root.put("input_bytes", s.inputBytes());
+            root.put("output_bytes", s.outputBytes());
+            root.put("shard_count", s.shards());
+            root.put("seconds", s.elapsed().toNanos() / 1e9);
+            root.put("input_bytes_per_second", s.inputRate());
+            ArrayNode files = root.putArray("other_files");
+            s.copiedFiles().forEach(files::add);
+            ArrayNode n = root.putArray("notes");
+            notes.forEach(n::add);
+            Json.print(out, root);
+            return;
+        }
+        out.printf(java.util.Locale.ROOT, "%s %d tensors (%s) from %s to %s in %.2f s, %s of input; %d shard(s)%n", verb, s.tensors(),
+                Sizes.format(s.outputBytes()), from, to, s.elapsed().toNanos() / 1e9, Sizes.rate(s.inputRate()), s.shards());
+        notes.forEach(n -> out.println("  " + n));
+    }
+}

@@ -1,0 +1,116 @@
+package dev.moeport.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.ModelConfig;
+import dev.moeport.convert.Calibration;
+import dev.moeport.convert.Conversion;
+import dev.moeport.convert.HfOutputFolder;
+import dev.moeport.convert.HfQuantizeMapper;
+import dev.moeport.convert.McoreLayout;
+import dev.moeport.convert.OutputPlanner;
+import dev.moeport.convert.QuantConfig;
+import dev.moeport.convert.QuantSelection;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.plan.Job;
+import dev.moeport.plan.Plan;
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.quant.QuantKernels;
+import dev.moeport.tensor.Tensor;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SequencedMap;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+@Command(
+        name = "quantize",
+        sortOptions = false,
+        mixinStandardHelpOptions = true,
+        description = {
+            "Quantizes a Hugging Face checkpoint, bit-exact with NVIDIA Model Optimizer, into a new one that",
+            "serving engines load: weight, weight_scale, weight_scale_2 (nvfp4) and input_scale (when calibrated)",
+            "per module, hf_quant_config.json, and config.json with quantization_config.",
+            "",
+            "Every linear weight (a *.weight of 2 or more dimensions) is quantized except embeddings, lm_head,",
+            "routers (*.gate, *.router), Mamba conv1d, and what --exclude names; 1-D tensors (norms, biases) and",
+            "everything else are copied unchanged. q/k/v and gate/up projections share one per-tensor scale.",
+            "Calibrated amax values that ModelOpt leaves beside a weight (<module>.weight_quantizer._amax,",
+            "<module>.input_quantizer._amax) are used instead of the weight's own amax; they are not copied.",
+            "Formats (QUANT_FORMATS.md): fp8, fp8_pc, fp8_pb, nvfp4, mxfp4, mxfp8, int8_wo, int4_g128.",
+            ""
+        },
+        footerHeading = "%nExamples:%n",
+        footer = {
+            "  moeport quantize --format nvfp4 --in hf/ --out hf-nvfp4/",
+            "  moeport quantize --format fp8 --in hf/ --out hf-fp8/ --exclude '*self_attn*' --threads 8"
+        })
+final class QuantizeCommand implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--format", required = true, paramLabel = "FORMAT", converter = FormatConverter.class,
+            description = "${COMPLETION-CANDIDATES}", completionCandidates = FormatConverter.Names.class)
+    QuantFormat format;
+
+    @Option(names = "--in", required = true, paramLabel = "CKPT", description = "The Hugging Face checkpoint: a folder, index or .safetensors file.")
+    Path in;
+
+    @Mixin
+    OutputOptions output;
+
+    @Option(names = "--exclude", paramLabel = "GLOB", description = "Keep matching modules unquantized (repeatable; '*' matches anything).")
+    List<String> exclude = new ArrayList<>();
+
+    @Option(names = "--include", paramLabel = "GLOB", description = "Quantize only matching modules (repeatable). Default exclusions still apply.")
+    List<String> include = new ArrayList<>();
+
+    @Override
+    public Integer call() {
+        if (output.out == null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
+        }
+        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            SequencedMap<String, Tensor> weights = new LinkedHashMap<>();
+            Map<String, Tensor> quantizerState = new LinkedHashMap<>();
+            checkpoint.tensors().forEach((name, t) -> (McoreLayout.isQuantizerState(name) ? quantizerState : weights).put(name, t));
+            OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(Architecture.COMMON_EXCLUSIONS, include, exclude),
+                    Calibration.read(quantizerState));
+            Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(weights)), output.maxShardSize);
+            if (output.dryRun) {
+                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
+                return 0;
+            }
+            Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
+            boolean inputScales = plan.jobs().stream().anyMatch(j -> j instanceof Job.Quantize q && q.inputScale() != null);
+            Map<String, JsonNode> json = new LinkedHashMap<>();
+            if (Files.exists(folder.resolve(ModelConfig.FILE_NAME))) {
+                var config = ModelConfig.load(folder).json();
+                config.set("quantization_config", QuantConfig.quantizationConfig(format, planner.unquantizedModules(), inputScales, Main.Version.number()));
+                json.put(ModelConfig.FILE_NAME, config);
+            }
+            json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
+            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite, new Conversion.Files(folder, Set.of(), json),
+                    QuantKernels.get(), output.threads, output.fsync, output.bar(spec.commandLine().getErr()));
+            List<String> notes = new ArrayList<>();
+            notes.add(planner.quantizedModules().size() + " module(s) quantized to " + format.cliName() + ", "
+                    + planner.unquantizedModules().size() + " linear module(s) kept unquantized");
+            if (!inputScales && (format == QuantFormat.FP8 || format == QuantFormat.NVFP4)) {
+                notes.add("no calibrated input amax: no input_scale written; engines that quantize activations statically need one"
+                        + " (calibrate with Model Optimizer first)");
+            }
+            PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, notes, output.json);
+        }
+        return 0;
+    }
+}

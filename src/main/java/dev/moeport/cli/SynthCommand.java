@@ -1,0 +1,106 @@
+package dev.moeport.cli;
+
+import dev.moeport.arch.ModelConfig;
+import dev.moeport.convert.Conversion;
+import dev.moeport.convert.HfOutputFolder;
+import dev.moeport.plan.Plan;
+import dev.moeport.quant.QuantKernels;
+import dev.moeport.synth.NemotronHSynth;
+import dev.moeport.synth.NemotronHSynth.Dims;
+import dev.moeport.synth.NemotronHSynth.ExpertsLayout;
+import dev.moeport.synth.NemotronHSynth.Preset;
+import dev.moeport.util.Sizes;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+@Command(
+        name = "synth",
+        sortOptions = false,
+        mixinStandardHelpOptions = true,
+        description = {
+            "Writes a synthetic NemotronH checkpoint of any size, for demos, tests and benchmarks:",
+            "OUT/mcore (Megatron-Core tensors, deterministic pseudo-random BF16 values) and OUT/hf (the",
+            "matching config.json), ready for 'moeport export --in OUT/mcore --hf-config OUT/hf'.",
+            "",
+            "Presets: tiny (the fixture's dimensions, 6 MB), small (~270 MB), 30b-layer (one Mamba, one",
+            "attention and one MoE layer at Nemotron-3 30B-A3B scale, ~4 GB; add layers with --pattern).",
+            ""
+        },
+        footerHeading = "%nExamples:%n",
+        footer = {
+            "  moeport synth --preset small --out /tmp/synth",
+            "  moeport synth --preset 30b-layer --pattern 'M*EEE' --out /data/synth-9gb   # ~9 GB",
+            "  moeport synth --preset tiny --experts 16 --experts-layout sequential --out /tmp/t"
+        })
+final class SynthCommand implements Callable<Integer> {
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--preset", paramLabel = "NAME", defaultValue = "small", description = "tiny, small or 30b-layer (default: ${DEFAULT-VALUE}).")
+    String preset;
+
+    @Option(names = "--pattern", paramLabel = "LAYERS", description = "Layer kinds, one character a layer: M Mamba, * attention, - MLP, E MoE.")
+    String pattern;
+
+    @Option(names = "--hidden", paramLabel = "N", description = "Hidden size.")
+    Integer hidden;
+
+    @Option(names = "--experts", paramLabel = "N", description = "Routed experts per MoE layer.")
+    Integer experts;
+
+    @Option(names = "--expert-size", paramLabel = "N", description = "Expert FFN size (moe_intermediate_size).")
+    Integer expertSize;
+
+    @Option(names = "--vocab", paramLabel = "N", description = "Vocabulary size.")
+    Integer vocab;
+
+    @Option(names = "--experts-layout", paramLabel = "LAYOUT", defaultValue = "te",
+            description = "te (TEGroupedMLP weight0..N-1), sequential (local_experts.N) or stacked (one [E, out, in] tensor); default ${DEFAULT-VALUE}.")
+    String expertsLayout;
+
+    @Option(names = "--seed", defaultValue = "0", description = "Seed of the pseudo-random values (default ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Mixin
+    OutputOptions output;
+
+    @Override
+    public Integer call() {
+        if (output.out == null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
+        }
+        Dims dims = Preset.fromCliName(preset).dims;
+        if (pattern != null) {
+            dims = dims.withPattern(pattern);
+        }
+        dims = dims.with(hidden, experts, expertSize, vocab);
+        ExpertsLayout layout = ExpertsLayout.valueOf(expertsLayout.toUpperCase(Locale.ROOT));
+        Plan plan = Plan.of(NemotronHSynth.mcoreJobs(dims, layout, seed), output.maxShardSize);
+        PrintWriter out = spec.commandLine().getOut();
+        if (output.dryRun) {
+            PlanReport.printPlan(out, plan, output.json);
+            return 0;
+        }
+        Path mcore = output.out.resolve("mcore");
+        Path hf = output.out.resolve("hf");
+        HfOutputFolder.prepare(hf, output.overwrite);
+        HfOutputFolder.writeJson(hf, ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims));
+        Conversion.Summary s = Conversion.run(plan, mcore, output.overwrite, Conversion.Files.none(), QuantKernels.get(), output.threads,
+                output.fsync, output.bar(spec.commandLine().getErr()));
+        if (output.json) {
+            PlanReport.printSummary(out, "synthesized", Path.of(preset), mcore, s, java.util.List.of(), true);
+        } else {
+            out.printf(Locale.ROOT, "synthesized %d tensors (%s, layers %s, %d experts of %d) in %.2f s: %s and %s%n", s.tensors(),
+                    Sizes.format(s.outputBytes()), dims.pattern(), dims.experts(), dims.expertSize(), s.elapsed().toNanos() / 1e9,
+                    mcore, hf.resolve(ModelConfig.FILE_NAME));
+        }
+        return 0;
+    }
+}

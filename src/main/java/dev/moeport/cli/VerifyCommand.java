@@ -1,0 +1,171 @@
+package dev.moeport.cli;
+
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.moeport.arch.ModelConfig;
+import dev.moeport.exec.Progress;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.quant.QuantKernels;
+import dev.moeport.util.NaturalOrder;
+import dev.moeport.verify.CheckpointView;
+import dev.moeport.verify.Verifier;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+@Command(
+        name = "verify",
+        sortOptions = false,
+        mixinStandardHelpOptions = true,
+        description = {
+            "Compares two checkpoints tensor by tensor, whatever their layouts: Hugging Face or Megatron-Core",
+            "(mapped to HF names with the architecture's rules), quantized or not (decoded first). Reports tensors",
+            "missing or extra in B, shape and dtype differences, and for every common tensor whether it is",
+            "bit-identical or else its max and mean absolute error and its SNR in dB, A being the reference.",
+            "Streams both in bounded memory, on --threads workers.",
+            "",
+            "Exit codes: 0 the checkpoints match (bit for bit, or within --tolerance / --max-abs-error);",
+            "3 they differ; 1 an input could not be read; 2 usage error.",
+            ""
+        },
+        footerHeading = "%nExamples:%n",
+        footer = {
+            "  moeport verify hf/ exported/",
+            "  moeport verify mcore/ hf-nvfp4/ --hf-config hf/ --tolerance 15",
+            "  moeport verify a/ b/ --json | jq '.tensors[] | select(.identical | not) | .name'"
+        })
+final class VerifyCommand implements Callable<Integer> {
+    static final int EXIT_DIFFERENT = 3;
+
+    @Spec
+    CommandSpec spec;
+
+    @Parameters(index = "0", paramLabel = "A", description = "The reference checkpoint.")
+    Path a;
+
+    @Parameters(index = "1", paramLabel = "B", description = "The checkpoint to check.")
+    Path b;
+
+    @Option(names = "--hf-config", paramLabel = "HF_DIR",
+            description = "config.json folder that maps a Megatron-Core side (default: the folder of whichever side has a config.json).")
+    Path hfConfig;
+
+    @Option(names = "--tolerance", paramLabel = "DB", description = "Accept differing tensors whose SNR is at least DB decibels.")
+    Double minSnr;
+
+    @Option(names = "--max-abs-error", paramLabel = "X", description = "Accept differing tensors whose largest absolute error is at most X.")
+    Double maxAbsError;
+
+    @Option(names = "--show", paramLabel = "N", defaultValue = "20", description = "List at most N differing tensors, worst first (default ${DEFAULT-VALUE}).")
+    int show;
+
+    @Option(names = "--threads", paramLabel = "N", description = "Worker threads (default: all cores).")
+    int threads = Runtime.getRuntime().availableProcessors();
+
+    @Option(names = "--json", description = "Print every tensor's figures as JSON.")
+    boolean json;
+
+    @Override
+    public Integer call() {
+        PrintWriter out = spec.commandLine().getOut();
+        Path configDir = hfConfig != null ? hfConfig : CheckpointView.configBeside(a) != null ? CheckpointView.configBeside(a) : CheckpointView.configBeside(b);
+        try (Checkpoint ca = Checkpoints.open(a); Checkpoint cb = Checkpoints.open(b)) {
+            ModelConfig config = configDir == null || !(CheckpointView.isMcore(ca) || CheckpointView.isMcore(cb)) ? null : ModelConfig.load(configDir);
+            CheckpointView va = CheckpointView.of(a, ca, config, QuantKernels.get());
+            CheckpointView vb = CheckpointView.of(b, cb, config, QuantKernels.get());
+            long total = va.tensors().values().stream().mapToLong(t -> t.shape().numel()).sum();
+            Verifier.Report report;
+            try (Progress progress = new Progress(total, va.tensors().size(), json || !Progress.stderrIsTerminal() ? null : spec.commandLine().getErr())) {
+                report = Verifier.compare(va, vb, threads, progress);
+            }
+            List<Verifier.TensorResult> differing = report.results().stream().filter(r -> !r.identical())
+                    .sorted(Comparator.comparingDouble(Verifier.TensorResult::snrDb).thenComparing(Verifier.TensorResult::name, NaturalOrder.INSTANCE))
+                    .toList();
+            List<Verifier.TensorResult> beyond = differing.stream().filter(r -> !accepted(r)).toList();
+            boolean match = report.missingInB().isEmpty() && report.extraInB().isEmpty() && report.shapeMismatches().isEmpty() && beyond.isEmpty();
+            if (json) {
+                printJson(out, va, vb, report, match);
+            } else {
+                printText(out, va, vb, report, differing, beyond, match);
+            }
+            return match ? 0 : EXIT_DIFFERENT;
+        }
+    }
+
+    private boolean accepted(Verifier.TensorResult r) {
+        if (minSnr == null && maxAbsError == null) {
+            return false;
+        }
+        return (minSnr == null || r.snrDb() >= minSnr) && (maxAbsError == null || r.maxAbsError() <= maxAbsError);
+    }
+
+    private void printText(PrintWriter out, CheckpointView va, CheckpointView vb, Verifier.Report report, List<Verifier.TensorResult> differing,
+                           List<Verifier.TensorResult> beyond, boolean match) {
+        for (CheckpointView v : List.of(va, vb)) {
+            out.println((v == va ? "A: " : "B: ") + v.path() + " (" + v.layout() + ", " + v.tensors().size() + " tensors"
+                    + (v.quantized().isEmpty() ? "" : ", " + v.quantized().size() + " modules decoded")
+                    + (v.dropped().isEmpty() ? "" : ", " + v.dropped().size() + " entries not compared") + ")");
+        }
+        int identical = report.results().size() - differing.size();
+        out.println("identical: " + identical + " of " + report.results().size() + " common tensors; differing: " + differing.size()
+                + "; missing in B: " + report.missingInB().size() + "; extra in B: " + report.extraInB().size()
+                + "; shape mismatches: " + report.shapeMismatches().size());
+        report.missingInB().stream().limit(show).forEach(n -> out.println("  missing in B: " + n));
+        report.extraInB().stream().limit(show).forEach(n -> out.println("  extra in B: " + n));
+        report.shapeMismatches().stream().limit(show).forEach(m -> out.println("  shape: " + m.name() + " " + m.shapeA() + " vs " + m.shapeB()));
+        if (!differing.isEmpty()) {
+            Table table = new Table("TENSOR", "DTYPES", ">MAX ABS", ">MEAN ABS", ">SNR dB");
+            differing.stream().limit(show).forEach(r -> table.add(r.name(), r.dtypeA() == r.dtypeB() ? r.dtypeA() : r.dtypeA() + "/" + r.dtypeB(),
+                    number(r.maxAbsError()), number(r.meanAbsError()), String.format(Locale.ROOT, "%.2f", r.snrDb())));
+            table.print(out);
+            if (differing.size() > show) {
+                out.println("  ... and " + (differing.size() - show) + " more (--show N)");
+            }
+            Verifier.TensorResult worst = differing.getFirst();
+            out.printf(Locale.ROOT, "worst SNR: %.2f dB (%s); %d tensor(s) beyond tolerance%n", worst.snrDb(), worst.name(), beyond.size());
+        }
+        out.println(match ? "MATCH" : "DIFFERENT");
+    }
+
+    private static String number(double v) {
+        return Double.isNaN(v) ? "-" : String.format(Locale.ROOT, "%.4g", v);
+    }
+
+    private void printJson(PrintWriter out, CheckpointView va, CheckpointView vb, Verifier.Report report, boolean match) {
+        ObjectNode root = Json.MAPPER.createObjectNode();
+        root.put("a", va.path().toString());
+        root.put("b", vb.path().toString());
+        root.put("match", match);
+        report.missingInB().forEach(root.withArray("missing_in_b")::add);
+        report.extraInB().forEach(root.withArray("extra_in_b")::add);
+        ArrayNode shapes = root.putArray("shape_mismatches");
+        report.shapeMismatches().forEach(m -> shapes.addObject().put("name", m.name()).put("shape_a", m.shapeA()).put("shape_b", m.shapeB()));
+        ArrayNode tensors = root.putArray("tensors");
+        report.results().stream().sorted(Comparator.comparing(Verifier.TensorResult::name, NaturalOrder.INSTANCE)).forEach(r -> {
+            ObjectNode t = tensors.addObject();
+            t.put("name", r.name());
+            t.put("dtype_a", r.dtypeA().name());
+            t.put("dtype_b", r.dtypeB().name());
+            t.put("shape", r.shape());
+            t.put("identical", r.identical());
+            t.put("max_abs_error", r.maxAbsError());
+            t.put("mean_abs_error", r.meanAbsError());
+            if (Double.isInfinite(r.snrDb()) || Double.isNaN(r.snrDb())) {
+                t.putNull("snr_db");
+            } else {
+                t.put("snr_db", r.snrDb());
+            }
+            t.put("within_tolerance", r.identical() || accepted(r));
+        });
+        Json.print(out, root);
+    }
+}

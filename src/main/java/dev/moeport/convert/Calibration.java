@@ -1,0 +1,150 @@
+package dev.moeport.convert;
+
+import dev.moeport.MoeportException;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
+import dev.moeport.tensor.Tensor;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The calibrated amax values ModelOpt leaves beside a weight: {@code <module>.weight_quantizer._amax}
+ * feeds the weight's per-tensor scale, {@code <module>.input_quantizer._amax} its {@code input_scale}.
+ * Routed experts share one input quantizer per layer and projection (one {@code input_scale} for all),
+ * so their input amax is the largest over the group. Understands MCore names (TEGroupedMLP with one
+ * quantizer per grouped module, possibly one amax per expert; SequentialMLP with one per expert) and
+ * HF names ({@code experts.{e}.up_proj}).
+ */
+public final class Calibration {
+    private static final Pattern SEQUENTIAL = Pattern.compile("(.*\\.experts)\\.local_experts\\.(\\d+)\\.(linear_fc\\d)");
+    private static final Pattern GROUPED = Pattern.compile(".*\\.experts\\.linear_fc\\d");
+    private static final Pattern HF_EXPERT = Pattern.compile("(.*\\.experts)\\.(\\d+)\\.(.+)");
+    private static final Pattern CANONICAL_EXPERT_WEIGHT = Pattern.compile("(.*\\.experts\\.linear_fc\\d)\\.weight(\\d+)");
+
+    /** Per weight tensor name: its calibrated weight amax. */
+    private final Map<String, Float> weightAmax = new HashMap<>();
+    /** Per group (a module, or the experts of one layer and projection): the largest weight amax given once for the group. */
+    private final Map<String, Float> groupWeightAmax = new HashMap<>();
+    /** Per group: the largest input amax. */
+    private final Map<String, Float> inputAmax = new HashMap<>();
+
+    public static final Calibration NONE = new Calibration();
+
+    private Calibration() {}
+
+    public static Calibration read(Map<String, Tensor> quantizerState) {
+        Calibration c = new Calibration();
+        for (Map.Entry<String, Tensor> e : quantizerState.entrySet()) {
+            String name = e.getKey();
+            if (name.endsWith("._pre_quant_scale")) {
+                throw new MoeportException("tensor '" + name + "': pre-quantization scaling (AWQ / SmoothQuant) is not supported;"
+                        + " export from a checkpoint calibrated for plain max scaling");
+            }
+            boolean weight = name.endsWith(".weight_quantizer._amax");
+            boolean input = name.endsWith(".input_quantizer._amax");
+            if (!weight && !input) {
+                continue; // other quantizers (kv-cache, output) carry nothing moeport exports
+            }
+            String module = name.substring(0, name.lastIndexOf(weight ? ".weight_quantizer" : ".input_quantizer"));
+            float[] values = values(e.getValue());
+            Matcher seq = SEQUENTIAL.matcher(module);
+            String group;
+            if (seq.matches()) {
+                group = seq.group(1) + "." + seq.group(3);
+                if (weight) {
+                    c.weightAmax.put(group + ".weight" + seq.group(2), max(values));
+                }
+            } else if (GROUPED.matcher(module).matches()) {
+                group = module;
+                if (weight && values.length > 1) {
+                    for (int i = 0; i < values.length; i++) {
+                        c.weightAmax.put(module + ".weight" + i, values[i]);
+                    }
+                } else if (weight) {
+                    c.groupWeightAmax.put(group, values[0]);
+                }
+            } else {
+                Matcher hf = HF_EXPERT.matcher(module);
+                group = hf.matches() ? hf.group(1) + ".*." + hf.group(3) : module;
+                if (weight) {
+                    c.weightAmax.put(module + ".weight", max(values));
+                }
+            }
+            if (input) {
+                c.inputAmax.merge(group, max(values), Math::max);
+            }
+        }
+        return c;
+    }
+
+    /**
+     * The calibrated weight amax of weights (MCore canonical or HF names) that share one scale: the
+     * largest of theirs, or null unless each has one.
+     */
+    public Float weightAmax(List<String> weightNames) {
+        return largest(weightNames, name -> {
+            Float own = weightAmax.get(name);
+            return own != null ? own : groupWeightAmax.get(group(name));
+        });
+    }
+
+    /** The calibrated input amax of the modules of these weights (one input), shared by an expert group: the largest, or null. */
+    public Float inputAmax(List<String> weightNames) {
+        return largest(weightNames, name -> inputAmax.get(group(name)));
+    }
+
+    private static Float largest(List<String> names, java.util.function.Function<String, Float> lookup) {
+        Float max = null;
+        for (String name : names) {
+            Float v = lookup.apply(name);
+            if (v == null) {
+                return null;
+            }
+            max = max == null ? v : Math.max(max, v);
+        }
+        return max;
+    }
+
+    private static String group(String weightName) {
+        Matcher expert = CANONICAL_EXPERT_WEIGHT.matcher(weightName);
+        if (expert.matches()) {
+            return expert.group(1);
+        }
+        String module = weightName.endsWith(".weight") ? weightName.substring(0, weightName.length() - ".weight".length()) : weightName;
+        Matcher hf = HF_EXPERT.matcher(module);
+        return hf.matches() ? hf.group(1) + ".*." + hf.group(3) : module;
+    }
+
+    private static float[] values(Tensor t) {
+        if (t.dtype() != DType.F32 && t.dtype() != DType.BF16 && t.dtype() != DType.F16) {
+            throw new MoeportException(t.where() + ": an amax must be a floating-point tensor, not " + t.dtype());
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment bytes = t.bytes(arena);
+            float[] v = new float[(int) t.numel()];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = FloatFormats.read(bytes, t.dtype(), i);
+                if (!Float.isFinite(v[i]) || v[i] < 0) {
+                    throw new MoeportException(t.where() + ": calibrated amax " + v[i] + " is not a finite non-negative number");
+                }
+            }
+            if (v.length == 0) {
+                throw new MoeportException(t.where() + ": empty amax");
+            }
+            return v;
+        }
+    }
+
+    private static float max(float[] values) {
+        float m = 0;
+        for (float v : values) {
+            m = Math.max(m, v);
+        }
+        return m;
+    }
+}

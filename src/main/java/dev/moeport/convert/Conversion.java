@@ -1,0 +1,72 @@
+package dev.moeport.convert;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.moeport.exec.Executor;
+import dev.moeport.exec.Progress;
+import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.plan.Plan;
+import dev.moeport.quant.QuantKernel;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Runs a plan into a Hugging Face-style output folder: shards written as hidden partial files by the
+ * executor, then the model files and JSON configs, then the shards renamed into place and the index
+ * last. Whatever happens before the last step leaves no folder that looks finished.
+ */
+public final class Conversion {
+
+    /**
+     * What the folder holds besides the weights.
+     *
+     * @param copyFrom a model folder whose non-weight files are copied (null: none)
+     * @param skip files of {@code copyFrom} not to copy; those that {@code json} replaces are skipped too
+     * @param json JSON files to write, by name
+     */
+    public record Files(Path copyFrom, Set<String> skip, Map<String, JsonNode> json) {
+        public static Files none() {
+            return new Files(null, Set.of(), Map.of());
+        }
+    }
+
+    /** What was done. */
+    public record Summary(int tensors, long inputBytes, long outputBytes, int shards, Duration elapsed, List<String> copiedFiles) {
+        public double inputRate() {
+            double s = elapsed.toNanos() / 1e9;
+            return s <= 0 ? 0 : inputBytes / s;
+        }
+    }
+
+    private Conversion() {}
+
+    /**
+     * @param bar where to draw a progress bar, or null
+     */
+    public static Summary run(Plan plan, Path out, boolean overwrite, Files files, QuantKernel kernel, int threads, boolean fsync,
+                              PrintWriter bar) {
+        HfOutputFolder.prepare(out, overwrite);
+        Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), bar);
+        List<String> copied = new ArrayList<>();
+        try (progress; SafetensorsWriter writer = SafetensorsWriter.create(out, plan.layout(), fsync)) {
+            new Executor(kernel, threads).run(plan, writer, progress);
+            if (files.copyFrom() != null) {
+                Set<String> skip = new java.util.HashSet<>(files.skip());
+                skip.addAll(files.json().keySet());
+                copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), out, skip));
+            }
+            for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
+                HfOutputFolder.writeJson(out, e.getKey(), e.getValue());
+                copied.add(e.getKey());
+            }
+            writer.commit();
+        }
+        return new Summary(plan.outputTensorCount(), plan.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
+                progress.elapsed(), copied);
+    }
+}

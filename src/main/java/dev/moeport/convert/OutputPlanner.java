@@ -1,0 +1,105 @@
+package dev.moeport.convert;
+
+import dev.moeport.plan.AmaxSource;
+import dev.moeport.plan.Job;
+import dev.moeport.plan.OutputTensor;
+import dev.moeport.plan.Piece;
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.tensor.DType;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Turns mapped tensors into jobs: quantize the weights the selection picks (with their scales), cast
+ * to {@code --dtype} what may be cast, copy the rest. Shared by export, quantize and import.
+ */
+public final class OutputPlanner {
+    private final QuantFormat format;
+    private final DType castTo;
+    private final QuantSelection selection;
+    private final Calibration calibration;
+    private final List<String> quantizedModules = new ArrayList<>();
+    private final List<String> unquantizedModules = new ArrayList<>();
+
+    /**
+     * @param format the quantization format, or null for none
+     * @param castTo the dtype of unquantized floating-point weights, or null to keep each tensor's own
+     */
+    public OutputPlanner(QuantFormat format, DType castTo, QuantSelection selection, Calibration calibration) {
+        this.format = format;
+        this.castTo = castTo;
+        this.selection = selection;
+        this.calibration = calibration;
+    }
+
+    public List<Job> plan(List<MappedTensor> tensors) {
+        List<Job> jobs = new ArrayList<>();
+        for (MappedTensor t : tensors) {
+            if (format != null && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype())) {
+                jobs.add(quantize(t));
+                quantizedModules.add(QuantSelection.module(t.name()));
+                continue;
+            }
+            if (QuantSelection.isLinearWeight(t.name(), t.rank())) {
+                unquantizedModules.add(QuantSelection.module(t.name()));
+            }
+            DType target = castTo != null && !t.keepDtype() && isQuantizable(t.dtype()) ? castTo : t.dtype();
+            OutputTensor out = new OutputTensor(t.name(), target, t.shape());
+            jobs.add(target == t.dtype()
+                    ? new Job.Copy(out, t.pieces(), copyKind(t))
+                    : new Job.Cast(out, t.pieces(), t.dtype(), "cast " + t.dtype() + " -> " + target));
+        }
+        return jobs;
+    }
+
+    /** {@code copy} (same name), {@code rename}, or {@code gather rows} (a part of a tensor, or several put together). */
+    private static String copyKind(MappedTensor t) {
+        boolean whole = t.pieces().size() == 1 && t.pieces().getFirst() instanceof Piece.Source s && s.tensor().shape().equals(t.shape());
+        return !whole ? "gather rows" : t.sources().equals(List.of(t.name())) ? "copy" : "rename";
+    }
+
+    /** Pieces as matrices: a stack {@code [E, out, in]} becomes its E matrices (views), as the kernels take rows of a matrix. */
+    private static List<Piece> matrices(List<Piece> pieces) {
+        List<Piece> out = new ArrayList<>();
+        for (Piece p : pieces) {
+            if (p instanceof Piece.Source s && s.tensor().rank() > 2) {
+                List<Piece> slabs = new ArrayList<>();
+                for (long i = 0; i < s.tensor().shape().dim(0); i++) {
+                    slabs.add(new Piece.Source(s.tensor().select(i, s.tensor().name() + "[" + i + "]")));
+                }
+                out.addAll(matrices(slabs));
+            } else {
+                out.add(p);
+            }
+        }
+        return out;
+    }
+
+    private Job quantize(MappedTensor t) {
+        String module = QuantSelection.module(t.name());
+        Float weightAmax = calibration.weightAmax(t.sources());
+        Float inputAmax = calibration.inputAmax(t.sources());
+        AmaxSource amax = weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
+                : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), matrices(t.amaxPieces()))
+                : new AmaxSource.Computed(t.name(), matrices(t.pieces()));
+        return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), matrices(t.pieces()), amax, inputAmax,
+                new OutputTensor(module + ".weight", format.weightType(), format.weightShape(t.shape())),
+                new OutputTensor(module + ".weight_scale", format.scaleType(), format.scaleShape(t.shape())),
+                format.hasScale2() ? new OutputTensor(module + ".weight_scale_2", DType.F32, dev.moeport.tensor.Shape.of()) : null,
+                inputAmax != null ? new OutputTensor(module + ".input_scale", DType.F32, dev.moeport.tensor.Shape.of()) : null);
+    }
+
+    private static boolean isQuantizable(DType t) {
+        return t == DType.BF16 || t == DType.F16 || t == DType.F32;
+    }
+
+    /** HF module names that were quantized. */
+    public List<String> quantizedModules() {
+        return quantizedModules;
+    }
+
+    /** HF module names of linear weights left unquantized (the {@code ignore} list of the quantization config). */
+    public List<String> unquantizedModules() {
+        return unquantizedModules;
+    }
+}

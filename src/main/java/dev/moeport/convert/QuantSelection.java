@@ -1,0 +1,46 @@
+package dev.moeport.convert;
+
+import dev.moeport.util.Glob;
+import java.util.List;
+
+/**
+ * Which weights get quantized: every weight of a linear layer ({@code *.weight} of rank 2 or more),
+ * except the architecture's default exclusions and the user's {@code --exclude} patterns; when the
+ * user gives {@code --include} patterns, only modules matching one of them. Patterns match HF module
+ * names ({@code backbone.layers.1.mixer.q_proj}) or, equally, the tensor name with {@code .weight}.
+ */
+public record QuantSelection(List<Glob> defaultExclusions, List<Glob> include, List<Glob> exclude) {
+
+    public static QuantSelection of(List<String> defaults, List<String> include, List<String> exclude) {
+        return new QuantSelection(globs(defaults), globs(include), globs(exclude));
+    }
+
+    /** Whether {@code tensor} is a linear layer's weight (a candidate for quantization at all). */
+    public static boolean isLinearWeight(String name, int rank) {
+        return name.endsWith(".weight") && rank >= 2;
+    }
+
+    public boolean quantizes(String name, int rank) {
+        if (!isLinearWeight(name, rank)) {
+            return false;
+        }
+        String module = module(name);
+        if (matches(defaultExclusions, name, module) || matches(exclude, name, module)) {
+            return false;
+        }
+        return include.isEmpty() || matches(include, name, module);
+    }
+
+    /** {@code a.b.weight} -> {@code a.b}. */
+    public static String module(String weightName) {
+        return weightName.substring(0, weightName.length() - ".weight".length());
+    }
+
+    private static boolean matches(List<Glob> globs, String name, String module) {
+        return Glob.anyMatches(globs, module) || Glob.anyMatches(globs, name);
+    }
+
+    private static List<Glob> globs(List<String> patterns) {
+        return patterns.stream().map(Glob::of).toList();
+    }
+}

@@ -1,0 +1,129 @@
+package dev.moeport.convert;
+
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.moeport.MoeportException;
+import dev.moeport.quant.DequantizedTensor;
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.quant.QuantKernel;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.Shape;
+import dev.moeport.tensor.Tensor;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SequencedMap;
+import java.util.Set;
+
+/**
+ * A quantized Hugging Face checkpoint read back: which modules are quantized, in which format, and
+ * each seen as the floating-point weight it stands for ({@code moeport dequantize}, import, verify).
+ */
+public final class QuantizedCheckpoint {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private QuantizedCheckpoint() {}
+
+    /** The format a checkpoint folder's quantization config names, or null when it has none. */
+    public static QuantFormat declaredFormat(Path folder) {
+        if (folder == null || !Files.isDirectory(folder)) {
+            return null;
+        }
+        try {
+            String algo = null;
+            Path hfQuant = folder.resolve(HfOutputFolder.QUANT_CONFIG);
+            Path config = folder.resolve("config.json");
+            if (Files.exists(hfQuant)) {
+                algo = JSON.readTree(hfQuant.toFile()).at("/quantization/quant_algo").asText(null);
+            } else if (Files.exists(config)) {
+                algo = JSON.readTree(config.toFile()).at("/quantization_config/quant_algo").asText(null);
+            }
+            if (algo == null) {
+                return null;
+            }
+            for (QuantFormat f : QuantFormat.values()) {
+                if (QuantConfig.quantAlgo(f).equalsIgnoreCase(algo)) {
+                    return f;
+                }
+            }
+            throw new MoeportException(folder + ": quant_algo '" + algo + "' is not one moeport reads");
+        } catch (IOException e) {
+            throw new MoeportException(folder + ": cannot read the quantization config (" + e.getMessage() + ")", e);
+        }
+    }
+
+    /** The format of one module, from the dtypes of its weight and scales. */
+    static QuantFormat inferFormat(Tensor weight, Tensor scale, boolean hasScale2) {
+        DType w = weight.dtype();
+        DType s = scale.dtype();
+        if (w == DType.U8 && s == DType.F8_E4M3 && hasScale2) {
+            return QuantFormat.NVFP4;
+        }
+        if (w == DType.U8 && s == DType.U8) {
+            return QuantFormat.MXFP4;
+        }
+        if (w == DType.F8_E4M3 && s == DType.U8) {
+            return QuantFormat.MXFP8;
+        }
+        if (w == DType.F8_E4M3 && s == DType.F32 && scale.rank() == 0) {
+            return QuantFormat.FP8;
+        }
+        throw new MoeportException(weight.where() + ": cannot tell its quantization format from " + w + " weight and " + s + scale.shape()
+                + " scale (dequantization reads fp8, nvfp4, mxfp4 and mxfp8)");
+    }
+
+    /**
+     * A checkpoint with its quantized modules decoded: each quantized {@code <module>.weight} is a
+     * {@link DequantizedTensor}, its scales and {@code input_scale} are gone, everything else is as it was.
+     */
+    public record Decoded(SequencedMap<String, Tensor> tensors, List<String> modules, QuantFormat format) {}
+
+    public static Decoded decode(Map<String, Tensor> tensors, QuantFormat declared, DType dtype, QuantKernel kernel) {
+        SequencedMap<String, Tensor> out = new LinkedHashMap<>();
+        List<String> modules = new ArrayList<>();
+        Set<String> scales = new HashSet<>();
+        QuantFormat seen = declared;
+        for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
+            String name = e.getKey();
+            Tensor weight = e.getValue();
+            String module = name.endsWith(".weight") ? module(name) : null;
+            if (module == null || !tensors.containsKey(module + ".weight_scale")) {
+                out.put(name, weight);
+                continue;
+            }
+            Tensor scale = tensors.get(module + ".weight_scale");
+            Tensor scale2 = tensors.get(module + ".weight_scale_2");
+            QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
+            if (format != QuantFormat.FP8 && format != QuantFormat.NVFP4 && format != QuantFormat.MXFP4 && format != QuantFormat.MXFP8) {
+                throw new MoeportException(weight.where() + ": dequantization of " + format.cliName() + " is not supported (fp8, nvfp4, mxfp4, mxfp8)");
+            }
+            if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format == QuantFormat.NVFP4 && scale2 == null)) {
+                throw new MoeportException(weight.where() + ": " + weight.describe() + " with scale " + scale.describe()
+                        + " is not a " + format.cliName() + " weight");
+            }
+            DequantizedTensor decoded = new DequantizedTensor(kernel, format, weight, scale, scale2, dtype);
+            Shape expectedScale = format.scaleShape(decoded.shape());
+            boolean perExpertFp8 = format == QuantFormat.FP8 && weight.rank() > 2 && scale.shape().equals(Shape.of(weight.shape().dim(0)));
+            if (!expectedScale.equals(scale.shape()) && !perExpertFp8) {
+                throw new MoeportException(scale.where() + ": shape " + scale.shape() + " does not fit weight " + weight.shape()
+                        + " in " + format.cliName() + " (expected " + expectedScale + ")");
+            }
+            out.put(name, decoded);
+            modules.add(module);
+            scales.addAll(List.of(module + ".weight_scale", module + ".weight_scale_2", module + ".input_scale"));
+            seen = format;
+        }
+        out.keySet().removeAll(scales);
+        return new Decoded(out, modules, seen);
+    }
+
+    private static String module(String weightName) {
+        return QuantSelection.module(weightName);
+    }
+
+}

@@ -1,0 +1,21 @@
+package dev.moeport.exec;
+
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
+import java.lang.foreign.MemorySegment;
+
+/** Element-by-element conversion between the floating-point dtypes, rounding to nearest even. */
+final class ElementCast {
+    private ElementCast() {}
+
+    static boolean supports(DType t) {
+        return t == DType.BF16 || t == DType.F16 || t == DType.F32;
+    }
+
+    /** Converts {@code count} elements of {@code src} ({@code from}) into {@code dst} ({@code to}). */
+    static void convert(MemorySegment src, DType from, MemorySegment dst, DType to, long count) {
+        for (long i = 0; i < count; i++) {
+            FloatFormats.write(dst, to, i, FloatFormats.read(src, from, i));
+        }
+    }
+}

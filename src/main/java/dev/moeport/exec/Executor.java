@@ -1,0 +1,295 @@
+package dev.moeport.exec;
+
+import dev.moeport.MoeportException;
+import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.format.safetensors.SafetensorsWriter.TensorSink;
+import dev.moeport.plan.AmaxSource;
+import dev.moeport.plan.Job;
+import dev.moeport.plan.OutputTensor;
+import dev.moeport.plan.Piece;
+import dev.moeport.plan.Plan;
+import dev.moeport.quant.NonFiniteValueException;
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.quant.QuantKernel;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
+import dev.moeport.tensor.Shape;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * Runs a {@link Plan}: jobs on a pool of worker threads, biggest first, each streaming its sources in
+ * chunks of bounded size straight from the mapped input into the output file. No tensor is ever held
+ * in the heap; each worker's scratch memory is a few chunks of native memory, and source pages are
+ * released from the process (madvise DONTNEED) as soon as a chunk is written.
+ */
+public final class Executor {
+    private final QuantKernel kernel;
+    private final int threads;
+    private final Map<String, CompletableFuture<Float>> amaxCache = new ConcurrentHashMap<>();
+
+    public Executor(QuantKernel kernel, int threads) {
+        this.kernel = kernel;
+        this.threads = Math.max(1, threads);
+    }
+
+    /** Runs every job of {@code plan} into {@code writer} (which the caller commits). */
+    public void run(Plan plan, SafetensorsWriter writer, Progress progress) {
+        List<Job> order = new ArrayList<>(plan.jobs());
+        // Largest first: the long jobs start early instead of leaving one thread busy at the end.
+        order.sort(Comparator.comparingLong(Job::inputBytes).reversed());
+        ExecutorService pool = Executors.newFixedThreadPool(threads, r -> {
+            Thread t = new Thread(r, "moeport-worker");
+            t.setDaemon(true);
+            return t;
+        });
+        List<Worker> workers = new ArrayList<>();
+        ThreadLocal<Worker> local = ThreadLocal.withInitial(() -> {
+            Worker w = new Worker(writer, progress);
+            synchronized (workers) {
+                workers.add(w);
+            }
+            return w;
+        });
+        try {
+            List<Future<?>> futures = new ArrayList<>();
+            for (Job job : order) {
+                futures.add(pool.submit(() -> local.get().run(job)));
+            }
+            for (Future<?> f : futures) {
+                await(f, pool);
+            }
+        } finally {
+            pool.shutdownNow();
+            synchronized (workers) {
+                workers.forEach(w -> w.scratch.close());
+            }
+        }
+    }
+
+    private static void await(Future<?> f, ExecutorService pool) {
+        try {
+            f.get();
+        } catch (ExecutionException e) {
+            pool.shutdownNow();
+            Throwable cause = e.getCause();
+            if (cause instanceof RuntimeException re) {
+                throw re;
+            }
+            if (cause instanceof Error err) {
+                throw err;
+            }
+            throw new IllegalStateException(cause);
+        } catch (InterruptedException e) {
+            pool.shutdownNow();
+            Thread.currentThread().interrupt();
+            throw new MoeportException("interrupted");
+        }
+    }
+
+    /** One worker thread's state: its reusable scratch buffers. */
+    private final class Worker {
+        final SafetensorsWriter writer;
+        final Progress progress;
+        final Scratch scratch = new Scratch();
+
+        Worker(SafetensorsWriter writer, Progress progress) {
+            this.writer = writer;
+            this.progress = progress;
+        }
+
+        void run(Job job) {
+            switch (job) {
+                case Job.Copy copy -> copy(copy);
+                case Job.Cast cast -> cast(cast);
+                case Job.Quantize q -> quantize(q);
+                case Job.Synthesize s -> synthesize(s);
+            }
+            progress.addTensors(job.outputs().size());
+        }
+
+        /** Each piece streamed in chunks to its place in the output: a source's chunks go from the mapping to the file. */
+        private void copy(Job.Copy job) {
+            TensorSink sink = writer.sink(job.output().name());
+            long offset = 0;
+            for (Piece piece : job.pieces()) {
+                long base = offset;
+                long rowBytes = PieceReader.rowBytes(piece);
+                long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
+                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
+                    sink.write(base + first * rowBytes, bytes);
+                    progress.addBytes(rows * rowInput);
+                });
+                offset += piece.byteSize();
+            }
+        }
+
+        private void cast(Job.Cast job) {
+            TensorSink sink = writer.sink(job.output().name());
+            DType from = job.from();
+            DType to = job.output().dtype();
+            long offset = 0;
+            for (Piece piece : job.pieces()) {
+                long base = offset;
+                long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
+                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
+                    long count = bytes.byteSize() / from.byteWidth();
+                    MemorySegment out = scratch.buffer(Scratch.OUTPUT, count * to.byteWidth());
+                    ElementCast.convert(bytes, from, out, to, count);
+                    sink.write(base + first * (PieceReader.rowBytes(piece) / from.byteWidth()) * to.byteWidth(), out);
+                    progress.addBytes(rows * rowInput);
+                });
+                offset += piece.byteSize() / from.byteWidth() * to.byteWidth();
+            }
+        }
+
+        private void quantize(Job.Quantize job) {
+            QuantFormat format = job.format();
+            Shape shape = job.weightShape();
+            long in = shape.dim(-1);
+            long out = shape.dim(-2);
+            long slabs = shape.numel() / (out * in);
+            PieceReader.Rows rows = new PieceReader.Rows(job.pieces());
+            float tensorScale = 0;
+            // fp8 scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
+            boolean perSlabScale = format == QuantFormat.FP8 && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
+            if (format.usesTensorAmax() && !perSlabScale) {
+                tensorScale = format.tensorScale(amax(job.amax()));
+            }
+            TensorSink weight = writer.sink(job.weight().name());
+            TensorSink scale = writer.sink(job.weightScale().name());
+            long weightSlabBytes = format.weightType().byteSize(format.weightShape(Shape.of(out, in)).numel());
+            long scaleSlabBytes = format.scaleType().byteSize(format.scaleShape(Shape.of(out, in)).numel());
+            for (long slab = 0; slab < slabs; slab++) {
+                float slabScale = perSlabScale
+                        ? format.tensorScale(amaxOver(rows.slice(slab * out, out), job.weight().name() + "[" + slab + "]"))
+                        : tensorScale;
+                if (format == QuantFormat.FP8) {
+                    scale.write(slab * 4, scratch.f32(slabScale));
+                }
+                quantizeSlab(job, rows, slab * out, out, in, slabScale, weight, slab * weightSlabBytes,
+                        format == QuantFormat.FP8 ? null : scale, slab * scaleSlabBytes);
+            }
+            if (job.weightScale2() != null) {
+                writer.sink(job.weightScale2().name()).write(0, scratch.f32(tensorScale));
+            }
+            if (job.inputScale() != null) {
+                writer.sink(job.inputScale().name()).write(0, scratch.f32(format.tensorScale(job.inputAmax())));
+            }
+        }
+
+        private void quantizeSlab(Job.Quantize job, PieceReader.Rows rows, long firstRow, long out, long in, float tensorScale,
+                                  TensorSink weight, long weightBase, TensorSink scale, long scaleBase) {
+            QuantFormat format = job.format();
+            DType exportType = job.exportType();
+            long step = PieceReader.rowsPerChunk(rows.rowBytes(), format.rowGranularity());
+            for (long r = 0; r < out; r += step) {
+                long n = Math.min(step, out - r);
+                try (Arena arena = Arena.ofConfined()) {
+                    MemorySegment src = rows.read(firstRow + r, n, arena, scratch);
+                    if (exportType != job.sourceType()) {
+                        MemorySegment cast = scratch.buffer(Scratch.CAST, n * in * exportType.byteWidth());
+                        ElementCast.convert(src, job.sourceType(), cast, exportType, n * in);
+                        PieceReader.release(src);
+                        src = cast;
+                    }
+                    Shape chunk = Shape.of(n, in);
+                    MemorySegment w = scratch.buffer(Scratch.OUTPUT, format.weightType().byteSize(format.weightShape(chunk).numel()));
+                    MemorySegment s = scale == null ? MemorySegment.NULL
+                            : scratch.buffer(Scratch.SCALES, format.scaleType().byteSize(format.scaleShape(chunk).numel()));
+                    try {
+                        kernel.quantize(format, src, exportType, n, in, tensorScale, w, s);
+                    } catch (NonFiniteValueException e) {
+                        throw nonFinite(job.weight().name(), firstRow + r + e.index() / in, e.index() % in);
+                    }
+                    PieceReader.release(src);
+                    Shape before = Shape.of(r, in);
+                    weight.write(weightBase + format.weightType().byteSize(format.weightShape(before).numel()), w);
+                    if (scale != null) {
+                        scale.write(scaleBase + format.scaleType().byteSize(format.scaleShape(before).numel()), s);
+                    }
+                }
+                progress.addBytes(n * rows.rowBytes());
+            }
+        }
+
+        /** A shared amax is computed once, by whichever job needs it first; the others wait for it. */
+        private float amax(AmaxSource source) {
+            return switch (source) {
+                case AmaxSource.Calibrated c -> c.amax();
+                case AmaxSource.Computed c -> {
+                    CompletableFuture<Float> mine = new CompletableFuture<>();
+                    CompletableFuture<Float> existing = amaxCache.putIfAbsent(c.key(), mine);
+                    if (existing != null) {
+                        yield existing.join();
+                    }
+                    try {
+                        float value = amaxOver(c.pieces(), c.key());
+                        mine.complete(value);
+                        yield value;
+                    } catch (RuntimeException e) {
+                        mine.completeExceptionally(e);
+                        throw e;
+                    }
+                }
+            };
+        }
+
+        private float amaxOver(List<Piece> pieces, String name) {
+            float[] max = {0};
+            for (Piece piece : pieces) {
+                DType dtype = ((Piece.Source) piece).tensor().dtype();
+                long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / dtype.byteWidth();
+                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
+                    try {
+                        max[0] = Math.max(max[0], kernel.amax(bytes, dtype, bytes.byteSize() / dtype.byteWidth()));
+                    } catch (NonFiniteValueException e) {
+                        throw nonFinite(name, first + e.index() / cols, e.index() % cols);
+                    }
+                });
+            }
+            return max[0];
+        }
+
+        private void synthesize(Job.Synthesize job) {
+            OutputTensor output = job.output();
+            DType dtype = output.dtype();
+            TensorSink sink = writer.sink(output.name());
+            long count = output.shape().numel();
+            long step = PieceReader.CHUNK_BYTES / dtype.byteWidth();
+            float span = job.high() - job.low();
+            long block = count / job.seeds().size();
+            for (long start = 0; start < count; start += step) {
+                long n = Math.min(step, count - start);
+                MemorySegment out = scratch.buffer(Scratch.OUTPUT, n * dtype.byteWidth());
+                for (long i = 0; i < n; i++) {
+                    long index = start + i;
+                    // SplitMix64's finalizer of (seed, index): independent of how the tensor is chunked.
+                    long z = job.seeds().get((int) (index / block)) + index % block * 0x9E3779B97F4A7C15L;
+                    z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+                    z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+                    z ^= z >>> 31;
+                    float unit = (z >>> 40) * 0x1.0p-24f;
+                    FloatFormats.write(out, dtype, i, job.low() + unit * span);
+                }
+                sink.write(start * dtype.byteWidth(), out);
+                progress.addBytes(n * dtype.byteWidth());
+            }
+        }
+    }
+
+    private static MoeportException nonFinite(String tensor, long row, long col) {
+        return new MoeportException("tensor '" + tensor + "': NaN or infinite value at [" + row + ", " + col
+                + "]; quantizing it would give garbage scales (repair the weight, or keep it unquantized with --exclude)");
+    }
+}

@@ -1,0 +1,157 @@
+package dev.moeport.exec;
+
+import dev.moeport.io.NativeIO;
+import dev.moeport.plan.Piece;
+
+import dev.moeport.tensor.Tensor;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Reads rows of {@link Piece}s: a source's rows as a zero-copy slice of the mapped input (or what its
+ * tensor assembles or decodes into the chunk's arena), or zeros. Shared by the executor and by
+ * {@code verify}.
+ */
+public final class PieceReader {
+    private PieceReader() {}
+
+    /** Bytes a chunk holds at most (more only when a single row is larger). */
+    public static final long CHUNK_BYTES = 8L << 20;
+
+
+    /** Output bytes of one row (entry of the outermost dimension) of {@code p}. */
+    public static long rowBytes(Piece p) {
+        long rows = p.rows();
+        return rows == 0 ? 0 : p.byteSize() / rows;
+    }
+
+    /** Rows per chunk for rows of {@code rowBytes}, at least one, a multiple of {@code granularity}. */
+    public static long rowsPerChunk(long rowBytes, int granularity) {
+        long rows = rowBytes == 0 ? Long.MAX_VALUE / 2 : CHUNK_BYTES / rowBytes;
+        return Math.max(granularity, rows / granularity * granularity);
+    }
+
+    /**
+     * Rows {@code [start, start + count)} of {@code p}: a source's bytes live as long as {@code arena}
+     * (zero-copy for mapped tensors); zeros live in {@code scratch}.
+     */
+    public static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch) {
+        return switch (p) {
+            case Piece.Source s -> {
+                Tensor t = s.tensor();
+                boolean whole = t.rank() == 0 || (start == 0 && count == t.shape().dim(0));
+                yield (whole ? t : t.narrow(start, count, t.name())).bytes(arena);
+            }
+            case Piece.Zeros z -> scratch.zeros(count * z.rowBytes());
+        };
+    }
+
+    /** Calls {@code action} with consecutive chunks of {@code p}'s rows and each chunk's first row. */
+    public static void forEachChunk(Piece p, Scratch scratch, ChunkAction action) {
+        long rows = p.rows();
+        long step = rowsPerChunk(rowBytes(p), 1);
+        for (long r = 0; r < Math.max(rows, 1); r += step) {
+            long n = Math.min(step, rows - r);
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch);
+                action.accept(bytes, r, n);
+                release(bytes);
+            }
+        }
+    }
+
+    @FunctionalInterface
+    public interface ChunkAction {
+        void accept(MemorySegment bytes, long firstRow, long rows);
+    }
+
+    /** Drops the pages of a chunk read from a mapped file: bounds the resident set on huge inputs. */
+    public static void release(MemorySegment bytes) {
+        if (bytes.isMapped()) {
+            NativeIO.advise(bytes, NativeIO.Advice.DONTNEED);
+        }
+    }
+
+    /**
+     * Rows of a matrix assembled from pieces of whole rows: a range is one slice when a single piece
+     * holds it, else the parts gathered into scratch memory.
+     */
+    public static final class Rows {
+        private final List<Piece> pieces;
+        private final long[] firstRows;
+        private final long rowBytes;
+
+        public Rows(List<Piece> pieces) {
+            this.pieces = pieces;
+            this.rowBytes = pieces.isEmpty() ? 0 : PieceReader.rowBytes(pieces.getFirst());
+            this.firstRows = new long[pieces.size() + 1];
+            for (int i = 0; i < pieces.size(); i++) {
+                if (PieceReader.rowBytes(pieces.get(i)) != rowBytes && pieces.get(i).rows() > 0) {
+                    throw new IllegalArgumentException("pieces of different row sizes: " + pieces.get(i).describe());
+                }
+                firstRows[i + 1] = firstRows[i] + pieces.get(i).rows();
+            }
+        }
+
+        public long count() {
+            return firstRows[pieces.size()];
+        }
+
+        public long rowBytes() {
+            return rowBytes;
+        }
+
+        /** Rows {@code [start, start + count)}, valid until the next read with this scratch. */
+        public MemorySegment read(long start, long count, Arena arena, Scratch scratch) {
+            List<Piece> parts = new ArrayList<>();
+            List<long[]> ranges = new ArrayList<>();
+            for (int i = 0; i < pieces.size(); i++) {
+                long a = Math.max(start, firstRows[i]);
+                long b = Math.min(start + count, firstRows[i + 1]);
+                if (a < b) {
+                    parts.add(pieces.get(i));
+                    ranges.add(new long[] {a - firstRows[i], b - a});
+                }
+            }
+            if (parts.size() == 1) {
+                return PieceReader.read(parts.getFirst(), ranges.getFirst()[0], ranges.getFirst()[1], arena, scratch);
+            }
+            MemorySegment gathered = scratch.buffer(Scratch.GATHER, count * rowBytes);
+            long at = 0;
+            for (int i = 0; i < parts.size(); i++) {
+                MemorySegment bytes = PieceReader.read(parts.get(i), ranges.get(i)[0], ranges.get(i)[1], arena, scratch);
+                MemorySegment.copy(bytes, 0, gathered, at, bytes.byteSize());
+                release(bytes);
+                at += bytes.byteSize();
+            }
+            return gathered;
+        }
+
+        /** The pieces (narrowed) holding rows {@code [start, start + count)}. */
+        public List<Piece> slice(long start, long count) {
+            List<Piece> out = new ArrayList<>();
+            for (int i = 0; i < pieces.size(); i++) {
+                long a = Math.max(start, firstRows[i]);
+                long b = Math.min(start + count, firstRows[i + 1]);
+                if (a < b) {
+                    out.add(narrow(pieces.get(i), a - firstRows[i], b - a));
+                }
+            }
+            return out;
+        }
+    }
+
+    /** Rows {@code [start, start + count)} of a piece, as a piece. */
+    static Piece narrow(Piece p, long start, long count) {
+        if (start == 0 && count == p.rows()) {
+            return p;
+        }
+        return switch (p) {
+            case Piece.Source s -> new Piece.Source(s.tensor().narrow(start, count, s.tensor().name()));
+            case Piece.Zeros z -> new Piece.Zeros(count, z.rowBytes());
+        };
+    }
+
+}

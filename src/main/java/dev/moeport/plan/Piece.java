@@ -1,0 +1,51 @@
+package dev.moeport.plan;
+
+import dev.moeport.tensor.Tensor;
+
+/** A run of bytes an output tensor is assembled from: a source tensor's region, or zeros (padding). */
+public sealed interface Piece {
+    /** Bytes this piece contributes to the output. */
+    long byteSize();
+
+    /** Bytes read from the input to make it (progress counts these). */
+    default long inputBytes() {
+        return byteSize();
+    }
+
+    /** What this piece reads, for dry runs: {@code decoder.layers.1.self_attention.linear_qkv.weight[0:128]}. */
+    String describe();
+
+    /** Rows (entries of the outermost dimension) this piece contributes. */
+    long rows();
+
+    /** A region of a source tensor (already narrowed to what is needed; narrowing is free). */
+    record Source(Tensor tensor) implements Piece {
+        @Override
+        public long byteSize() {
+            return tensor.byteSize();
+        }
+
+        @Override
+        public String describe() {
+            return tensor.name();
+        }
+
+        @Override
+        public long rows() {
+            return tensor.rank() == 0 ? 1 : tensor.shape().dim(0);
+        }
+    }
+
+    /** Zero bytes: {@code rows} rows of {@code rowBytes} each, e.g. vocabulary padding. */
+    record Zeros(long rows, long rowBytes) implements Piece {
+        @Override
+        public long byteSize() {
+            return rows * rowBytes;
+        }
+
+        @Override
+        public String describe() {
+            return "zeros[" + rows + " rows]";
+        }
+    }
+}

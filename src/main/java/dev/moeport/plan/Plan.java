@@ -1,0 +1,38 @@
+package dev.moeport.plan;
+
+import dev.moeport.format.safetensors.ShardLayout;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+
+/**
+ * The whole conversion as data, built before a byte moves: every job with its source regions and
+ * output tensors, and where each output tensor goes (shard, offset). Dry runs print it; the executor
+ * runs it; progress and sharding read it.
+ */
+public record Plan(List<Job> jobs, ShardLayout layout) {
+
+    /** Lays the jobs' outputs out in shards of at most {@code maxShardBytes}, in natural name order. */
+    public static Plan of(List<Job> jobs, long maxShardBytes) {
+        List<ShardLayout.Spec> specs = new ArrayList<>();
+        for (Job job : jobs) {
+            for (OutputTensor t : job.outputs()) {
+                specs.add(new ShardLayout.Spec(t.name(), t.dtype(), t.shape()));
+            }
+        }
+        specs.sort(Comparator.comparing(ShardLayout.Spec::name, dev.moeport.util.NaturalOrder.INSTANCE));
+        return new Plan(List.copyOf(jobs), ShardLayout.plan(specs, maxShardBytes));
+    }
+
+    public long inputBytes() {
+        return jobs.stream().mapToLong(Job::inputBytes).sum();
+    }
+
+    public long outputBytes() {
+        return layout.totalBytes();
+    }
+
+    public int outputTensorCount() {
+        return layout.tensorCount();
+    }
+}

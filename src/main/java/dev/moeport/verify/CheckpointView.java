@@ -1,0 +1,73 @@
+package dev.moeport.verify;
+
+import dev.moeport.MoeportException;
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.Architectures;
+import dev.moeport.arch.ModelConfig;
+import dev.moeport.convert.ExportMapper;
+import dev.moeport.convert.MappedTensor;
+import dev.moeport.convert.McoreLayout;
+import dev.moeport.convert.QuantizedCheckpoint;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.quant.QuantKernel;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.Tensor;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.SequencedMap;
+
+/**
+ * A checkpoint seen under Hugging Face names, whatever its layout, for comparing: a Megatron-Core
+ * checkpoint through the export mapping, quantized modules decoded (to f32).
+ *
+ * @param tensors HF name -> how to read it
+ * @param dropped input tensors the view leaves out (quantizer state, unmapped)
+ * @param quantized modules decoded from a quantized format
+ */
+public record CheckpointView(Path path, String layout, SequencedMap<String, MappedTensor> tensors, List<String> dropped,
+                             List<String> quantized) {
+
+    /** Whether a checkpoint uses Megatron-Core names. */
+    public static boolean isMcore(Checkpoint c) {
+        return c.tensors().keySet().stream().anyMatch(n -> n.startsWith("decoder.") || n.startsWith("embedding.word_embeddings"));
+    }
+
+    /** The config.json of a checkpoint's folder, or null. */
+    public static Path configBeside(Path checkpoint) {
+        Path folder = Files.isDirectory(checkpoint) ? checkpoint : checkpoint.toAbsolutePath().getParent();
+        return Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? folder : null;
+    }
+
+    /**
+     * @param config the HF config that maps an MCore checkpoint (may be null for an HF one)
+     */
+    public static CheckpointView of(Path path, Checkpoint checkpoint, ModelConfig config, QuantKernel kernel) {
+        SequencedMap<String, MappedTensor> tensors = new LinkedHashMap<>();
+        if (isMcore(checkpoint)) {
+            if (config == null) {
+                throw new MoeportException(path + ": a Megatron-Core checkpoint; give --hf-config (the Hugging Face folder of the architecture) to map its names");
+            }
+            Architecture arch = Architectures.detect(config);
+            McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
+            ExportMapper.Result mapped = ExportMapper.map(arch, config, canonical.tensors());
+            mapped.tensors().forEach(t -> tensors.put(t.name(), t));
+            List<String> dropped = new java.util.ArrayList<>(canonical.quantizerState().keySet());
+            dropped.addAll(canonical.dropped());
+            dropped.addAll(mapped.unmapped());
+            return new CheckpointView(path, "megatron-core (" + arch.name() + ")", tensors, dropped, List.of());
+        }
+        Path folder = Files.isDirectory(path) ? path : path.toAbsolutePath().getParent();
+        QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
+                DType.F32, kernel);
+        decoded.tensors().forEach((name, t) -> tensors.put(name, MappedTensor.identity(name, t)));
+        return new CheckpointView(path, decoded.modules().isEmpty() ? "hugging face" : "hugging face, " + decoded.format().cliName(),
+                tensors, List.of(), decoded.modules());
+    }
+
+    /** The tensor of a mapped entry when it is a single whole input tensor (to tell decoded from raw), else null. */
+    static Tensor single(MappedTensor t) {
+        return t.pieces().size() == 1 && t.pieces().getFirst() instanceof dev.moeport.plan.Piece.Source s ? s.tensor() : null;
+    }
+}

@@ -1,0 +1,146 @@
+package dev.moeport.verify;
+
+import dev.moeport.MoeportException;
+import dev.moeport.convert.MappedTensor;
+import dev.moeport.exec.PieceReader;
+import dev.moeport.exec.Progress;
+import dev.moeport.exec.Scratch;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * Compares two {@link CheckpointView}s tensor by tensor, streaming both in chunks of rows on worker
+ * threads: whether each common tensor is bit-identical, and if not its error figures, with A as the
+ * reference. Bounded memory whatever the checkpoints' size.
+ */
+public final class Verifier {
+
+    /** One common tensor's figures. {@code snrDb} is +Infinity for equal values. */
+    public record TensorResult(String name, DType dtypeA, DType dtypeB, String shape, boolean identical, double maxAbsError,
+                               double meanAbsError, double snrDb, long elements) {}
+
+    /** A tensor present on both sides whose shapes differ. */
+    public record ShapeMismatch(String name, String shapeA, String shapeB) {}
+
+    public record Report(List<String> missingInB, List<String> extraInB, List<ShapeMismatch> shapeMismatches, List<TensorResult> results) {}
+
+    private Verifier() {}
+
+    public static Report compare(CheckpointView a, CheckpointView b, int threads, Progress progress) {
+        List<String> missing = a.tensors().keySet().stream().filter(n -> !b.tensors().containsKey(n)).toList();
+        List<String> extra = b.tensors().keySet().stream().filter(n -> !a.tensors().containsKey(n)).toList();
+        List<ShapeMismatch> shapes = new ArrayList<>();
+        List<MappedTensor[]> pairs = new ArrayList<>();
+        for (var e : a.tensors().entrySet()) {
+            MappedTensor other = b.tensors().get(e.getKey());
+            if (other == null) {
+                continue;
+            }
+            if (!e.getValue().shape().equals(other.shape())) {
+                shapes.add(new ShapeMismatch(e.getKey(), e.getValue().shape().toString(), other.shape().toString()));
+            } else {
+                pairs.add(new MappedTensor[] {e.getValue(), other});
+            }
+        }
+        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, threads), r -> {
+            Thread t = new Thread(r, "moeport-verify");
+            t.setDaemon(true);
+            return t;
+        });
+        List<Scratch> scratches = new ArrayList<>();
+        ThreadLocal<Scratch> local = ThreadLocal.withInitial(() -> {
+            Scratch s = new Scratch();
+            synchronized (scratches) {
+                scratches.add(s);
+            }
+            return s;
+        });
+        try {
+            List<Future<TensorResult>> futures = new ArrayList<>();
+            for (MappedTensor[] pair : pairs) {
+                futures.add(pool.submit(() -> {
+                    TensorResult r = compare(pair[0], pair[1], local.get(), progress);
+                    progress.addTensors(1);
+                    return r;
+                }));
+            }
+            List<TensorResult> results = new ArrayList<>();
+            for (Future<TensorResult> f : futures) {
+                results.add(f.get());
+            }
+            return new Report(missing, extra, shapes, results);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException re) {
+                throw re;
+            }
+            throw new IllegalStateException(e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new MoeportException("interrupted");
+        } finally {
+            pool.shutdownNow();
+            synchronized (scratches) {
+                scratches.forEach(Scratch::close);
+            }
+        }
+    }
+
+    private static TensorResult compare(MappedTensor a, MappedTensor b, Scratch scratch, Progress progress) {
+        PieceReader.Rows rowsA = new PieceReader.Rows(a.pieces());
+        PieceReader.Rows rowsB = new PieceReader.Rows(b.pieces());
+        boolean floats = isFloat(a.dtype()) && isFloat(b.dtype());
+        boolean sameBytes = a.dtype() == b.dtype();
+        long rows = rowsA.count();
+        long step = PieceReader.rowsPerChunk(Math.max(rowsA.rowBytes(), rowsB.rowBytes()), 1);
+        long elementsPerRow = rows == 0 ? 0 : a.shape().numel() / Math.max(rows, 1);
+        double maxAbs = 0;
+        double sumAbs = 0;
+        double signal = 0;
+        double noise = 0;
+        for (long r = 0; r < rows; r += step) {
+            long n = Math.min(step, rows - r);
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment x = rowsA.read(r, n, arena, scratch);
+                MemorySegment y = rowsB.read(r, n, arena, scratch.second());
+                if (sameBytes && x.mismatch(y) != -1) {
+                    sameBytes = false;
+                }
+                if (floats) {
+                    long count = n * elementsPerRow;
+                    for (long i = 0; i < count; i++) {
+                        double va = FloatFormats.read(x, a.dtype(), i);
+                        double vb = FloatFormats.read(y, b.dtype(), i);
+                        double err = Math.abs(va - vb);
+                        if (Double.isNaN(err)) {
+                            err = Double.isNaN(va) && Double.isNaN(vb) ? 0 : Double.POSITIVE_INFINITY;
+                        }
+                        maxAbs = Math.max(maxAbs, err);
+                        sumAbs += err;
+                        signal += va * va;
+                        noise += err * err;
+                    }
+                }
+                PieceReader.release(x);
+                PieceReader.release(y);
+            }
+            progress.addBytes(n * (rowsA.rowBytes() + rowsB.rowBytes()));
+        }
+        long elements = a.shape().numel();
+        double snr = noise == 0 ? Double.POSITIVE_INFINITY : 10 * Math.log10(signal / noise);
+        return new TensorResult(a.name(), a.dtype(), b.dtype(), a.shape().toString(), sameBytes || (rows == 0 && a.dtype() == b.dtype()),
+                floats ? maxAbs : (sameBytes ? 0 : Double.NaN), floats && elements > 0 ? sumAbs / elements : (sameBytes ? 0 : Double.NaN),
+                floats ? snr : (sameBytes ? Double.POSITIVE_INFINITY : Double.NaN), elements);
+    }
+
+    private static boolean isFloat(DType t) {
+        return t == DType.BF16 || t == DType.F16 || t == DType.F32;
+    }
+}

@@ -1,0 +1,82 @@
+package dev.moeport.testing;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import dev.moeport.exec.Executor;
+import dev.moeport.exec.Progress;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.plan.Job;
+import dev.moeport.plan.OutputTensor;
+import dev.moeport.plan.Piece;
+import dev.moeport.plan.Plan;
+import dev.moeport.quant.QuantKernels;
+import dev.moeport.tensor.Shape;
+import dev.moeport.tensor.Tensor;
+import dev.moeport.util.NaturalOrder;
+import java.lang.foreign.Arena;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import java.util.TreeSet;
+
+/** Builds test checkpoints from existing tensors, and compares checkpoints byte for byte. */
+public final class TestCheckpoints {
+    private TestCheckpoints() {}
+
+    /** One output tensor made of the given source tensors, concatenated along dim 0 with {@code shape}. */
+    public record Entry(String name, Shape shape, List<Tensor> parts) {
+        public static Entry of(String name, Tensor t) {
+            return new Entry(name, t.shape(), List.of(t));
+        }
+    }
+
+    /** Writes {@code entries} as a safetensors checkpoint in {@code dir} (created). */
+    public static Path write(Path dir, List<Entry> entries, long maxShardBytes) throws Exception {
+        Files.createDirectories(dir);
+        List<Job> jobs = new ArrayList<>();
+        for (Entry e : entries) {
+            jobs.add(new Job.Copy(new OutputTensor(e.name(), e.parts().getFirst().dtype(), e.shape()),
+                    e.parts().stream().map(t -> (Piece) new Piece.Source(t)).toList(), "copy"));
+        }
+        Plan plan = Plan.of(jobs, maxShardBytes);
+        try (SafetensorsWriter writer = SafetensorsWriter.create(dir, plan.layout(), false);
+             Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), null)) {
+            new Executor(QuantKernels.scalar(), 2).run(plan, writer, progress);
+            writer.commit();
+        }
+        return dir;
+    }
+
+    /** Asserts that both checkpoints hold the same tensors: names, dtypes, shapes and every byte. */
+    public static void assertSameTensors(Path expected, Path actual) {
+        try (Checkpoint a = Checkpoints.open(expected); Checkpoint b = Checkpoints.open(actual)) {
+            assertEquals(new TreeSet<>(a.tensors().keySet()), new TreeSet<>(b.tensors().keySet()), "tensor names");
+            for (String name : a.tensors().keySet()) {
+                assertSameTensor(a.tensor(name), b.tensor(name));
+            }
+        }
+    }
+
+    public static void assertSameTensor(Tensor expected, Tensor actual) {
+        assertEquals(expected.dtype(), actual.dtype(), expected.name() + " dtype");
+        assertEquals(expected.shape(), actual.shape(), expected.name() + " shape");
+        try (Arena arena = Arena.ofConfined()) {
+            assertArrayEquals(expected.bytes(arena).toArray(ValueLayout.JAVA_BYTE), actual.bytes(arena).toArray(ValueLayout.JAVA_BYTE),
+                    expected.name() + " bytes");
+        }
+    }
+
+    /** Every tensor of {@code dir} as an entry, in natural name order, except those {@code keep} rejects. */
+    public static List<Entry> entries(Checkpoint ckpt, java.util.function.Predicate<String> keep) {
+        List<Entry> list = new ArrayList<>();
+        ckpt.tensors().keySet().stream().filter(keep).sorted(NaturalOrder.INSTANCE).forEach(n -> list.add(Entry.of(n, ckpt.tensor(n))));
+        return list;
+    }
+
+}
