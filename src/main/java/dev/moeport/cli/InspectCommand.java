@@ -33,7 +33,9 @@ import picocli.CommandLine.Model.CommandSpec;
         description = {
             "Lists the tensors of a checkpoint: name, dtype, shape and size, with totals.",
             "",
-            "PATH is a .safetensors file, a *.safetensors.index.json, or a folder holding either.",
+            "PATH is a .safetensors file, a *.safetensors.index.json, or a folder holding either,",
+            "or a Megatron torch_dist checkpoint folder (its entries that are not model tensors,",
+            "such as optimizer state, are counted as skipped).",
             "Large checkpoints are shown grouped: tensors that differ only in their layer or expert",
             "numbers share one row, e.g. 'layers.{2,5}.mixer.experts.{0..7}.up_proj.weight  x16'."
         },
@@ -109,6 +111,15 @@ final class InspectCommand implements Callable<Integer> {
             summary.append(" [filtered from ").append(ckpt.tensors().size()).append(']');
         }
         out.println(summary);
+        if (!ckpt.skipped().isEmpty()) {
+            Map<String, Integer> byReason = new TreeMap<>();
+            ckpt.skipped().values().forEach(reason -> byReason.merge(reason, 1, Integer::sum));
+            int n = ckpt.skipped().size();
+            StringBuilder skipped = new StringBuilder("skipped: " + n + (n == 1 ? " entry" : " entries") + " that are not model tensors (");
+            byReason.forEach((reason, count) -> skipped.append(reason).append(' ').append(count).append(", "));
+            skipped.setLength(skipped.length() - 2);
+            out.println(skipped.append(')'));
+        }
     }
 
     private void printJson(PrintWriter out, Checkpoint ckpt, List<Tensor> tensors) {
@@ -133,6 +144,8 @@ final class InspectCommand implements Callable<Integer> {
                 node.put("file", v.file().getFileName().toString());
             }
         }
+        ObjectNode skipped = root.putObject("skipped");
+        ckpt.skipped().forEach(skipped::put);
         Json.print(out, root);
     }
 

@@ -3,6 +3,8 @@ package dev.moeport.format;
 import dev.moeport.MoeportException;
 import dev.moeport.tensor.Tensor;
 import java.nio.file.Path;
+import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.SequencedMap;
 
 /**
@@ -19,6 +21,14 @@ public interface Checkpoint extends AutoCloseable {
 
     /** Every tensor, in a stable order (file order, then offset). */
     SequencedMap<String, Tensor> tensors();
+
+    /**
+     * Entries of the checkpoint that are not model tensors and are left out of {@link #tensors()}
+     * (optimizer state, rng state, Transformer Engine extra state, pickled objects), name to reason.
+     */
+    default SequencedMap<String, String> skipped() {
+        return Collections.unmodifiableSequencedMap(new LinkedHashMap<>());
+    }
 
     /** The tensor of this name; an error naming the checkpoint when there is none. */
     default Tensor tensor(String name) {

@@ -2,6 +2,7 @@ package dev.moeport.format;
 
 import dev.moeport.MoeportException;
 import dev.moeport.format.safetensors.SafetensorsCheckpoint;
+import dev.moeport.format.torchdist.TorchDistCheckpoint;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
@@ -13,9 +14,12 @@ public final class Checkpoints {
         if (!Files.exists(path)) {
             throw new MoeportException(path + ": no such file or folder");
         }
+        if (TorchDistCheckpoint.recognizes(path)) {
+            return TorchDistCheckpoint.open(path);
+        }
         if (SafetensorsCheckpoint.recognizes(path)) {
             return SafetensorsCheckpoint.open(path);
         }
-        throw new MoeportException(path + ": not a checkpoint moeport reads (expected a .safetensors file, an index, or a folder of them)");
+        throw new MoeportException(path + ": not a checkpoint moeport reads (expected a .safetensors file, an index, a folder of them, or a torch_dist folder)");
     }
 }

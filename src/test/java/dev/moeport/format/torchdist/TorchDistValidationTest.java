@@ -1,0 +1,120 @@
+package dev.moeport.format.torchdist;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.moeport.MoeportException;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.tensor.Tensor;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/** Damaged checkpoints: each fails with moeport's own one-line error naming the file, never a crash. */
+class TorchDistValidationTest {
+    @TempDir
+    Path dir;
+
+    /** Opens the checkpoint and reads every tensor: the error of whichever step fails. */
+    private static String error(Path checkpoint) {
+        MoeportException e = assertThrows(MoeportException.class, () -> {
+            try (Checkpoint c = Checkpoints.open(checkpoint); Arena arena = Arena.ofConfined()) {
+                for (Tensor t : c.tensors().values()) {
+                    t.bytes(arena);
+                }
+            }
+        });
+        assertEquals(1, e.getMessage().lines().count(), e.getMessage());
+        return e.getMessage();
+    }
+
+    @ParameterizedTest
+    @CsvSource({
+        "overlapping,      chunks at [0, 0] and [0, 1] overlap",
+        "missing_chunk,    its chunks cover 6 of its 24 elements (chunks missing)",
+        "missing_file,     names data file '__7_0.distcp'",
+        "outside_folder,   which is not a file of the checkpoint folder",
+        "beyond_file,      lies beyond the end of the file",
+        "wrong_dtype,      holds F32[6, 3] but the metadata says F16[6, 3]",
+    })
+    void damagedMetadata(String variant, String message) throws IOException {
+        Path copy = TorchDistFixtures.copy("dtypes", dir);
+        Files.copy(TorchDistFixtures.root().resolve("bad_metadata").resolve(variant + ".metadata"),
+                copy.resolve(TorchDistCheckpoint.METADATA), StandardCopyOption.REPLACE_EXISTING);
+        String error = error(copy);
+        assertTrue(error.contains(message), error);
+        assertTrue(error.contains(copy.toString()), "names the file: " + error);
+    }
+
+    @Test
+    void truncatedDataFile() throws IOException {
+        Path copy = TorchDistFixtures.copy("experts_tp", dir);
+        Path file = copy.resolve("__2_0.distcp");
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.WRITE)) {
+            channel.truncate(channel.size() - 100);
+        }
+        String error = error(copy);
+        assertTrue(error.startsWith(file + ": chunk '"), error);
+        assertTrue(error.contains("lies beyond the end of the file"), error);
+    }
+
+    @Test
+    void corruptChunkZip() throws IOException {
+        Path copy = TorchDistFixtures.copy("strided", dir);
+        Path file = copy.resolve("__1_0.distcp");
+        byte[] bytes = Files.readAllBytes(file);
+        // the end-of-central-directory signature of the file's last chunk: "PK\5\6" -> "PK\5\7"
+        for (int i = bytes.length - 22; i >= 0; i--) {
+            if (bytes[i] == 'P' && bytes[i + 1] == 'K' && bytes[i + 2] == 5 && bytes[i + 3] == 6) {
+                bytes[i + 3] = 7;
+                break;
+            }
+        }
+        Files.write(file, bytes);
+        String error = error(copy);
+        assertTrue(error.startsWith(file + " (chunk at [4, 0] of 'sharded_transposed'"), error);
+        assertTrue(error.endsWith("no zip end record (truncated or not a torch.save zip)"), error);
+    }
+
+    @Test
+    void missingMetadata() throws IOException {
+        Path copy = TorchDistFixtures.copy("dtypes", dir);
+        Files.delete(copy.resolve(TorchDistCheckpoint.METADATA));
+        assertEquals(copy + ": no .metadata file in this folder (not a torch_dist checkpoint, or incomplete)", error(copy));
+    }
+
+    @Test
+    void otherShardedBackend() throws IOException {
+        Path copy = TorchDistFixtures.copy("dtypes", dir);
+        Files.writeString(copy.resolve("metadata.json"), "{\"sharded_backend\": \"zarr\"}");
+        assertTrue(error(copy).endsWith("metadata.json: sharded_backend 'zarr' is not supported (moeport reads torch_dist)"));
+    }
+
+    @Test
+    void megatronTrackerFileNamesTheIteration() throws IOException {
+        Files.writeString(dir.resolve("latest_checkpointed_iteration.txt"), "12\n");
+        assertTrue(error(dir).startsWith(dir.resolve("iter_0000012") + ": no .metadata file"));
+        Files.writeString(dir.resolve("latest_checkpointed_iteration.txt"), "twelve");
+        assertTrue(error(dir).endsWith("expected an iteration number or 'release', found 'twelve'"));
+    }
+
+    @Test
+    void forbiddenGlobalInTheMetadata() throws IOException {
+        Path copy = TorchDistFixtures.copy("dtypes", dir);
+        // protocol 2: GLOBAL 'os system', ('echo pwned',), REDUCE, STOP
+        Files.write(copy.resolve(TorchDistCheckpoint.METADATA),
+                PickleBytes.of(0x80, 2, "cos\nsystem\n", 'X', 10, 0, 0, 0, "echo pwned", 0x85, 'R', '.'));
+        assertEquals(copy.resolve(TorchDistCheckpoint.METADATA)
+                + ": pickle refuses global 'os.system' (only the classes of a PyTorch checkpoint are allowed), at byte 2", error(copy));
+    }
+}
