@@ -62,6 +62,15 @@ class ExportNemotronHTest {
     }
 
     @Test
+    void torchDistCheckpointReproducesTheHfFolderBitForBit() {
+        // Written by PyTorch's torch.distributed.checkpoint from mcore_te (scripts/fixtures/make_torch_dist.py).
+        Path out = tmp.resolve("torch-dist");
+        CliRun r = export(Path.of("fixtures/torch_dist/nemotron_h_tiny"), HF, out);
+        assertEquals(0, r.code(), r.err());
+        assertSameTensors(HF, out);
+    }
+
+    @Test
     void stackedExpertsReproduceTheHfFolderBitForBit() throws Exception {
         Path stacked = tmp.resolve("stacked");
         try (Checkpoint te = Checkpoints.open(FIXTURE.resolve("mcore_te"))) {
