@@ -1,0 +1,175 @@
+package dev.moeport.arch;
+
+import static dev.moeport.arch.LayerKind.ATTENTION;
+import static dev.moeport.arch.LayerKind.MLP;
+import static dev.moeport.arch.LayerKind.MOE;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.function.IntPredicate;
+
+/**
+ * The attention + MoE decoders of {@code shared/spec/ARCHITECTURES.md}: Qwen3-MoE, Mixtral, DeepSeek-V3
+ * and GPT-OSS. Each is a rule table; they differ in names, in which layers are dense, and in two
+ * transforms (DeepSeek's MLA attention needs none, GPT-OSS's fused experts need their own).
+ */
+final class MoeTransformers {
+    private MoeTransformers() {}
+
+    private static final String MCORE_LAYER = "decoder.layers.{L}.";
+    private static final String HF_LAYER = "model.layers.{L}.";
+
+    /** Embeddings, final norm and output layer, shared by all four. */
+    private static List<Rule> modelLevel() {
+        return List.of(
+                Rule.of(null, "embedding.word_embeddings.weight", "model.embed_tokens.weight").with(new Transform.Vocab()),
+                Rule.of(null, "decoder.final_layernorm.weight", "model.norm.weight"),
+                Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional());
+    }
+
+    /** Rows of a gated MLP: MCore {@code prefix.linear_fc1/fc2} <-> HF {@code hf.gate_proj/up_proj/down_proj}. */
+    private static List<Rule> gatedMlp(LayerKind kind, String mcore, String hf, String fc1Suffix) {
+        return List.of(
+                Rule.of(kind, mcore + ".linear_fc1.weight" + fc1Suffix, hf + ".gate_proj.weight, " + hf + ".up_proj.weight")
+                        .with(new Transform.Gated()),
+                Rule.of(kind, mcore + ".linear_fc2.weight" + fc1Suffix, hf + ".down_proj.weight"));
+    }
+
+    private static List<Rule> concat(List<List<Rule>> parts) {
+        List<Rule> all = new ArrayList<>();
+        parts.forEach(all::addAll);
+        return all;
+    }
+
+    /** Every layer has attention; layer i has an MoE when {@code moe} says so, else a dense MLP. */
+    private static List<Set<LayerKind>> attentionPlus(ModelConfig config, IntPredicate moe) {
+        int layers = (int) config.requireInt("num_hidden_layers");
+        List<Set<LayerKind>> kinds = new ArrayList<>();
+        for (int i = 0; i < layers; i++) {
+            kinds.add(EnumSet.of(ATTENTION, moe.test(i) ? MOE : MLP));
+        }
+        return kinds;
+    }
+
+    private static Set<Integer> intSet(JsonNode list) {
+        Set<Integer> set = new HashSet<>();
+        if (list != null && list.isArray()) {
+            list.forEach(n -> set.add(n.asInt()));
+        }
+        return set;
+    }
+
+    static final Architecture QWEN3_MOE = new Architecture(
+            "qwen3_moe",
+            List.of("Qwen3MoeForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_experts", "num_local_experts"),
+            config -> {
+                Set<Integer> dense = intSet(config.get("mlp_only_layers"));
+                long step = config.intOr("decoder_sparse_step", 1);
+                long experts = config.has("num_experts") ? config.requireInt("num_experts") : config.intOr("num_local_experts", 0);
+                return attentionPlus(config, i -> !dense.contains(i) && experts > 0 && step > 0 && (i + 1) % step == 0);
+            },
+            concat(List.of(
+                    modelLevel(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
+                                    .with(new Transform.Qkv()),
+                            Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight"),
+                            Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
+                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight"),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight")),
+                    gatedMlp(MLP, "mlp", "mlp", ""),
+                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}"))),
+            Architecture.COMMON_EXCLUSIONS);
+
+    static final Architecture MIXTRAL = new Architecture(
+            "mixtral",
+            List.of("MixtralForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_local_experts"),
+            config -> attentionPlus(config, i -> true),
+            concat(List.of(
+                    modelLevel(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
+                                    .with(new Transform.Qkv()),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
+                            Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight"),
+                            Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}",
+                                    "block_sparse_moe.experts.{e}.w1.weight, block_sparse_moe.experts.{e}.w3.weight").with(new Transform.Gated()),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "block_sparse_moe.experts.{e}.w2.weight")))),
+            Architecture.COMMON_EXCLUSIONS);
+
+    static final Architecture DEEPSEEK_V3 = new Architecture(
+            "deepseek_v3",
+            List.of("DeepseekV3ForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("n_routed_experts"),
+            config -> {
+                long firstMoe = config.intOr("first_k_dense_replace", 0);
+                long frequency = config.intOr("moe_layer_freq", 1);
+                return attentionPlus(config, i -> i >= firstMoe && frequency > 0 && i % frequency == 0);
+            },
+            concat(List.of(
+                    modelLevel(),
+                    List.of(
+                            // MLA: the input norm stays apart; the q and kv low-rank norms are fused into the up projections.
+                            Rule.of(ATTENTION, "input_layernorm.weight", "input_layernorm.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_q_down_proj.weight", "self_attn.q_a_proj.weight").optional(),
+                            Rule.of(ATTENTION, "self_attention.linear_q_up_proj.layer_norm_weight", "self_attn.q_a_layernorm.weight").optional(),
+                            Rule.of(ATTENTION, "self_attention.linear_q_up_proj.weight", "self_attn.q_b_proj.weight").optional(),
+                            Rule.of(ATTENTION, "self_attention.linear_q_proj.weight", "self_attn.q_proj.weight").optional(),
+                            Rule.of(ATTENTION, "self_attention.linear_kv_down_proj.weight", "self_attn.kv_a_proj_with_mqa.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.layer_norm_weight", "self_attn.kv_a_layernorm.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.weight", "self_attn.kv_b_proj.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
+                            // Dense layers fuse the post-attention norm into fc1; MoE layers keep it apart.
+                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight"),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight"),
+                            Rule.of(MOE, "mlp.router.expert_bias", "mlp.gate.e_score_correction_bias").keepDtype()),
+                    gatedMlp(MLP, "mlp", "mlp", ""),
+                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}"),
+                    gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", ""))),
+            Architecture.COMMON_EXCLUSIONS);
+
+    static final Architecture GPT_OSS = new Architecture(
+            "gpt_oss",
+            List.of("GptOssForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_local_experts"),
+            config -> attentionPlus(config, i -> true),
+            concat(List.of(
+                    modelLevel(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
+                                    .with(new Transform.Qkv()),
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.bias", "self_attn.q_proj.bias, self_attn.k_proj.bias, self_attn.v_proj.bias")
+                                    .with(new Transform.Qkv()),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.bias", "self_attn.o_proj.bias"),
+                            Rule.of(ATTENTION, "self_attention.core_attention.softmax_offset", "self_attn.sinks"),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.router.weight"),
+                            Rule.of(MOE, "mlp.router.bias", "mlp.router.bias"),
+                            Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "mlp.experts.gate_up_proj").with(new Transform.InterleavedExperts(2)),
+                            Rule.of(MOE, "mlp.experts.linear_fc1.bias{e}", "mlp.experts.gate_up_proj_bias").with(new Transform.InterleavedExperts(2)),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "mlp.experts.down_proj").with(new Transform.InterleavedExperts(1)),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.bias{e}", "mlp.experts.down_proj_bias").with(new Transform.InterleavedExperts(1))))),
+            Architecture.COMMON_EXCLUSIONS);
+}
