@@ -16,10 +16,11 @@ import java.util.function.Function;
  * @param layers the kinds each decoder layer holds, from the config
  * @param rules the mapping table
  * @param defaultExclusions HF module globs kept unquantized unless the user says otherwise
+ * @param hfFused how transformers 5 names the same tensors with fused experts
  */
 public record Architecture(String name, List<String> hfClasses, String mcoreLayer, String hfLayer,
                            List<String> expertCountKeys, Function<ModelConfig, List<Set<LayerKind>>> layers,
-                           List<Rule> rules, List<String> defaultExclusions) {
+                           List<Rule> rules, List<String> defaultExclusions, HfFusedLayout hfFused) {
 
     /**
      * Modules every architecture keeps unquantized: embeddings, the output layer, routers (their tiny

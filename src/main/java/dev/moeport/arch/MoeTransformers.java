@@ -89,7 +89,8 @@ final class MoeTransformers {
                             Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight")),
                     gatedMlp(MLP, "mlp", "mlp", ""),
                     gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}"))),
-            Architecture.COMMON_EXCLUSIONS);
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
 
     static final Architecture MIXTRAL = new Architecture(
             "mixtral",
@@ -110,7 +111,9 @@ final class MoeTransformers {
                             Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}",
                                     "block_sparse_moe.experts.{e}.w1.weight, block_sparse_moe.experts.{e}.w3.weight").with(new Transform.Gated()),
                             Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "block_sparse_moe.experts.{e}.w2.weight")))),
-            Architecture.COMMON_EXCLUSIONS);
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.gated("block_sparse_moe.experts", "w1", "w3", "w2", List.of(new HfFusedLayout.Rename(
+                    "^(model\\.layers\\.\\d+\\.)mlp\\.", "$1block_sparse_moe.", "^(model\\.layers\\.\\d+\\.)block_sparse_moe\\.", "$1mlp."))));
 
     static final Architecture DEEPSEEK_V3 = new Architecture(
             "deepseek_v3",
@@ -144,7 +147,8 @@ final class MoeTransformers {
                     gatedMlp(MLP, "mlp", "mlp", ""),
                     gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}"),
                     gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", ""))),
-            Architecture.COMMON_EXCLUSIONS);
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
 
     static final Architecture GPT_OSS = new Architecture(
             "gpt_oss",
@@ -171,5 +175,6 @@ final class MoeTransformers {
                             Rule.of(MOE, "mlp.experts.linear_fc1.bias{e}", "mlp.experts.gate_up_proj_bias").with(new Transform.InterleavedExperts(2)),
                             Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "mlp.experts.down_proj").with(new Transform.InterleavedExperts(1)),
                             Rule.of(MOE, "mlp.experts.linear_fc2.bias{e}", "mlp.experts.down_proj_bias").with(new Transform.InterleavedExperts(1))))),
-            Architecture.COMMON_EXCLUSIONS);
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.NONE);
 }

@@ -60,7 +60,11 @@ final class NemotronH {
                             .shape("*", "moe_intermediate_size"),
                     Rule.of(MOE, "mlp.fc1_latent_proj.weight", "mixer.fc1_latent_proj.weight").optional(),
                     Rule.of(MOE, "mlp.fc2_latent_proj.weight", "mixer.fc2_latent_proj.weight").optional()),
-            Architecture.COMMON_EXCLUSIONS);
+            Architecture.COMMON_EXCLUSIONS,
+            new HfFusedLayout(
+                    List.of(new HfFusedLayout.Rename("^model\\.", "backbone.", "^backbone\\.", "model.")),
+                    List.of(new HfFusedLayout.Experts("mixer.experts.up_proj", List.of("mixer.experts.{e}.up_proj.weight")),
+                            new HfFusedLayout.Experts("mixer.experts.down_proj", List.of("mixer.experts.{e}.down_proj.weight")))));
 
     /** Layer kinds from {@code hybrid_override_pattern} (published checkpoints) or {@code layers_block_type} (transformers 5). */
     private static List<Set<LayerKind>> layers(ModelConfig config) {

@@ -8,6 +8,7 @@ import dev.moeport.arch.Transform;
 import dev.moeport.convert.Calibration;
 import dev.moeport.convert.Conversion;
 import dev.moeport.convert.ExportMapper;
+import dev.moeport.convert.HfLayout;
 import dev.moeport.convert.ImportMapper;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.OutputPlanner;
@@ -97,7 +98,8 @@ final class ImportCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                     dtype != null ? dtype : DType.BF16, QuantKernels.get());
-            ExportMapper.Result mapped = ImportMapper.map(architecture, config, decoded.tensors(), layout, new Transform.ImportOptions(vocabMultiple));
+            ExportMapper.Result mapped = ImportMapper.map(architecture, config, HfLayout.toPerExpert(architecture, decoded.tensors()), layout,
+                    new Transform.ImportOptions(vocabMultiple));
             List<String> notes = new ArrayList<>();
             if (!mapped.unmapped().isEmpty()) {
                 String list = ExportMapper.sample(mapped.unmapped(), 5);

@@ -5,6 +5,7 @@ import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.ExportMapper;
+import dev.moeport.convert.HfLayout;
 import dev.moeport.convert.MappedTensor;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.QuantizedCheckpoint;
@@ -61,7 +62,9 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
         Path folder = Files.isDirectory(path) ? path : path.toAbsolutePath().getParent();
         QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                 DType.F32, kernel);
-        decoded.tensors().forEach((name, t) -> tensors.put(name, MappedTensor.identity(name, t)));
+        // Fused experts are compared expert by expert, under the per-expert names.
+        var perExpert = config != null ? HfLayout.toPerExpert(Architectures.detect(config), decoded.tensors()) : decoded.tensors();
+        perExpert.forEach((name, t) -> tensors.put(name, MappedTensor.identity(name, t)));
         return new CheckpointView(path, decoded.modules().isEmpty() ? "hugging face" : "hugging face, " + decoded.format().cliName(),
                 tensors, List.of(), decoded.modules());
     }
