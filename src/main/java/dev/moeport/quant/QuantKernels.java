@@ -3,7 +3,8 @@ package dev.moeport.quant;
 /**
  * Chooses the {@link QuantKernel} once, at start-up, as Apache Lucene's VectorizationProvider does: the
  * Vector API implementation when the JVM runs with {@code --add-modules jdk.incubator.vector}, else
- * the scalar reference with one warning. {@code -Dmoeport.kernel=scalar|panama} forces a choice.
+ * the scalar reference with one warning (also when the CPU's vectors are too narrow for it).
+ * {@code -Dmoeport.kernel=scalar|panama} forces a choice.
  */
 public final class QuantKernels {
     private static final String PANAMA_CLASS = "dev.moeport.quant.PanamaQuantKernel";
@@ -56,7 +57,16 @@ public final class QuantKernels {
                 throw new IllegalArgumentException("-Dmoeport.kernel must be scalar or panama, not '" + forced + "'");
         }
         if (vectorApiAvailable()) {
-            return panama();
+            try {
+                return panama();
+            } catch (IllegalStateException e) {
+                Throwable why = e;
+                while (why.getCause() != null) {
+                    why = why.getCause();
+                }
+                System.err.println("moeport: warning: " + why.getMessage() + "; using the scalar kernels, which are several times slower");
+                return scalar();
+            }
         }
         System.err.println("moeport: warning: the Vector API is not available (run the JVM with --add-modules jdk.incubator.vector);"
                 + " using the scalar kernels, which are several times slower");
