@@ -3,7 +3,8 @@ package dev.moeport.quant;
 /**
  * Chooses the {@link QuantKernel} once, at start-up, as Apache Lucene's VectorizationProvider does: the
  * Vector API implementation when the JVM runs with {@code --add-modules jdk.incubator.vector}, else
- * the scalar reference with one warning. {@code -Dmoeport.kernel=scalar|panama} forces a choice.
+ * the scalar reference with one warning (also when the CPU's vectors are too narrow for it).
+ * {@code -Dmoeport.kernel=scalar|panama} forces a choice.
  */
 public final class QuantKernels {
     private static final String PANAMA_CLASS = "dev.moeport.quant.PanamaQuantKernel";
@@ -63,7 +64,11 @@ public final class QuantKernels {
         try {
             return panama();
         } catch (IllegalStateException | LinkageError e) {
-            System.err.println("moeport: warning: the Vector API kernels failed to load (" + e.getMessage() + "); using the scalar kernels");
+            Throwable why = e;
+            while (why.getCause() != null) {
+                why = why.getCause();
+            }
+            System.err.println("moeport: warning: " + why.getMessage() + "; using the scalar kernels, which are several times slower");
             return scalar();
         }
     }
