@@ -1,0 +1,174 @@
+package dev.moeport.cli;
+
+import static dev.moeport.testing.TestCheckpoints.assertSameTensor;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
+import dev.moeport.tensor.Tensor;
+import dev.moeport.testing.Shared;
+import dev.moeport.testing.TestCheckpoints;
+import dev.moeport.testing.TestCheckpoints.Entry;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/** {@code moeport quantize} and {@code dequantize} end to end, against ModelOpt's golden files and the HF fixture. */
+class QuantizeCommandTest {
+    private static final String MODULE = "model.layers.0.mlp.down_proj";
+    private static final Path HF = Shared.fixture("nemotron_h_tiny/hf");
+
+    @TempDir
+    Path tmp;
+
+    static Stream<String> goldenFiles() throws Exception {
+        try (Stream<Path> files = Files.list(Shared.golden("quant"))) {
+            return files.map(p -> p.getFileName().toString()).sorted().toList().stream();
+        }
+    }
+
+    private static String format(String goldenFile) {
+        String name = goldenFile.substring(0, goldenFile.indexOf("__"));
+        return name.equals("nvfp4_amax") ? "nvfp4" : name;
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("goldenFiles")
+    void quantizeReproducesModelOptsBytes(String file) throws Exception {
+        Path in = tmp.resolve("in");
+        try (Checkpoint golden = Checkpoints.open(Shared.golden("quant").resolve(file))) {
+            List<Entry> entries = new ArrayList<>(List.of(Entry.of(MODULE + ".weight", golden.tensor("w"))));
+            if (golden.contains("amax")) {
+                // ModelOpt's calibrated amax sits beside the weight, as its quantizer state.
+                entries.add(Entry.of(MODULE + ".weight_quantizer._amax", golden.tensor("amax")));
+            }
+            TestCheckpoints.write(in, entries, 1L << 30);
+            Path out = tmp.resolve("out");
+            CliRun r = CliRun.of("quantize", "--format", format(file), "--in", in.toString(), "--out", out.toString());
+            assertEquals(0, r.code(), r.err());
+            try (Checkpoint quantized = Checkpoints.open(out)) {
+                for (String output : List.of("weight", "weight_scale", "weight_scale_2")) {
+                    if (golden.contains(output)) {
+                        assertSameTensor(golden.tensor(output), quantized.tensor(MODULE + "." + output));
+                    }
+                }
+                assertFalse(quantized.contains(MODULE + ".weight_quantizer._amax"), "calibration is not a model tensor");
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("goldenFiles")
+    void dequantizeReproducesModelOptsDequant(String file) throws Exception {
+        try (Checkpoint golden = Checkpoints.open(Shared.golden("quant").resolve(file))) {
+            if (!golden.contains("dequant")) {
+                return;
+            }
+            Path in = tmp.resolve("in");
+            List<Entry> entries = new ArrayList<>();
+            for (String output : List.of("weight", "weight_scale", "weight_scale_2")) {
+                if (golden.contains(output)) {
+                    entries.add(Entry.of(MODULE + "." + output, golden.tensor(output)));
+                }
+            }
+            TestCheckpoints.write(in, entries, 1L << 30);
+            Path out = tmp.resolve("out");
+            CliRun r = CliRun.of("dequantize", "--in", in.toString(), "--out", out.toString());
+            assertEquals(0, r.code(), r.err());
+            try (Checkpoint decoded = Checkpoints.open(out)) {
+                assertEquals(1, decoded.tensors().size());
+                assertSameTensor(golden.tensor("dequant"), decoded.tensor(MODULE + ".weight"));
+            }
+        }
+    }
+
+    @Test
+    void quantizesLinearWeightsOnlyAndWritesTheConfigs() throws Exception {
+        Path out = tmp.resolve("nvfp4");
+        CliRun r = CliRun.of("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", out.toString(),
+                "--exclude", "*.mixer.o_proj");
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint in = Checkpoints.open(HF); Checkpoint q = Checkpoints.open(out)) {
+            for (String name : in.tensors().keySet()) {
+                boolean kept = !name.endsWith(".weight") || in.tensor(name).rank() < 2 || name.contains("embeddings") || name.startsWith("lm_head")
+                        || name.contains(".mixer.gate.") || name.contains("conv1d") || name.contains(".mixer.o_proj.");
+                if (kept) {
+                    assertSameTensor(in.tensor(name), q.tensor(name));
+                } else {
+                    String module = name.substring(0, name.length() - ".weight".length());
+                    assertEquals(DType.U8, q.tensor(name).dtype(), name);
+                    assertEquals(DType.F8_E4M3, q.tensor(module + ".weight_scale").dtype(), name);
+                    assertTrue(q.contains(module + ".weight_scale_2"), name);
+                    assertFalse(q.contains(module + ".input_scale"), "no calibration, no input_scale");
+                }
+            }
+        }
+        JsonNode hfQuant = new ObjectMapper().readTree(out.resolve("hf_quant_config.json").toFile());
+        assertEquals("NVFP4", hfQuant.at("/quantization/quant_algo").asText());
+        assertEquals(16, hfQuant.at("/quantization/group_size").asInt());
+        List<String> excluded = new ArrayList<>();
+        hfQuant.at("/quantization/exclude_modules").forEach(n -> excluded.add(n.asText()));
+        assertTrue(excluded.containsAll(List.of("backbone.embeddings", "lm_head", "backbone.layers.2.mixer.gate", "backbone.layers.0.mixer.conv1d",
+                "backbone.layers.1.mixer.o_proj")), excluded.toString());
+        assertFalse(excluded.contains("backbone.layers.0.norm"), "norms are not listed");
+        JsonNode config = new ObjectMapper().readTree(out.resolve("config.json").toFile());
+        assertEquals("modelopt", config.at("/quantization_config/quant_method").asText());
+        assertEquals(excluded.size(), config.at("/quantization_config/ignore").size());
+        assertEquals(4, config.at("/quantization_config/config_groups/group_0/weights/num_bits").asInt());
+        assertTrue(Files.exists(out.resolve("generation_config.json")));
+    }
+
+    @Test
+    void qkvShareOneGlobalScaleFromTheirCombinedAmax() throws Exception {
+        Path out = tmp.resolve("fp8");
+        assertEquals(0, CliRun.of("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", out.toString()).code());
+        try (Checkpoint in = Checkpoints.open(HF); Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
+            float amax = 0;
+            for (String p : List.of("q_proj", "k_proj", "v_proj")) {
+                amax = Math.max(amax, amax(in.tensor("backbone.layers.1.mixer." + p + ".weight"), arena));
+            }
+            for (String p : List.of("q_proj", "k_proj", "v_proj")) {
+                float scale2 = q.tensor("backbone.layers.1.mixer." + p + ".weight_scale_2").bytes(arena).get(FloatFormats.FLOAT_LE, 0);
+                assertEquals(amax / (6.0f * 448.0f), scale2, 0f, p);
+            }
+            // An expert scales on its own.
+            Tensor expert = in.tensor("backbone.layers.2.mixer.experts.3.up_proj.weight");
+            assertEquals(amax(expert, arena) / (6.0f * 448.0f),
+                    q.tensor("backbone.layers.2.mixer.experts.3.up_proj.weight_scale_2").bytes(arena).get(FloatFormats.FLOAT_LE, 0), 0f);
+        }
+    }
+
+    /** The largest |x| of a BF16 tensor, computed here from its bits. */
+    static float amax(Tensor t, Arena arena) {
+        MemorySegment bytes = t.bytes(arena);
+        float max = 0;
+        for (long i = 0; i < t.numel(); i++) {
+            max = Math.max(max, Math.abs(Float.intBitsToFloat(bytes.getAtIndex(FloatFormats.SHORT_LE, i) << 16)));
+        }
+        return max;
+    }
+
+    @Test
+    void badInputIsOneLine() {
+        CliRun r = CliRun.of("quantize", "--format", "nvfp5", "--in", HF.toString(), "--out", tmp.resolve("x").toString());
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("unknown format 'nvfp5'"), r.err());
+        CliRun none = CliRun.of("dequantize", "--in", HF.toString(), "--out", tmp.resolve("y").toString());
+        assertEquals(1, none.code());
+        assertTrue(none.err().contains("no quantized module found"), none.err());
+    }
+}
