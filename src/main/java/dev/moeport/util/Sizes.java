@@ -16,7 +16,8 @@ public final class Sizes {
         if (!m.matches()) {
             throw new IllegalArgumentException("not a size: '" + text + "' (write e.g. 500MB, 5GB, 2GiB or a number of bytes)");
         }
-        int power = "KMGTP".indexOf(m.group(2).toUpperCase(Locale.ROOT)) + 1;
+        String unit = m.group(2).toUpperCase(Locale.ROOT);
+        int power = unit.isEmpty() ? 0 : "KMGTP".indexOf(unit) + 1;
         if (!m.group(3).isEmpty() && power == 0) {
             throw new IllegalArgumentException("not a size: '" + text + "'");
         }
