@@ -44,6 +44,7 @@ public final class ExportMapper {
                               List<MappedTensor> out) {
         Rule rule = instance.rule();
         List<Tensor> sources = new ArrayList<>();
+        List<String> names = new ArrayList<>();
         for (List<String> candidates : instance.mcore()) {
             String found = candidates.stream().filter(input::containsKey).findFirst().orElse(null);
             if (found == null) {
@@ -56,8 +57,8 @@ public final class ExportMapper {
             }
             consumed.add(found);
             sources.add(input.get(found));
+            names.add(found);
         }
-        List<String> names = sources.stream().map(Tensor::name).toList();
         List<Transform.Part> parts = rule.transform().toHf(sources, instance.hf(), config);
         for (Transform.Part part : parts) {
             checkShape(rule, part.name(), part.shape(), sources.getFirst(), config);
