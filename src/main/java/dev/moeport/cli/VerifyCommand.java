@@ -79,7 +79,7 @@ final class VerifyCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         Path configDir = hfConfig != null ? hfConfig : CheckpointView.configBeside(a) != null ? CheckpointView.configBeside(a) : CheckpointView.configBeside(b);
         try (Checkpoint ca = Checkpoints.open(a); Checkpoint cb = Checkpoints.open(b)) {
-            ModelConfig config = configDir == null || !(CheckpointView.isMcore(ca) || CheckpointView.isMcore(cb)) ? null : ModelConfig.load(configDir);
+            ModelConfig config = configDir == null ? null : ModelConfig.load(configDir);
             CheckpointView va = CheckpointView.of(a, ca, config, QuantKernels.get());
             CheckpointView vb = CheckpointView.of(b, cb, config, QuantKernels.get());
             long total = va.tensors().values().stream().mapToLong(t -> t.shape().numel()).sum();

@@ -7,6 +7,8 @@ import dev.moeport.quant.DequantizedTensor;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
+import dev.moeport.tensor.PermutedTensor;
+import dev.moeport.tensor.ReshapedTensor;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.io.IOException;
@@ -92,6 +94,21 @@ public final class QuantizedCheckpoint {
             String name = e.getKey();
             Tensor weight = e.getValue();
             String module = name.endsWith(".weight") ? module(name) : null;
+            if (module != null && tensors.containsKey(module + ".weight_scale_inv")) {
+                out.put(name, deepSeekFp8(weight, tensors.get(module + ".weight_scale_inv"), dtype, kernel));
+                modules.add(module);
+                scales.add(module + ".weight_scale_inv");
+                seen = QuantFormat.FP8_PB;
+                continue;
+            }
+            if (name.endsWith(BLOCKS) && tensors.containsKey(stem(name) + SCALES)) {
+                String fused = stem(name);
+                out.put(fused, gptOssMxfp4(weight, tensors.get(fused + SCALES), dtype, kernel));
+                modules.add(fused);
+                scales.add(fused + SCALES);
+                seen = QuantFormat.MXFP4;
+                continue;
+            }
             if (module == null || !tensors.containsKey(module + ".weight_scale")) {
                 out.put(name, weight);
                 continue;
@@ -120,6 +137,43 @@ public final class QuantizedCheckpoint {
         }
         out.keySet().removeAll(scales);
         return new Decoded(out, modules, seen);
+    }
+
+    private static final String BLOCKS = "_blocks";
+    private static final String SCALES = "_scales";
+
+    private static String stem(String blocksName) {
+        return blocksName.substring(0, blocksName.length() - BLOCKS.length());
+    }
+
+    /**
+     * DeepSeek-V3's FP8 layout: an E4M3 weight and {@code weight_scale_inv}, one f32 per 128 x 128 block;
+     * the value is the E4M3 value times its block's scale.
+     */
+    private static Tensor deepSeekFp8(Tensor weight, Tensor scaleInv, DType dtype, QuantKernel kernel) {
+        if (weight.dtype() != DType.F8_E4M3 || scaleInv.dtype() != DType.F32 || weight.rank() != 2
+                || !QuantFormat.FP8_PB.scaleShape(weight.shape()).equals(scaleInv.shape())) {
+            throw new MoeportException(scaleInv.where() + ": " + weight.describe() + " with weight_scale_inv " + scaleInv.describe()
+                    + " is not an FP8 weight with 128 x 128 block scales");
+        }
+        return new DequantizedTensor(kernel, QuantFormat.FP8_PB, weight, scaleInv, null, dtype);
+    }
+
+    /**
+     * GPT-OSS's published MXFP4 experts: {@code <name>_blocks [E, rows, cols/32, 16]} (E2M1 pairs, low
+     * nibble first) and {@code <name>_scales [E, rows, cols/32]} (E8M0), each expert stored as
+     * {@code [out, in]}. Decoded and transposed back to the BF16 layout {@code <name> [E, in, out]}.
+     */
+    private static Tensor gptOssMxfp4(Tensor blocks, Tensor scales, DType dtype, QuantKernel kernel) {
+        var b = blocks.shape();
+        if (blocks.dtype() != DType.U8 || scales.dtype() != DType.U8 || b.rank() != 4 || b.dim(3) != 16
+                || !scales.shape().equals(b.dropLast())) {
+            throw new MoeportException(blocks.where() + ": " + blocks.describe() + " with scales " + scales.describe()
+                    + " is not GPT-OSS's MXFP4 layout ([E, rows, cols/32, 16] U8 and [E, rows, cols/32] U8)");
+        }
+        Tensor packed = new ReshapedTensor(blocks, Shape.of(b.dim(0), b.dim(1), b.dim(2) * 16));
+        Tensor decoded = new DequantizedTensor(kernel, QuantFormat.MXFP4, packed, scales, null, dtype);
+        return PermutedTensor.transposedMatrices(decoded, stem(blocks.name()));
     }
 
     private static String module(String weightName) {

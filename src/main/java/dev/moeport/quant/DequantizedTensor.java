@@ -15,12 +15,19 @@ import java.nio.ByteOrder;
  * from the caller's arena. So a quantized checkpoint can be the input of any conversion, streamed.
  *
  * @param weight the packed weight {@code [..., out, in']}
- * @param scale {@code weight_scale}: per row block, or fp8's per-tensor (0-d) or per-expert ({@code [E]}) scale
+ * @param scale {@code weight_scale}: per row block; fp8's per-tensor (0-d) or per-expert ({@code [E]})
+ *     scale; fp8_pb's {@code [ceil(out/128), ceil(in/128)]} blocks (DeepSeek's {@code weight_scale_inv})
  * @param scale2 nvfp4's 0-d {@code weight_scale_2}, else null
+ * @param firstRow for fp8_pb, the row of the whole matrix this view starts at (its blocks are 128 rows tall)
  */
-public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype)
-        implements Tensor {
+public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype,
+                                long firstRow) implements Tensor {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final int BLOCK = 128;
+
+    public DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype) {
+        this(kernel, format, weight, scale, scale2, dtype, 0);
+    }
 
     @Override
     public String name() {
@@ -37,44 +44,70 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
         return weight.where();
     }
 
-    /** Whether the scale has one value per entry of the outermost dimension (fp8's per-expert scale). */
-    private boolean scalePerEntry() {
-        return format == QuantFormat.FP8 && scale.rank() == 1 && weight.rank() > 2;
+    /** Whether the scale follows the outermost dimension of the weight when it is narrowed. */
+    private boolean scaleFollowsRows() {
+        return switch (format) {
+            case FP8 -> scale.rank() == 1 && weight.rank() > 2;
+            case FP8_PB -> weight.rank() > 2;
+            default -> true;
+        };
     }
 
     @Override
     public Tensor narrow(long start, long count, String newName) {
-        Tensor s = format == QuantFormat.FP8 && !scalePerEntry() ? scale : scale.narrow(start, count, scale.name());
-        return new DequantizedTensor(kernel, format, weight.narrow(start, count, newName), s, scale2, dtype);
+        Tensor s = scaleFollowsRows() ? scale.narrow(start, count, scale.name()) : scale;
+        long row = format == QuantFormat.FP8_PB && weight.rank() == 2 ? firstRow + start : firstRow;
+        return new DequantizedTensor(kernel, format, weight.narrow(start, count, newName), s, scale2, dtype, row);
     }
 
     @Override
     public Tensor select(long index, String newName) {
-        Tensor s = format == QuantFormat.FP8 && !scalePerEntry() ? scale : scale.select(index, scale.name() + "[" + index + "]");
-        return new DequantizedTensor(kernel, format, weight.select(index, newName), s, scale2, dtype);
+        Tensor s = scaleFollowsRows() ? scale.select(index, scale.name() + "[" + index + "]") : scale;
+        return new DequantizedTensor(kernel, format, weight.select(index, newName), s, scale2, dtype, 0);
     }
 
     @Override
     public MemorySegment bytes(Arena scratch) {
         MemorySegment out = scratch.allocate(byteSize(), 64);
         if (weight.rank() <= 2) {
-            decodeMatrix(this, scratch, out);
+            decodeMatrix(scratch, out);
         } else {
             long slab = out.byteSize() / weight.shape().dim(0);
             for (long i = 0; i < weight.shape().dim(0); i++) {
-                decodeMatrix((DequantizedTensor) select(i, name()), scratch, out.asSlice(i * slab, slab));
+                ((DequantizedTensor) select(i, name())).decodeMatrix(scratch, out.asSlice(i * slab, slab));
             }
         }
         return out;
     }
 
-    private static void decodeMatrix(DequantizedTensor m, Arena scratch, MemorySegment out) {
-        long rows = m.weight.rank() == 1 ? 1 : m.weight.shape().dim(0);
-        long cols = m.shape().dim(-1);
-        Tensor perTensor = m.format == QuantFormat.FP8 ? m.scale : m.scale2;
+    private void decodeMatrix(Arena scratch, MemorySegment out) {
+        long rows = weight.rank() == 1 ? 1 : weight.shape().dim(0);
+        long cols = shape().dim(-1);
+        MemorySegment packed = weight.bytes(scratch);
+        if (format == QuantFormat.FP8_PB) {
+            decodeBlocks(packed, scale.bytes(scratch), rows, cols, out);
+            return;
+        }
+        Tensor perTensor = format == QuantFormat.FP8 ? scale : scale2;
         float tensorScale = perTensor == null ? 1f : scalar(perTensor, scratch);
-        MemorySegment scales = m.format == QuantFormat.FP8 ? MemorySegment.NULL : m.scale.bytes(scratch);
-        m.kernel.dequantize(m.format, m.weight.bytes(scratch), scales, tensorScale, rows, cols, m.dtype, out);
+        MemorySegment scales = format == QuantFormat.FP8 ? MemorySegment.NULL : scale.bytes(scratch);
+        kernel.dequantize(format, packed, scales, tensorScale, rows, cols, dtype, out);
+    }
+
+    /** 128 x 128 blocks, each an fp8 tensor of its own scale: the kernel's fp8 decoding, one block-row segment at a time. */
+    private void decodeBlocks(MemorySegment packed, MemorySegment blockScales, long rows, long cols, MemorySegment out) {
+        long blocksPerRow = (cols + BLOCK - 1) / BLOCK;
+        int width = dtype.byteWidth();
+        for (long r = 0; r < rows; r++) {
+            long scaleRow = (firstRow + r) / BLOCK;
+            for (long b = 0; b < blocksPerRow; b++) {
+                long c0 = b * BLOCK;
+                long n = Math.min(BLOCK, cols - c0);
+                float blockScale = blockScales.getAtIndex(F32, scaleRow * blocksPerRow + b);
+                kernel.dequantize(QuantFormat.FP8, packed.asSlice(r * cols + c0, n), MemorySegment.NULL, blockScale, 1, n, dtype,
+                        out.asSlice((r * cols + c0) * width, n * width));
+            }
+        }
     }
 
     private static float scalar(Tensor t, Arena arena) {

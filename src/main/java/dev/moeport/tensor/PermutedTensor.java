@@ -46,17 +46,43 @@ public record PermutedTensor(String name, Tensor source, Shape view, int[] perm,
         return "tensor '" + name + "' (reordered from " + source.where() + ")";
     }
 
+    /** Whether the outermost axis stays in place (a stack of matrices each reordered): narrowing then narrows the source. */
+    private boolean keepsOuterAxis() {
+        return perm[0] == 0 && view.dim(0) == source.shape().dim(0) && fullShape.dim(0) == view.dim(0) && rowStart == 0
+                && rowCount == fullShape.dim(0);
+    }
+
     @Override
     public Tensor narrow(long start, long count, String newName) {
         if (start < 0 || count < 0 || start + count > rowCount) {
             throw new IllegalArgumentException(where() + ": rows [" + start + ", " + (start + count) + ") out of " + rowCount);
         }
+        if (keepsOuterAxis()) {
+            return new PermutedTensor(newName, source.narrow(start, count, source.name()), view.with(0, count), perm,
+                    fullShape.with(0, count), 0, count);
+        }
         return new PermutedTensor(newName, source, view, perm, fullShape, rowStart + start, count);
     }
 
+    /** One entry of the outermost axis; only for stacks whose outermost axis stays in place (an expert of a stack). */
     @Override
     public Tensor select(long index, String newName) {
-        throw new UnsupportedOperationException(where() + ": select is not needed on a reordered tensor");
+        if (!keepsOuterAxis()) {
+            throw new UnsupportedOperationException(where() + ": select on a tensor whose outermost axis moves");
+        }
+        int[] inner = new int[perm.length - 1];
+        for (int i = 1; i < perm.length; i++) {
+            inner[i - 1] = perm[i] - 1;
+        }
+        Shape rest = fullShape.dropFirst();
+        return new PermutedTensor(newName, source.select(index, source.name() + "[" + index + "]"), view.dropFirst(), inner, rest, 0,
+                rest.rank() == 0 ? 1 : rest.dim(0));
+    }
+
+    /** Each matrix of a stack {@code [E, rows, cols]} transposed: {@code [E, cols, rows]}. */
+    public static PermutedTensor transposedMatrices(Tensor stack, String name) {
+        Shape s = stack.shape();
+        return new PermutedTensor(name, stack, s, new int[] {0, 2, 1}, Shape.of(s.dim(0), s.dim(2), s.dim(1)), 0, s.dim(0));
     }
 
     @Override

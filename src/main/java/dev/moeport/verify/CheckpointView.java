@@ -42,7 +42,8 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
     }
 
     /**
-     * @param config the HF config that maps an MCore checkpoint (may be null for an HF one)
+     * @param config the HF config that maps an MCore checkpoint and names an HF one's fused experts (may be
+     *     null for an HF checkpoint, which is then compared by its own names)
      */
     public static CheckpointView of(Path path, Checkpoint checkpoint, ModelConfig config, QuantKernel kernel) {
         SequencedMap<String, MappedTensor> tensors = new LinkedHashMap<>();
@@ -63,7 +64,9 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
         QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                 DType.F32, kernel);
         // Fused experts are compared expert by expert, under the per-expert names.
-        var perExpert = config != null ? HfLayout.toPerExpert(Architectures.detect(config), decoded.tensors()) : decoded.tensors();
+        Architecture arch = config == null ? null : Architectures.all().stream()
+                .filter(a -> a.hfClasses().contains(config.architecture())).findFirst().orElse(null);
+        var perExpert = arch != null ? HfLayout.toPerExpert(arch, decoded.tensors()) : decoded.tensors();
         perExpert.forEach((name, t) -> tensors.put(name, MappedTensor.identity(name, t)));
         return new CheckpointView(path, decoded.modules().isEmpty() ? "hugging face" : "hugging face, " + decoded.format().cliName(),
                 tensors, List.of(), decoded.modules());

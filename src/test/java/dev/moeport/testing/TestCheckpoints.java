@@ -36,6 +36,11 @@ public final class TestCheckpoints {
         }
     }
 
+    /** A tensor over these bytes. */
+    public static dev.moeport.tensor.TensorView bytes(String name, dev.moeport.tensor.DType dtype, Shape shape, byte[] bytes) {
+        return new dev.moeport.tensor.TensorView(name, dtype, shape, java.lang.foreign.MemorySegment.ofArray(bytes), null);
+    }
+
     /** An F32 tensor of these values: a 0-d one for a single value, else 1-d. */
     public static dev.moeport.tensor.TensorView f32(String name, float... values) {
         // A byte[]-backed segment: the writer hands segments to FileChannel as ByteBuffers.

@@ -1,0 +1,205 @@
+package dev.moeport.arch;
+
+import static dev.moeport.testing.TestCheckpoints.assertSameTensors;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.moeport.cli.CliRun;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
+import dev.moeport.tensor.Shape;
+import dev.moeport.tensor.Tensor;
+import dev.moeport.testing.Shared;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** The four architectures of ARCHITECTURES.md on their transformers-written fixtures. */
+class ArchitecturesTest {
+    @TempDir
+    Path tmp;
+
+    private static Path hf(String arch) {
+        return Shared.fixture(arch).resolve("hf");
+    }
+
+    private Path run(String... args) {
+        CliRun r = CliRun.of(args);
+        assertEquals(0, r.code(), r.err());
+        return Path.of(args[java.util.Arrays.asList(args).indexOf("--out") + 1]);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss"})
+    void importThenExportReproducesTheHfFolderBitForBit(String arch) {
+        for (String layout : List.of("te", "sequential", "stacked")) {
+            Path mcore = run("import", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
+            Path back = run("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve(arch + "-hf-" + layout).toString());
+            assertSameTensors(hf(arch), back);
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny"})
+    void convertToFusedAndBackReproducesTheHfFolder(String arch) {
+        Path fused = run("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
+        Path back = run("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
+        assertSameTensors(hf(arch), back);
+        // The fused folder also reads as the per-expert one everywhere else.
+        assertEquals(0, CliRun.of("verify", hf(arch).toString(), fused.toString()).code());
+    }
+
+    @Test
+    void fusedNamesAreTransformersInMemoryNames() {
+        // Names and shapes as transformers 5 writes them with save_pretrained(save_original_format=False).
+        Map<String, Map<String, Shape>> expected = Map.of(
+                "qwen3_moe", Map.of("model.layers.1.mlp.experts.gate_up_proj", Shape.of(8, 256, 256),
+                        "model.layers.1.mlp.experts.down_proj", Shape.of(8, 256, 128), "model.layers.0.mlp.gate_proj.weight", Shape.of(512, 256)),
+                "mixtral", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 256, 256), "model.layers.1.mlp.gate.weight", Shape.of(8, 256)),
+                "nemotron_h_tiny", Map.of("model.embeddings.weight", Shape.of(1024, 256), "model.layers.2.mixer.experts.up_proj", Shape.of(8, 128, 256),
+                        "model.layers.5.mixer.experts.down_proj", Shape.of(8, 256, 128), "model.norm_f.weight", Shape.of(256), "lm_head.weight", Shape.of(1024, 256)));
+        expected.forEach((arch, shapes) -> {
+            Path fused = run("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("f-" + arch).toString(), "--experts", "fused");
+            try (Checkpoint c = Checkpoints.open(fused)) {
+                shapes.forEach((name, shape) -> assertEquals(shape, c.tensor(name).shape(), arch + " " + name));
+                assertFalse(c.tensors().keySet().stream().anyMatch(n -> n.matches(".*experts\\.\\d+\\..*")), arch + ": no per-expert names left");
+            }
+        });
+        CliRun gptOss = CliRun.of("convert", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("g").toString(), "--experts", "fused");
+        assertEquals(1, gptOss.code());
+        assertTrue(gptOss.err().contains("gpt_oss checkpoints have one expert layout only"), gptOss.err());
+    }
+
+    private static float bf16(MemorySegment s, long i) {
+        return Float.intBitsToFloat(s.getAtIndex(FloatFormats.SHORT_LE, i) << 16);
+    }
+
+    @Test
+    void qwenAttentionIsGqaInterleavedAndExpertsAreGateThenUp() {
+        Path mcore = run("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("m").toString());
+        try (Checkpoint h = Checkpoints.open(hf("qwen3_moe")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
+            // 4 query heads, 2 KV groups, head_dim 64: group g = [q heads 2g, 2g+1 ; k_g ; v_g], 64 rows each.
+            MemorySegment qkv = m.tensor("decoder.layers.1.self_attention.linear_qkv.weight").bytes(arena);
+            MemorySegment q = h.tensor("model.layers.1.self_attn.q_proj.weight").bytes(arena);
+            MemorySegment k = h.tensor("model.layers.1.self_attn.k_proj.weight").bytes(arena);
+            MemorySegment v = h.tensor("model.layers.1.self_attn.v_proj.weight").bytes(arena);
+            long row = 256 * 2;
+            for (int g = 0; g < 2; g++) {
+                long base = g * 4L * 64;
+                assertEquals(-1, qkv.asSlice(base * row, 128 * row).mismatch(q.asSlice(g * 128L * row, 128 * row)), "q of group " + g);
+                assertEquals(-1, qkv.asSlice((base + 128) * row, 64 * row).mismatch(k.asSlice(g * 64L * row, 64 * row)), "k of group " + g);
+                assertEquals(-1, qkv.asSlice((base + 192) * row, 64 * row).mismatch(v.asSlice(g * 64L * row, 64 * row)), "v of group " + g);
+            }
+            MemorySegment fc1 = m.tensor("decoder.layers.2.mlp.experts.linear_fc1.weight7").bytes(arena);
+            MemorySegment gate = h.tensor("model.layers.2.mlp.experts.7.gate_proj.weight").bytes(arena);
+            MemorySegment up = h.tensor("model.layers.2.mlp.experts.7.up_proj.weight").bytes(arena);
+            assertEquals(-1, fc1.asSlice(0, gate.byteSize()).mismatch(gate));
+            assertEquals(-1, fc1.asSlice(gate.byteSize(), up.byteSize()).mismatch(up));
+            assertTrue(m.contains("decoder.layers.0.mlp.linear_fc1.layer_norm_weight"), "mlp_only_layers [0] is dense");
+            assertTrue(m.contains("decoder.layers.1.pre_mlp_layernorm.weight"));
+        }
+    }
+
+    @Test
+    void gptOssExpertsAreTransposedAndDeinterleaved() {
+        Path mcore = run("import", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
+        try (Checkpoint h = Checkpoints.open(hf("gpt_oss")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
+            long hidden = 256;
+            long inter = 128;
+            for (int e : new int[] {0, 5}) {
+                MemorySegment gateUp = h.tensor("model.layers.1.mlp.experts.gate_up_proj").select(e, "x").bytes(arena); // [H, 2I]
+                MemorySegment fc1 = m.tensor("decoder.layers.1.mlp.experts.linear_fc1.weight" + e).bytes(arena); // [2I, H]
+                for (long j = 0; j < inter; j++) {
+                    for (long c = 0; c < hidden; c += 37) {
+                        assertEquals(bf16(gateUp, c * 2 * inter + 2 * j), bf16(fc1, j * hidden + c), "gate " + j + "," + c);
+                        assertEquals(bf16(gateUp, c * 2 * inter + 2 * j + 1), bf16(fc1, (inter + j) * hidden + c), "up " + j + "," + c);
+                    }
+                }
+                MemorySegment down = h.tensor("model.layers.1.mlp.experts.down_proj").select(e, "x").bytes(arena); // [I, H]
+                MemorySegment fc2 = m.tensor("decoder.layers.1.mlp.experts.linear_fc2.weight" + e).bytes(arena); // [H, I]
+                for (long i = 0; i < inter; i += 7) {
+                    for (long c = 0; c < hidden; c++) {
+                        assertEquals(bf16(down, i * hidden + c), bf16(fc2, c * inter + i));
+                    }
+                }
+                MemorySegment bias = h.tensor("model.layers.1.mlp.experts.gate_up_proj_bias").select(e, "b").bytes(arena);
+                MemorySegment fc1Bias = m.tensor("decoder.layers.1.mlp.experts.linear_fc1.bias" + e).bytes(arena);
+                for (long j = 0; j < inter; j++) {
+                    assertEquals(bf16(bias, 2 * j), bf16(fc1Bias, j));
+                    assertEquals(bf16(bias, 2 * j + 1), bf16(fc1Bias, inter + j));
+                }
+            }
+            assertEquals(Shape.of(4), m.tensor("decoder.layers.0.self_attention.core_attention.softmax_offset").shape());
+            assertEquals(Shape.of(512), m.tensor("decoder.layers.0.self_attention.linear_qkv.bias").shape());
+        }
+    }
+
+    @Test
+    void aSquareDownProjIsTransposedByFormatNotByShape() {
+        // A square [E, n, n] expert stack: only the format says which way it goes.
+        int n = 4;
+        byte[] bytes = new byte[2 * n * n * 2];
+        MemorySegment s = MemorySegment.ofArray(bytes);
+        for (int i = 0; i < 2 * n * n; i++) {
+            s.setAtIndex(FloatFormats.SHORT_LE, i, FloatFormats.floatToBf16(i));
+        }
+        Tensor downProj = dev.moeport.testing.TestCheckpoints.bytes("down_proj", DType.BF16, Shape.of(2, n, n), bytes);
+        var parts = new Transform.InterleavedExperts(1).toMcore(List.of(downProj), List.of("fc2.weight0", "fc2.weight1"), null, null);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment fc2 = ((dev.moeport.plan.Piece.Source) parts.get(1).pieces().getFirst()).tensor().bytes(arena);
+            for (int r = 0; r < n; r++) {
+                for (int c = 0; c < n; c++) {
+                    assertEquals(16 + c * n + r, bf16(fc2, r * n + c), "fc2[1] = down_proj[1]^T at " + r + "," + c);
+                }
+            }
+        }
+    }
+
+    @Test
+    void deepSeekDenseAndMoeLayersPlaceTheirNormsApart() {
+        Path mcore = run("import", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("m").toString());
+        try (Checkpoint h = Checkpoints.open(hf("deepseek_v3")); Checkpoint m = Checkpoints.open(mcore)) {
+            assertTrue(m.contains("decoder.layers.0.mlp.linear_fc1.layer_norm_weight"), "first_k_dense_replace = 1: layer 0 is dense");
+            assertFalse(m.contains("decoder.layers.0.pre_mlp_layernorm.weight"));
+            assertTrue(m.contains("decoder.layers.1.pre_mlp_layernorm.weight"));
+            assertFalse(m.contains("decoder.layers.1.mlp.linear_fc1.layer_norm_weight"));
+            assertTrue(m.contains("decoder.layers.0.input_layernorm.weight"), "MLA keeps its input norm apart");
+            assertEquals(h.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), m.tensor("decoder.layers.1.mlp.router.expert_bias").dtype());
+            assertFalse(m.contains("decoder.layers.1.mlp.router.bias"));
+        }
+        Path f32 = run("export", "--in", mcore.toString(), "--hf-config", hf("deepseek_v3").toString(), "--out", tmp.resolve("f32").toString(),
+                "--dtype", "f32");
+        try (Checkpoint c = Checkpoints.open(f32)) {
+            assertEquals(DType.F32, c.tensor("model.layers.1.mlp.experts.0.up_proj.weight").dtype());
+            assertEquals(DType.BF16, c.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), "the expert bias keeps its dtype");
+        }
+    }
+
+    @Test
+    void anUnknownArchitectureListsTheSupportedOnes() throws Exception {
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode config = (ObjectNode) json.readTree(hf("qwen3_moe").resolve("config.json").toFile());
+        config.putArray("architectures").add("LlamaForCausalLM");
+        Path dir = Files.createDirectories(tmp.resolve("llama"));
+        json.writeValue(dir.resolve("config.json").toFile(), config);
+        Files.copy(hf("qwen3_moe").resolve("model.safetensors.index.json"), dir.resolve("model.safetensors.index.json"));
+        CliRun r = CliRun.of("import", "--in", dir.toString(), "--out", tmp.resolve("x").toString());
+        assertEquals(1, r.code());
+        assertTrue(r.err().contains("architecture 'LlamaForCausalLM' is not supported; supported: nemotron_h (NemotronHForCausalLM), "
+                + "qwen3_moe (Qwen3MoeForCausalLM), mixtral (MixtralForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM)"), r.err());
+        CliRun list = CliRun.of("export", "--list-architectures");
+        assertEquals(5, list.out().lines().count());
+    }
+}
