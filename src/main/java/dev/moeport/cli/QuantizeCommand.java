@@ -2,9 +2,11 @@ package dev.moeport.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.moeport.arch.Architecture;
+import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.Calibration;
 import dev.moeport.convert.Conversion;
+import dev.moeport.convert.HfLayout;
 import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.HfQuantizeMapper;
 import dev.moeport.convert.McoreLayout;
@@ -80,10 +82,16 @@ final class QuantizeCommand implements Callable<Integer> {
         if (output.out == null) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
         }
+        Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
+        ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
+        Architecture arch = config == null ? null
+                : Architectures.all().stream().filter(a -> a.hfClasses().contains(config.architecture())).findFirst().orElse(null);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
-            SequencedMap<String, Tensor> weights = new LinkedHashMap<>();
+            SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
             Map<String, Tensor> quantizerState = new LinkedHashMap<>();
-            checkpoint.tensors().forEach((name, t) -> (McoreLayout.isQuantizerState(name) ? quantizerState : weights).put(name, t));
+            checkpoint.tensors().forEach((name, t) -> (McoreLayout.isQuantizerState(name) ? quantizerState : tensors).put(name, t));
+            // Fused experts are quantized expert by expert, and written so, as Model Optimizer does.
+            SequencedMap<String, Tensor> weights = arch != null ? HfLayout.toPerExpert(arch, tensors) : tensors;
             OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(Architecture.COMMON_EXCLUSIONS, include, exclude),
                     Calibration.read(quantizerState));
             Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(weights)), output.maxShardSize);
@@ -91,13 +99,12 @@ final class QuantizeCommand implements Callable<Integer> {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;
             }
-            Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
             boolean inputScales = plan.jobs().stream().anyMatch(j -> j instanceof Job.Quantize q && q.inputScale() != null);
             Map<String, JsonNode> json = new LinkedHashMap<>();
-            if (Files.exists(folder.resolve(ModelConfig.FILE_NAME))) {
-                var config = ModelConfig.load(folder).json();
-                config.set("quantization_config", QuantConfig.quantizationConfig(format, planner.unquantizedModules(), inputScales, Main.Version.number()));
-                json.put(ModelConfig.FILE_NAME, config);
+            if (config != null) {
+                var modelConfig = config.json();
+                modelConfig.set("quantization_config", QuantConfig.quantizationConfig(format, planner.unquantizedModules(), inputScales, Main.Version.number()));
+                json.put(ModelConfig.FILE_NAME, modelConfig);
             }
             json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
             Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite, new Conversion.Files(folder, Set.of(), json),
