@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Loads Hugging Face folders with transformers and compares their logits with a reference.
 
-Usage: check_logits.py LOGITS.safetensors FOLDER [FOLDER ...]
+Usage: check_logits.py [--device cpu|cuda] LOGITS.safetensors FOLDER [FOLDER ...]
 
 LOGITS.safetensors holds `input_ids` and the `logits` transformers computed from the original model
 (the fixtures' logits.safetensors). Each FOLDER (an export of moeport) is loaded with
@@ -16,11 +16,14 @@ from safetensors.torch import load_file
 
 
 def main():
-    reference = load_file(sys.argv[1])
-    ids, expected = reference["input_ids"], reference["logits"]
+    args = sys.argv[1:]
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args[0] == "--device":
+        device, args = args[1], args[2:]
+    reference = load_file(args[0])
+    ids, expected = reference["input_ids"], reference["logits"]
     failed = False
-    for folder in sys.argv[2:]:
+    for folder in args[1:]:
         model = transformers.AutoModelForCausalLM.from_pretrained(folder).to(device).eval()
         with torch.no_grad():
             logits = model(ids.to(device)).logits.float().cpu()
