@@ -1,0 +1,89 @@
+package dev.moeport.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.moeport.format.safetensors.SafetensorsWriter;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** moeport in a JVM of its own, as users run it: a tiny heap, a size limit on files. */
+class ChildProcessTest {
+    @TempDir
+    Path tmp;
+
+    record Result(int code, String out, String err) {}
+
+    /** Runs the CLI in a child JVM under bash, with {@code prefix} before exec (e.g. a ulimit). */
+    private static Result moeport(String prefix, String heap, String... args) throws Exception {
+        String java = ProcessHandle.current().info().command().orElse("java");
+        List<String> command = new ArrayList<>(List.of(java, "-Xmx" + heap, "--add-modules", "jdk.incubator.vector",
+                "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"), Main.class.getName()));
+        command.addAll(List.of(args));
+        StringBuilder line = new StringBuilder(prefix + " exec");
+        for (String c : command) {
+            line.append(" '").append(c.replace("'", "'\\''")).append('\'');
+        }
+        Process p = new ProcessBuilder("bash", "-c", line.toString()).start();
+        byte[] out = p.getInputStream().readAllBytes();
+        byte[] err = p.getErrorStream().readAllBytes();
+        assertTrue(p.waitFor(120, TimeUnit.SECONDS));
+        return new Result(p.exitValue(), new String(out, StandardCharsets.UTF_8), new String(err, StandardCharsets.UTF_8));
+    }
+
+    private static String errorLines(String err) {
+        return String.join("\n", err.lines().filter(l -> !l.startsWith("WARNING: Using incubator modules")).toList());
+    }
+
+    @Test
+    void exportsHundredsOfMegabytesWithATinyHeap() throws Exception {
+        Path synth = tmp.resolve("synth");
+        Result s = moeport("", "48m", "synth", "--preset", "small", "--out", synth.toString());
+        assertEquals(0, s.code(), s.err());
+        // ~280 MB of tensors through a 48 MB heap: the bytes never enter it.
+        Result e = moeport("", "48m", "export", "--in", synth.resolve("mcore").toString(), "--hf-config", synth.resolve("hf").toString(),
+                "--out", tmp.resolve("out").toString(), "--format", "nvfp4", "--max-shard-size", "100MB");
+        assertEquals(0, e.code(), e.err());
+        assertTrue(e.out().contains("exported 390 tensors"), e.out());
+    }
+
+    @Test
+    void aFullDiskIsOneLineAndLeavesNothingThatLooksFinished() throws Exception {
+        Path synth = tmp.resolve("synth");
+        assertEquals(0, moeport("", "256m", "synth", "--preset", "tiny", "--out", synth.toString()).code());
+        Path out = tmp.resolve("out");
+        // A 1 MB limit on any file this process writes: the 6 MB shard cannot be written.
+        Result r = moeport("ulimit -f 1024;", "256m", "export", "--in", synth.resolve("mcore").toString(), "--hf-config",
+                synth.resolve("hf").toString(), "--out", out.toString());
+        assertEquals(1, r.code(), r.out() + r.err());
+        String err = errorLines(r.err());
+        assertEquals(1, err.lines().count(), err);
+        assertTrue(err.startsWith("moeport: error: ") && (err.contains("not enough disk space") || err.contains("File too large")), err);
+        try (Stream<Path> files = Files.exists(out) ? Files.list(out) : Stream.empty()) {
+            List<Path> left = files.toList();
+            assertFalse(left.stream().anyMatch(p -> p.getFileName().toString().endsWith(".safetensors")), "no shard: " + left);
+            assertFalse(left.stream().anyMatch(p -> p.getFileName().toString().equals("config.json")), "no config: " + left);
+            assertTrue(left.stream().allMatch(SafetensorsWriter::isPartial), "only partial files, if any: " + left);
+        }
+    }
+
+    @Test
+    void anUnreadableInputIsOneLine() throws Exception {
+        Path bad = Files.writeString(tmp.resolve("bad.safetensors"), "not a safetensors file");
+        Result r = moeport("", "64m", "inspect", bad.toString());
+        assertEquals(1, r.code());
+        String err = errorLines(r.err());
+        assertEquals(1, err.lines().count(), err);
+        assertTrue(err.contains("bad.safetensors: header length"), err);
+    }
+
+}
