@@ -14,14 +14,23 @@ public final class Architectures {
         return ALL;
     }
 
+    /** The architecture of {@code config}, from its {@code architectures} entry, or null when it is none moeport maps. */
+    public static Architecture find(ModelConfig config) {
+        return ALL.stream().filter(a -> a.hfClasses().contains(config.architecture())).findFirst().orElse(null);
+    }
+
+    /** The architecture named by the user ({@code --arch}), else the one of {@code config}. */
+    public static Architecture of(ModelConfig config, String override) {
+        return override != null ? byName(override) : detect(config);
+    }
+
     /** The architecture of {@code config}, from its {@code architectures} entry. */
     public static Architecture detect(ModelConfig config) {
-        String name = config.architecture();
-        for (Architecture a : ALL) {
-            if (a.hfClasses().contains(name)) {
-                return a;
-            }
+        Architecture found = find(config);
+        if (found != null) {
+            return found;
         }
+        String name = config.architecture();
         throw new MoeportException(config.file() + ": architecture " + (name == null ? "(none given)" : "'" + name + "'")
                 + " is not supported; supported: " + supportedList());
     }

@@ -31,6 +31,14 @@ final class MoeTransformers {
                 Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional());
     }
 
+    /** The pre-norm and fused QKV of GQA attention (GQA-merged on the MCore side). */
+    private static List<Rule> gqaAttention() {
+        return List.of(
+                Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
+                Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
+                        .with(new Transform.Qkv()));
+    }
+
     /** Rows of a gated MLP: MCore {@code prefix.linear_fc1/fc2} <-> HF {@code hf.gate_proj/up_proj/down_proj}. */
     private static List<Rule> gatedMlp(LayerKind kind, String mcore, String hf, String fc1Suffix) {
         return List.of(
@@ -77,10 +85,8 @@ final class MoeTransformers {
             },
             concat(List.of(
                     modelLevel(),
+                    gqaAttention(),
                     List.of(
-                            Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
-                                    .with(new Transform.Qkv()),
                             Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight"),
                             Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight"),
                             Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
@@ -101,10 +107,8 @@ final class MoeTransformers {
             config -> attentionPlus(config, i -> true),
             concat(List.of(
                     modelLevel(),
+                    gqaAttention(),
                     List.of(
-                            Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
-                                    .with(new Transform.Qkv()),
                             Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
                             Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
                             Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight"),
@@ -159,10 +163,8 @@ final class MoeTransformers {
             config -> attentionPlus(config, i -> true),
             concat(List.of(
                     modelLevel(),
+                    gqaAttention(),
                     List.of(
-                            Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
-                                    .with(new Transform.Qkv()),
                             Rule.of(ATTENTION, "self_attention.linear_qkv.bias", "self_attn.q_proj.bias, self_attn.k_proj.bias, self_attn.v_proj.bias")
                                     .with(new Transform.Qkv()),
                             Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),

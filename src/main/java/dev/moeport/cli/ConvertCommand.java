@@ -64,17 +64,15 @@ final class ConvertCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (output.out == null) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
-        }
+        output.requireOut(spec);
         boolean fused = switch (experts) {
             case "fused" -> true;
             case "per-expert" -> false;
             default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts must be per-expert or fused");
         };
-        Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
+        Path folder = OutputOptions.folderOf(in);
         ModelConfig config = ModelConfig.load(folder);
-        Architecture architecture = arch != null ? Architectures.byName(arch) : Architectures.detect(config);
+        Architecture architecture = Architectures.of(config, arch);
         if (architecture.hfFused().experts().isEmpty()) {
             throw new MoeportException(architecture.name() + " checkpoints have one expert layout only; there is nothing to convert");
         }

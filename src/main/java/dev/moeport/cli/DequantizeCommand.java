@@ -58,10 +58,8 @@ final class DequantizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (output.out == null) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
-        }
-        Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
+        output.requireOut(spec);
+        Path folder = OutputOptions.folderOf(in);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             QuantizedCheckpoint.Decoded d = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder), dtype,
                     QuantKernels.get());

@@ -104,7 +104,7 @@ final class ExportCommand implements Callable<Integer> {
         require(hfConfig != null, "--hf-config");
         require(output.out != null, "--out");
         ModelConfig config = ModelConfig.load(hfConfig);
-        Architecture architecture = arch != null ? Architectures.byName(arch) : Architectures.detect(config);
+        Architecture architecture = Architectures.of(config, arch);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors());

@@ -79,9 +79,7 @@ final class ImportCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (output.out == null) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
-        }
+        output.requireOut(spec);
         if (vocabMultiple < 1) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--vocab-multiple must be at least 1");
         }
@@ -91,9 +89,9 @@ final class ImportCommand implements Callable<Integer> {
             case "stacked" -> McoreLayout.Experts.STACKED;
             default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts must be te, sequential or stacked");
         };
-        Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
+        Path folder = OutputOptions.folderOf(in);
         ModelConfig config = ModelConfig.load(folder);
-        Architecture architecture = arch != null ? Architectures.byName(arch) : Architectures.detect(config);
+        Architecture architecture = Architectures.of(config, arch);
         PrintWriter out = spec.commandLine().getOut();
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),

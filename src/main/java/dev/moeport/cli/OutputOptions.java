@@ -39,6 +39,19 @@ final class OutputOptions {
         System.setProperty("moeport.cores", Integer.toString(Runtime.getRuntime().availableProcessors()));
     }
 
+    /** {@code --out} is required by every command but some of their modes (e.g. {@code export --list-architectures}). */
+    Path requireOut(picocli.CommandLine.Model.CommandSpec spec) {
+        if (out == null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
+        }
+        return out;
+    }
+
+    /** The folder of a checkpoint path: the path itself, or the folder of a file or index. */
+    static Path folderOf(Path checkpoint) {
+        return java.nio.file.Files.isDirectory(checkpoint) ? checkpoint : checkpoint.toAbsolutePath().getParent();
+    }
+
     /** Where to draw the progress bar, or null. */
     PrintWriter bar(PrintWriter err) {
         return noProgress || json || !Progress.stderrIsTerminal() ? null : err;

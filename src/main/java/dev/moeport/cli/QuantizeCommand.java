@@ -79,13 +79,10 @@ final class QuantizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (output.out == null) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
-        }
-        Path folder = Files.isDirectory(in) ? in : in.toAbsolutePath().getParent();
+        output.requireOut(spec);
+        Path folder = OutputOptions.folderOf(in);
         ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
-        Architecture arch = config == null ? null
-                : Architectures.all().stream().filter(a -> a.hfClasses().contains(config.architecture())).findFirst().orElse(null);
+        Architecture arch = config == null ? null : Architectures.find(config);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
             Map<String, Tensor> quantizerState = new LinkedHashMap<>();

@@ -73,9 +73,7 @@ final class SynthCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (output.out == null) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Missing required option: '--out'");
-        }
+        output.requireOut(spec);
         Dims dims = Preset.fromCliName(preset).dims;
         if (pattern != null) {
             dims = dims.withPattern(pattern);

@@ -64,8 +64,7 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
         QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                 DType.F32, kernel);
         // Fused experts are compared expert by expert, under the per-expert names.
-        Architecture arch = config == null ? null : Architectures.all().stream()
-                .filter(a -> a.hfClasses().contains(config.architecture())).findFirst().orElse(null);
+        Architecture arch = config == null ? null : Architectures.find(config);
         var perExpert = arch != null ? HfLayout.toPerExpert(arch, decoded.tensors()) : decoded.tensors();
         perExpert.forEach((name, t) -> tensors.put(name, MappedTensor.identity(name, t)));
         return new CheckpointView(path, decoded.modules().isEmpty() ? "hugging face" : "hugging face, " + decoded.format().cliName(),
