@@ -15,7 +15,6 @@ import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernels;
 import dev.moeport.tensor.Tensor;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
