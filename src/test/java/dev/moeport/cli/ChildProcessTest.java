@@ -25,9 +25,14 @@ class ChildProcessTest {
 
     /** Runs the CLI in a child JVM under bash, with {@code prefix} before exec (e.g. a ulimit). */
     private static Result moeport(String prefix, String heap, String... args) throws Exception {
+        return moeport(prefix, List.of("-Xmx" + heap, "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"), args);
+    }
+
+    private static Result moeport(String prefix, List<String> jvmOptions, String... args) throws Exception {
         String java = ProcessHandle.current().info().command().orElse("java");
-        List<String> command = new ArrayList<>(List.of(java, "-Xmx" + heap, "--add-modules", "jdk.incubator.vector",
-                "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"), Main.class.getName()));
+        List<String> command = new ArrayList<>(List.of(java));
+        command.addAll(jvmOptions);
+        command.addAll(List.of("-cp", System.getProperty("java.class.path"), Main.class.getName()));
         command.addAll(List.of(args));
         StringBuilder line = new StringBuilder(prefix + " exec");
         for (String c : command) {
@@ -74,6 +79,24 @@ class ChildProcessTest {
             assertFalse(left.stream().anyMatch(p -> p.getFileName().toString().equals("config.json")), "no config: " + left);
             assertTrue(left.stream().allMatch(SafetensorsWriter::isPartial), "only partial files, if any: " + left);
         }
+    }
+
+    @Test
+    void withoutTheVectorApiOrNativeAccessItWarnsOnceAndStillWorks() throws Exception {
+        Path synth = tmp.resolve("synth");
+        assertEquals(0, moeport("", "256m", "synth", "--preset", "tiny", "--out", synth.toString()).code());
+        Result r = moeport("", List.of("-Xmx256m"), "export", "--in", synth.resolve("mcore").toString(), "--hf-config",
+                synth.resolve("hf").toString(), "--out", tmp.resolve("out").toString(), "--format", "nvfp4");
+        assertEquals(0, r.code(), r.err());
+        List<String> warnings = r.err().lines().filter(l -> l.startsWith("moeport: warning:")).toList();
+        assertEquals(2, warnings.size(), r.err());
+        assertTrue(warnings.stream().anyMatch(w -> w.contains("Vector API is not available")), r.err());
+        assertTrue(warnings.stream().anyMatch(w -> w.contains("native calls are off")), r.err());
+        // The scalar kernels give the same bytes.
+        Result withSimd = moeport("", "256m", "export", "--in", synth.resolve("mcore").toString(), "--hf-config", synth.resolve("hf").toString(),
+                "--out", tmp.resolve("simd").toString(), "--format", "nvfp4");
+        assertEquals(0, withSimd.code(), withSimd.err());
+        dev.moeport.testing.TestCheckpoints.assertSameTensors(tmp.resolve("simd"), tmp.resolve("out"));
     }
 
     @Test

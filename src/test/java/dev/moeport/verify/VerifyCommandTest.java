@@ -52,6 +52,13 @@ class VerifyCommandTest {
     }
 
     @Test
+    void aTorchDistCheckpointComparesEqualToTheHfFolder() {
+        CliRun r = CliRun.of("verify", "fixtures/torch_dist/nemotron_h_tiny", HF.toString());
+        assertEquals(0, r.code(), r.err() + r.out());
+        assertTrue(r.out().contains("identical: 71 of 71 common tensors"), r.out());
+    }
+
+    @Test
     void swappedExpertsAreReportedWithTheirErrorFigures() throws Exception {
         Path permuted = tmp.resolve("permuted");
         try (Checkpoint hf = Checkpoints.open(HF)) {
