@@ -38,10 +38,6 @@ public final class ModelConfig {
         }
     }
 
-    public static ModelConfig of(Path file, ObjectNode root) {
-        return new ModelConfig(file, root);
-    }
-
     public Path file() {
         return file;
     }
@@ -91,10 +87,5 @@ public final class ModelConfig {
             }
         }
         throw new MoeportException(file + ": needs one of the integers " + String.join(", ", keys));
-    }
-
-    public boolean bool(String key, boolean fallback) {
-        JsonNode n = root.get(key);
-        return n != null && n.isBoolean() ? n.booleanValue() : fallback;
     }
 }

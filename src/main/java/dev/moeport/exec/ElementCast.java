@@ -8,10 +8,6 @@ import java.lang.foreign.MemorySegment;
 final class ElementCast {
     private ElementCast() {}
 
-    static boolean supports(DType t) {
-        return t == DType.BF16 || t == DType.F16 || t == DType.F32;
-    }
-
     /** Converts {@code count} elements of {@code src} ({@code from}) into {@code dst} ({@code to}). */
     static void convert(MemorySegment src, DType from, MemorySegment dst, DType to, long count) {
         for (long i = 0; i < count; i++) {

@@ -4,6 +4,7 @@ import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Piece;
 
 import dev.moeport.tensor.Tensor;
+import dev.moeport.tensor.TensorView;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
@@ -54,6 +55,7 @@ public final class PieceReader {
         long step = rowsPerChunk(rowBytes(p), 1);
         for (long r = 0; r < Math.max(rows, 1); r += step) {
             long n = Math.min(step, rows - r);
+            prefetch(p, r + step, Math.min(step, rows - r - step));
             try (Arena arena = Arena.ofConfined()) {
                 MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch);
                 action.accept(bytes, r, n);
@@ -65,6 +67,13 @@ public final class PieceReader {
     @FunctionalInterface
     public interface ChunkAction {
         void accept(MemorySegment bytes, long firstRow, long rows);
+    }
+
+    /** Asks the kernel to start reading the next chunk of a mapped tensor while this one is being worked on. */
+    private static void prefetch(Piece p, long start, long count) {
+        if (count > 0 && p instanceof Piece.Source s && s.tensor() instanceof TensorView view) {
+            NativeIO.advise(view.narrow(start, count, view.name()).data(), NativeIO.Advice.WILLNEED);
+        }
     }
 
     /** Drops the pages of a chunk read from a mapped file: bounds the resident set on huge inputs. */

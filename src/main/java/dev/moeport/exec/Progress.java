@@ -55,14 +55,6 @@ public final class Progress implements AutoCloseable {
         tensors.addAndGet(n);
     }
 
-    public long bytesDone() {
-        return bytes.get();
-    }
-
-    public long tensorsDone() {
-        return tensors.get();
-    }
-
     public Duration elapsed() {
         return Duration.ofNanos(System.nanoTime() - startNanos);
     }

@@ -46,11 +46,6 @@ public final class NativeIO {
 
     private NativeIO() {}
 
-    /** Whether the native calls are live (false: they are no-ops). */
-    public static boolean available() {
-        return BINDINGS != null;
-    }
-
     /**
      * Advises the kernel about {@code segment}, a slice of a mapped file. SEQUENTIAL and WILLNEED go
      * through {@code posix_madvise} on the pages the slice touches; DONTNEED goes through Linux

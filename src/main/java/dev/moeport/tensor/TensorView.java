@@ -48,14 +48,6 @@ public record TensorView(String name, DType dtype, Shape shape, MemorySegment da
         return new TensorView(newName, dtype, shape.dropFirst(), one.data, file);
     }
 
-    /** The same bytes seen with another shape of the same number of elements. */
-    public TensorView reshape(Shape newShape) {
-        if (newShape.numel() != shape.numel()) {
-            throw new IllegalArgumentException(where() + ": cannot view " + shape + " as " + newShape);
-        }
-        return new TensorView(name, dtype, newShape, data, file);
-    }
-
     public TensorView renamed(String newName) {
         return new TensorView(newName, dtype, shape, data, file);
     }

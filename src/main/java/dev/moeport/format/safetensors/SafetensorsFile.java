@@ -3,6 +3,7 @@ package dev.moeport.format.safetensors;
 import static dev.moeport.format.safetensors.SafetensorsHeader.fail;
 
 import dev.moeport.MoeportException;
+import dev.moeport.io.NativeIO;
 import dev.moeport.tensor.TensorView;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -60,6 +61,8 @@ public final class SafetensorsFile {
             MemorySegment data = dataSize == 0
                     ? MemorySegment.NULL.reinterpret(0)
                     : channel.map(FileChannel.MapMode.READ_ONLY, dataStart, dataSize, arena);
+            // Conversions stream every tensor front to back: read ahead far, and drop what was read.
+            NativeIO.advise(data, NativeIO.Advice.SEQUENTIAL);
             SequencedMap<String, TensorView> tensors = new LinkedHashMap<>();
             for (SafetensorsHeader.Entry e : header.entries()) {
                 tensors.put(e.name(), new TensorView(e.name(), e.dtype(), e.shape(), data.asSlice(e.begin(), e.byteSize()), path));

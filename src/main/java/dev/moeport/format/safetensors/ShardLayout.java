@@ -105,10 +105,6 @@ public final class ShardLayout {
         return s;
     }
 
-    public SafetensorsHeader.Entry entry(String name) {
-        return shardOf(name).entries().get(name);
-    }
-
     public long totalBytes() {
         return shards.stream().mapToLong(Shard::dataBytes).sum();
     }
