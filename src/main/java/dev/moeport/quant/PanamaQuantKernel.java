@@ -51,9 +51,8 @@ final class PanamaQuantKernel implements QuantKernel {
     private static final ValueLayout.OfByte BYTE = ValueLayout.JAVA_BYTE;
     private static final int INF_BITS = 0x7F800000;
     private static final int ABS_MASK = 0x7FFFFFFF;
-    /** Lane i takes lane 2i (EVEN) or 2i+1 (ODD) of a pair of vectors: the two nibbles of byte i. */
-    private static final IntVector EVEN = IntVector.fromArray(I, iota(2, 0), 0);
-    private static final IntVector ODD = IntVector.fromArray(I, iota(2, 1), 0);
+    /** N/2 bytes, for packing the codes of pairs of 16-bit lanes into the bytes they fill. */
+    private static final VectorSpecies<Byte> BW = VectorSpecies.of(byte.class, VectorShape.forBitSize(F.vectorBitSize() / 2));
     /** Lane i takes byte i/2 of a vector of packed bytes (LO: the first N/2 bytes, HI: the next N/2). */
     private static final IntVector UNPACK_LO = IntVector.fromArray(I, halves(0), 0);
     private static final IntVector UNPACK_HI = IntVector.fromArray(I, halves(N / 2), 0);
@@ -266,93 +265,133 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
+    // The block formats run row by row, each step in a method of its own: one method holding all three
+    // loops grows past C2's inlining budget (NodeCountInliningCutoff), and a Vector API call left
+    // out of line boxes its vectors, several times slower.
+
     private static void nvfp4(MemorySegment src, DType dtype, long rows, int cols, float scale2, MemorySegment weight,
                               MemorySegment scale) {
-        int block = QuantFormat.NVFP4.blockSize();
         int padded = (int) QuantFormat.NVFP4.paddedIn(cols);
-        int blocks = padded / block;
+        int blocks = padded / QuantFormat.NVFP4.blockSize();
         float[] amax = new float[blocks];
         float[] divisor = new float[blocks];
-        float scaleDivisor = 6.0f * scale2;
+        MemorySegment codes = MemorySegment.ofArray(new byte[padded]);
         for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            blockAmax(src, dtype, rows * cols, row, cols, block, amax);
-            int b = 0;
-            for (; b + N <= blocks; b += N) {
-                FloatVector s = FloatVector.fromArray(F, amax, b).div(scaleDivisor);
-                s = s.blend(1.0f, s.eq(0.0f)).max(QuantMath.NVFP4_MIN_BLOCK_SCALE).min(FloatFormats.E4M3_MAX);
-                IntVector codes = e4m3(s, false);
-                storeBytes(codes, scale, r * blocks + b);
-                decodeE4m3(codes).mul(scale2).intoArray(divisor, b);
-            }
-            for (; b < blocks; b++) {
-                byte s = QuantMath.nvfp4BlockScale(amax[b], scale2);
-                scale.set(BYTE, r * blocks + b, s);
-                divisor[b] = QuantMath.nvfp4Divisor(s, scale2);
-            }
-            long out = r * padded / 2;
-            int c = 0;
-            for (; c + 2 * N <= cols; c += 2 * N) {
-                IntVector lo = nvfp4Codes(load(src, dtype, row + c).div(divisor[c / block]));
-                IntVector hi = nvfp4Codes(load(src, dtype, row + c + N).div(divisor[(c + N) / block]));
-                storePairs(lo, hi, weight, out + c / 2);
-            }
-            for (; c < padded; c += 2) {
-                float d = divisor[c / block];
-                int lo = QuantMath.nvfp4Code(element(src, dtype, row, cols, c) / d);
-                int hi = QuantMath.nvfp4Code(element(src, dtype, row, cols, c + 1) / d);
-                weight.set(BYTE, out + c / 2, (byte) (lo | hi << 4));
-            }
+            blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.NVFP4.blockSize(), amax);
+            nvfp4Scales(amax, blocks, scale2, scale, r * blocks, divisor);
+            nvfp4Codes(src, dtype, r * cols, cols, divisor, codes);
+            packNibbles(codes, padded, weight, r * padded / 2);
         }
+    }
+
+    /** A row's E4M3 block scales, and what each block's elements are divided by. */
+    private static void nvfp4Scales(float[] amax, int blocks, float scale2, MemorySegment scale, long scaleIndex,
+                                    float[] divisor) {
+        float scaleDivisor = 6.0f * scale2;
+        int b = 0;
+        for (; b + N <= blocks; b += N) {
+            FloatVector s = FloatVector.fromArray(F, amax, b).div(scaleDivisor);
+            s = s.blend(1.0f, s.eq(0.0f)).max(QuantMath.NVFP4_MIN_BLOCK_SCALE).min(FloatFormats.E4M3_MAX);
+            IntVector codes = e4m3(s, false);
+            storeBytes(codes, scale, scaleIndex + b);
+            decodeE4m3(codes).mul(scale2).intoArray(divisor, b);
+        }
+        for (; b < blocks; b++) {
+            byte s = QuantMath.nvfp4BlockScale(amax[b], scale2);
+            scale.set(BYTE, scaleIndex + b, s);
+            divisor[b] = QuantMath.nvfp4Divisor(s, scale2);
+        }
+    }
+
+    /** A row's E2M1 codes, one per byte of {@code codes}, padding included. */
+    private static void nvfp4Codes(MemorySegment src, DType dtype, long row, int cols, float[] divisor,
+                                   MemorySegment codes) {
+        int block = QuantFormat.NVFP4.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(nvfp4Codes(load(src, dtype, row + c).div(divisor[c / block])), codes, c);
+        }
+        fp4TailCodes(true, src, dtype, row, cols, c, divisor, codes);
     }
 
     private static void mxfp4(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
                               MemorySegment scale) {
-        int block = QuantFormat.MXFP4.blockSize();
         int padded = (int) QuantFormat.MXFP4.paddedIn(cols);
-        int blocks = padded / block;
+        int blocks = padded / QuantFormat.MXFP4.blockSize();
         float[] amax = new float[blocks];
         float[] multiplier = new float[blocks];
+        MemorySegment codes = MemorySegment.ofArray(new byte[padded]);
         for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            blockAmax(src, dtype, rows * cols, row, cols, block, amax);
+            blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.MXFP4.blockSize(), amax);
             e8m0Scales(amax, blocks, 6.0f, false, scale, r * blocks, multiplier);
-            long out = r * padded / 2;
-            int c = 0;
-            for (; c + 2 * N <= cols; c += 2 * N) {
-                // The multiplier is 2^-e: the product is the correctly rounded quotient by 2^e.
-                IntVector lo = mxfp4Codes(load(src, dtype, row + c).mul(multiplier[c / block]));
-                IntVector hi = mxfp4Codes(load(src, dtype, row + c + N).mul(multiplier[(c + N) / block]));
-                storePairs(lo, hi, weight, out + c / 2);
-            }
-            for (; c < padded; c += 2) {
-                float m = multiplier[c / block];
-                int lo = QuantMath.mxfp4Code(element(src, dtype, row, cols, c) * m);
-                int hi = QuantMath.mxfp4Code(element(src, dtype, row, cols, c + 1) * m);
-                weight.set(BYTE, out + c / 2, (byte) (lo | hi << 4));
-            }
+            mxfp4Codes(src, dtype, r * cols, cols, multiplier, codes);
+            packNibbles(codes, padded, weight, r * padded / 2);
+        }
+    }
+
+    private static void mxfp4Codes(MemorySegment src, DType dtype, long row, int cols, float[] multiplier,
+                                   MemorySegment codes) {
+        int block = QuantFormat.MXFP4.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            // The multiplier is 2^-e: the product is the correctly rounded quotient by 2^e.
+            storeBytes(mxfp4Codes(load(src, dtype, row + c).mul(multiplier[c / block])), codes, c);
+        }
+        fp4TailCodes(false, src, dtype, row, cols, c, multiplier, codes);
+    }
+
+    /** Codes two per byte, even elements in the low nibble: each 16-bit lane holds a pair. */
+    private static void packNibbles(MemorySegment codes, int count, MemorySegment weight, long out) {
+        int lanes = SW.length();
+        int i = 0;
+        for (; 2 * (i + lanes) <= count; i += lanes) {
+            ShortVector pair = ShortVector.fromMemorySegment(SW, codes, 2L * i, LITTLE_ENDIAN);
+            pair.or(pair.lanewise(VectorOperators.LSHR, 4)).convertShape(VectorOperators.S2B, BW, 0).reinterpretAsBytes()
+                    .intoMemorySegment(weight, out + i, LITTLE_ENDIAN);
+        }
+        for (; 2 * i < count; i++) {
+            weight.set(BYTE, out + i, (byte) (codes.get(BYTE, 2L * i) | codes.get(BYTE, 2L * i + 1) << 4));
+        }
+    }
+
+    /**
+     * The codes of a row from element {@code c} on, padding included: nvfp4 divides by its block's
+     * divisor, mxfp4 multiplies by its block's 2^-e.
+     */
+    private static void fp4TailCodes(boolean nvfp4, MemorySegment src, DType dtype, long row, int cols, int c,
+                                     float[] factor, MemorySegment codes) {
+        QuantFormat format = nvfp4 ? QuantFormat.NVFP4 : QuantFormat.MXFP4;
+        int block = format.blockSize();
+        for (int padded = (int) format.paddedIn(cols); c < padded; c++) {
+            float x = element(src, dtype, row, cols, c);
+            float f = factor[c / block];
+            codes.set(BYTE, c, (byte) (nvfp4 ? QuantMath.nvfp4Code(x / f) : QuantMath.mxfp4Code(x * f)));
         }
     }
 
     private static void mxfp8(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
                               MemorySegment scale) {
-        int block = QuantFormat.MXFP8.blockSize();
-        int blocks = (int) QuantFormat.MXFP8.paddedIn(cols) / block;
+        int blocks = (int) QuantFormat.MXFP8.paddedIn(cols) / QuantFormat.MXFP8.blockSize();
         float[] amax = new float[blocks];
         float[] multiplier = new float[blocks];
         for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            blockAmax(src, dtype, rows * cols, row, cols, block, amax);
+            blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.MXFP8.blockSize(), amax);
             e8m0Scales(amax, blocks, FloatFormats.E4M3_MAX, true, scale, r * blocks, multiplier);
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                storeBytes(e4m3(load(src, dtype, row + c).mul(multiplier[c / block]), true), weight, row + c);
-            }
-            for (; c < cols; c++) {
-                float x = element(src, dtype, row, cols, c) * multiplier[c / block];
-                x = Math.min(Math.max(x, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
-                weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
-            }
+            mxfp8Row(src, dtype, r * cols, cols, multiplier, weight);
+        }
+    }
+
+    private static void mxfp8Row(MemorySegment src, DType dtype, long row, int cols, float[] multiplier,
+                                 MemorySegment weight) {
+        int block = QuantFormat.MXFP8.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(e4m3(load(src, dtype, row + c).mul(multiplier[c / block]), true), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            float x = element(src, dtype, row, cols, c) * multiplier[c / block];
+            x = Math.min(Math.max(x, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
         }
     }
 
@@ -567,13 +606,6 @@ final class PanamaQuantKernel implements QuantKernel {
         v.convertShape(VectorOperators.I2B, B, 0).reinterpretAsBytes().intoMemorySegment(dst, index, LITTLE_ENDIAN);
     }
 
-    /** The E2M1 codes of 2N elements (two vectors) packed in N bytes: even elements in the low nibble. */
-    private static void storePairs(IntVector first, IntVector second, MemorySegment dst, long index) {
-        IntVector even = EVEN.selectFrom(first, second);
-        IntVector odd = ODD.selectFrom(first, second);
-        storeBytes(even.or(odd.lanewise(VectorOperators.LSHL, 4)), dst, index);
-    }
-
     /** N floats as BF16 (nearest even, NaN to 0x7FC0) or F32 at element {@code index}. */
     private static void store(FloatVector v, DType outType, MemorySegment dst, long index) {
         if (outType == DType.F32) {
@@ -664,14 +696,6 @@ final class PanamaQuantKernel implements QuantKernel {
 
     // ---------------------------------------------------------------------------------------------
     // constant tables
-
-    private static int[] iota(int step, int first) {
-        int[] a = new int[N];
-        for (int i = 0; i < N; i++) {
-            a[i] = first + step * i;
-        }
-        return a;
-    }
 
     private static int[] halves(int first) {
         int[] a = new int[N];
