@@ -4,6 +4,7 @@ import static java.nio.ByteOrder.LITTLE_ENDIAN;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import jdk.incubator.vector.ByteVector;
@@ -127,25 +128,6 @@ final class PanamaQuantKernel implements QuantKernel {
         return bits;
     }
 
-    /** The f32 bits of max |x| over one block of {@code len} elements, a multiple of N. */
-    private static int blockMaxBits(MemorySegment src, DType dtype, long start, int len) {
-        int raw;
-        if (dtype == DType.F32) {
-            IntVector m = IntVector.fromMemorySegment(I, src, start * 4, LITTLE_ENDIAN).and(ABS_MASK);
-            for (int k = N; k < len; k += N) {
-                m = m.max(IntVector.fromMemorySegment(I, src, (start + k) * 4, LITTLE_ENDIAN).and(ABS_MASK));
-            }
-            raw = m.reduceLanes(VectorOperators.MAX);
-        } else {
-            ShortVector m = ShortVector.fromMemorySegment(S, src, start * 2, LITTLE_ENDIAN).and((short) 0x7FFF);
-            for (int k = N; k < len; k += N) {
-                m = m.max(ShortVector.fromMemorySegment(S, src, (start + k) * 2, LITTLE_ENDIAN).and((short) 0x7FFF));
-            }
-            raw = m.reduceLanes(VectorOperators.MAX);
-        }
-        return rawToFloatBits(dtype, raw);
-    }
-
     /**
      * The f32 bits of a magnitude given as the source dtype's bits (16-bit ones zero-extended), the
      * order kept: non-finite ones map to at least INF_BITS.
@@ -165,12 +147,9 @@ final class PanamaQuantKernel implements QuantKernel {
     private static void blockAmax(MemorySegment src, DType dtype, long chunkCount, long rowStart, int cols, int block,
                                   float[] amax) {
         int full = cols / block;
-        int worst = 0;
-        for (int b = 0; b < full; b++) {
-            int bits = blockMaxBits(src, dtype, rowStart + (long) b * block, block);
-            worst = Math.max(worst, bits);
-            amax[b] = Float.intBitsToFloat(bits);
-        }
+        int worst = rawToFloatBits(dtype, dtype == DType.F32
+                ? blockAmax32(src, rowStart, full, block, amax)
+                : blockAmax16(src, dtype, rowStart, full, block, amax));
         if (full * block < cols) {
             int bits = rangeMaxBits(src, dtype, rowStart + (long) full * block, cols - full * block);
             worst = Math.max(worst, bits);
@@ -179,6 +158,38 @@ final class PanamaQuantKernel implements QuantKernel {
         if (worst >= INF_BITS) {
             QuantMath.requireFinite(src, dtype, chunkCount);
         }
+    }
+
+    /** {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of N): the largest magnitude's bits. */
+    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax) {
+        int worst = 0;
+        for (int b = 0; b < blocks; b++) {
+            long offset = (start + (long) b * block) * 2;
+            ShortVector m = ShortVector.fromMemorySegment(S, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
+            for (int k = N; k < block; k += N) {
+                m = m.max(ShortVector.fromMemorySegment(S, src, offset + 2L * k, LITTLE_ENDIAN).and((short) 0x7FFF));
+            }
+            int raw = m.reduceLanes(VectorOperators.MAX);
+            worst = Math.max(worst, raw);
+            amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
+        }
+        return worst;
+    }
+
+    /** {@link #blockAmax} of whole F32 blocks (block a multiple of N): the largest magnitude's bits. */
+    private static int blockAmax32(MemorySegment src, long start, int blocks, int block, float[] amax) {
+        int worst = 0;
+        for (int b = 0; b < blocks; b++) {
+            long offset = (start + (long) b * block) * 4;
+            IntVector m = IntVector.fromMemorySegment(I, src, offset, LITTLE_ENDIAN).and(ABS_MASK);
+            for (int k = N; k < block; k += N) {
+                m = m.max(IntVector.fromMemorySegment(I, src, offset + 4L * k, LITTLE_ENDIAN).and(ABS_MASK));
+            }
+            int raw = m.reduceLanes(VectorOperators.MAX);
+            worst = Math.max(worst, raw);
+            amax[b] = Float.intBitsToFloat(raw);
+        }
+        return worst;
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -275,12 +286,14 @@ final class PanamaQuantKernel implements QuantKernel {
         int blocks = padded / QuantFormat.NVFP4.blockSize();
         float[] amax = new float[blocks];
         float[] divisor = new float[blocks];
-        MemorySegment codes = MemorySegment.ofArray(new byte[padded]);
-        for (long r = 0; r < rows; r++) {
-            blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.NVFP4.blockSize(), amax);
-            nvfp4Scales(amax, blocks, scale2, scale, r * blocks, divisor);
-            nvfp4Codes(src, dtype, r * cols, cols, divisor, codes);
-            packNibbles(codes, padded, weight, r * padded / 2);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment codes = codeScratch(arena, padded);
+            for (long r = 0; r < rows; r++) {
+                blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.NVFP4.blockSize(), amax);
+                nvfp4Scales(amax, blocks, scale2, scale, r * blocks, divisor);
+                nvfp4Codes(src, dtype, r * cols, cols, divisor, codes);
+                packNibbles(codes, padded, weight, r * padded / 2);
+            }
         }
     }
 
@@ -303,6 +316,14 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
+    /**
+     * A row's worth of E2M1 codes, one per byte, before packing. Native memory: vector stores into a
+     * heap segment, or a store site that sees both kinds, run several times slower.
+     */
+    private static MemorySegment codeScratch(Arena arena, int padded) {
+        return arena.allocate(padded, 64);
+    }
+
     /** A row's E2M1 codes, one per byte of {@code codes}, padding included. */
     private static void nvfp4Codes(MemorySegment src, DType dtype, long row, int cols, float[] divisor,
                                    MemorySegment codes) {
@@ -320,12 +341,14 @@ final class PanamaQuantKernel implements QuantKernel {
         int blocks = padded / QuantFormat.MXFP4.blockSize();
         float[] amax = new float[blocks];
         float[] multiplier = new float[blocks];
-        MemorySegment codes = MemorySegment.ofArray(new byte[padded]);
-        for (long r = 0; r < rows; r++) {
-            blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.MXFP4.blockSize(), amax);
-            e8m0Scales(amax, blocks, 6.0f, false, scale, r * blocks, multiplier);
-            mxfp4Codes(src, dtype, r * cols, cols, multiplier, codes);
-            packNibbles(codes, padded, weight, r * padded / 2);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment codes = codeScratch(arena, padded);
+            for (long r = 0; r < rows; r++) {
+                blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.MXFP4.blockSize(), amax);
+                e8m0Scales(amax, blocks, 6.0f, false, scale, r * blocks, multiplier);
+                mxfp4Codes(src, dtype, r * cols, cols, multiplier, codes);
+                packNibbles(codes, padded, weight, r * padded / 2);
+            }
         }
     }
 
@@ -460,29 +483,35 @@ final class PanamaQuantKernel implements QuantKernel {
         int group = QuantFormat.INT4_G128.blockSize();
         int groups = (int) QuantFormat.INT4_G128.paddedIn(cols) / group;
         float[] amax = new float[groups];
-        float[][] s = new float[2][groups];
+        float[] s0 = new float[groups];
+        float[] s1 = new float[groups];
         for (long r = 0; r < rows; r += 2) {
             for (int k = 0; k < 2; k++) {
+                float[] s = k == 0 ? s0 : s1;
                 blockAmax(src, dtype, rows * cols, (r + k) * cols, cols, group, amax);
                 for (int g = 0; g < groups; g++) {
-                    s[k][g] = QuantMath.nonZero(amax[g] / 7.0f);
-                    scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * groups + g, s[k][g]);
+                    s[g] = QuantMath.nonZero(amax[g] / 7.0f);
+                    scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * groups + g, s[g]);
                 }
             }
-            long row0 = r * cols;
-            long row1 = row0 + cols;
-            long out = r / 2 * cols;
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                IntVector lo = intCodes(load(src, dtype, row0 + c).div(s[0][c / group]), -8, 7).and(0xF);
-                IntVector hi = intCodes(load(src, dtype, row1 + c).div(s[1][c / group]), -8, 7).and(0xF);
-                storeBytes(lo.or(hi.lanewise(VectorOperators.LSHL, 4)), weight, out + c);
-            }
-            for (; c < cols; c++) {
-                int lo = QuantMath.intCode(element(src, dtype, row0, cols, c) / s[0][c / group], -8, 7);
-                int hi = QuantMath.intCode(element(src, dtype, row1, cols, c) / s[1][c / group], -8, 7);
-                weight.set(BYTE, out + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
-            }
+            int4Rows(src, dtype, r * cols, cols, s0, s1, weight, r / 2 * cols);
+        }
+    }
+
+    /** Two rows' codes, from {@code row} and the next, packed into one row of bytes: low nibble from the first. */
+    private static void int4Rows(MemorySegment src, DType dtype, long row, int cols, float[] s0, float[] s1,
+                                 MemorySegment weight, long out) {
+        int group = QuantFormat.INT4_G128.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            IntVector lo = intCodes(load(src, dtype, row + c).div(s0[c / group]), -8, 7).and(0xF);
+            IntVector hi = intCodes(load(src, dtype, row + cols + c).div(s1[c / group]), -8, 7).and(0xF);
+            storeBytes(lo.or(hi.lanewise(VectorOperators.LSHL, 4)), weight, out + c);
+        }
+        for (; c < cols; c++) {
+            int lo = QuantMath.intCode(element(src, dtype, row, cols, c) / s0[c / group], -8, 7);
+            int hi = QuantMath.intCode(element(src, dtype, row + cols, cols, c) / s1[c / group], -8, 7);
+            weight.set(BYTE, out + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
         }
     }
 
