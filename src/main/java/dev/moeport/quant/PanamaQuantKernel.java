@@ -25,8 +25,9 @@ import jdk.incubator.vector.VectorSpecies;
  * divisions stay divisions (the reference divides, and a reciprocal would round differently); only the
  * E8M0 scales, powers of two, become multiplications, which round identically.
  *
- * <p>Block formats work row by row in three steps: the amax of every block (one reduction each), then
- * all the row's block scales as vectors, then the elements with each block's divisor broadcast. The
+ * <p>Block formats work row by row in steps: the amax of every block (one reduction each), then all
+ * the row's block scales as vectors, then the elements with each block's divisor broadcast (the E2M1
+ * formats write one code per byte to a scratch row, then pack pairs of bytes into nibbles). The
  * remainder of a row that does not fill a vector (and the padding of a last partial block) goes
  * through {@link QuantMath}'s scalar definitions.
  *

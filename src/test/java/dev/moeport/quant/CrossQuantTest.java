@@ -3,6 +3,7 @@ package dev.moeport.quant;
 import static dev.moeport.quant.QuantTesting.assertSameBytes;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
@@ -12,6 +13,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -26,7 +28,7 @@ import org.junit.jupiter.params.provider.MethodSource;
  */
 class CrossQuantTest {
     private static final QuantKernel SCALAR = QuantKernels.scalar();
-    private static final QuantKernel PANAMA = QuantKernels.panama();
+    private static final QuantKernel PANAMA = QuantTesting.PANAMA;
     private static final DType[] DTYPES = {DType.BF16, DType.F16, DType.F32};
     /** rows x cols: single rows, sub-vector tails, odd multiples of blocks, a partial 128-row band. */
     private static final int[][] SHAPES = {
@@ -48,6 +50,11 @@ class CrossQuantTest {
         LOG2_EDGES,
         /** Zeros of both signs, with an occasional small value. */
         ZEROS
+    }
+
+    @BeforeAll
+    static void needsPanama() {
+        assumeTrue(PANAMA != null, "the Panama kernel is not supported on this CPU");
     }
 
     static Stream<Arguments> formatsAndDtypes() {
