@@ -7,6 +7,10 @@ import dev.moeport.tensor.FloatFormats;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.MethodType;
+import java.util.Arrays;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -194,239 +198,377 @@ final class PanamaQuantKernel implements QuantKernel {
     }
 
     // ---------------------------------------------------------------------------------------------
+    // passes
+    //
+    // Every loop over elements is a pass, a method (Job, long row) called through PASSES, method
+    // handles that C2 cannot inline: an element of an array is no compile-time constant. The Vector
+    // API costs C2 some 400 IR nodes per operation while it parses, and C2 stops inlining into a
+    // compilation at 18000 (NodeCountInliningCutoff). A row loop that inlined its passes would cross
+    // that line in the middle of one and leave a vector helper out of line, boxing every vector that
+    // goes through it: two to three times slower, depending on which compilation won. Compiled apart,
+    // each pass keeps the budget to itself, for a few percent of call overhead. Passes copy the job's
+    // fields to locals first: C2 cannot tell the loop's stores to native memory from a field, and
+    // would reload every field the loop reads on every iteration.
+
+    /** One quantize or dequantize call: its arguments, and the per-row scratch its passes share. */
+    private static final class Job {
+        final QuantFormat format;
+        /** Quantize: the elements' dtype; dequantize: the output dtype. */
+        final DType dtype;
+        final long rows;
+        final int cols;
+        final float tensorScale;
+        /** Quantize: the input elements; dequantize: unused. */
+        final MemorySegment src;
+        final MemorySegment weight;
+        final MemorySegment scale;
+        /** Dequantize: the output elements. */
+        final MemorySegment dst;
+        /** Row length rounded up to whole blocks, and the blocks of a row. */
+        final int padded;
+        final int blocks;
+        /** Per block of the current row: amax, then what its elements are divided or multiplied by. */
+        final float[] amax;
+        final float[] factor;
+        /** int4_g128: the second row's factors; fp8_pb: the amax of the band of 128 rows. */
+        final float[] more;
+        /** nvfp4, mxfp4: the row's codes, one per byte, before packing. */
+        MemorySegment codes;
+
+        Job(QuantFormat format, DType dtype, long rows, int cols, float tensorScale, MemorySegment src,
+            MemorySegment weight, MemorySegment scale, MemorySegment dst) {
+            this.format = format;
+            this.dtype = dtype;
+            this.rows = rows;
+            this.cols = cols;
+            this.tensorScale = tensorScale;
+            this.src = src;
+            this.weight = weight;
+            this.scale = scale;
+            this.dst = dst;
+            this.padded = (int) format.paddedIn(cols);
+            this.blocks = format.blockSize() == 0 ? 1 : (padded + format.blockSize() - 1) / format.blockSize();
+            this.amax = new float[blocks];
+            this.factor = new float[blocks];
+            this.more = new float[blocks];
+        }
+    }
+
+    private static final int FP8_ROW = 0;
+    private static final int ROW_SCALE = 1;
+    private static final int INT8_ROW = 2;
+    private static final int BAND_AMAX = 3;
+    private static final int FP8_BLOCK_ROW = 4;
+    private static final int BLOCK_AMAX = 5;
+    private static final int NVFP4_SCALES = 6;
+    private static final int NVFP4_DIVISORS = 7;
+    private static final int NVFP4_CODES = 8;
+    private static final int E8M0_SCALES = 9;
+    private static final int MXFP4_CODES = 10;
+    private static final int PACK_NIBBLES = 11;
+    private static final int MXFP8_ROW = 12;
+    private static final int INT4_SCALES = 13;
+    private static final int INT4_ROWS = 14;
+    private static final int FP8_DEQUANTIZE_ROW = 15;
+    private static final int FP4_DEQUANTIZE_ROW = 16;
+    private static final MethodHandle[] PASSES = passes("fp8Row", "rowScale", "int8Row", "bandAmax", "fp8BlockRow",
+            "blockAmaxPass", "nvfp4Scales", "nvfp4Divisors", "nvfp4Codes", "e8m0Scales", "mxfp4Codes", "packNibbles",
+            "mxfp8Row", "int4Scales", "int4Rows", "fp8DequantizeRow", "fp4DequantizeRow");
+
+    private static MethodHandle[] passes(String... names) {
+        MethodType type = MethodType.methodType(void.class, Job.class, long.class);
+        MethodHandle[] handles = new MethodHandle[names.length];
+        try {
+            for (int i = 0; i < names.length; i++) {
+                handles[i] = MethodHandles.lookup().findStatic(PanamaQuantKernel.class, names[i], type);
+            }
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+        return handles;
+    }
+
+    private static void run(int pass, Job job, long row) {
+        try {
+            PASSES[pass].invokeExact(job, row);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** The passes, in order, on every {@code step}-th row. */
+    private static void eachRow(Job job, int step, int... passes) {
+        for (long r = 0; r < job.rows; r += step) {
+            for (int pass : passes) {
+                run(pass, job, r);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
     // quantize
 
     @Override
     public void quantize(QuantFormat format, MemorySegment src, DType dtype, long rows, long cols, float tensorScale,
                          MemorySegment weight, MemorySegment scale) {
         QuantMath.checkQuantize(format, src, dtype, rows, cols, tensorScale, weight, scale);
-        int c = (int) cols;
+        Job job = new Job(format, dtype, rows, (int) cols, tensorScale, src, weight, scale, null);
         switch (format) {
-            case FP8 -> fp8Span(src, dtype, rows * cols, 0, rows * cols, tensorScale, true, weight);
-            case FP8_PC -> fp8PerChannel(src, dtype, rows, c, weight, scale);
-            case FP8_PB -> fp8PerBlock(src, dtype, rows, c, weight, scale);
-            case NVFP4 -> nvfp4(src, dtype, rows, c, tensorScale, weight, scale);
-            case MXFP4 -> mxfp4(src, dtype, rows, c, weight, scale);
-            case MXFP8 -> mxfp8(src, dtype, rows, c, weight, scale);
-            case INT8_WO -> int8(src, dtype, rows, c, weight, scale);
-            case INT4_G128 -> int4(src, dtype, rows, c, weight, scale);
+            case FP8 -> {
+                job.factor[0] = tensorScale;
+                eachRow(job, 1, FP8_ROW);
+            }
+            case FP8_PC -> eachRow(job, 1, ROW_SCALE, FP8_ROW);
+            case INT8_WO -> eachRow(job, 1, ROW_SCALE, INT8_ROW);
+            case FP8_PB -> fp8PerBlock(job);
+            case NVFP4 -> withCodeScratch(job, BLOCK_AMAX, NVFP4_SCALES, NVFP4_DIVISORS, NVFP4_CODES, PACK_NIBBLES);
+            case MXFP4 -> withCodeScratch(job, BLOCK_AMAX, E8M0_SCALES, MXFP4_CODES, PACK_NIBBLES);
+            case MXFP8 -> eachRow(job, 1, BLOCK_AMAX, E8M0_SCALES, MXFP8_ROW);
+            case INT4_G128 -> eachRow(job, 2, INT4_SCALES, INT4_ROWS);
         }
     }
 
     /**
-     * E4M3 codes of {@code x / divisor} for {@code count} elements from {@code start} (the same
-     * indices in src and weight), the quotient first rounded to the input dtype when {@code round}.
+     * The E2M1 formats write a row's codes one per byte, then pack pairs. The scratch row is native:
+     * vector stores into a heap segment, or a store site that sees both kinds, run several times slower.
      */
-    private static void fp8Span(MemorySegment src, DType dtype, long chunkCount, long start, long count, float divisor,
-                                boolean round, MemorySegment weight) {
+    private static void withCodeScratch(Job job, int... passes) {
+        try (Arena arena = Arena.ofConfined()) {
+            job.codes = arena.allocate(job.padded, 64);
+            eachRow(job, 1, passes);
+        }
+    }
+
+    /** fp8: the row divided by {@code factor[0]} (fp8: the tensor scale, rounded to the dtype first; fp8_pc: the row's). */
+    private static void fp8Row(Job j, long r) {
+        QuantFormat format = j.format;
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        long rows = j.rows;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        float divisor = factor[0];
+        boolean round = format == QuantFormat.FP8;
         IntVector worst = IntVector.zero(I);
-        long i = 0;
-        for (; i + N <= count; i += N) {
-            FloatVector w = load(src, dtype, start + i);
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            FloatVector w = load(src, dtype, row + c);
             worst = worst.max(w.reinterpretAsInts().and(ABS_MASK));
             FloatVector x = w.div(divisor);
-            storeBytes(e4m3(round ? roundForE4m3(dtype, x) : x, false), weight, start + i);
+            storeBytes(e4m3(round ? roundForE4m3(dtype, x) : x, false), weight, row + c);
         }
         if (worst.reduceLanes(VectorOperators.MAX) >= INF_BITS) {
-            QuantMath.requireFinite(src, dtype, chunkCount);
+            QuantMath.requireFinite(src, dtype, rows * cols);
         }
-        for (; i < count; i++) {
-            float w = FloatFormats.read(src, dtype, start + i);
+        for (; c < cols; c++) {
+            float w = FloatFormats.read(src, dtype, row + c);
             if (!Float.isFinite(w)) {
-                QuantMath.requireFinite(src, dtype, chunkCount);
-            }
-            float x = w / divisor;
-            weight.set(BYTE, start + i, FloatFormats.floatToE4m3(round ? FloatFormats.roundTo(dtype, x) : x));
-        }
-    }
-
-    private static void fp8PerChannel(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                                      MemorySegment scale) {
-        for (long r = 0; r < rows; r++) {
-            int bits = rangeMaxBits(src, dtype, r * cols, cols);
-            if (bits >= INF_BITS) {
                 QuantMath.requireFinite(src, dtype, rows * cols);
             }
-            float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / FloatFormats.E4M3_MAX);
-            scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
-            fp8Span(src, dtype, rows * cols, r * cols, cols, s, false, weight);
+            float x = w / divisor;
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(round ? FloatFormats.roundTo(dtype, x) : x));
         }
     }
 
-    private static void fp8PerBlock(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                                    MemorySegment scale) {
+    /** fp8_pc and int8_wo: the row's scale, amax / 448 or / 127, into the output and {@code factor[0]}. */
+    private static void rowScale(Job j, long r) {
+        QuantFormat format = j.format;
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        long rows = j.rows;
+        int cols = j.cols;
+        MemorySegment scale = j.scale;
+        float[] factor = j.factor;
+        int bits = rangeMaxBits(src, dtype, r * cols, cols);
+        if (bits >= INF_BITS) {
+            QuantMath.requireFinite(src, dtype, rows * cols);
+        }
+        float max = format == QuantFormat.INT8_WO ? 127.0f : FloatFormats.E4M3_MAX;
+        float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / max);
+        scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
+        factor[0] = s;
+    }
+
+    private static void int8Row(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        float s = factor[0];
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(intCodes(load(src, dtype, row + c).div(s), -128, 127), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            weight.set(BYTE, row + c, (byte) QuantMath.intCode(element(j, row, c) / s, -128, 127));
+        }
+    }
+
+    /** fp8_pb: bands of 128 rows; each 128 x 128 block's scale in the weight's own dtype. */
+    private static void fp8PerBlock(Job j) {
         int block = QuantFormat.FP8_PB.blockSize();
-        int colBlocks = (cols + block - 1) / block;
-        for (long r0 = 0; r0 < rows; r0 += block) {
-            long bandRows = Math.min(block, rows - r0);
-            for (int c0 = 0; c0 < cols; c0 += block) {
-                int width = Math.min(block, cols - c0);
-                int bits = 0;
-                for (long r = r0; r < r0 + bandRows; r++) {
-                    bits = Math.max(bits, rangeMaxBits(src, dtype, r * cols + c0, width));
-                }
-                if (bits >= INF_BITS) {
-                    QuantMath.requireFinite(src, dtype, rows * cols);
-                }
-                float s = QuantMath.nonZero(FloatFormats.roundTo(dtype, Float.intBitsToFloat(bits) / FloatFormats.E4M3_MAX));
-                scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * colBlocks + c0 / block, s);
-                for (long r = r0; r < r0 + bandRows; r++) {
-                    fp8Span(src, dtype, rows * cols, r * cols + c0, width, s, true, weight);
-                }
+        for (long r0 = 0; r0 < j.rows; r0 += block) {
+            long end = Math.min(j.rows, r0 + block);
+            Arrays.fill(j.more, 0.0f);
+            for (long r = r0; r < end; r++) {
+                run(BAND_AMAX, j, r);
+            }
+            for (int b = 0; b < j.blocks; b++) {
+                j.factor[b] = QuantMath.nonZero(FloatFormats.roundTo(j.dtype, j.more[b] / FloatFormats.E4M3_MAX));
+                j.scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * j.blocks + b, j.factor[b]);
+            }
+            for (long r = r0; r < end; r++) {
+                run(FP8_BLOCK_ROW, j, r);
             }
         }
     }
 
-    // The block formats run row by row, each step in a method of its own: one method holding all three
-    // loops grows past C2's inlining budget (NodeCountInliningCutoff), and a Vector API call left
-    // out of line boxes its vectors, several times slower.
-
-    private static void nvfp4(MemorySegment src, DType dtype, long rows, int cols, float scale2, MemorySegment weight,
-                              MemorySegment scale) {
-        int padded = (int) QuantFormat.NVFP4.paddedIn(cols);
-        int blocks = padded / QuantFormat.NVFP4.blockSize();
-        float[] amax = new float[blocks];
-        float[] divisor = new float[blocks];
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment codes = codeScratch(arena, padded);
-            for (long r = 0; r < rows; r++) {
-                blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.NVFP4.blockSize(), amax);
-                nvfp4Scales(amax, blocks, scale2, scale, r * blocks, divisor);
-                nvfp4Codes(src, dtype, r * cols, cols, divisor, codes);
-                packNibbles(codes, padded, weight, r * padded / 2);
-            }
+    /** fp8_pb: the row's block maxima folded into the band's ({@code more}). */
+    private static void bandAmax(Job j, long r) {
+        blockAmaxPass(j, r);
+        for (int b = 0; b < j.blocks; b++) {
+            j.more[b] = Math.max(j.more[b], j.amax[b]);
         }
     }
 
-    /** A row's E4M3 block scales, and what each block's elements are divided by. */
-    private static void nvfp4Scales(float[] amax, int blocks, float scale2, MemorySegment scale, long scaleIndex,
-                                    float[] divisor) {
-        float scaleDivisor = 6.0f * scale2;
+    /** fp8_pb: each 128-column block divided by its scale, the quotient rounded to the dtype. */
+    private static void fp8BlockRow(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        int block = QuantFormat.FP8_PB.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            FloatVector x = load(src, dtype, row + c).div(factor[c / block]);
+            storeBytes(e4m3(roundForE4m3(dtype, x), false), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            float x = FloatFormats.roundTo(dtype, element(j, row, c) / factor[c / block]);
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
+        }
+    }
+
+    /** Each block's amax of the row into {@code amax}; the last block may be partial (zero padding). */
+    private static void blockAmaxPass(Job j, long r) {
+        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax);
+    }
+
+    /** nvfp4: the row's E4M3 block scales. */
+    private static void nvfp4Scales(Job j, long r) {
+        float tensorScale = j.tensorScale;
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] amax = j.amax;
+        float scaleDivisor = 6.0f * tensorScale;
+        long index = r * blocks;
         int b = 0;
         for (; b + N <= blocks; b += N) {
             FloatVector s = FloatVector.fromArray(F, amax, b).div(scaleDivisor);
             s = s.blend(1.0f, s.eq(0.0f)).max(QuantMath.NVFP4_MIN_BLOCK_SCALE).min(FloatFormats.E4M3_MAX);
-            IntVector codes = e4m3(s, false);
-            storeBytes(codes, scale, scaleIndex + b);
-            decodeE4m3(codes).mul(scale2).intoArray(divisor, b);
+            storeBytes(e4m3(s, false), scale, index + b);
         }
         for (; b < blocks; b++) {
-            byte s = QuantMath.nvfp4BlockScale(amax[b], scale2);
-            scale.set(BYTE, scaleIndex + b, s);
-            divisor[b] = QuantMath.nvfp4Divisor(s, scale2);
+            scale.set(BYTE, index + b, QuantMath.nvfp4BlockScale(amax[b], tensorScale));
         }
     }
 
-    /**
-     * A row's worth of E2M1 codes, one per byte, before packing. Native memory: vector stores into a
-     * heap segment, or a store site that sees both kinds, run several times slower.
-     */
-    private static MemorySegment codeScratch(Arena arena, int padded) {
-        return arena.allocate(padded, 64);
+    /** nvfp4: what each block's elements are divided by, from the block scales just written. */
+    private static void nvfp4Divisors(Job j, long r) {
+        float tensorScale = j.tensorScale;
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] factor = j.factor;
+        long index = r * blocks;
+        int b = 0;
+        for (; b + N <= blocks; b += N) {
+            decodeE4m3(loadBytes(scale, index + b)).mul(tensorScale).intoArray(factor, b);
+        }
+        for (; b < blocks; b++) {
+            factor[b] = QuantMath.nvfp4Divisor(scale.get(BYTE, index + b), tensorScale);
+        }
     }
 
-    /** A row's E2M1 codes, one per byte of {@code codes}, padding included. */
-    private static void nvfp4Codes(MemorySegment src, DType dtype, long row, int cols, float[] divisor,
-                                   MemorySegment codes) {
+    /** nvfp4: the row's E2M1 codes, one per byte of {@code codes}, padding included. */
+    private static void nvfp4Codes(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment codes = j.codes;
+        int padded = j.padded;
+        float[] factor = j.factor;
+        long row = r * cols;
         int block = QuantFormat.NVFP4.blockSize();
         int c = 0;
         for (; c + N <= cols; c += N) {
-            storeBytes(nvfp4Codes(load(src, dtype, row + c).div(divisor[c / block])), codes, c);
+            storeBytes(nvfp4CodeLanes(load(src, dtype, row + c).div(factor[c / block])), codes, c);
         }
-        fp4TailCodes(true, src, dtype, row, cols, c, divisor, codes);
-    }
-
-    private static void mxfp4(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                              MemorySegment scale) {
-        int padded = (int) QuantFormat.MXFP4.paddedIn(cols);
-        int blocks = padded / QuantFormat.MXFP4.blockSize();
-        float[] amax = new float[blocks];
-        float[] multiplier = new float[blocks];
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment codes = codeScratch(arena, padded);
-            for (long r = 0; r < rows; r++) {
-                blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.MXFP4.blockSize(), amax);
-                e8m0Scales(amax, blocks, 6.0f, false, scale, r * blocks, multiplier);
-                mxfp4Codes(src, dtype, r * cols, cols, multiplier, codes);
-                packNibbles(codes, padded, weight, r * padded / 2);
-            }
+        for (; c < padded; c++) {
+            codes.set(BYTE, c, (byte) QuantMath.nvfp4Code(element(j, row, c) / factor[c / block]));
         }
     }
 
-    private static void mxfp4Codes(MemorySegment src, DType dtype, long row, int cols, float[] multiplier,
-                                   MemorySegment codes) {
+    /** mxfp4: the row's E2M1 codes, one per byte of {@code codes}, padding included. */
+    private static void mxfp4Codes(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment codes = j.codes;
+        int padded = j.padded;
+        float[] factor = j.factor;
+        long row = r * cols;
         int block = QuantFormat.MXFP4.blockSize();
         int c = 0;
         for (; c + N <= cols; c += N) {
-            // The multiplier is 2^-e: the product is the correctly rounded quotient by 2^e.
-            storeBytes(mxfp4Codes(load(src, dtype, row + c).mul(multiplier[c / block])), codes, c);
+            // The factor is 2^-e: the product is the correctly rounded quotient by 2^e.
+            storeBytes(mxfp4CodeLanes(load(src, dtype, row + c).mul(factor[c / block])), codes, c);
         }
-        fp4TailCodes(false, src, dtype, row, cols, c, multiplier, codes);
+        for (; c < padded; c++) {
+            codes.set(BYTE, c, (byte) QuantMath.mxfp4Code(element(j, row, c) * factor[c / block]));
+        }
     }
 
-    /** Codes two per byte, even elements in the low nibble: each 16-bit lane holds a pair. */
-    private static void packNibbles(MemorySegment codes, int count, MemorySegment weight, long out) {
+    /** nvfp4, mxfp4: the row's codes two per byte, even elements in the low nibble: each 16-bit lane holds a pair. */
+    private static void packNibbles(Job j, long r) {
+        MemorySegment weight = j.weight;
+        MemorySegment codes = j.codes;
+        int padded = j.padded;
+        long out = r * padded / 2;
         int lanes = SW.length();
         int i = 0;
-        for (; 2 * (i + lanes) <= count; i += lanes) {
+        for (; 2 * (i + lanes) <= padded; i += lanes) {
             ShortVector pair = ShortVector.fromMemorySegment(SW, codes, 2L * i, LITTLE_ENDIAN);
             pair.or(pair.lanewise(VectorOperators.LSHR, 4)).convertShape(VectorOperators.S2B, BW, 0).reinterpretAsBytes()
                     .intoMemorySegment(weight, out + i, LITTLE_ENDIAN);
         }
-        for (; 2 * i < count; i++) {
+        for (; 2 * i < padded; i++) {
             weight.set(BYTE, out + i, (byte) (codes.get(BYTE, 2L * i) | codes.get(BYTE, 2L * i + 1) << 4));
         }
     }
 
     /**
-     * The codes of a row from element {@code c} on, padding included: nvfp4 divides by its block's
-     * divisor, mxfp4 multiplies by its block's 2^-e.
+     * mxfp4's (amax / 6, no upper clamp) or mxfp8's (amax / 448, clamped to 127) E8M0 exponents of the
+     * row's blocks: the scale bytes, and 2^-e into {@code factor}. The vector path takes ceil(log2 y)
+     * from the float bits; the lanes where the float log2 could round down to the integer (a tiny
+     * fraction, or a subnormal y) are recomputed by {@link QuantMath}.
      */
-    private static void fp4TailCodes(boolean nvfp4, MemorySegment src, DType dtype, long row, int cols, int c,
-                                     float[] factor, MemorySegment codes) {
-        QuantFormat format = nvfp4 ? QuantFormat.NVFP4 : QuantFormat.MXFP4;
-        int block = format.blockSize();
-        for (int padded = (int) format.paddedIn(cols); c < padded; c++) {
-            float x = element(src, dtype, row, cols, c);
-            float f = factor[c / block];
-            codes.set(BYTE, c, (byte) (nvfp4 ? QuantMath.nvfp4Code(x / f) : QuantMath.mxfp4Code(x * f)));
-        }
-    }
-
-    private static void mxfp8(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                              MemorySegment scale) {
-        int blocks = (int) QuantFormat.MXFP8.paddedIn(cols) / QuantFormat.MXFP8.blockSize();
-        float[] amax = new float[blocks];
-        float[] multiplier = new float[blocks];
-        for (long r = 0; r < rows; r++) {
-            blockAmax(src, dtype, rows * cols, r * cols, cols, QuantFormat.MXFP8.blockSize(), amax);
-            e8m0Scales(amax, blocks, FloatFormats.E4M3_MAX, true, scale, r * blocks, multiplier);
-            mxfp8Row(src, dtype, r * cols, cols, multiplier, weight);
-        }
-    }
-
-    private static void mxfp8Row(MemorySegment src, DType dtype, long row, int cols, float[] multiplier,
-                                 MemorySegment weight) {
-        int block = QuantFormat.MXFP8.blockSize();
-        int c = 0;
-        for (; c + N <= cols; c += N) {
-            storeBytes(e4m3(load(src, dtype, row + c).mul(multiplier[c / block]), true), weight, row + c);
-        }
-        for (; c < cols; c++) {
-            float x = element(src, dtype, row, cols, c) * multiplier[c / block];
-            x = Math.min(Math.max(x, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
-            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
-        }
-    }
-
-    /**
-     * mxfp4's (divide by 6, no upper clamp) or mxfp8's (divide by 448, clamped to 127) E8M0 exponents
-     * of a row's blocks: the scale bytes, and 2^-e into {@code multiplier}. The vector path takes
-     * ceil(log2 y) from the float bits; the lanes where the float log2 could round down to the
-     * integer (a tiny fraction, or a subnormal y) are recomputed by {@link QuantMath}.
-     */
-    private static void e8m0Scales(float[] amax, int blocks, float divisor, boolean mxfp8, MemorySegment scale,
-                                   long scaleIndex, float[] multiplier) {
+    private static void e8m0Scales(Job j, long r) {
+        QuantFormat format = j.format;
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] amax = j.amax;
+        float[] factor = j.factor;
+        boolean mxfp8 = format == QuantFormat.MXFP8;
+        float divisor = mxfp8 ? FloatFormats.E4M3_MAX : 6.0f;
+        long index = r * blocks;
         int b = 0;
         for (; b + N <= blocks; b += N) {
             FloatVector y = FloatVector.fromArray(F, amax, b).div(divisor);
@@ -438,7 +580,7 @@ final class PanamaQuantKernel implements QuantKernel {
             VectorMask<Integer> rare = biased.compare(VectorOperators.EQ, 0).and(bits.compare(VectorOperators.NE, 0))
                     .or(fraction.compare(VectorOperators.NE, 0).and(fraction.compare(VectorOperators.LT, LOG2_SAFE_FRACTION)));
             if (rare.anyTrue()) {
-                int[] lanes = e.toArray();
+                int[] lanes = new int[N];
                 for (int k = 0; k < N; k++) {
                     lanes[k] = mxfp8 ? QuantMath.mxfp8Exponent(amax[b + k]) : QuantMath.mxfp4Exponent(amax[b + k]);
                 }
@@ -448,77 +590,81 @@ final class PanamaQuantKernel implements QuantKernel {
             if (mxfp8) {
                 e = e.min(127);
             }
-            storeBytes(e.add(127), scale, scaleIndex + b);
+            storeBytes(e.add(127), scale, index + b);
             // 2^-e is a normal float: e <= 126 for any finite amax.
-            IntVector.broadcast(I, 127).sub(e).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats().intoArray(multiplier, b);
+            IntVector.broadcast(I, 127).sub(e).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats().intoArray(factor, b);
         }
         for (; b < blocks; b++) {
             int e = mxfp8 ? QuantMath.mxfp8Exponent(amax[b]) : QuantMath.mxfp4Exponent(amax[b]);
-            scale.set(BYTE, scaleIndex + b, (byte) (e + 127));
-            multiplier[b] = QuantMath.pow2(-e);
+            scale.set(BYTE, index + b, (byte) (e + 127));
+            factor[b] = QuantMath.pow2(-e);
         }
     }
 
-    private static void int8(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                             MemorySegment scale) {
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            int bits = rangeMaxBits(src, dtype, row, cols);
-            if (bits >= INF_BITS) {
-                QuantMath.requireFinite(src, dtype, rows * cols);
-            }
-            float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / 127.0f);
-            scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                storeBytes(intCodes(load(src, dtype, row + c).div(s), -128, 127), weight, row + c);
-            }
-            for (; c < cols; c++) {
-                weight.set(BYTE, row + c, (byte) QuantMath.intCode(element(src, dtype, row, cols, c) / s, -128, 127));
+    /** mxfp8: the row times each block's 2^-e, clamped to +-448, as E4M3. */
+    private static void mxfp8Row(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        int block = QuantFormat.MXFP8.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(e4m3(load(src, dtype, row + c).mul(factor[c / block]), true), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            float x = element(j, row, c) * factor[c / block];
+            x = Math.min(Math.max(x, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
+        }
+    }
+
+    /** int4_g128: the group scales of rows r and r+1, into the output, {@code factor} and {@code more}. */
+    private static void int4Scales(Job j, long r) {
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] amax = j.amax;
+        float[] factor = j.factor;
+        float[] more = j.more;
+        for (int k = 0; k < 2; k++) {
+            float[] s = k == 0 ? factor : more;
+            blockAmaxPass(j, r + k);
+            for (int g = 0; g < blocks; g++) {
+                s[g] = QuantMath.nonZero(amax[g] / 7.0f);
+                scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * blocks + g, s[g]);
             }
         }
     }
 
-    private static void int4(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                             MemorySegment scale) {
-        int group = QuantFormat.INT4_G128.blockSize();
-        int groups = (int) QuantFormat.INT4_G128.paddedIn(cols) / group;
-        float[] amax = new float[groups];
-        float[] s0 = new float[groups];
-        float[] s1 = new float[groups];
-        for (long r = 0; r < rows; r += 2) {
-            for (int k = 0; k < 2; k++) {
-                float[] s = k == 0 ? s0 : s1;
-                blockAmax(src, dtype, rows * cols, (r + k) * cols, cols, group, amax);
-                for (int g = 0; g < groups; g++) {
-                    s[g] = QuantMath.nonZero(amax[g] / 7.0f);
-                    scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * groups + g, s[g]);
-                }
-            }
-            int4Rows(src, dtype, r * cols, cols, s0, s1, weight, r / 2 * cols);
-        }
-    }
-
-    /** Two rows' codes, from {@code row} and the next, packed into one row of bytes: low nibble from the first. */
-    private static void int4Rows(MemorySegment src, DType dtype, long row, int cols, float[] s0, float[] s1,
-                                 MemorySegment weight, long out) {
+    /** int4_g128: rows r and r+1 packed into one row of bytes, low nibble from row r. */
+    private static void int4Rows(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        float[] more = j.more;
+        long row = r * cols;
+        long out = r / 2 * cols;
         int group = QuantFormat.INT4_G128.blockSize();
         int c = 0;
         for (; c + N <= cols; c += N) {
-            IntVector lo = intCodes(load(src, dtype, row + c).div(s0[c / group]), -8, 7).and(0xF);
-            IntVector hi = intCodes(load(src, dtype, row + cols + c).div(s1[c / group]), -8, 7).and(0xF);
+            IntVector lo = intCodes(load(src, dtype, row + c).div(factor[c / group]), -8, 7).and(0xF);
+            IntVector hi = intCodes(load(src, dtype, row + cols + c).div(more[c / group]), -8, 7).and(0xF);
             storeBytes(lo.or(hi.lanewise(VectorOperators.LSHL, 4)), weight, out + c);
         }
         for (; c < cols; c++) {
-            int lo = QuantMath.intCode(element(src, dtype, row, cols, c) / s0[c / group], -8, 7);
-            int hi = QuantMath.intCode(element(src, dtype, row + cols, cols, c) / s1[c / group], -8, 7);
+            int lo = QuantMath.intCode(element(j, row, c) / factor[c / group], -8, 7);
+            int hi = QuantMath.intCode(element(j, row + cols, c) / more[c / group], -8, 7);
             weight.set(BYTE, out + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
         }
     }
 
-    /** Element {@code c} of a row, zero in the padding past {@code cols}. */
-    private static float element(MemorySegment src, DType dtype, long row, int cols, int c) {
-        return c < cols ? FloatFormats.read(src, dtype, row + c) : 0.0f;
+    /** Element {@code c} of the row starting at {@code row}, zero in the padding past {@code cols}. */
+    private static float element(Job j, long row, int c) {
+        return c < j.cols ? FloatFormats.read(j.src, j.dtype, row + c) : 0.0f;
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -528,70 +674,76 @@ final class PanamaQuantKernel implements QuantKernel {
     public void dequantize(QuantFormat format, MemorySegment weight, MemorySegment scale, float tensorScale,
                            long rows, long cols, DType outType, MemorySegment dst) {
         QuantMath.checkDequantize(format, weight, scale, rows, cols, outType, dst);
-        int c = (int) cols;
+        Job job = new Job(format, outType, rows, (int) cols, tensorScale, null, weight, scale, dst);
         switch (format) {
-            case FP8 -> fp8Dequantize(weight, FloatFormats.roundTo(outType, tensorScale), rows * cols, outType, dst);
-            case MXFP8 -> mxfp8Dequantize(weight, scale, rows, c, outType, dst);
-            case NVFP4, MXFP4 -> fp4Dequantize(format, weight, scale, tensorScale, rows, c, outType, dst);
+            case FP8 -> {
+                job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
+                eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+            }
+            case MXFP8 -> eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+            case NVFP4, MXFP4 -> eachRow(job, 1, FP4_DEQUANTIZE_ROW);
             default -> throw new AssertionError(format);
         }
     }
 
-    private static void fp8Dequantize(MemorySegment weight, float scale, long count, DType outType, MemorySegment dst) {
-        long i = 0;
-        for (; i + N <= count; i += N) {
-            store(decodeE4m3(loadBytes(weight, i)).mul(scale), outType, dst, i);
-        }
-        for (; i < count; i++) {
-            FloatFormats.write(dst, outType, i, FloatFormats.e4m3ToFloat(weight.get(BYTE, i)) * scale);
-        }
-    }
-
-    private static void mxfp8Dequantize(MemorySegment weight, MemorySegment scale, long rows, int cols, DType outType,
-                                        MemorySegment dst) {
+    /** fp8 (times the tensor scale, rounded to the output dtype) and mxfp8 (times 2^(byte - 127)). */
+    private static void fp8DequantizeRow(Job j, long r) {
+        QuantFormat format = j.format;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        MemorySegment scale = j.scale;
+        MemorySegment dst = j.dst;
+        int blocks = j.blocks;
+        float[] factor = j.factor;
+        long row = r * cols;
+        boolean mxfp8 = format == QuantFormat.MXFP8;
         int block = QuantFormat.MXFP8.blockSize();
-        int blocks = (int) QuantFormat.MXFP8.paddedIn(cols) / block;
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                float m = FloatFormats.e8m0ToFloat(scale.get(BYTE, r * blocks + c / block));
-                store(decodeE4m3(loadBytes(weight, row + c)).mul(m), outType, dst, row + c);
-            }
-            for (; c < cols; c++) {
-                float m = FloatFormats.e8m0ToFloat(scale.get(BYTE, r * blocks + c / block));
-                FloatFormats.write(dst, outType, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * m);
-            }
+        long index = r * blocks;
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            float m = mxfp8 ? FloatFormats.e8m0ToFloat(scale.get(BYTE, index + c / block)) : factor[0];
+            store(decodeE4m3(loadBytes(weight, row + c)).mul(m), dtype, dst, row + c);
+        }
+        for (; c < cols; c++) {
+            float m = mxfp8 ? FloatFormats.e8m0ToFloat(scale.get(BYTE, index + c / block)) : factor[0];
+            FloatFormats.write(dst, dtype, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * m);
         }
     }
 
-    private static void fp4Dequantize(QuantFormat format, MemorySegment weight, MemorySegment scale, float scale2,
-                                      long rows, int cols, DType outType, MemorySegment dst) {
+    /** nvfp4 and mxfp4: code values from a table in registers, times the block's scale. */
+    private static void fp4DequantizeRow(Job j, long r) {
+        QuantFormat format = j.format;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        float tensorScale = j.tensorScale;
+        MemorySegment weight = j.weight;
+        MemorySegment scale = j.scale;
+        MemorySegment dst = j.dst;
+        int padded = j.padded;
+        int blocks = j.blocks;
         boolean nvfp4 = format == QuantFormat.NVFP4;
         IntVector[] table = nvfp4 ? NVFP4_TABLE : MXFP4_TABLE;
         int block = format.blockSize();
-        int padded = (int) format.paddedIn(cols);
-        int blocks = padded / block;
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            long packedRow = r * padded / 2;
-            int c = 0;
-            for (; c + 2 * N <= cols; c += 2 * N) {
-                IntVector packed = loadBytes(weight, packedRow + c / 2);
-                IntVector lo = UNPACK_LO.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
-                IntVector hi = UNPACK_HI.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
-                float s0 = fp4Scale(nvfp4, scale.get(BYTE, r * blocks + c / block), scale2);
-                float s1 = fp4Scale(nvfp4, scale.get(BYTE, r * blocks + (c + N) / block), scale2);
-                store(lo.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s0), outType, dst, row + c);
-                store(hi.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s1), outType, dst, row + c + N);
-            }
-            for (; c < cols; c++) {
-                int b = weight.get(BYTE, packedRow + c / 2);
-                int code = (c & 1) == 0 ? b & 0xF : (b >> 4) & 0xF;
-                float s = fp4Scale(nvfp4, scale.get(BYTE, r * blocks + c / block), scale2);
-                float value = nvfp4 ? QuantMath.nvfp4Value(code) : FloatFormats.e2m1ToFloat(code);
-                FloatFormats.write(dst, outType, row + c, value * s);
-            }
+        long row = r * cols;
+        long packedRow = r * padded / 2;
+        long index = r * blocks;
+        int c = 0;
+        for (; c + 2 * N <= cols; c += 2 * N) {
+            IntVector packed = loadBytes(weight, packedRow + c / 2);
+            IntVector lo = UNPACK_LO.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
+            IntVector hi = UNPACK_HI.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
+            float s0 = fp4Scale(nvfp4, scale.get(BYTE, index + c / block), tensorScale);
+            float s1 = fp4Scale(nvfp4, scale.get(BYTE, index + (c + N) / block), tensorScale);
+            store(lo.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s0), dtype, dst, row + c);
+            store(hi.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s1), dtype, dst, row + c + N);
+        }
+        for (; c < cols; c++) {
+            int b = weight.get(BYTE, packedRow + c / 2);
+            int code = (c & 1) == 0 ? b & 0xF : (b >> 4) & 0xF;
+            float s = fp4Scale(nvfp4, scale.get(BYTE, index + c / block), tensorScale);
+            float value = nvfp4 ? QuantMath.nvfp4Value(code) : FloatFormats.e2m1ToFloat(code);
+            FloatFormats.write(dst, dtype, row + c, value * s);
         }
     }
 
@@ -696,7 +848,7 @@ final class PanamaQuantKernel implements QuantKernel {
      * nvfp4's E2M1 codes (nearest, ties to even, saturating at 6; sign when x < 0). From 1 up the float
      * is rounded to one mantissa bit by integer arithmetic; below 1 the grid is 0.5, the ulp of 2^22.
      */
-    private static IntVector nvfp4Codes(FloatVector x) {
+    private static IntVector nvfp4CodeLanes(FloatVector x) {
         IntVector a = x.reinterpretAsInts().and(ABS_MASK);
         IntVector normal = a.add(a.lanewise(VectorOperators.LSHR, 22).and(1)).add(0x1FFFFF)
                 .lanewise(VectorOperators.LSHR, 22).sub(252).min(7);
@@ -706,7 +858,7 @@ final class PanamaQuantKernel implements QuantKernel {
     }
 
     /** mxfp4's E2M1 codes: ties toward zero, sign unless x > 0 (zeros are 0x8). */
-    private static IntVector mxfp4Codes(FloatVector x) {
+    private static IntVector mxfp4CodeLanes(FloatVector x) {
         FloatVector abs = x.abs();
         IntVector a = abs.reinterpretAsInts();
         IntVector normal = a.add(0x1FFFFF).lanewise(VectorOperators.LSHR, 22).sub(252).min(7);
