@@ -10,7 +10,9 @@ import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.MethodType;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -254,38 +256,35 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
-    private static final int FP8_ROW = 0;
-    private static final int ROW_SCALE = 1;
-    private static final int INT8_ROW = 2;
-    private static final int BAND_AMAX = 3;
-    private static final int FP8_BLOCK_ROW = 4;
-    private static final int BLOCK_AMAX = 5;
-    private static final int NVFP4_SCALES = 6;
-    private static final int NVFP4_DIVISORS = 7;
-    private static final int NVFP4_CODES = 8;
-    private static final int E8M0_SCALES = 9;
-    private static final int MXFP4_CODES = 10;
-    private static final int PACK_NIBBLES = 11;
-    private static final int MXFP8_ROW = 12;
-    private static final int INT4_SCALES = 13;
-    private static final int INT4_ROWS = 14;
-    private static final int FP8_DEQUANTIZE_ROW = 15;
-    private static final int FP4_DEQUANTIZE_ROW = 16;
-    private static final MethodHandle[] PASSES = passes("fp8Row", "rowScale", "int8Row", "bandAmax", "fp8BlockRow",
-            "blockAmaxPass", "nvfp4Scales", "nvfp4Divisors", "nvfp4Codes", "e8m0Scales", "mxfp4Codes", "packNibbles",
-            "mxfp8Row", "int4Scales", "int4Rows", "fp8DequantizeRow", "fp4DequantizeRow");
+    private static final List<MethodHandle> PASS_LIST = new ArrayList<>();
+    private static final int FP8_ROW = pass("fp8Row");
+    private static final int ROW_SCALE = pass("rowScale");
+    private static final int INT8_ROW = pass("int8Row");
+    private static final int BAND_AMAX = pass("bandAmax");
+    private static final int FP8_BLOCK_ROW = pass("fp8BlockRow");
+    private static final int BLOCK_AMAX = pass("blockAmaxPass");
+    private static final int NVFP4_SCALES = pass("nvfp4Scales");
+    private static final int NVFP4_DIVISORS = pass("nvfp4Divisors");
+    private static final int NVFP4_CODES = pass("nvfp4Codes");
+    private static final int E8M0_SCALES = pass("e8m0Scales");
+    private static final int MXFP4_CODES = pass("mxfp4Codes");
+    private static final int PACK_NIBBLES = pass("packNibbles");
+    private static final int MXFP8_ROW = pass("mxfp8Row");
+    private static final int INT4_SCALES = pass("int4Scales");
+    private static final int INT4_ROWS = pass("int4Rows");
+    private static final int FP8_DEQUANTIZE_ROW = pass("fp8DequantizeRow");
+    private static final int FP4_DEQUANTIZE_ROW = pass("fp4DequantizeRow");
+    private static final MethodHandle[] PASSES = PASS_LIST.toArray(MethodHandle[]::new);
 
-    private static MethodHandle[] passes(String... names) {
-        MethodType type = MethodType.methodType(void.class, Job.class, long.class);
-        MethodHandle[] handles = new MethodHandle[names.length];
+    /** Registers the pass method of this name; its index in PASSES. */
+    private static int pass(String name) {
         try {
-            for (int i = 0; i < names.length; i++) {
-                handles[i] = MethodHandles.lookup().findStatic(PanamaQuantKernel.class, names[i], type);
-            }
+            PASS_LIST.add(MethodHandles.lookup().findStatic(PanamaQuantKernel.class, name,
+                    MethodType.methodType(void.class, Job.class, long.class)));
         } catch (ReflectiveOperationException e) {
             throw new ExceptionInInitializerError(e);
         }
-        return handles;
+        return PASS_LIST.size() - 1;
     }
 
     private static void run(int pass, Job job, long row) {
