@@ -776,10 +776,9 @@ final class PanamaQuantKernel implements QuantKernel {
         return (IntVector) ShortVector.fromMemorySegment(S, src, index * 2, LITTLE_ENDIAN).convertShape(VectorOperators.S2I, I, 0);
     }
 
-    /** N bytes from {@code index}, zero-extended to int lanes. */
+    /** N bytes from {@code index}, sign-extended to int lanes (the users mask the bits they need). */
     private static IntVector loadBytes(MemorySegment src, long index) {
-        return ((IntVector) ByteVector.fromMemorySegment(B, src, index, LITTLE_ENDIAN).convertShape(VectorOperators.B2I, I, 0))
-                .and(0xFF);
+        return (IntVector) ByteVector.fromMemorySegment(B, src, index, LITTLE_ENDIAN).convertShape(VectorOperators.B2I, I, 0);
     }
 
     /** The low byte of each lane, N bytes at {@code index}. */
@@ -832,13 +831,11 @@ final class PanamaQuantKernel implements QuantKernel {
         return code.or(sign);
     }
 
-    /** Floats of E4M3 bytes (in int lanes, 0..255) as {@link FloatFormats#e4m3ToFloat}. */
+    /** Floats of E4M3 bytes (in the low 8 bits of int lanes) as {@link FloatFormats#e4m3ToFloat}. */
     private static FloatVector decodeE4m3(IntVector bytes) {
         IntVector magnitude = bytes.and(0x7F);
-        // Normal: the 7 bits shifted under the f32 sign, exponent rebiased by 120. Subnormal: m * 2^-9.
-        IntVector normal = magnitude.lanewise(VectorOperators.LSHL, 20).add(120 << 23);
-        IntVector subnormal = magnitude.convert(VectorOperators.I2F, 0).reinterpretAsFloats().mul(0x1p-9f).reinterpretAsInts();
-        IntVector bits = normal.blend(subnormal, magnitude.compare(VectorOperators.LT, 8));
+        // Shifted under the f32 sign bit, the 7 bits are the value times 2^-120, subnormals included.
+        IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 20).reinterpretAsFloats().mul(0x1p120f).reinterpretAsInts();
         bits = bits.blend(0x7FC00000, magnitude.compare(VectorOperators.EQ, 0x7F));
         return bits.or(bytes.and(0x80).lanewise(VectorOperators.LSHL, 24)).reinterpretAsFloats();
     }
