@@ -27,15 +27,17 @@ import jdk.incubator.vector.VectorSpecies;
  * of Apache Lucene's VectorizationProvider: one interface, a scalar reference, a Panama implementation
  * loaded only when the incubator module is present). The per-element rules become branch-free lane
  * arithmetic on float bits: E4M3 and E2M1 rounding by integer add-and-shift with a float addition for
- * the subnormal grid, BF16 widening by a shift, E2M1 decoding by a table lookup in registers. Real
- * divisions stay divisions (the reference divides, and a reciprocal would round differently); only the
- * E8M0 scales, powers of two, become multiplications, which round identically.
+ * the subnormal grid, BF16 widening and E4M3 decoding by a shift (and one exact multiplication), E2M1
+ * decoding by a table lookup in registers. Real divisions stay divisions (the reference divides, and a
+ * reciprocal would round differently); only the E8M0 scales, powers of two, become multiplications,
+ * which round identically.
  *
- * <p>Block formats work row by row in steps: the amax of every block (one reduction each), then all
- * the row's block scales as vectors, then the elements with each block's divisor broadcast (the E2M1
- * formats write one code per byte to a scratch row, then pack pairs of bytes into nibbles). The
- * remainder of a row that does not fill a vector (and the padding of a last partial block) goes
- * through {@link QuantMath}'s scalar definitions.
+ * <p>Work goes row by row in passes (see the note on passes below): the amax of every block (one
+ * reduction each), then all the row's block scales as vectors, then the elements with each block's
+ * divisor broadcast (the E2M1 formats write one code per byte to a scratch row, then pack pairs of
+ * bytes into nibbles). The remainder of a row that does not fill a vector (and the padding of a last
+ * partial block) goes through {@link QuantMath}'s scalar definitions. Tuned for BF16 input, the
+ * checkpoints' dtype; F16 and F32 give the same bytes by the same code, not as fast.
  *
  * <p>Non-finite inputs are found on the way, from the integer maximum of the magnitudes' bits (NaN and
  * infinity compare above every finite value), and the chunk is then rescanned in order so that the
@@ -340,7 +342,7 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
-    /** fp8: the row divided by {@code factor[0]} (fp8: the tensor scale, rounded to the dtype first; fp8_pc: the row's). */
+    /** fp8 and fp8_pc: the row divided by {@code factor[0]}, for fp8 the quotient rounded to the dtype first. */
     private static void fp8Row(Job j, long r) {
         QuantFormat format = j.format;
         MemorySegment src = j.src;
