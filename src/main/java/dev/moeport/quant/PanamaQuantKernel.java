@@ -27,10 +27,9 @@ import jdk.incubator.vector.VectorSpecies;
  * of Apache Lucene's VectorizationProvider: one interface, a scalar reference, a Panama implementation
  * loaded only when the incubator module is present). The per-element rules become branch-free lane
  * arithmetic on float bits: E4M3 and E2M1 rounding by integer add-and-shift with a float addition for
- * the subnormal grid, BF16 widening and E4M3 decoding by a shift (and one exact multiplication), E2M1
- * decoding by a table lookup in registers. Real divisions stay divisions (the reference divides, and a
- * reciprocal would round differently); only the E8M0 scales, powers of two, become multiplications,
- * which round identically.
+ * the subnormal grid, BF16 widening and E4M3 decoding by shifts, E2M1 decoding by a table lookup in
+ * registers. Real divisions stay divisions (the reference divides, and a reciprocal would round
+ * differently); only the E8M0 scales, powers of two, become multiplications, which round identically.
  *
  * <p>Work goes row by row in passes (see the note on passes below): the amax of every block (one
  * reduction each), then all the row's block scales as vectors, then the elements with each block's
@@ -763,10 +762,15 @@ final class PanamaQuantKernel implements QuantKernel {
             case BF16 -> widen(src, index).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
             case F16 -> {
                 IntVector h = widen(src, index);
-                IntVector magnitude = h.and(0x7FFF).lanewise(VectorOperators.LSHL, 13);
-                // Shifted into place the F16 bits are the value times 2^-112 (subnormals too): scale back.
-                IntVector finite = magnitude.reinterpretAsFloats().mul(0x1p112f).reinterpretAsInts();
-                IntVector bits = finite.blend(magnitude.or(INF_BITS), magnitude.compare(VectorOperators.GE, 0x7C00 << 13));
+                IntVector magnitude = h.and(0x7FFF);
+                // Normal: exponent rebiased (15 to 127). Subnormal: the mantissa times 2^-24, exactly
+                // (no arithmetic on subnormal floats, see decodeE4m3). Infinity and NaN kept.
+                IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 13).add(112 << 23);
+                IntVector subnormal = magnitude.convert(VectorOperators.I2F, 0).reinterpretAsFloats().mul(0x1p-24f)
+                        .reinterpretAsInts();
+                bits = bits.blend(subnormal, magnitude.compare(VectorOperators.LT, 0x400));
+                bits = bits.blend(magnitude.lanewise(VectorOperators.LSHL, 13).or(INF_BITS),
+                        magnitude.compare(VectorOperators.GE, 0x7C00));
                 yield bits.or(h.and(0x8000).lanewise(VectorOperators.LSHL, 16)).reinterpretAsFloats();
             }
             default -> throw new AssertionError(dtype);
@@ -833,11 +837,16 @@ final class PanamaQuantKernel implements QuantKernel {
         return code.or(sign);
     }
 
-    /** Floats of E4M3 bytes (in the low 8 bits of int lanes) as {@link FloatFormats#e4m3ToFloat}. */
+    /**
+     * Floats of E4M3 bytes (in the low 8 bits of int lanes) as {@link FloatFormats#e4m3ToFloat}. No
+     * arithmetic on subnormal floats: x86 takes a microcode assist, a hundred cycles, for each.
+     */
     private static FloatVector decodeE4m3(IntVector bytes) {
         IntVector magnitude = bytes.and(0x7F);
-        // Shifted under the f32 sign bit, the 7 bits are the value times 2^-120, subnormals included.
-        IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 20).reinterpretAsFloats().mul(0x1p120f).reinterpretAsInts();
+        // Normal: the 7 bits shifted under the f32 sign, exponent rebiased by 120. Subnormal: m * 2^-9.
+        IntVector normal = magnitude.lanewise(VectorOperators.LSHL, 20).add(120 << 23);
+        IntVector subnormal = magnitude.convert(VectorOperators.I2F, 0).reinterpretAsFloats().mul(0x1p-9f).reinterpretAsInts();
+        IntVector bits = normal.blend(subnormal, magnitude.compare(VectorOperators.LT, 8));
         bits = bits.blend(0x7FC00000, magnitude.compare(VectorOperators.EQ, 0x7F));
         return bits.or(bytes.and(0x80).lanewise(VectorOperators.LSHL, 24)).reinterpretAsFloats();
     }
