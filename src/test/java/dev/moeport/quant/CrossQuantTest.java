@@ -30,9 +30,9 @@ class CrossQuantTest {
     private static final QuantKernel SCALAR = QuantKernels.scalar();
     private static final QuantKernel PANAMA = QuantTesting.PANAMA;
     private static final DType[] DTYPES = {DType.BF16, DType.F16, DType.F32};
-    /** rows x cols: single rows, sub-vector tails, odd multiples of blocks, a partial 128-row band. */
+    /** rows x cols: empty, single rows, sub-vector tails, odd multiples of blocks, a partial 128-row band. */
     private static final int[][] SHAPES = {
-        {1, 1}, {1, 15}, {1, 16}, {2, 17}, {3, 31}, {2, 32}, {3, 33}, {2, 48}, {4, 96}, {2, 100},
+        {0, 16}, {2, 0}, {1, 1}, {1, 15}, {1, 16}, {2, 17}, {3, 31}, {2, 32}, {3, 33}, {2, 48}, {4, 96}, {2, 100},
         {3, 2048}, {2, 4097}, {7, 160}, {130, 200},
     };
 
