@@ -237,6 +237,8 @@ final class PanamaQuantKernel implements QuantKernel {
         final float[] more;
         /** nvfp4, mxfp4: the row's codes, one per byte, before packing. */
         MemorySegment codes;
+        /** fp8 to BF16: the results of the 128 E4M3 magnitudes, in vectors of 16-bit lanes. */
+        ShortVector[] bf16Table;
 
         Job(QuantFormat format, DType dtype, long rows, int cols, float tensorScale, MemorySegment src,
             MemorySegment weight, MemorySegment scale, MemorySegment dst) {
@@ -274,6 +276,7 @@ final class PanamaQuantKernel implements QuantKernel {
     private static final int INT4_SCALES = pass("int4Scales");
     private static final int INT4_ROWS = pass("int4Rows");
     private static final int FP8_DEQUANTIZE_ROW = pass("fp8DequantizeRow");
+    private static final int FP8_DEQUANTIZE_BF16_ROW = pass("fp8DequantizeBf16Row");
     private static final int FP4_DEQUANTIZE_ROW = pass("fp4DequantizeRow");
     private static final MethodHandle[] PASSES = PASS_LIST.toArray(MethodHandle[]::new);
 
@@ -678,7 +681,12 @@ final class PanamaQuantKernel implements QuantKernel {
         switch (format) {
             case FP8 -> {
                 job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
-                eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+                if (outType == DType.BF16) {
+                    job.bf16Table = bf16Table(job.factor[0]);
+                    eachRow(job, 1, FP8_DEQUANTIZE_BF16_ROW);
+                } else {
+                    eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+                }
             }
             case MXFP8 -> eachRow(job, 1, FP8_DEQUANTIZE_ROW);
             case NVFP4, MXFP4 -> eachRow(job, 1, FP4_DEQUANTIZE_ROW);
@@ -707,7 +715,55 @@ final class PanamaQuantKernel implements QuantKernel {
         }
         for (; c < cols; c++) {
             float m = mxfp8 ? FloatFormats.e8m0ToFloat(scale.get(BYTE, index + c / block)) : factor[0];
-            FloatFormats.write(dst, dtype, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * m);
+            QuantMath.writeDequantized(dst, dtype, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * m);
+        }
+    }
+
+    /**
+     * fp8 to BF16 has one scale for the tensor, so each of the 128 E4M3 magnitudes has one result:
+     * computed once, as the scalar kernel computes it, and looked up in registers.
+     */
+    private static ShortVector[] bf16Table(float scale) {
+        short[] results = new short[128];
+        for (int e = 0; e < 128; e++) {
+            results[e] = FloatFormats.floatToBf16(FloatFormats.e4m3ToFloat((byte) e) * scale);
+        }
+        ShortVector[] table = new ShortVector[128 / SW.length()];
+        for (int k = 0; k < table.length; k++) {
+            table[k] = ShortVector.fromArray(SW, results, k * SW.length());
+        }
+        return table;
+    }
+
+    /**
+     * fp8 to BF16 by table: the magnitude's result, with the sign bit flipped for negative codes (the
+     * product and its rounding are symmetric), NaN canonical as the scalar kernel writes it.
+     */
+    private static void fp8DequantizeBf16Row(Job j, long r) {
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        MemorySegment dst = j.dst;
+        ShortVector[] table = j.bf16Table;
+        long row = r * cols;
+        int lanes = SW.length();
+        int c = 0;
+        for (; c + lanes <= cols; c += lanes) {
+            ShortVector b = (ShortVector) ByteVector.fromMemorySegment(BW, weight, row + c, LITTLE_ENDIAN)
+                    .convertShape(VectorOperators.B2S, SW, 0);
+            ShortVector magnitude = b.and((short) 0x7F);
+            // A two-vector lookup covers 2 * lanes entries (the index wraps); later ranges overwrite.
+            ShortVector v = magnitude.selectFrom(table[0], table[1]);
+            for (int k = 1; k < table.length / 2; k++) {
+                v = v.blend(magnitude.selectFrom(table[2 * k], table[2 * k + 1]),
+                        magnitude.compare(VectorOperators.GE, (short) (2 * k * lanes)));
+            }
+            v = v.lanewise(VectorOperators.XOR, b.and((short) 0x80).lanewise(VectorOperators.LSHL, 8));
+            v = v.blend((short) 0x7FC0, v.and((short) 0x7FFF).compare(VectorOperators.GT, (short) 0x7F80));
+            v.intoMemorySegment(dst, (row + c) * 2, LITTLE_ENDIAN);
+        }
+        float scale = j.factor[0];
+        for (; c < cols; c++) {
+            QuantMath.writeDequantized(dst, DType.BF16, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * scale);
         }
     }
 
@@ -743,7 +799,7 @@ final class PanamaQuantKernel implements QuantKernel {
             int code = (c & 1) == 0 ? b & 0xF : (b >> 4) & 0xF;
             float s = fp4Scale(nvfp4, scale.get(BYTE, index + c / block), tensorScale);
             float value = nvfp4 ? QuantMath.nvfp4Value(code) : FloatFormats.e2m1ToFloat(code);
-            FloatFormats.write(dst, dtype, row + c, value * s);
+            QuantMath.writeDequantized(dst, dtype, row + c, value * s);
         }
     }
 
@@ -792,10 +848,10 @@ final class PanamaQuantKernel implements QuantKernel {
         v.convertShape(VectorOperators.I2B, B, 0).reinterpretAsBytes().intoMemorySegment(dst, index, LITTLE_ENDIAN);
     }
 
-    /** N floats as BF16 (nearest even, NaN to 0x7FC0) or F32 at element {@code index}. */
+    /** N floats as BF16 (nearest even) or F32 at element {@code index}, NaN canonical as {@link QuantMath#writeDequantized}. */
     private static void store(FloatVector v, DType outType, MemorySegment dst, long index) {
         if (outType == DType.F32) {
-            v.intoMemorySegment(dst, index * 4, LITTLE_ENDIAN);
+            v.blend(Float.NaN, v.test(VectorOperators.IS_NAN)).intoMemorySegment(dst, index * 4, LITTLE_ENDIAN);
             return;
         }
         IntVector bits = v.reinterpretAsInts();

@@ -136,7 +136,7 @@ class CrossQuantTest {
                 QuantTesting.Quantized q = QuantTesting.Quantized.allocate(arena, format, rows, cols);
                 fill(q.weight(), rnd);
                 fill(q.scale(), rnd);
-                for (float tensorScale : new float[] {0.01f, 3.7e-5f, 1e30f}) {
+                for (float tensorScale : new float[] {0.01f, 3.7e-5f, 1e30f, -0.5f, Float.NaN}) {
                     for (DType out : new DType[] {DType.BF16, DType.F32}) {
                         MemorySegment expected = arena.allocate(out.byteSize((long) rows * cols));
                         MemorySegment actual = arena.allocate(out.byteSize((long) rows * cols) + 1).asSlice(1);
