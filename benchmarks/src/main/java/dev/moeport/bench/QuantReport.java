@@ -28,7 +28,10 @@ public final class QuantReport {
                 .threads(1)
                 .forks(1)
                 .jvmArgsAppend("--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx2g")
-                .shouldDoGC(true);
+                // No forced GC between iterations: the kernels allocate next to nothing, and a forced
+                // GC now and then left the JIT's profiles of segment classes bimorphic, which slows
+                // the Panama kernels down (see PanamaQuantKernel), so results changed from run to run.
+                .shouldDoGC(false);
         if (quick) {
             options.warmupIterations(2).warmupTime(TimeValue.milliseconds(300))
                     .measurementIterations(3).measurementTime(TimeValue.milliseconds(300));
