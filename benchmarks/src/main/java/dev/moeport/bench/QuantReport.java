@@ -28,9 +28,10 @@ public final class QuantReport {
                 .threads(1)
                 .forks(1)
                 .jvmArgsAppend("--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx2g")
-                // No forced GC between iterations: the kernels allocate next to nothing, and a forced
-                // GC now and then left the JIT's profiles of segment classes bimorphic, which slows
-                // the Panama kernels down (see PanamaQuantKernel), so results changed from run to run.
+                // No forced GC between iterations: the kernels allocate next to nothing, and with it the
+                // results were bimodal (Panama fp8 3.0 or 5.3 to 7.3 ms from run to run); the slow runs
+                // had compiled against a segment-class profile that included heap segments (see
+                // PanamaQuantKernel on why that costs).
                 .shouldDoGC(false);
         if (quick) {
             options.warmupIterations(2).warmupTime(TimeValue.milliseconds(300))
