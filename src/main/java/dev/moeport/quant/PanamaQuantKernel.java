@@ -4,8 +4,15 @@ import static java.nio.ByteOrder.LITTLE_ENDIAN;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.MethodType;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -20,18 +27,26 @@ import jdk.incubator.vector.VectorSpecies;
  * of Apache Lucene's VectorizationProvider: one interface, a scalar reference, a Panama implementation
  * loaded only when the incubator module is present). The per-element rules become branch-free lane
  * arithmetic on float bits: E4M3 and E2M1 rounding by integer add-and-shift with a float addition for
- * the subnormal grid, BF16 widening by a shift, E2M1 decoding by a table lookup in registers. Real
- * divisions stay divisions (the reference divides, and a reciprocal would round differently); only the
- * E8M0 scales, powers of two, become multiplications, which round identically.
+ * the subnormal grid, BF16 widening and E4M3 decoding by shifts, E2M1 decoding by a table lookup in
+ * registers. Real divisions stay divisions (the reference divides, and a reciprocal would round
+ * differently); only the E8M0 scales, powers of two, become multiplications, which round identically.
  *
- * <p>Block formats work row by row in three steps: the amax of every block (one reduction each), then
- * all the row's block scales as vectors, then the elements with each block's divisor broadcast. The
- * remainder of a row that does not fill a vector (and the padding of a last partial block) goes
- * through {@link QuantMath}'s scalar definitions.
+ * <p>Work goes row by row in passes (see the note on passes below): the amax of every block (one
+ * reduction each), then all the row's block scales as vectors, then the elements with each block's
+ * divisor broadcast (the E2M1 formats write one code per byte to a scratch row, then pack pairs of
+ * bytes into nibbles). The remainder of a row that does not fill a vector (and the padding of a last
+ * partial block) goes through {@link QuantMath}'s scalar definitions. Tuned for BF16 input, the
+ * checkpoints' dtype; F16 and F32 give the same bytes by the same code, not as fast.
  *
  * <p>Non-finite inputs are found on the way, from the integer maximum of the magnitudes' bits (NaN and
  * infinity compare above every finite value), and the chunk is then rescanned in order so that the
  * index reported is the first, as the scalar kernel reports it; outputs already written are garbage.
+ *
+ * <p>Vectors load and store through the segments directly. A vector access to a segment dispatches
+ * on the segment's class; in a JVM that also uses heap segments (anyone may, the JDK included) that
+ * dispatch goes bimorphic and the kernels run 1.1 to 1.6 times slower (measured on 4096 x 4096:
+ * nvfp4 6.5 to 8.6 ms, fp8 2.9 to 4.7 ms). Copying each row to a Java array first avoids that but
+ * serializes the memory traffic with the arithmetic, which costs about as much, always.
  *
  * <p>Vectors of 256 or 512 bits: 8 or 16 float lanes divide every block size. Wider hardware uses 512
  * bits; narrower hardware (128-bit NEON) is refused, and {@link QuantKernels} falls back to the scalar
@@ -51,9 +66,8 @@ final class PanamaQuantKernel implements QuantKernel {
     private static final ValueLayout.OfByte BYTE = ValueLayout.JAVA_BYTE;
     private static final int INF_BITS = 0x7F800000;
     private static final int ABS_MASK = 0x7FFFFFFF;
-    /** Lane i takes lane 2i (EVEN) or 2i+1 (ODD) of a pair of vectors: the two nibbles of byte i. */
-    private static final IntVector EVEN = IntVector.fromArray(I, iota(2, 0), 0);
-    private static final IntVector ODD = IntVector.fromArray(I, iota(2, 1), 0);
+    /** N/2 bytes, for packing the codes of pairs of 16-bit lanes into the bytes they fill. */
+    private static final VectorSpecies<Byte> BW = VectorSpecies.of(byte.class, VectorShape.forBitSize(F.vectorBitSize() / 2));
     /** Lane i takes byte i/2 of a vector of packed bytes (LO: the first N/2 bytes, HI: the next N/2). */
     private static final IntVector UNPACK_LO = IntVector.fromArray(I, halves(0), 0);
     private static final IntVector UNPACK_HI = IntVector.fromArray(I, halves(N / 2), 0);
@@ -128,25 +142,6 @@ final class PanamaQuantKernel implements QuantKernel {
         return bits;
     }
 
-    /** The f32 bits of max |x| over one block of {@code len} elements, a multiple of N. */
-    private static int blockMaxBits(MemorySegment src, DType dtype, long start, int len) {
-        int raw;
-        if (dtype == DType.F32) {
-            IntVector m = IntVector.fromMemorySegment(I, src, start * 4, LITTLE_ENDIAN).and(ABS_MASK);
-            for (int k = N; k < len; k += N) {
-                m = m.max(IntVector.fromMemorySegment(I, src, (start + k) * 4, LITTLE_ENDIAN).and(ABS_MASK));
-            }
-            raw = m.reduceLanes(VectorOperators.MAX);
-        } else {
-            ShortVector m = ShortVector.fromMemorySegment(S, src, start * 2, LITTLE_ENDIAN).and((short) 0x7FFF);
-            for (int k = N; k < len; k += N) {
-                m = m.max(ShortVector.fromMemorySegment(S, src, (start + k) * 2, LITTLE_ENDIAN).and((short) 0x7FFF));
-            }
-            raw = m.reduceLanes(VectorOperators.MAX);
-        }
-        return rawToFloatBits(dtype, raw);
-    }
-
     /**
      * The f32 bits of a magnitude given as the source dtype's bits (16-bit ones zero-extended), the
      * order kept: non-finite ones map to at least INF_BITS.
@@ -166,12 +161,9 @@ final class PanamaQuantKernel implements QuantKernel {
     private static void blockAmax(MemorySegment src, DType dtype, long chunkCount, long rowStart, int cols, int block,
                                   float[] amax) {
         int full = cols / block;
-        int worst = 0;
-        for (int b = 0; b < full; b++) {
-            int bits = blockMaxBits(src, dtype, rowStart + (long) b * block, block);
-            worst = Math.max(worst, bits);
-            amax[b] = Float.intBitsToFloat(bits);
-        }
+        int worst = rawToFloatBits(dtype, dtype == DType.F32
+                ? blockAmax32(src, rowStart, full, block, amax)
+                : blockAmax16(src, dtype, rowStart, full, block, amax));
         if (full * block < cols) {
             int bits = rangeMaxBits(src, dtype, rowStart + (long) full * block, cols - full * block);
             worst = Math.max(worst, bits);
@@ -182,6 +174,148 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
+    /** {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of N): the largest magnitude's bits. */
+    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax) {
+        int worst = 0;
+        for (int b = 0; b < blocks; b++) {
+            long offset = (start + (long) b * block) * 2;
+            ShortVector m = ShortVector.fromMemorySegment(S, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
+            for (int k = N; k < block; k += N) {
+                m = m.max(ShortVector.fromMemorySegment(S, src, offset + 2L * k, LITTLE_ENDIAN).and((short) 0x7FFF));
+            }
+            int raw = m.reduceLanes(VectorOperators.MAX);
+            worst = Math.max(worst, raw);
+            amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
+        }
+        return worst;
+    }
+
+    /** {@link #blockAmax} of whole F32 blocks (block a multiple of N): the largest magnitude's bits. */
+    private static int blockAmax32(MemorySegment src, long start, int blocks, int block, float[] amax) {
+        int worst = 0;
+        for (int b = 0; b < blocks; b++) {
+            long offset = (start + (long) b * block) * 4;
+            IntVector m = IntVector.fromMemorySegment(I, src, offset, LITTLE_ENDIAN).and(ABS_MASK);
+            for (int k = N; k < block; k += N) {
+                m = m.max(IntVector.fromMemorySegment(I, src, offset + 4L * k, LITTLE_ENDIAN).and(ABS_MASK));
+            }
+            int raw = m.reduceLanes(VectorOperators.MAX);
+            worst = Math.max(worst, raw);
+            amax[b] = Float.intBitsToFloat(raw);
+        }
+        return worst;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // passes
+    //
+    // Every loop over elements is a pass, a method (Job, long row) called through PASSES, method
+    // handles that C2 cannot inline: an element of an array is no compile-time constant. The Vector
+    // API costs C2 some 400 IR nodes per operation while it parses, and C2 stops inlining into a
+    // compilation at 18000 (NodeCountInliningCutoff). A row loop that inlined its passes would cross
+    // that line in the middle of one and leave a vector helper out of line, boxing every vector that
+    // goes through it: two to three times slower, depending on which compilation won. Compiled apart,
+    // each pass keeps the budget to itself, for a few percent of call overhead. Passes copy the job's
+    // fields to locals first: C2 cannot tell the loop's stores to native memory from a field, and
+    // would reload every field the loop reads on every iteration.
+
+    /** One quantize or dequantize call: its arguments, and the per-row scratch its passes share. */
+    private static final class Job {
+        final QuantFormat format;
+        /** Quantize: the elements' dtype; dequantize: the output dtype. */
+        final DType dtype;
+        final long rows;
+        final int cols;
+        final float tensorScale;
+        /** Quantize: the input elements; dequantize: unused. */
+        final MemorySegment src;
+        final MemorySegment weight;
+        final MemorySegment scale;
+        /** Dequantize: the output elements. */
+        final MemorySegment dst;
+        /** Row length rounded up to whole blocks, and the blocks of a row. */
+        final int padded;
+        final int blocks;
+        /** Per block of the current row: amax, then what its elements are divided or multiplied by. */
+        final float[] amax;
+        final float[] factor;
+        /** int4_g128: the second row's factors; fp8_pb: the amax of the band of 128 rows. */
+        final float[] more;
+        /** nvfp4, mxfp4: the row's codes, one per byte, before packing. */
+        MemorySegment codes;
+        /** fp8 to BF16: the results of the 128 E4M3 magnitudes, in vectors of 16-bit lanes. */
+        ShortVector[] bf16Table;
+
+        Job(QuantFormat format, DType dtype, long rows, int cols, float tensorScale, MemorySegment src,
+            MemorySegment weight, MemorySegment scale, MemorySegment dst) {
+            this.format = format;
+            this.dtype = dtype;
+            this.rows = rows;
+            this.cols = cols;
+            this.tensorScale = tensorScale;
+            this.src = src;
+            this.weight = weight;
+            this.scale = scale;
+            this.dst = dst;
+            this.padded = (int) format.paddedIn(cols);
+            this.blocks = format.blockSize() == 0 ? 1 : (padded + format.blockSize() - 1) / format.blockSize();
+            this.amax = new float[blocks];
+            this.factor = new float[blocks];
+            this.more = new float[blocks];
+        }
+    }
+
+    private static final List<MethodHandle> PASS_LIST = new ArrayList<>();
+    private static final int FP8_ROW = pass("fp8Row");
+    private static final int ROW_SCALE = pass("rowScale");
+    private static final int INT8_ROW = pass("int8Row");
+    private static final int BAND_AMAX = pass("bandAmax");
+    private static final int FP8_BLOCK_ROW = pass("fp8BlockRow");
+    private static final int BLOCK_AMAX = pass("blockAmaxPass");
+    private static final int NVFP4_SCALES = pass("nvfp4Scales");
+    private static final int NVFP4_DIVISORS = pass("nvfp4Divisors");
+    private static final int NVFP4_CODES = pass("nvfp4Codes");
+    private static final int E8M0_SCALES = pass("e8m0Scales");
+    private static final int MXFP4_CODES = pass("mxfp4Codes");
+    private static final int PACK_NIBBLES = pass("packNibbles");
+    private static final int MXFP8_ROW = pass("mxfp8Row");
+    private static final int INT4_SCALES = pass("int4Scales");
+    private static final int INT4_ROWS = pass("int4Rows");
+    private static final int FP8_DEQUANTIZE_ROW = pass("fp8DequantizeRow");
+    private static final int FP8_DEQUANTIZE_BF16_ROW = pass("fp8DequantizeBf16Row");
+    private static final int FP4_DEQUANTIZE_ROW = pass("fp4DequantizeRow");
+    private static final MethodHandle[] PASSES = PASS_LIST.toArray(MethodHandle[]::new);
+
+    /** Registers the pass method of this name; its index in PASSES. */
+    private static int pass(String name) {
+        try {
+            PASS_LIST.add(MethodHandles.lookup().findStatic(PanamaQuantKernel.class, name,
+                    MethodType.methodType(void.class, Job.class, long.class)));
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+        return PASS_LIST.size() - 1;
+    }
+
+    private static void run(int pass, Job job, long row) {
+        try {
+            PASSES[pass].invokeExact(job, row);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** The passes, in order, on every {@code step}-th row. */
+    private static void eachRow(Job job, int step, int... passes) {
+        for (long r = 0; r < job.rows; r += step) {
+            for (int pass : passes) {
+                run(pass, job, r);
+            }
+        }
+    }
+
     // ---------------------------------------------------------------------------------------------
     // quantize
 
@@ -189,181 +323,261 @@ final class PanamaQuantKernel implements QuantKernel {
     public void quantize(QuantFormat format, MemorySegment src, DType dtype, long rows, long cols, float tensorScale,
                          MemorySegment weight, MemorySegment scale) {
         QuantMath.checkQuantize(format, src, dtype, rows, cols, tensorScale, weight, scale);
-        int c = (int) cols;
+        Job job = new Job(format, dtype, rows, (int) cols, tensorScale, src, weight, scale, null);
         switch (format) {
-            case FP8 -> fp8Span(src, dtype, rows * cols, 0, rows * cols, tensorScale, true, weight);
-            case FP8_PC -> fp8PerChannel(src, dtype, rows, c, weight, scale);
-            case FP8_PB -> fp8PerBlock(src, dtype, rows, c, weight, scale);
-            case NVFP4 -> nvfp4(src, dtype, rows, c, tensorScale, weight, scale);
-            case MXFP4 -> mxfp4(src, dtype, rows, c, weight, scale);
-            case MXFP8 -> mxfp8(src, dtype, rows, c, weight, scale);
-            case INT8_WO -> int8(src, dtype, rows, c, weight, scale);
-            case INT4_G128 -> int4(src, dtype, rows, c, weight, scale);
+            case FP8 -> {
+                job.factor[0] = tensorScale;
+                eachRow(job, 1, FP8_ROW);
+            }
+            case FP8_PC -> eachRow(job, 1, ROW_SCALE, FP8_ROW);
+            case INT8_WO -> eachRow(job, 1, ROW_SCALE, INT8_ROW);
+            case FP8_PB -> fp8PerBlock(job);
+            case NVFP4 -> withCodeScratch(job, BLOCK_AMAX, NVFP4_SCALES, NVFP4_DIVISORS, NVFP4_CODES, PACK_NIBBLES);
+            case MXFP4 -> withCodeScratch(job, BLOCK_AMAX, E8M0_SCALES, MXFP4_CODES, PACK_NIBBLES);
+            case MXFP8 -> eachRow(job, 1, BLOCK_AMAX, E8M0_SCALES, MXFP8_ROW);
+            case INT4_G128 -> eachRow(job, 2, INT4_SCALES, INT4_ROWS);
         }
     }
 
     /**
-     * E4M3 codes of {@code x / divisor} for {@code count} elements from {@code start} (the same
-     * indices in src and weight), the quotient first rounded to the input dtype when {@code round}.
+     * The E2M1 formats write a row's codes one per byte, then pack pairs. The scratch row is native:
+     * vector stores into a heap segment, or a store site that sees both kinds, run several times slower.
      */
-    private static void fp8Span(MemorySegment src, DType dtype, long chunkCount, long start, long count, float divisor,
-                                boolean round, MemorySegment weight) {
+    private static void withCodeScratch(Job job, int... passes) {
+        try (Arena arena = Arena.ofConfined()) {
+            job.codes = arena.allocate(job.padded, 64);
+            eachRow(job, 1, passes);
+        }
+    }
+
+    /** fp8 and fp8_pc: the row divided by {@code factor[0]}, for fp8 the quotient rounded to the dtype first. */
+    private static void fp8Row(Job j, long r) {
+        QuantFormat format = j.format;
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        long rows = j.rows;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        float divisor = factor[0];
+        boolean round = format == QuantFormat.FP8;
         IntVector worst = IntVector.zero(I);
-        long i = 0;
-        for (; i + N <= count; i += N) {
-            FloatVector w = load(src, dtype, start + i);
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            FloatVector w = load(src, dtype, row + c);
             worst = worst.max(w.reinterpretAsInts().and(ABS_MASK));
             FloatVector x = w.div(divisor);
-            storeBytes(e4m3(round ? roundForE4m3(dtype, x) : x, false), weight, start + i);
+            storeBytes(e4m3(round ? roundForE4m3(dtype, x) : x, false), weight, row + c);
         }
         if (worst.reduceLanes(VectorOperators.MAX) >= INF_BITS) {
-            QuantMath.requireFinite(src, dtype, chunkCount);
+            QuantMath.requireFinite(src, dtype, rows * cols);
         }
-        for (; i < count; i++) {
-            float w = FloatFormats.read(src, dtype, start + i);
+        for (; c < cols; c++) {
+            float w = FloatFormats.read(src, dtype, row + c);
             if (!Float.isFinite(w)) {
-                QuantMath.requireFinite(src, dtype, chunkCount);
-            }
-            float x = w / divisor;
-            weight.set(BYTE, start + i, FloatFormats.floatToE4m3(round ? FloatFormats.roundTo(dtype, x) : x));
-        }
-    }
-
-    private static void fp8PerChannel(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                                      MemorySegment scale) {
-        for (long r = 0; r < rows; r++) {
-            int bits = rangeMaxBits(src, dtype, r * cols, cols);
-            if (bits >= INF_BITS) {
                 QuantMath.requireFinite(src, dtype, rows * cols);
             }
-            float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / FloatFormats.E4M3_MAX);
-            scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
-            fp8Span(src, dtype, rows * cols, r * cols, cols, s, false, weight);
+            float x = w / divisor;
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(round ? FloatFormats.roundTo(dtype, x) : x));
         }
     }
 
-    private static void fp8PerBlock(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                                    MemorySegment scale) {
+    /** fp8_pc and int8_wo: the row's scale, amax / 448 or / 127, into the output and {@code factor[0]}. */
+    private static void rowScale(Job j, long r) {
+        QuantFormat format = j.format;
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        long rows = j.rows;
+        int cols = j.cols;
+        MemorySegment scale = j.scale;
+        float[] factor = j.factor;
+        int bits = rangeMaxBits(src, dtype, r * cols, cols);
+        if (bits >= INF_BITS) {
+            QuantMath.requireFinite(src, dtype, rows * cols);
+        }
+        float max = format == QuantFormat.INT8_WO ? 127.0f : FloatFormats.E4M3_MAX;
+        float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / max);
+        scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
+        factor[0] = s;
+    }
+
+    private static void int8Row(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        float s = factor[0];
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(intCodes(load(src, dtype, row + c).div(s), -128, 127), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            weight.set(BYTE, row + c, (byte) QuantMath.intCode(element(j, row, c) / s, -128, 127));
+        }
+    }
+
+    /** fp8_pb: bands of 128 rows; each 128 x 128 block's scale in the weight's own dtype. */
+    private static void fp8PerBlock(Job j) {
         int block = QuantFormat.FP8_PB.blockSize();
-        int colBlocks = (cols + block - 1) / block;
-        for (long r0 = 0; r0 < rows; r0 += block) {
-            long bandRows = Math.min(block, rows - r0);
-            for (int c0 = 0; c0 < cols; c0 += block) {
-                int width = Math.min(block, cols - c0);
-                int bits = 0;
-                for (long r = r0; r < r0 + bandRows; r++) {
-                    bits = Math.max(bits, rangeMaxBits(src, dtype, r * cols + c0, width));
-                }
-                if (bits >= INF_BITS) {
-                    QuantMath.requireFinite(src, dtype, rows * cols);
-                }
-                float s = QuantMath.nonZero(FloatFormats.roundTo(dtype, Float.intBitsToFloat(bits) / FloatFormats.E4M3_MAX));
-                scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * colBlocks + c0 / block, s);
-                for (long r = r0; r < r0 + bandRows; r++) {
-                    fp8Span(src, dtype, rows * cols, r * cols + c0, width, s, true, weight);
-                }
+        for (long r0 = 0; r0 < j.rows; r0 += block) {
+            long end = Math.min(j.rows, r0 + block);
+            Arrays.fill(j.more, 0.0f);
+            for (long r = r0; r < end; r++) {
+                run(BAND_AMAX, j, r);
+            }
+            for (int b = 0; b < j.blocks; b++) {
+                j.factor[b] = QuantMath.nonZero(FloatFormats.roundTo(j.dtype, j.more[b] / FloatFormats.E4M3_MAX));
+                j.scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * j.blocks + b, j.factor[b]);
+            }
+            for (long r = r0; r < end; r++) {
+                run(FP8_BLOCK_ROW, j, r);
             }
         }
     }
 
-    private static void nvfp4(MemorySegment src, DType dtype, long rows, int cols, float scale2, MemorySegment weight,
-                              MemorySegment scale) {
+    /** fp8_pb: the row's block maxima folded into the band's ({@code more}). */
+    private static void bandAmax(Job j, long r) {
+        blockAmaxPass(j, r);
+        for (int b = 0; b < j.blocks; b++) {
+            j.more[b] = Math.max(j.more[b], j.amax[b]);
+        }
+    }
+
+    /** fp8_pb: each 128-column block divided by its scale, the quotient rounded to the dtype. */
+    private static void fp8BlockRow(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        int block = QuantFormat.FP8_PB.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            FloatVector x = load(src, dtype, row + c).div(factor[c / block]);
+            storeBytes(e4m3(roundForE4m3(dtype, x), false), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            float x = FloatFormats.roundTo(dtype, element(j, row, c) / factor[c / block]);
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
+        }
+    }
+
+    /** Each block's amax of the row into {@code amax}; the last block may be partial (zero padding). */
+    private static void blockAmaxPass(Job j, long r) {
+        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax);
+    }
+
+    /** nvfp4: the row's E4M3 block scales. */
+    private static void nvfp4Scales(Job j, long r) {
+        float tensorScale = j.tensorScale;
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] amax = j.amax;
+        float scaleDivisor = 6.0f * tensorScale;
+        long index = r * blocks;
+        int b = 0;
+        for (; b + N <= blocks; b += N) {
+            FloatVector s = FloatVector.fromArray(F, amax, b).div(scaleDivisor);
+            s = s.blend(1.0f, s.eq(0.0f)).max(QuantMath.NVFP4_MIN_BLOCK_SCALE).min(FloatFormats.E4M3_MAX);
+            storeBytes(e4m3(s, false), scale, index + b);
+        }
+        for (; b < blocks; b++) {
+            scale.set(BYTE, index + b, QuantMath.nvfp4BlockScale(amax[b], tensorScale));
+        }
+    }
+
+    /** nvfp4: what each block's elements are divided by, from the block scales just written. */
+    private static void nvfp4Divisors(Job j, long r) {
+        float tensorScale = j.tensorScale;
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] factor = j.factor;
+        long index = r * blocks;
+        int b = 0;
+        for (; b + N <= blocks; b += N) {
+            decodeE4m3(loadBytes(scale, index + b)).mul(tensorScale).intoArray(factor, b);
+        }
+        for (; b < blocks; b++) {
+            factor[b] = QuantMath.nvfp4Divisor(scale.get(BYTE, index + b), tensorScale);
+        }
+    }
+
+    /** nvfp4: the row's E2M1 codes, one per byte of {@code codes}, padding included. */
+    private static void nvfp4Codes(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment codes = j.codes;
+        int padded = j.padded;
+        float[] factor = j.factor;
+        long row = r * cols;
         int block = QuantFormat.NVFP4.blockSize();
-        int padded = (int) QuantFormat.NVFP4.paddedIn(cols);
-        int blocks = padded / block;
-        float[] amax = new float[blocks];
-        float[] divisor = new float[blocks];
-        float scaleDivisor = 6.0f * scale2;
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            blockAmax(src, dtype, rows * cols, row, cols, block, amax);
-            int b = 0;
-            for (; b + N <= blocks; b += N) {
-                FloatVector s = FloatVector.fromArray(F, amax, b).div(scaleDivisor);
-                s = s.blend(1.0f, s.eq(0.0f)).max(QuantMath.NVFP4_MIN_BLOCK_SCALE).min(FloatFormats.E4M3_MAX);
-                IntVector codes = e4m3(s, false);
-                storeBytes(codes, scale, r * blocks + b);
-                decodeE4m3(codes).mul(scale2).intoArray(divisor, b);
-            }
-            for (; b < blocks; b++) {
-                byte s = QuantMath.nvfp4BlockScale(amax[b], scale2);
-                scale.set(BYTE, r * blocks + b, s);
-                divisor[b] = QuantMath.nvfp4Divisor(s, scale2);
-            }
-            long out = r * padded / 2;
-            int c = 0;
-            for (; c + 2 * N <= cols; c += 2 * N) {
-                IntVector lo = nvfp4Codes(load(src, dtype, row + c).div(divisor[c / block]));
-                IntVector hi = nvfp4Codes(load(src, dtype, row + c + N).div(divisor[(c + N) / block]));
-                storePairs(lo, hi, weight, out + c / 2);
-            }
-            for (; c < padded; c += 2) {
-                float d = divisor[c / block];
-                int lo = QuantMath.nvfp4Code(element(src, dtype, row, cols, c) / d);
-                int hi = QuantMath.nvfp4Code(element(src, dtype, row, cols, c + 1) / d);
-                weight.set(BYTE, out + c / 2, (byte) (lo | hi << 4));
-            }
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(nvfp4CodeLanes(load(src, dtype, row + c).div(factor[c / block])), codes, c);
+        }
+        for (; c < padded; c++) {
+            codes.set(BYTE, c, (byte) QuantMath.nvfp4Code(element(j, row, c) / factor[c / block]));
         }
     }
 
-    private static void mxfp4(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                              MemorySegment scale) {
+    /** mxfp4: the row's E2M1 codes, one per byte of {@code codes}, padding included. */
+    private static void mxfp4Codes(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment codes = j.codes;
+        int padded = j.padded;
+        float[] factor = j.factor;
+        long row = r * cols;
         int block = QuantFormat.MXFP4.blockSize();
-        int padded = (int) QuantFormat.MXFP4.paddedIn(cols);
-        int blocks = padded / block;
-        float[] amax = new float[blocks];
-        float[] multiplier = new float[blocks];
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            blockAmax(src, dtype, rows * cols, row, cols, block, amax);
-            e8m0Scales(amax, blocks, 6.0f, false, scale, r * blocks, multiplier);
-            long out = r * padded / 2;
-            int c = 0;
-            for (; c + 2 * N <= cols; c += 2 * N) {
-                // The multiplier is 2^-e: the product is the correctly rounded quotient by 2^e.
-                IntVector lo = mxfp4Codes(load(src, dtype, row + c).mul(multiplier[c / block]));
-                IntVector hi = mxfp4Codes(load(src, dtype, row + c + N).mul(multiplier[(c + N) / block]));
-                storePairs(lo, hi, weight, out + c / 2);
-            }
-            for (; c < padded; c += 2) {
-                float m = multiplier[c / block];
-                int lo = QuantMath.mxfp4Code(element(src, dtype, row, cols, c) * m);
-                int hi = QuantMath.mxfp4Code(element(src, dtype, row, cols, c + 1) * m);
-                weight.set(BYTE, out + c / 2, (byte) (lo | hi << 4));
-            }
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            // The factor is 2^-e: the product is the correctly rounded quotient by 2^e.
+            storeBytes(mxfp4CodeLanes(load(src, dtype, row + c).mul(factor[c / block])), codes, c);
+        }
+        for (; c < padded; c++) {
+            codes.set(BYTE, c, (byte) QuantMath.mxfp4Code(element(j, row, c) * factor[c / block]));
         }
     }
 
-    private static void mxfp8(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                              MemorySegment scale) {
-        int block = QuantFormat.MXFP8.blockSize();
-        int blocks = (int) QuantFormat.MXFP8.paddedIn(cols) / block;
-        float[] amax = new float[blocks];
-        float[] multiplier = new float[blocks];
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            blockAmax(src, dtype, rows * cols, row, cols, block, amax);
-            e8m0Scales(amax, blocks, FloatFormats.E4M3_MAX, true, scale, r * blocks, multiplier);
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                storeBytes(e4m3(load(src, dtype, row + c).mul(multiplier[c / block]), true), weight, row + c);
-            }
-            for (; c < cols; c++) {
-                float x = element(src, dtype, row, cols, c) * multiplier[c / block];
-                x = Math.min(Math.max(x, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
-                weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
-            }
+    /** nvfp4, mxfp4: the row's codes two per byte, even elements in the low nibble: each 16-bit lane holds a pair. */
+    private static void packNibbles(Job j, long r) {
+        MemorySegment weight = j.weight;
+        MemorySegment codes = j.codes;
+        int padded = j.padded;
+        long out = r * padded / 2;
+        int lanes = SW.length();
+        int i = 0;
+        for (; 2 * (i + lanes) <= padded; i += lanes) {
+            ShortVector pair = ShortVector.fromMemorySegment(SW, codes, 2L * i, LITTLE_ENDIAN);
+            pair.or(pair.lanewise(VectorOperators.LSHR, 4)).convertShape(VectorOperators.S2B, BW, 0).reinterpretAsBytes()
+                    .intoMemorySegment(weight, out + i, LITTLE_ENDIAN);
+        }
+        for (; 2 * i < padded; i++) {
+            weight.set(BYTE, out + i, (byte) (codes.get(BYTE, 2L * i) | codes.get(BYTE, 2L * i + 1) << 4));
         }
     }
 
     /**
-     * mxfp4's (divide by 6, no upper clamp) or mxfp8's (divide by 448, clamped to 127) E8M0 exponents
-     * of a row's blocks: the scale bytes, and 2^-e into {@code multiplier}. The vector path takes
-     * ceil(log2 y) from the float bits; the lanes where the float log2 could round down to the
-     * integer (a tiny fraction, or a subnormal y) are recomputed by {@link QuantMath}.
+     * mxfp4's (amax / 6, no upper clamp) or mxfp8's (amax / 448, clamped to 127) E8M0 exponents of the
+     * row's blocks: the scale bytes, and 2^-e into {@code factor}. The vector path takes ceil(log2 y)
+     * from the float bits; the lanes where the float log2 could round down to the integer (a tiny
+     * fraction, or a subnormal y) are recomputed by {@link QuantMath}.
      */
-    private static void e8m0Scales(float[] amax, int blocks, float divisor, boolean mxfp8, MemorySegment scale,
-                                   long scaleIndex, float[] multiplier) {
+    private static void e8m0Scales(Job j, long r) {
+        QuantFormat format = j.format;
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] amax = j.amax;
+        float[] factor = j.factor;
+        boolean mxfp8 = format == QuantFormat.MXFP8;
+        float divisor = mxfp8 ? FloatFormats.E4M3_MAX : 6.0f;
+        long index = r * blocks;
         int b = 0;
         for (; b + N <= blocks; b += N) {
             FloatVector y = FloatVector.fromArray(F, amax, b).div(divisor);
@@ -375,7 +589,7 @@ final class PanamaQuantKernel implements QuantKernel {
             VectorMask<Integer> rare = biased.compare(VectorOperators.EQ, 0).and(bits.compare(VectorOperators.NE, 0))
                     .or(fraction.compare(VectorOperators.NE, 0).and(fraction.compare(VectorOperators.LT, LOG2_SAFE_FRACTION)));
             if (rare.anyTrue()) {
-                int[] lanes = e.toArray();
+                int[] lanes = new int[N];
                 for (int k = 0; k < N; k++) {
                     lanes[k] = mxfp8 ? QuantMath.mxfp8Exponent(amax[b + k]) : QuantMath.mxfp4Exponent(amax[b + k]);
                 }
@@ -385,71 +599,81 @@ final class PanamaQuantKernel implements QuantKernel {
             if (mxfp8) {
                 e = e.min(127);
             }
-            storeBytes(e.add(127), scale, scaleIndex + b);
+            storeBytes(e.add(127), scale, index + b);
             // 2^-e is a normal float: e <= 126 for any finite amax.
-            IntVector.broadcast(I, 127).sub(e).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats().intoArray(multiplier, b);
+            IntVector.broadcast(I, 127).sub(e).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats().intoArray(factor, b);
         }
         for (; b < blocks; b++) {
             int e = mxfp8 ? QuantMath.mxfp8Exponent(amax[b]) : QuantMath.mxfp4Exponent(amax[b]);
-            scale.set(BYTE, scaleIndex + b, (byte) (e + 127));
-            multiplier[b] = QuantMath.pow2(-e);
+            scale.set(BYTE, index + b, (byte) (e + 127));
+            factor[b] = QuantMath.pow2(-e);
         }
     }
 
-    private static void int8(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                             MemorySegment scale) {
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            int bits = rangeMaxBits(src, dtype, row, cols);
-            if (bits >= INF_BITS) {
-                QuantMath.requireFinite(src, dtype, rows * cols);
-            }
-            float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / 127.0f);
-            scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                storeBytes(intCodes(load(src, dtype, row + c).div(s), -128, 127), weight, row + c);
-            }
-            for (; c < cols; c++) {
-                weight.set(BYTE, row + c, (byte) QuantMath.intCode(element(src, dtype, row, cols, c) / s, -128, 127));
+    /** mxfp8: the row times each block's 2^-e, clamped to +-448, as E4M3. */
+    private static void mxfp8Row(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        long row = r * cols;
+        int block = QuantFormat.MXFP8.blockSize();
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            storeBytes(e4m3(load(src, dtype, row + c).mul(factor[c / block]), true), weight, row + c);
+        }
+        for (; c < cols; c++) {
+            float x = element(j, row, c) * factor[c / block];
+            x = Math.min(Math.max(x, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
+        }
+    }
+
+    /** int4_g128: the group scales of rows r and r+1, into the output, {@code factor} and {@code more}. */
+    private static void int4Scales(Job j, long r) {
+        MemorySegment scale = j.scale;
+        int blocks = j.blocks;
+        float[] amax = j.amax;
+        float[] factor = j.factor;
+        float[] more = j.more;
+        for (int k = 0; k < 2; k++) {
+            float[] s = k == 0 ? factor : more;
+            blockAmaxPass(j, r + k);
+            for (int g = 0; g < blocks; g++) {
+                s[g] = QuantMath.nonZero(amax[g] / 7.0f);
+                scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * blocks + g, s[g]);
             }
         }
     }
 
-    private static void int4(MemorySegment src, DType dtype, long rows, int cols, MemorySegment weight,
-                             MemorySegment scale) {
+    /** int4_g128: rows r and r+1 packed into one row of bytes, low nibble from row r. */
+    private static void int4Rows(Job j, long r) {
+        MemorySegment src = j.src;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        float[] factor = j.factor;
+        float[] more = j.more;
+        long row = r * cols;
+        long out = r / 2 * cols;
         int group = QuantFormat.INT4_G128.blockSize();
-        int groups = (int) QuantFormat.INT4_G128.paddedIn(cols) / group;
-        float[] amax = new float[groups];
-        float[][] s = new float[2][groups];
-        for (long r = 0; r < rows; r += 2) {
-            for (int k = 0; k < 2; k++) {
-                blockAmax(src, dtype, rows * cols, (r + k) * cols, cols, group, amax);
-                for (int g = 0; g < groups; g++) {
-                    s[k][g] = QuantMath.nonZero(amax[g] / 7.0f);
-                    scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * groups + g, s[k][g]);
-                }
-            }
-            long row0 = r * cols;
-            long row1 = row0 + cols;
-            long out = r / 2 * cols;
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                IntVector lo = intCodes(load(src, dtype, row0 + c).div(s[0][c / group]), -8, 7).and(0xF);
-                IntVector hi = intCodes(load(src, dtype, row1 + c).div(s[1][c / group]), -8, 7).and(0xF);
-                storeBytes(lo.or(hi.lanewise(VectorOperators.LSHL, 4)), weight, out + c);
-            }
-            for (; c < cols; c++) {
-                int lo = QuantMath.intCode(element(src, dtype, row0, cols, c) / s[0][c / group], -8, 7);
-                int hi = QuantMath.intCode(element(src, dtype, row1, cols, c) / s[1][c / group], -8, 7);
-                weight.set(BYTE, out + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
-            }
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            IntVector lo = intCodes(load(src, dtype, row + c).div(factor[c / group]), -8, 7).and(0xF);
+            IntVector hi = intCodes(load(src, dtype, row + cols + c).div(more[c / group]), -8, 7).and(0xF);
+            storeBytes(lo.or(hi.lanewise(VectorOperators.LSHL, 4)), weight, out + c);
+        }
+        for (; c < cols; c++) {
+            int lo = QuantMath.intCode(element(j, row, c) / factor[c / group], -8, 7);
+            int hi = QuantMath.intCode(element(j, row + cols, c) / more[c / group], -8, 7);
+            weight.set(BYTE, out + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
         }
     }
 
-    /** Element {@code c} of a row, zero in the padding past {@code cols}. */
-    private static float element(MemorySegment src, DType dtype, long row, int cols, int c) {
-        return c < cols ? FloatFormats.read(src, dtype, row + c) : 0.0f;
+    /** Element {@code c} of the row starting at {@code row}, zero in the padding past {@code cols}. */
+    private static float element(Job j, long row, int c) {
+        return c < j.cols ? FloatFormats.read(j.src, j.dtype, row + c) : 0.0f;
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -459,70 +683,129 @@ final class PanamaQuantKernel implements QuantKernel {
     public void dequantize(QuantFormat format, MemorySegment weight, MemorySegment scale, float tensorScale,
                            long rows, long cols, DType outType, MemorySegment dst) {
         QuantMath.checkDequantize(format, weight, scale, rows, cols, outType, dst);
-        int c = (int) cols;
+        Job job = new Job(format, outType, rows, (int) cols, tensorScale, null, weight, scale, dst);
         switch (format) {
-            case FP8 -> fp8Dequantize(weight, FloatFormats.roundTo(outType, tensorScale), rows * cols, outType, dst);
-            case MXFP8 -> mxfp8Dequantize(weight, scale, rows, c, outType, dst);
-            case NVFP4, MXFP4 -> fp4Dequantize(format, weight, scale, tensorScale, rows, c, outType, dst);
+            case FP8 -> {
+                job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
+                if (outType == DType.BF16) {
+                    job.bf16Table = bf16Table(job.factor[0]);
+                    eachRow(job, 1, FP8_DEQUANTIZE_BF16_ROW);
+                } else {
+                    eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+                }
+            }
+            case MXFP8 -> eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+            case NVFP4, MXFP4 -> eachRow(job, 1, FP4_DEQUANTIZE_ROW);
             default -> throw new AssertionError(format);
         }
     }
 
-    private static void fp8Dequantize(MemorySegment weight, float scale, long count, DType outType, MemorySegment dst) {
-        long i = 0;
-        for (; i + N <= count; i += N) {
-            store(decodeE4m3(loadBytes(weight, i)).mul(scale), outType, dst, i);
-        }
-        for (; i < count; i++) {
-            FloatFormats.write(dst, outType, i, FloatFormats.e4m3ToFloat(weight.get(BYTE, i)) * scale);
-        }
-    }
-
-    private static void mxfp8Dequantize(MemorySegment weight, MemorySegment scale, long rows, int cols, DType outType,
-                                        MemorySegment dst) {
+    /** fp8 (times the tensor scale, rounded to the output dtype) and mxfp8 (times 2^(byte - 127)). */
+    private static void fp8DequantizeRow(Job j, long r) {
+        QuantFormat format = j.format;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        MemorySegment scale = j.scale;
+        MemorySegment dst = j.dst;
+        int blocks = j.blocks;
+        float[] factor = j.factor;
+        long row = r * cols;
+        boolean mxfp8 = format == QuantFormat.MXFP8;
         int block = QuantFormat.MXFP8.blockSize();
-        int blocks = (int) QuantFormat.MXFP8.paddedIn(cols) / block;
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            int c = 0;
-            for (; c + N <= cols; c += N) {
-                float m = FloatFormats.e8m0ToFloat(scale.get(BYTE, r * blocks + c / block));
-                store(decodeE4m3(loadBytes(weight, row + c)).mul(m), outType, dst, row + c);
-            }
-            for (; c < cols; c++) {
-                float m = FloatFormats.e8m0ToFloat(scale.get(BYTE, r * blocks + c / block));
-                FloatFormats.write(dst, outType, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * m);
-            }
+        long index = r * blocks;
+        int c = 0;
+        for (; c + N <= cols; c += N) {
+            float m = mxfp8 ? FloatFormats.e8m0ToFloat(scale.get(BYTE, index + c / block)) : factor[0];
+            store(decodeE4m3(loadBytes(weight, row + c)).mul(m), dtype, dst, row + c);
+        }
+        for (; c < cols; c++) {
+            float m = mxfp8 ? FloatFormats.e8m0ToFloat(scale.get(BYTE, index + c / block)) : factor[0];
+            QuantMath.writeDequantized(dst, dtype, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * m);
         }
     }
 
-    private static void fp4Dequantize(QuantFormat format, MemorySegment weight, MemorySegment scale, float scale2,
-                                      long rows, int cols, DType outType, MemorySegment dst) {
+    /**
+     * fp8 to BF16 has one scale for the tensor, so each of the 128 E4M3 magnitudes has one result:
+     * computed once, as the scalar kernel computes it, and looked up in registers.
+     */
+    private static ShortVector[] bf16Table(float scale) {
+        short[] results = new short[128];
+        for (int e = 0; e < 128; e++) {
+            results[e] = FloatFormats.floatToBf16(FloatFormats.e4m3ToFloat((byte) e) * scale);
+        }
+        ShortVector[] table = new ShortVector[128 / SW.length()];
+        for (int k = 0; k < table.length; k++) {
+            table[k] = ShortVector.fromArray(SW, results, k * SW.length());
+        }
+        return table;
+    }
+
+    /**
+     * fp8 to BF16 by table: the magnitude's result, with the sign bit flipped for negative codes (the
+     * product and its rounding are symmetric), NaN canonical as the scalar kernel writes it.
+     */
+    private static void fp8DequantizeBf16Row(Job j, long r) {
+        int cols = j.cols;
+        MemorySegment weight = j.weight;
+        MemorySegment dst = j.dst;
+        ShortVector[] table = j.bf16Table;
+        long row = r * cols;
+        int lanes = SW.length();
+        int c = 0;
+        for (; c + lanes <= cols; c += lanes) {
+            ShortVector b = (ShortVector) ByteVector.fromMemorySegment(BW, weight, row + c, LITTLE_ENDIAN)
+                    .convertShape(VectorOperators.B2S, SW, 0);
+            ShortVector magnitude = b.and((short) 0x7F);
+            // A two-vector lookup covers 2 * lanes entries (the index wraps); later ranges overwrite.
+            ShortVector v = magnitude.selectFrom(table[0], table[1]);
+            for (int k = 1; k < table.length / 2; k++) {
+                v = v.blend(magnitude.selectFrom(table[2 * k], table[2 * k + 1]),
+                        magnitude.compare(VectorOperators.GE, (short) (2 * k * lanes)));
+            }
+            v = v.lanewise(VectorOperators.XOR, b.and((short) 0x80).lanewise(VectorOperators.LSHL, 8));
+            v = v.blend((short) 0x7FC0, v.and((short) 0x7FFF).compare(VectorOperators.GT, (short) 0x7F80));
+            v.intoMemorySegment(dst, (row + c) * 2, LITTLE_ENDIAN);
+        }
+        float scale = j.factor[0];
+        for (; c < cols; c++) {
+            QuantMath.writeDequantized(dst, DType.BF16, row + c, FloatFormats.e4m3ToFloat(weight.get(BYTE, row + c)) * scale);
+        }
+    }
+
+    /** nvfp4 and mxfp4: code values from a table in registers, times the block's scale. */
+    private static void fp4DequantizeRow(Job j, long r) {
+        QuantFormat format = j.format;
+        DType dtype = j.dtype;
+        int cols = j.cols;
+        float tensorScale = j.tensorScale;
+        MemorySegment weight = j.weight;
+        MemorySegment scale = j.scale;
+        MemorySegment dst = j.dst;
+        int padded = j.padded;
+        int blocks = j.blocks;
         boolean nvfp4 = format == QuantFormat.NVFP4;
         IntVector[] table = nvfp4 ? NVFP4_TABLE : MXFP4_TABLE;
         int block = format.blockSize();
-        int padded = (int) format.paddedIn(cols);
-        int blocks = padded / block;
-        for (long r = 0; r < rows; r++) {
-            long row = r * cols;
-            long packedRow = r * padded / 2;
-            int c = 0;
-            for (; c + 2 * N <= cols; c += 2 * N) {
-                IntVector packed = loadBytes(weight, packedRow + c / 2);
-                IntVector lo = UNPACK_LO.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
-                IntVector hi = UNPACK_HI.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
-                float s0 = fp4Scale(nvfp4, scale.get(BYTE, r * blocks + c / block), scale2);
-                float s1 = fp4Scale(nvfp4, scale.get(BYTE, r * blocks + (c + N) / block), scale2);
-                store(lo.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s0), outType, dst, row + c);
-                store(hi.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s1), outType, dst, row + c + N);
-            }
-            for (; c < cols; c++) {
-                int b = weight.get(BYTE, packedRow + c / 2);
-                int code = (c & 1) == 0 ? b & 0xF : (b >> 4) & 0xF;
-                float s = fp4Scale(nvfp4, scale.get(BYTE, r * blocks + c / block), scale2);
-                float value = nvfp4 ? QuantMath.nvfp4Value(code) : FloatFormats.e2m1ToFloat(code);
-                FloatFormats.write(dst, outType, row + c, value * s);
-            }
+        long row = r * cols;
+        long packedRow = r * padded / 2;
+        long index = r * blocks;
+        int c = 0;
+        for (; c + 2 * N <= cols; c += 2 * N) {
+            IntVector packed = loadBytes(weight, packedRow + c / 2);
+            IntVector lo = UNPACK_LO.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
+            IntVector hi = UNPACK_HI.selectFrom(packed).lanewise(VectorOperators.LSHR, NIBBLE_SHIFT).and(0xF);
+            float s0 = fp4Scale(nvfp4, scale.get(BYTE, index + c / block), tensorScale);
+            float s1 = fp4Scale(nvfp4, scale.get(BYTE, index + (c + N) / block), tensorScale);
+            store(lo.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s0), dtype, dst, row + c);
+            store(hi.selectFrom(table[0], table[1]).reinterpretAsFloats().mul(s1), dtype, dst, row + c + N);
+        }
+        for (; c < cols; c++) {
+            int b = weight.get(BYTE, packedRow + c / 2);
+            int code = (c & 1) == 0 ? b & 0xF : (b >> 4) & 0xF;
+            float s = fp4Scale(nvfp4, scale.get(BYTE, index + c / block), tensorScale);
+            float value = nvfp4 ? QuantMath.nvfp4Value(code) : FloatFormats.e2m1ToFloat(code);
+            QuantMath.writeDequantized(dst, dtype, row + c, value * s);
         }
     }
 
@@ -541,10 +824,15 @@ final class PanamaQuantKernel implements QuantKernel {
             case BF16 -> widen(src, index).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
             case F16 -> {
                 IntVector h = widen(src, index);
-                IntVector magnitude = h.and(0x7FFF).lanewise(VectorOperators.LSHL, 13);
-                // Shifted into place the F16 bits are the value times 2^-112 (subnormals too): scale back.
-                IntVector finite = magnitude.reinterpretAsFloats().mul(0x1p112f).reinterpretAsInts();
-                IntVector bits = finite.blend(magnitude.or(INF_BITS), magnitude.compare(VectorOperators.GE, 0x7C00 << 13));
+                IntVector magnitude = h.and(0x7FFF);
+                // Normal: exponent rebiased (15 to 127). Subnormal: the mantissa times 2^-24, exactly
+                // (no arithmetic on subnormal floats, see decodeE4m3). Infinity and NaN kept.
+                IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 13).add(112 << 23);
+                IntVector subnormal = magnitude.convert(VectorOperators.I2F, 0).reinterpretAsFloats().mul(0x1p-24f)
+                        .reinterpretAsInts();
+                bits = bits.blend(subnormal, magnitude.compare(VectorOperators.LT, 0x400));
+                bits = bits.blend(magnitude.lanewise(VectorOperators.LSHL, 13).or(INF_BITS),
+                        magnitude.compare(VectorOperators.GE, 0x7C00));
                 yield bits.or(h.and(0x8000).lanewise(VectorOperators.LSHL, 16)).reinterpretAsFloats();
             }
             default -> throw new AssertionError(dtype);
@@ -556,10 +844,9 @@ final class PanamaQuantKernel implements QuantKernel {
         return (IntVector) ShortVector.fromMemorySegment(S, src, index * 2, LITTLE_ENDIAN).convertShape(VectorOperators.S2I, I, 0);
     }
 
-    /** N bytes from {@code index}, zero-extended to int lanes. */
+    /** N bytes from {@code index}, sign-extended to int lanes (the users mask the bits they need). */
     private static IntVector loadBytes(MemorySegment src, long index) {
-        return ((IntVector) ByteVector.fromMemorySegment(B, src, index, LITTLE_ENDIAN).convertShape(VectorOperators.B2I, I, 0))
-                .and(0xFF);
+        return (IntVector) ByteVector.fromMemorySegment(B, src, index, LITTLE_ENDIAN).convertShape(VectorOperators.B2I, I, 0);
     }
 
     /** The low byte of each lane, N bytes at {@code index}. */
@@ -567,17 +854,10 @@ final class PanamaQuantKernel implements QuantKernel {
         v.convertShape(VectorOperators.I2B, B, 0).reinterpretAsBytes().intoMemorySegment(dst, index, LITTLE_ENDIAN);
     }
 
-    /** The E2M1 codes of 2N elements (two vectors) packed in N bytes: even elements in the low nibble. */
-    private static void storePairs(IntVector first, IntVector second, MemorySegment dst, long index) {
-        IntVector even = EVEN.selectFrom(first, second);
-        IntVector odd = ODD.selectFrom(first, second);
-        storeBytes(even.or(odd.lanewise(VectorOperators.LSHL, 4)), dst, index);
-    }
-
-    /** N floats as BF16 (nearest even, NaN to 0x7FC0) or F32 at element {@code index}. */
+    /** N floats as BF16 (nearest even) or F32 at element {@code index}, NaN canonical as {@link QuantMath#writeDequantized}. */
     private static void store(FloatVector v, DType outType, MemorySegment dst, long index) {
         if (outType == DType.F32) {
-            v.intoMemorySegment(dst, index * 4, LITTLE_ENDIAN);
+            v.blend(Float.NaN, v.test(VectorOperators.IS_NAN)).intoMemorySegment(dst, index * 4, LITTLE_ENDIAN);
             return;
         }
         IntVector bits = v.reinterpretAsInts();
@@ -619,7 +899,10 @@ final class PanamaQuantKernel implements QuantKernel {
         return code.or(sign);
     }
 
-    /** Floats of E4M3 bytes (in int lanes, 0..255) as {@link FloatFormats#e4m3ToFloat}. */
+    /**
+     * Floats of E4M3 bytes (in the low 8 bits of int lanes) as {@link FloatFormats#e4m3ToFloat}. No
+     * arithmetic on subnormal floats: x86 takes a microcode assist, a hundred cycles, for each.
+     */
     private static FloatVector decodeE4m3(IntVector bytes) {
         IntVector magnitude = bytes.and(0x7F);
         // Normal: the 7 bits shifted under the f32 sign, exponent rebiased by 120. Subnormal: m * 2^-9.
@@ -634,7 +917,7 @@ final class PanamaQuantKernel implements QuantKernel {
      * nvfp4's E2M1 codes (nearest, ties to even, saturating at 6; sign when x < 0). From 1 up the float
      * is rounded to one mantissa bit by integer arithmetic; below 1 the grid is 0.5, the ulp of 2^22.
      */
-    private static IntVector nvfp4Codes(FloatVector x) {
+    private static IntVector nvfp4CodeLanes(FloatVector x) {
         IntVector a = x.reinterpretAsInts().and(ABS_MASK);
         IntVector normal = a.add(a.lanewise(VectorOperators.LSHR, 22).and(1)).add(0x1FFFFF)
                 .lanewise(VectorOperators.LSHR, 22).sub(252).min(7);
@@ -644,7 +927,7 @@ final class PanamaQuantKernel implements QuantKernel {
     }
 
     /** mxfp4's E2M1 codes: ties toward zero, sign unless x > 0 (zeros are 0x8). */
-    private static IntVector mxfp4Codes(FloatVector x) {
+    private static IntVector mxfp4CodeLanes(FloatVector x) {
         FloatVector abs = x.abs();
         IntVector a = abs.reinterpretAsInts();
         IntVector normal = a.add(0x1FFFFF).lanewise(VectorOperators.LSHR, 22).sub(252).min(7);
@@ -664,14 +947,6 @@ final class PanamaQuantKernel implements QuantKernel {
 
     // ---------------------------------------------------------------------------------------------
     // constant tables
-
-    private static int[] iota(int step, int first) {
-        int[] a = new int[N];
-        for (int i = 0; i < N; i++) {
-            a[i] = first + step * i;
-        }
-        return a;
-    }
 
     private static int[] halves(int first) {
         int[] a = new int[N];

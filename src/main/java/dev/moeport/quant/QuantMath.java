@@ -123,6 +123,14 @@ final class QuantMath {
         return (int) Math.min(Math.max(Math.rint(v), lo), hi);
     }
 
+    /**
+     * Stores a dequantized value: a NaN as the canonical quiet NaN, since Java leaves a NaN's sign and
+     * payload to the hardware (which operand of a product it keeps), and the two kernels must agree.
+     */
+    static void writeDequantized(MemorySegment dst, DType outType, long index, float value) {
+        FloatFormats.write(dst, outType, index, Float.isNaN(value) ? Float.NaN : value);
+    }
+
     /** An amax-derived scale where a zero becomes 1.0, as the reference guards its divisions. */
     static float nonZero(float scale) {
         return scale == 0 ? 1.0f : scale;

@@ -26,10 +26,12 @@ import java.lang.foreign.ValueLayout;
  *   <li>fp8 and nvfp4 need a positive finite tensor scale; an all-zero tensor has none (ModelOpt
  *       asserts the same), and the caller decides what to do with it.</li>
  *   <li>A NaN or infinite input element throws {@link NonFiniteValueException} with the index of the
- *       first one in the chunk, before anything is written.</li>
+ *       first one in the chunk; the outputs are then unspecified (this kernel checks before writing,
+ *       the Panama kernel finds out on the way).</li>
  *   <li>Dequantization follows ModelOpt's arithmetic: fp8 multiplies in the output dtype (the scale is
  *       rounded to it first); nvfp4 multiplies the code's value by the product of the two scales, with
- *       code 0x8 as +0.0; mxfp4 keeps it as -0.0; an E8M0 byte 0xFF (never written) is a NaN scale.</li>
+ *       code 0x8 as +0.0; mxfp4 keeps it as -0.0; an E8M0 byte 0xFF (never written) is a NaN scale.
+ *       A NaN result is written as the canonical quiet NaN (BF16 0x7FC0, F32 0x7FC00000).</li>
  * </ul>
  */
 final class ScalarQuantKernel implements QuantKernel {
@@ -233,7 +235,7 @@ final class ScalarQuantKernel implements QuantKernel {
                             * FloatFormats.e8m0ToFloat(scale.get(BYTE, blockIndex));
                     default -> throw new AssertionError(format);
                 };
-                FloatFormats.write(dst, outType, r * cols + c, value);
+                QuantMath.writeDequantized(dst, outType, r * cols + c, value);
             }
         }
     }

@@ -122,7 +122,8 @@ public final class FloatFormats {
     /** The scale 2^(b - 127) of an E8M0 byte; 0xFF is NaN. */
     public static float e8m0ToFloat(int b) {
         int e = b & 0xFF;
-        return e == 0xFF ? Float.NaN : Math.scalb(1.0f, e - 127);
+        // The byte is a float's exponent field; 0 is below the normal range: 2^-127, a subnormal.
+        return e == 0xFF ? Float.NaN : e == 0 ? 0x1p-127f : Float.intBitsToFloat(e << 23);
     }
 
     /** Element {@code index} of a BF16, F16 or F32 segment, as a float (exact). */

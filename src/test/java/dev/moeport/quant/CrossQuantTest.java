@@ -3,6 +3,7 @@ package dev.moeport.quant;
 import static dev.moeport.quant.QuantTesting.assertSameBytes;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
@@ -12,6 +13,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -26,11 +28,11 @@ import org.junit.jupiter.params.provider.MethodSource;
  */
 class CrossQuantTest {
     private static final QuantKernel SCALAR = QuantKernels.scalar();
-    private static final QuantKernel PANAMA = QuantKernels.panama();
+    private static final QuantKernel PANAMA = QuantTesting.PANAMA;
     private static final DType[] DTYPES = {DType.BF16, DType.F16, DType.F32};
-    /** rows x cols: single rows, sub-vector tails, odd multiples of blocks, a partial 128-row band. */
+    /** rows x cols: empty, single rows, sub-vector tails, odd multiples of blocks, a partial 128-row band. */
     private static final int[][] SHAPES = {
-        {1, 1}, {1, 15}, {1, 16}, {2, 17}, {3, 31}, {2, 32}, {3, 33}, {2, 48}, {4, 96}, {2, 100},
+        {0, 16}, {2, 0}, {1, 1}, {1, 15}, {1, 16}, {2, 17}, {3, 31}, {2, 32}, {3, 33}, {2, 48}, {4, 96}, {2, 100},
         {3, 2048}, {2, 4097}, {7, 160}, {130, 200},
     };
 
@@ -48,6 +50,11 @@ class CrossQuantTest {
         LOG2_EDGES,
         /** Zeros of both signs, with an occasional small value. */
         ZEROS
+    }
+
+    @BeforeAll
+    static void needsPanama() {
+        assumeTrue(PANAMA != null, "the Panama kernel is not supported on this CPU");
     }
 
     static Stream<Arguments> formatsAndDtypes() {
@@ -129,7 +136,7 @@ class CrossQuantTest {
                 QuantTesting.Quantized q = QuantTesting.Quantized.allocate(arena, format, rows, cols);
                 fill(q.weight(), rnd);
                 fill(q.scale(), rnd);
-                for (float tensorScale : new float[] {0.01f, 3.7e-5f, 1e30f}) {
+                for (float tensorScale : new float[] {0.01f, 3.7e-5f, 1e30f, -0.5f, Float.NaN}) {
                     for (DType out : new DType[] {DType.BF16, DType.F32}) {
                         MemorySegment expected = arena.allocate(out.byteSize((long) rows * cols));
                         MemorySegment actual = arena.allocate(out.byteSize((long) rows * cols) + 1).asSlice(1);
