@@ -91,9 +91,13 @@ public enum QuantFormat {
     /**
      * The per-tensor scale from the tensor's amax: fp8's {@code weight_scale} (amax / 448) and nvfp4's
      * {@code weight_scale_2} (amax / (6 * 448)), both as f32 divisions. Also the {@code input_scale} from
-     * a calibrated input amax, for every format that has one.
+     * a calibrated input amax, for every format that has one. An amax of 0 (an all-zero tensor) gives 1:
+     * every code is zero whatever the scale, and a zero scale would divide by zero.
      */
     public float tensorScale(float amax) {
+        if (amax == 0) {
+            return 1f;
+        }
         return this == NVFP4 ? amax / (6.0f * 448.0f) : amax / 448.0f;
     }
 

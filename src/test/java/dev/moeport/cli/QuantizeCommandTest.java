@@ -163,6 +163,42 @@ class QuantizeCommandTest {
     }
 
     @Test
+    void anAllZeroWeightGetsScaleOneAndZeroCodes() throws Exception {
+        Path in = tmp.resolve("zeros");
+        TestCheckpoints.write(in, List.of(Entry.of(MODULE + ".weight",
+                TestCheckpoints.bytes("w", DType.BF16, dev.moeport.tensor.Shape.of(32, 64), new byte[32 * 64 * 2]))), 1L << 30);
+        for (String format : List.of("nvfp4", "fp8")) {
+            Path out = tmp.resolve("out-" + format);
+            CliRun r = CliRun.of("quantize", "--format", format, "--in", in.toString(), "--out", out.toString());
+            assertEquals(0, r.code(), r.err());
+            try (Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
+                String global = format.equals("nvfp4") ? ".weight_scale_2" : ".weight_scale";
+                assertEquals(1f, q.tensor(MODULE + global).bytes(arena).get(FloatFormats.FLOAT_LE, 0), format);
+                MemorySegment codes = q.tensor(MODULE + ".weight").bytes(arena);
+                for (long i = 0; i < codes.byteSize(); i++) {
+                    assertEquals(0, codes.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i), format + " code " + i);
+                }
+            }
+        }
+    }
+
+    @Test
+    void aNanWeightIsAnErrorNamingTheTensor() throws Exception {
+        Path in = tmp.resolve("nan");
+        byte[] bytes = new byte[16 * 32 * 2];
+        MemorySegment.ofArray(bytes).setAtIndex(FloatFormats.SHORT_LE, 5 * 32 + 7, (short) 0x7FC0);
+        TestCheckpoints.write(in, List.of(Entry.of(MODULE + ".weight", TestCheckpoints.bytes("w", DType.BF16, dev.moeport.tensor.Shape.of(16, 32), bytes))),
+                1L << 30);
+        for (String format : List.of("nvfp4", "mxfp4", "int8_wo")) {
+            CliRun r = CliRun.of("quantize", "--format", format, "--in", in.toString(), "--out", tmp.resolve("o-" + format).toString());
+            assertEquals(1, r.code(), format);
+            assertEquals("moeport: error: tensor '" + MODULE + ".weight': NaN or infinite value at [5, 7]; quantizing it would give garbage"
+                    + " scales (repair the weight, or keep it unquantized with --exclude)", r.err().strip(), format);
+            assertFalse(Files.exists(tmp.resolve("o-" + format).resolve("model.safetensors")));
+        }
+    }
+
+    @Test
     void badInputIsOneLine() {
         CliRun r = CliRun.of("quantize", "--format", "nvfp5", "--in", HF.toString(), "--out", tmp.resolve("x").toString());
         assertEquals(2, r.code());
