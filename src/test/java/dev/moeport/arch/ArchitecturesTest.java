@@ -35,18 +35,12 @@ class ArchitecturesTest {
         return Shared.fixture(arch).resolve("hf");
     }
 
-    private Path run(String... args) {
-        CliRun r = CliRun.of(args);
-        assertEquals(0, r.code(), r.err());
-        return Path.of(args[java.util.Arrays.asList(args).indexOf("--out") + 1]);
-    }
-
     @ParameterizedTest
     @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss"})
     void importThenExportReproducesTheHfFolderBitForBit(String arch) {
         for (String layout : List.of("te", "sequential", "stacked")) {
-            Path mcore = run("import", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
-            Path back = run("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve(arch + "-hf-" + layout).toString());
+            Path mcore = CliRun.succeeding("import", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
+            Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve(arch + "-hf-" + layout).toString());
             assertSameTensors(hf(arch), back);
         }
     }
@@ -54,8 +48,8 @@ class ArchitecturesTest {
     @ParameterizedTest
     @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny"})
     void convertToFusedAndBackReproducesTheHfFolder(String arch) {
-        Path fused = run("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
-        Path back = run("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
+        Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
+        Path back = CliRun.succeeding("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
         assertSameTensors(hf(arch), back);
         // The fused folder also reads as the per-expert one everywhere else.
         assertEquals(0, CliRun.of("verify", hf(arch).toString(), fused.toString()).code());
@@ -71,7 +65,7 @@ class ArchitecturesTest {
                 "nemotron_h_tiny", Map.of("model.embeddings.weight", Shape.of(1024, 256), "model.layers.2.mixer.experts.up_proj", Shape.of(8, 128, 256),
                         "model.layers.5.mixer.experts.down_proj", Shape.of(8, 256, 128), "model.norm_f.weight", Shape.of(256), "lm_head.weight", Shape.of(1024, 256)));
         expected.forEach((arch, shapes) -> {
-            Path fused = run("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("f-" + arch).toString(), "--experts", "fused");
+            Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("f-" + arch).toString(), "--experts", "fused");
             try (Checkpoint c = Checkpoints.open(fused)) {
                 shapes.forEach((name, shape) -> assertEquals(shape, c.tensor(name).shape(), arch + " " + name));
                 assertFalse(c.tensors().keySet().stream().anyMatch(n -> n.matches(".*experts\\.\\d+\\..*")), arch + ": no per-expert names left");
@@ -88,7 +82,7 @@ class ArchitecturesTest {
 
     @Test
     void qwenAttentionIsGqaInterleavedAndExpertsAreGateThenUp() {
-        Path mcore = run("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("qwen3_moe")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
             // 4 query heads, 2 KV groups, head_dim 64: group g = [q heads 2g, 2g+1 ; k_g ; v_g], 64 rows each.
             MemorySegment qkv = m.tensor("decoder.layers.1.self_attention.linear_qkv.weight").bytes(arena);
@@ -114,7 +108,7 @@ class ArchitecturesTest {
 
     @Test
     void gptOssExpertsAreTransposedAndDeinterleaved() {
-        Path mcore = run("import", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("gpt_oss")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
             long hidden = 256;
             long inter = 128;
@@ -169,7 +163,7 @@ class ArchitecturesTest {
 
     @Test
     void deepSeekDenseAndMoeLayersPlaceTheirNormsApart() {
-        Path mcore = run("import", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("deepseek_v3")); Checkpoint m = Checkpoints.open(mcore)) {
             assertTrue(m.contains("decoder.layers.0.mlp.linear_fc1.layer_norm_weight"), "first_k_dense_replace = 1: layer 0 is dense");
             assertFalse(m.contains("decoder.layers.0.pre_mlp_layernorm.weight"));
@@ -179,7 +173,7 @@ class ArchitecturesTest {
             assertEquals(h.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), m.tensor("decoder.layers.1.mlp.router.expert_bias").dtype());
             assertFalse(m.contains("decoder.layers.1.mlp.router.bias"));
         }
-        Path f32 = run("export", "--in", mcore.toString(), "--hf-config", hf("deepseek_v3").toString(), "--out", tmp.resolve("f32").toString(),
+        Path f32 = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf("deepseek_v3").toString(), "--out", tmp.resolve("f32").toString(),
                 "--dtype", "f32");
         try (Checkpoint c = Checkpoints.open(f32)) {
             assertEquals(DType.F32, c.tensor("model.layers.1.mlp.experts.0.up_proj.weight").dtype());

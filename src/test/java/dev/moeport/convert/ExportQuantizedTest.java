@@ -35,18 +35,12 @@ class ExportQuantizedTest {
     @TempDir
     Path tmp;
 
-    private Path run(String... args) {
-        CliRun r = CliRun.of(args);
-        assertEquals(0, r.code(), r.err());
-        return Path.of(args[java.util.Arrays.asList(args).indexOf("--out") + 1]);
-    }
-
     @ParameterizedTest
     @ValueSource(strings = {"nvfp4", "fp8", "mxfp8", "int4_g128", "fp8_pb"})
     void equalsWhatQuantizeMakesOfTheHfFolder(String format) {
-        Path exported = run("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
+        Path exported = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
                 "--out", tmp.resolve("export").toString(), "--format", format);
-        Path quantized = run("quantize", "--in", HF.toString(), "--out", tmp.resolve("quantize").toString(), "--format", format);
+        Path quantized = CliRun.succeeding("quantize", "--in", HF.toString(), "--out", tmp.resolve("quantize").toString(), "--format", format);
         assertSameTensors(quantized, exported);
     }
 
@@ -68,7 +62,7 @@ class ExportQuantizedTest {
 
     @Test
     void qkvPartsShareTheFusedTensorsScale() {
-        Path out = run("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(),
+        Path out = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(),
                 "--format", "nvfp4");
         try (Checkpoint mcore = Checkpoints.open(FIXTURE.resolve("mcore_te")); Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
             float expected = amax(arena, mcore.tensor("decoder.layers.1.self_attention.linear_qkv.weight")) / NVFP4_SCALE2;
@@ -81,8 +75,8 @@ class ExportQuantizedTest {
     @Test
     void gatedExpertsShareOneScaleForGateAndUp() {
         Path qwen = Shared.fixture("qwen3_moe/hf");
-        Path mcore = run("import", "--in", qwen.toString(), "--out", tmp.resolve("mcore").toString());
-        Path out = run("export", "--in", mcore.toString(), "--hf-config", qwen.toString(), "--out", tmp.resolve("o").toString(), "--format", "nvfp4");
+        Path mcore = CliRun.succeeding("import", "--in", qwen.toString(), "--out", tmp.resolve("mcore").toString());
+        Path out = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", qwen.toString(), "--out", tmp.resolve("o").toString(), "--format", "nvfp4");
         try (Checkpoint hf = Checkpoints.open(qwen); Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
             for (String prefix : List.of("model.layers.1.mlp.experts.5.", "model.layers.0.mlp.")) {
                 float expected = amax(arena, hf.tensor(prefix + "gate_proj.weight"), hf.tensor(prefix + "up_proj.weight")) / NVFP4_SCALE2;
@@ -107,7 +101,7 @@ class ExportQuantizedTest {
             entries.add(Entry.of("decoder.layers.1.self_attention.linear_qkv.input_quantizer._amax", TestCheckpoints.f32("i", 5.0f)));
             TestCheckpoints.write(calibrated, entries, 1L << 30);
         }
-        Path out = run("export", "--in", calibrated.toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(), "--format", "nvfp4");
+        Path out = CliRun.succeeding("export", "--in", calibrated.toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(), "--format", "nvfp4");
         try (Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
             for (int e = 0; e < 8; e++) {
                 String module = "backbone.layers.2.mixer.experts." + e + ".up_proj";
@@ -127,7 +121,7 @@ class ExportQuantizedTest {
 
     @Test
     void excludeIncludeAndTheQuantConfigs() throws Exception {
-        Path out = run("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(),
+        Path out = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(),
                 "--format", "fp8", "--include", "*experts*", "--exclude", "*layers.5.*");
         try (Checkpoint q = Checkpoints.open(out)) {
             assertEquals(DType.F8_E4M3, q.tensor("backbone.layers.2.mixer.experts.0.up_proj.weight").dtype());

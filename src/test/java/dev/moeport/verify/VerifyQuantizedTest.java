@@ -28,12 +28,6 @@ class VerifyQuantizedTest {
     @TempDir
     Path tmp;
 
-    private Path run(String... args) {
-        CliRun r = CliRun.of(args);
-        assertEquals(0, r.code(), r.err());
-        return Path.of(args[java.util.Arrays.asList(args).indexOf("--out") + 1]);
-    }
-
     /**
      * A lower bound on the SNR of NVFP4 for this BF16 tensor. Per block of 16, the effective scale S is
      * e4m3(amax_b / (6 s2)) * s2 with s2 = amax / 2688; e4m3 rounds within a factor 1 +- 1/16 (plus
@@ -70,7 +64,7 @@ class VerifyQuantizedTest {
 
     @Test
     void nvfp4ExportAgainstTheBf16OriginalStaysWithinTheFormatsBound() throws Exception {
-        Path exported = run("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
+        Path exported = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
                 "--out", tmp.resolve("nvfp4").toString(), "--format", "nvfp4");
         CliRun r = CliRun.of("verify", HF.toString(), exported.toString(), "--json");
         assertEquals(3, r.code(), "lossy: the checkpoints differ");
@@ -102,11 +96,11 @@ class VerifyQuantizedTest {
 
     @Test
     void importDecodesQuantizedInputAsDequantizeDoes() {
-        Path quantized = run("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", tmp.resolve("q").toString());
-        Path imported = run("import", "--in", quantized.toString(), "--out", tmp.resolve("imported").toString());
-        Path dequantized = run("dequantize", "--in", quantized.toString(), "--out", tmp.resolve("dq").toString());
+        Path quantized = CliRun.succeeding("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", tmp.resolve("q").toString());
+        Path imported = CliRun.succeeding("import", "--in", quantized.toString(), "--out", tmp.resolve("imported").toString());
+        Path dequantized = CliRun.succeeding("dequantize", "--in", quantized.toString(), "--out", tmp.resolve("dq").toString());
         // dequantize drops the quantization config; the config.json beside it drives the import.
-        Path importedFromBf16 = run("import", "--in", dequantized.toString(), "--out", tmp.resolve("imported-bf16").toString());
+        Path importedFromBf16 = CliRun.succeeding("import", "--in", dequantized.toString(), "--out", tmp.resolve("imported-bf16").toString());
         assertSameTensors(importedFromBf16, imported);
         // verify decodes to f32: against the BF16 import only BF16's own rounding (2^-9 relative) remains.
         CliRun r = CliRun.of("verify", quantized.toString(), imported.toString(), "--tolerance", "45");
