@@ -33,11 +33,12 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Rewrites a Hugging Face checkpoint between transformers 5's two layouts: per-expert tensors",
-            "(experts.{e}.gate_proj.weight ...; what vLLM and older loaders read) and fused experts",
-            "(experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]; save_original_format=False), with the",
-            "other renames that layout brings (NemotronH model./backbone., Mixtral mlp./block_sparse_moe.).",
-            "Bytes are copied as they are: per-expert tensors are zero-copy slices of the fused ones.",
+            "Rewrites a Hugging Face checkpoint between transformers 5's two layouts: per-expert tensors " +
+                "(experts.{e}.gate_proj.weight ...; what vLLM and older loaders read) and fused experts " +
+                "(experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]; save_original_format=False), with" +
+                " the other renames that layout brings (NemotronH model./backbone., Mixtral " +
+                "mlp./block_sparse_moe.). Bytes are copied as they are: per-expert tensors are zero-copy slices " +
+                "of the fused ones.",
             ""
         },
         footerHeading = "%nExamples:%n",

@@ -15,9 +15,10 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "The main job on a built-in example, end to end: synthesizes a NemotronH checkpoint in Megatron-Core",
-            "layout (moeport synth), then exports it to a quantized Hugging Face checkpoint (moeport export),",
-            "printing each command as it runs it and its summary. Reruns replace the demo folder.",
+            "The main job on a built-in example, end to end: synthesizes a NemotronH checkpoint in " +
+                "Megatron-Core layout (moeport synth), then exports it to a quantized Hugging Face checkpoint " +
+                "(moeport export), printing each command as it runs it and its summary. Reruns replace the demo " +
+                "folder.",
             ""
         })
 final class DemoCommand implements Callable<Integer> {

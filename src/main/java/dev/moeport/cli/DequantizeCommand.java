@@ -34,10 +34,11 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Turns a quantized Hugging Face checkpoint (fp8, nvfp4, mxfp4, mxfp8, as moeport or Model Optimizer",
-            "write them) back into a BF16 (or --dtype) one: every quantized module's weight is decoded with its",
-            "scales, the scale tensors and input_scale are dropped, quantization_config is removed from config.json",
-            "and hf_quant_config.json is not copied. Other tensors and files are copied unchanged.",
+            "Turns a quantized Hugging Face checkpoint (fp8, nvfp4, mxfp4, mxfp8, as moeport or Model " +
+                "Optimizer write them) back into a BF16 (or --dtype) one: every quantized module's weight is " +
+                "decoded with its scales, the scale tensors and input_scale are dropped, quantization_config is " +
+                "removed from config.json and hf_quant_config.json is not copied. Other tensors and files are " +
+                "copied unchanged.",
             ""
         },
         footerHeading = "%nExample:%n",

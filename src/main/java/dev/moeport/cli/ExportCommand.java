@@ -37,17 +37,19 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Converts a Megatron-Core checkpoint to a Hugging Face one that transformers and serving engines load,",
-            "optionally quantized on the way.",
+            "Converts a Megatron-Core checkpoint to a Hugging Face one that transformers and serving engines " +
+                "load, optionally quantized on the way.",
             "",
-            "The mapping follows the architecture's rule table (see --list-architectures): renames, fused QKV split",
-            "into q/k/v, per-expert slicing of grouped experts (TEGroupedMLP weight0..N-1, SequentialMLP",
-            "local_experts, or one stacked [E, out, in] tensor), vocabulary padding trimmed. _extra_state and",
-            "ModelOpt quantizer state are not copied; calibrated amax values feed the scales. Any input tensor no",
-            "rule uses, and any expected tensor that is missing, is an error (see --allow-unmapped).",
+            "The mapping follows the architecture's rule table (see --list-architectures): renames, fused QKV" +
+                " split into q/k/v, per-expert slicing of grouped experts (TEGroupedMLP weight0..N-1, " +
+                "SequentialMLP local_experts, or one stacked [E, out, in] tensor), vocabulary padding trimmed. " +
+                "_extra_state and ModelOpt quantizer state are not copied; calibrated amax values feed the " +
+                "scales. Any input tensor no rule uses, and any expected tensor that is missing, is an error (see" +
+                " --allow-unmapped).",
             "",
-            "The plan (every output tensor, its source regions and transform) is built before a byte is written;",
-            "--dry-run prints it. Then it runs on --threads workers, streaming: no tensor is held in memory.",
+            "The plan (every output tensor, its source regions and transform) is built before a byte is " +
+                "written; --dry-run prints it. Then it runs on --threads workers, streaming: no tensor is held in" +
+                " memory.",
             ""
         },
         footerHeading = "%nExamples:%n",
@@ -60,7 +62,7 @@ final class ExportCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--in", paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors file, index or folder.")
+    @Option(names = "--in", paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors (a file, an index or a folder) or torch_dist (a checkpoint folder or its iter_NNNNNNN/).")
     Path in;
 
     @Option(names = "--hf-config", paramLabel = "HF_DIR",
@@ -78,7 +80,7 @@ final class ExportCommand implements Callable<Integer> {
             description = "Cast unquantized floating-point weights to bf16, f16 or f32 (round to nearest even); A_log, D, dt_bias and the router's expert bias keep theirs.")
     DType dtype;
 
-    @Option(names = "--exclude", paramLabel = "GLOB", description = "Keep matching HF modules unquantized (repeatable), e.g. '*mixer.[qkvo]_proj'... as globs: '*' matches anything.")
+    @Option(names = "--exclude", paramLabel = "GLOB", description = "Keep matching HF modules unquantized (repeatable): '*' matches any text, '[qkv]' one of those letters, e.g. '*.mixer.[qkvo]_proj'.")
     List<String> exclude = new ArrayList<>();
 
     @Option(names = "--include", paramLabel = "GLOB", description = "Quantize only matching HF modules (repeatable). Default exclusions still apply.")

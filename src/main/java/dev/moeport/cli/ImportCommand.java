@@ -37,11 +37,11 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Converts a Hugging Face checkpoint to Megatron-Core tensors: the export's rule table read the other",
-            "way. q/k/v are interleaved into linear_qkv by KV group, gate and up merged into [gate ; up], norms",
-            "moved to their fused MCore names, the vocabulary padded to a multiple of --vocab-multiple, and the",
-            "per-expert tensors merged into the --experts layout. Quantized input (fp8, nvfp4, mxfp4, mxfp8) is",
-            "decoded on the way (to its original dtype, or --dtype).",
+            "Converts a Hugging Face checkpoint to Megatron-Core tensors: the export's rule table read the " +
+                "other way. q/k/v are interleaved into linear_qkv by KV group, gate and up merged into [gate ; " +
+                "up], norms moved to their fused MCore names, the vocabulary padded to a multiple of " +
+                "--vocab-multiple, and the per-expert tensors merged into the --experts layout. Quantized input " +
+                "(fp8, nvfp4, mxfp4, mxfp8) is decoded on the way (to its original dtype, or --dtype).",
             ""
         },
         footerHeading = "%nExamples:%n",

@@ -33,11 +33,11 @@ import picocli.CommandLine.Model.CommandSpec;
         description = {
             "Lists the tensors of a checkpoint: name, dtype, shape and size, with totals.",
             "",
-            "PATH is a .safetensors file, a *.safetensors.index.json, or a folder holding either,",
-            "or a Megatron torch_dist checkpoint folder (its entries that are not model tensors,",
-            "such as optimizer state, are counted as skipped).",
-            "Large checkpoints are shown grouped: tensors that differ only in their layer or expert",
-            "numbers share one row, e.g. 'layers.{2,5}.mixer.experts.{0..7}.up_proj.weight  x16'."
+            "PATH is a .safetensors file, a *.safetensors.index.json, or a folder holding either, or a " +
+                "Megatron torch_dist checkpoint folder (its entries that are not model tensors, such as optimizer" +
+                " state, are counted as skipped). Large checkpoints are shown grouped: tensors that differ only " +
+                "in their layer or expert numbers share one row, e.g. " +
+                "'layers.{2,5}.mixer.experts.{0..7}.up_proj.weight  x16'."
         },
         footerHeading = "%nExamples:%n",
         footer = {

@@ -21,8 +21,9 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         usageHelpAutoWidth = true,
         description = {
-            "Converts Mixture-of-Experts checkpoints between Megatron-Core and Hugging Face layouts, and quantizes",
-            "them, streaming on CPUs: tensors are read zero-copy from memory-mapped files and never held in the heap.",
+            "Converts Mixture-of-Experts checkpoints between Megatron-Core and Hugging Face layouts, and " +
+                "quantizes them, streaming on CPUs: tensors are read zero-copy from memory-mapped files and never" +
+                " held in the heap.",
             ""
         },
         commandListHeading = "%nCommands:%n",
@@ -63,6 +64,7 @@ public final class Main implements Runnable {
     /** Runs the command line with the given streams and returns the exit code; for tests and embedding. */
     public static int run(PrintWriter out, PrintWriter err, String... args) {
         CommandLine cli = new CommandLine(new Main());
+        cli.setUsageHelpAutoWidth(true);
         cli.setOut(out);
         cli.setErr(err);
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {

@@ -40,16 +40,17 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Quantizes a Hugging Face checkpoint, bit-exact with NVIDIA Model Optimizer, into a new one that",
-            "serving engines load: weight, weight_scale, weight_scale_2 (nvfp4) and input_scale (when calibrated)",
-            "per module, hf_quant_config.json, and config.json with quantization_config.",
+            "Quantizes a Hugging Face checkpoint, bit-exact with NVIDIA Model Optimizer, into a new one that " +
+                "serving engines load: weight, weight_scale, weight_scale_2 (nvfp4) and input_scale (when " +
+                "calibrated) per module, hf_quant_config.json, and config.json with quantization_config.",
             "",
-            "Every linear weight (a *.weight of 2 or more dimensions) is quantized except embeddings, lm_head,",
-            "routers (*.gate, *.router), Mamba conv1d, and what --exclude names; 1-D tensors (norms, biases) and",
-            "everything else are copied unchanged. q/k/v and gate/up projections share one per-tensor scale.",
-            "Calibrated amax values that ModelOpt leaves beside a weight (<module>.weight_quantizer._amax,",
-            "<module>.input_quantizer._amax) are used instead of the weight's own amax; they are not copied.",
-            "Formats (QUANT_FORMATS.md): fp8, fp8_pc, fp8_pb, nvfp4, mxfp4, mxfp8, int8_wo, int4_g128.",
+            "Every linear weight (a *.weight of 2 or more dimensions) is quantized except embeddings, " +
+                "lm_head, routers (*.gate, *.router), Mamba conv1d, and what --exclude names; 1-D tensors (norms," +
+                " biases) and everything else are copied unchanged. q/k/v and gate/up projections share one " +
+                "per-tensor scale. Calibrated amax values that ModelOpt leaves beside a weight " +
+                "(<module>.weight_quantizer._amax, <module>.input_quantizer._amax) are used instead of the " +
+                "weight's own amax; they are not copied. Formats (QUANT_FORMATS.md): fp8, fp8_pc, fp8_pb, nvfp4, " +
+                "mxfp4, mxfp8, int8_wo, int4_g128.",
             ""
         },
         footerHeading = "%nExamples:%n",

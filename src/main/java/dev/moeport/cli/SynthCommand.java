@@ -25,12 +25,12 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Writes a synthetic NemotronH checkpoint of any size, for demos, tests and benchmarks:",
-            "OUT/mcore (Megatron-Core tensors, deterministic pseudo-random BF16 values) and OUT/hf (the",
-            "matching config.json), ready for 'moeport export --in OUT/mcore --hf-config OUT/hf'.",
+            "Writes a synthetic NemotronH checkpoint of any size, for demos, tests and benchmarks: OUT/mcore " +
+                "(Megatron-Core tensors, deterministic pseudo-random BF16 values) and OUT/hf (the matching " +
+                "config.json), ready for 'moeport export --in OUT/mcore --hf-config OUT/hf'.",
             "",
-            "Presets: tiny (the fixture's dimensions, 6 MB), small (~270 MB), 30b-layer (one Mamba, one",
-            "attention and one MoE layer at Nemotron-3 30B-A3B scale, ~4 GB; add layers with --pattern).",
+            "Presets: tiny (the fixture's dimensions, 6 MB), small (~270 MB), 30b-layer (one Mamba, one " +
+                "attention and one MoE layer at Nemotron-3 30B-A3B scale, ~4 GB; add layers with --pattern).",
             ""
         },
         footerHeading = "%nExamples:%n",

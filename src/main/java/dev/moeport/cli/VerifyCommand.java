@@ -27,14 +27,14 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Compares two checkpoints tensor by tensor, whatever their layouts: Hugging Face or Megatron-Core",
-            "(mapped to HF names with the architecture's rules), quantized or not (decoded first). Reports tensors",
-            "missing or extra in B, shape and dtype differences, and for every common tensor whether it is",
-            "bit-identical or else its max and mean absolute error and its SNR in dB, A being the reference.",
-            "Streams both in bounded memory, on --threads workers.",
+            "Compares two checkpoints tensor by tensor, whatever their layouts: Hugging Face or Megatron-Core" +
+                " (mapped to HF names with the architecture's rules), quantized or not (decoded first). Reports " +
+                "tensors missing or extra in B, shape and dtype differences, and for every common tensor whether " +
+                "it is bit-identical or else its max and mean absolute error and its SNR in dB, A being the " +
+                "reference. Streams both in bounded memory, on --threads workers.",
             "",
-            "Exit codes: 0 the checkpoints match (bit for bit, or within --tolerance / --max-abs-error);",
-            "3 they differ; 1 an input could not be read; 2 usage error.",
+            "Exit codes: 0 the checkpoints match (bit for bit, or within --tolerance / --max-abs-error); 3 " +
+                "they differ; 1 an input could not be read; 2 usage error.",
             ""
         },
         footerHeading = "%nExamples:%n",
