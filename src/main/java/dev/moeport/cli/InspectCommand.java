@@ -48,7 +48,8 @@ import picocli.CommandLine.Model.CommandSpec;
 final class InspectCommand implements Callable<Integer> {
     /** Above this many tensors the table is grouped unless --no-group is given. */
     private static final int GROUP_ABOVE = 200;
-    private static final Pattern NUMBER_COMPONENT = Pattern.compile("(?<=^|\\.)(\\d+)(?=\\.|$)");
+    /** A layer or expert number: a whole name component ({@code layers.12.}), or the digits ending a name ({@code weight12}). */
+    private static final Pattern NUMBER_COMPONENT = Pattern.compile("(?<=^|\\.)\\d+(?=\\.|$)|(?<=[A-Za-z_])\\d+$");
 
     @Spec
     CommandSpec spec;
@@ -216,7 +217,7 @@ final class InspectCommand implements Callable<Integer> {
             List<Long> numbers = new ArrayList<>();
             StringBuilder pattern = new StringBuilder();
             while (m.find()) {
-                numbers.add(Long.parseLong(m.group(1).length() > 18 ? "0" : m.group(1)));
+                numbers.add(Long.parseLong(m.group().length() > 18 ? "0" : m.group()));
                 m.appendReplacement(pattern, "\u0000");
             }
             m.appendTail(pattern);

@@ -30,6 +30,13 @@ class InspectCommandTest {
     }
 
     @Test
+    void groupsTeGroupedExpertNumbersToo() {
+        CliRun r = CliRun.of("inspect", Shared.fixture("nemotron_h_tiny/mcore_te").toString(), "--group");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().matches("(?s).*decoder\\.layers\\.\\{2,5\\}\\.mlp\\.experts\\.linear_fc1\\.weight\\{0\\.\\.7\\}\\s+x16\\s.*"), r.out());
+    }
+
+    @Test
     void filtersAndPrintsJson() throws Exception {
         CliRun r = CliRun.of("inspect", HF, "--filter", "*experts.3.*", "--json");
         assertEquals(0, r.code(), r.err());
