@@ -82,7 +82,7 @@ final class VerifyCommand implements Callable<Integer> {
             ModelConfig config = configDir == null ? null : ModelConfig.load(configDir);
             CheckpointView va = CheckpointView.of(a, ca, config, QuantKernels.get());
             CheckpointView vb = CheckpointView.of(b, cb, config, QuantKernels.get());
-            long total = va.tensors().values().stream().mapToLong(t -> t.shape().numel()).sum();
+            long total = Verifier.comparedBytes(va, vb);
             Verifier.Report report;
             try (Progress progress = new Progress(total, va.tensors().size(), json || !Progress.stderrIsTerminal() ? null : spec.commandLine().getErr())) {
                 report = Verifier.compare(va, vb, threads, progress);

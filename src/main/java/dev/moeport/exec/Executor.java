@@ -23,9 +23,6 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 
 /**
  * Runs a {@link Plan}: jobs on a pool of worker threads, biggest first, each streaming its sources in
@@ -48,64 +45,26 @@ public final class Executor {
         List<Job> order = new ArrayList<>(plan.jobs());
         // Largest first: the long jobs start early instead of leaving one thread busy at the end.
         order.sort(Comparator.comparingLong(Job::inputBytes).reversed());
-        ExecutorService pool = Executors.newFixedThreadPool(threads, r -> {
-            Thread t = new Thread(r, "moeport-worker");
-            t.setDaemon(true);
-            return t;
-        });
-        List<Worker> workers = new ArrayList<>();
-        ThreadLocal<Worker> local = ThreadLocal.withInitial(() -> {
-            Worker w = new Worker(writer, progress);
-            synchronized (workers) {
-                workers.add(w);
-            }
-            return w;
-        });
-        try {
-            List<Future<?>> futures = new ArrayList<>();
-            for (Job job : order) {
-                futures.add(pool.submit(() -> local.get().run(job)));
-            }
-            for (Future<?> f : futures) {
-                await(f, pool);
-            }
-        } finally {
-            pool.shutdownNow();
-            synchronized (workers) {
-                workers.forEach(w -> w.scratch.close());
-            }
+        List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
+        for (Job job : order) {
+            tasks.add(scratch -> {
+                new Worker(writer, progress, scratch).run(job);
+                return null;
+            });
         }
+        WorkerPool.run(threads, "moeport-worker", tasks);
     }
 
-    private static void await(Future<?> f, ExecutorService pool) {
-        try {
-            f.get();
-        } catch (ExecutionException e) {
-            pool.shutdownNow();
-            Throwable cause = e.getCause();
-            if (cause instanceof RuntimeException re) {
-                throw re;
-            }
-            if (cause instanceof Error err) {
-                throw err;
-            }
-            throw new IllegalStateException(cause);
-        } catch (InterruptedException e) {
-            pool.shutdownNow();
-            Thread.currentThread().interrupt();
-            throw new MoeportException("interrupted");
-        }
-    }
-
-    /** One worker thread's state: its reusable scratch buffers. */
+    /** One job's work, on its thread's scratch buffers. */
     private final class Worker {
         final SafetensorsWriter writer;
         final Progress progress;
-        final Scratch scratch = new Scratch();
+        final Scratch scratch;
 
-        Worker(SafetensorsWriter writer, Progress progress) {
+        Worker(SafetensorsWriter writer, Progress progress, Scratch scratch) {
             this.writer = writer;
             this.progress = progress;
+            this.scratch = scratch;
         }
 
         void run(Job job) {
@@ -164,7 +123,7 @@ public final class Executor {
             // fp8 scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
             boolean perSlabScale = format == QuantFormat.FP8 && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
             if (format.usesTensorAmax() && !perSlabScale) {
-                tensorScale = format.tensorScale(amax(job.amax()));
+                tensorScale = format.tensorScale(exportAmax(job, amax(job.amax())));
             }
             TensorSink weight = writer.sink(job.weight().name());
             TensorSink scale = writer.sink(job.weightScale().name());
@@ -172,7 +131,7 @@ public final class Executor {
             long scaleSlabBytes = format.scaleType().byteSize(format.scaleShape(Shape.of(out, in)).numel());
             for (long slab = 0; slab < slabs; slab++) {
                 float slabScale = perSlabScale
-                        ? format.tensorScale(amaxOver(rows.slice(slab * out, out), job.weight().name() + "[" + slab + "]"))
+                        ? format.tensorScale(exportAmax(job, amaxOver(rows.slice(slab * out, out), job.weight().name() + "[" + slab + "]")))
                         : tensorScale;
                 if (format == QuantFormat.FP8) {
                     scale.write(slab * 4, scratch.f32(slabScale));
@@ -194,6 +153,7 @@ public final class Executor {
             DType exportType = job.exportType();
             long step = PieceReader.rowsPerChunk(rows.rowBytes(), format.rowGranularity());
             for (long r = 0; r < out; r += step) {
+                WorkerPool.checkCancelled();
                 long n = Math.min(step, out - r);
                 try (Arena arena = Arena.ofConfined()) {
                     MemorySegment src = rows.read(firstRow + r, n, arena, scratch);
@@ -223,6 +183,16 @@ public final class Executor {
             }
         }
 
+        /**
+         * The amax of the weight in its export dtype, from the amax of its source values: rounding to
+         * nearest is monotonic and symmetric, so the largest rounded magnitude is the rounded largest
+         * one. A calibrated amax is taken as it is.
+         */
+        private float exportAmax(Job.Quantize job, float sourceAmax) {
+            boolean computed = job.amax() instanceof AmaxSource.Computed;
+            return computed && job.exportType() != job.sourceType() ? FloatFormats.roundTo(job.exportType(), sourceAmax) : sourceAmax;
+        }
+
         /** A shared amax is computed once, by whichever job needs it first; the others wait for it. */
         private float amax(AmaxSource source) {
             return switch (source) {
@@ -231,15 +201,22 @@ public final class Executor {
                     CompletableFuture<Float> mine = new CompletableFuture<>();
                     CompletableFuture<Float> existing = amaxCache.putIfAbsent(c.key(), mine);
                     if (existing != null) {
-                        yield existing.join();
+                        try {
+                            yield existing.get();
+                        } catch (ExecutionException e) {
+                            throw WorkerPool.unwrap(e);
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                            throw new java.util.concurrent.CancellationException("interrupted");
+                        }
                     }
                     try {
                         float value = amaxOver(c.pieces(), c.key());
                         mine.complete(value);
                         yield value;
-                    } catch (RuntimeException e) {
-                        mine.completeExceptionally(e);
-                        throw e;
+                    } catch (Throwable t) {
+                        mine.completeExceptionally(t);
+                        throw t;
                     }
                 }
             };
@@ -248,7 +225,10 @@ public final class Executor {
         private float amaxOver(List<Piece> pieces, String name) {
             float[] max = {0};
             for (Piece piece : pieces) {
-                DType dtype = ((Piece.Source) piece).tensor().dtype();
+                if (!(piece instanceof Piece.Source source)) {
+                    continue; // zeros do not change an amax
+                }
+                DType dtype = source.tensor().dtype();
                 long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / dtype.byteWidth();
                 PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
                     try {

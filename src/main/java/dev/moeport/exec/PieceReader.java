@@ -54,6 +54,7 @@ public final class PieceReader {
         long rows = p.rows();
         long step = rowsPerChunk(rowBytes(p), 1);
         for (long r = 0; r < Math.max(rows, 1); r += step) {
+            WorkerPool.checkCancelled();
             long n = Math.min(step, rows - r);
             prefetch(p, r + step, Math.min(step, rows - r - step));
             try (Arena arena = Arena.ofConfined()) {
@@ -78,7 +79,7 @@ public final class PieceReader {
 
     /** Drops the pages of a chunk read from a mapped file: bounds the resident set on huge inputs. */
     public static void release(MemorySegment bytes) {
-        if (bytes.isMapped()) {
+        if (bytes.isMapped() && bytes.scope().isAlive()) {
             NativeIO.advise(bytes, NativeIO.Advice.DONTNEED);
         }
     }
@@ -114,6 +115,9 @@ public final class PieceReader {
 
         /** Rows {@code [start, start + count)}, valid until the next read with this scratch. */
         public MemorySegment read(long start, long count, Arena arena, Scratch scratch) {
+            if (start < 0 || count < 0 || start + count > count()) {
+                throw new IllegalArgumentException("rows [" + start + ", " + (start + count) + ") out of " + count());
+            }
             List<Piece> parts = new ArrayList<>();
             List<long[]> ranges = new ArrayList<>();
             for (int i = 0; i < pieces.size(); i++) {

@@ -1,20 +1,18 @@
 package dev.moeport.verify;
 
-import dev.moeport.MoeportException;
 import dev.moeport.convert.MappedTensor;
 import dev.moeport.exec.PieceReader;
 import dev.moeport.exec.Progress;
 import dev.moeport.exec.Scratch;
+import dev.moeport.exec.WorkerPool;
+import dev.moeport.plan.Piece;
+import dev.moeport.tensor.ReshapedTensor;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 
 /**
  * Compares two {@link CheckpointView}s tensor by tensor, streaming both in chunks of rows on worker
@@ -50,52 +48,56 @@ public final class Verifier {
                 pairs.add(new MappedTensor[] {e.getValue(), other});
             }
         }
-        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, threads), r -> {
-            Thread t = new Thread(r, "moeport-verify");
-            t.setDaemon(true);
-            return t;
-        });
-        List<Scratch> scratches = new ArrayList<>();
-        ThreadLocal<Scratch> local = ThreadLocal.withInitial(() -> {
-            Scratch s = new Scratch();
-            synchronized (scratches) {
-                scratches.add(s);
-            }
-            return s;
-        });
-        try {
-            List<Future<TensorResult>> futures = new ArrayList<>();
-            for (MappedTensor[] pair : pairs) {
-                futures.add(pool.submit(() -> {
-                    TensorResult r = compare(pair[0], pair[1], local.get(), progress);
-                    progress.addTensors(1);
-                    return r;
-                }));
-            }
-            List<TensorResult> results = new ArrayList<>();
-            for (Future<TensorResult> f : futures) {
-                results.add(f.get());
-            }
-            return new Report(missing, extra, shapes, results);
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException re) {
-                throw re;
-            }
-            throw new IllegalStateException(e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new MoeportException("interrupted");
-        } finally {
-            pool.shutdownNow();
-            synchronized (scratches) {
-                scratches.forEach(Scratch::close);
+        List<WorkerPool.Task<TensorResult>> tasks = new ArrayList<>();
+        for (MappedTensor[] pair : pairs) {
+            tasks.add(scratch -> {
+                TensorResult r = compare(pair[0], pair[1], scratch, progress);
+                progress.addTensors(1);
+                return r;
+            });
+        }
+        return new Report(missing, extra, shapes, WorkerPool.run(threads, "moeport-verify", tasks));
+    }
+
+    /** Bytes both sides of the comparable tensors hold: the work a comparison reads. */
+    public static long comparedBytes(CheckpointView a, CheckpointView b) {
+        long total = 0;
+        for (var e : a.tensors().entrySet()) {
+            MappedTensor other = b.tensors().get(e.getKey());
+            if (other != null && other.shape().equals(e.getValue().shape())) {
+                total += e.getValue().dtype().byteSize(e.getValue().shape().numel()) + other.dtype().byteSize(other.shape().numel());
             }
         }
+        return total;
+    }
+
+    /**
+     * Pieces cut to rows of the tensor's last dimension (single elements for a 1-d tensor), so that two
+     * sides assembled differently (one stack of experts against one tensor per expert) read in step.
+     */
+    private static List<Piece> rowsOfLastDimension(List<Piece> pieces, int rank) {
+        List<Piece> out = new ArrayList<>();
+        for (Piece p : pieces) {
+            if (!(p instanceof Piece.Source s) || rank < 2) {
+                out.add(p);
+            } else if (s.tensor().rank() > 2) {
+                List<Piece> slabs = new ArrayList<>();
+                for (long i = 0; i < s.tensor().shape().dim(0); i++) {
+                    slabs.add(new Piece.Source(s.tensor().select(i, s.tensor().name() + "[" + i + "]")));
+                }
+                out.addAll(rowsOfLastDimension(slabs, rank));
+            } else if (s.tensor().rank() == 1) {
+                out.add(new Piece.Source(ReshapedTensor.asOneRow(s.tensor())));
+            } else {
+                out.add(p);
+            }
+        }
+        return out;
     }
 
     private static TensorResult compare(MappedTensor a, MappedTensor b, Scratch scratch, Progress progress) {
-        PieceReader.Rows rowsA = new PieceReader.Rows(a.pieces());
-        PieceReader.Rows rowsB = new PieceReader.Rows(b.pieces());
+        PieceReader.Rows rowsA = new PieceReader.Rows(rowsOfLastDimension(a.pieces(), a.rank()));
+        PieceReader.Rows rowsB = new PieceReader.Rows(rowsOfLastDimension(b.pieces(), b.rank()));
         boolean floats = isFloat(a.dtype()) && isFloat(b.dtype());
         boolean sameBytes = a.dtype() == b.dtype();
         long rows = rowsA.count();
@@ -118,13 +120,14 @@ public final class Verifier {
                     for (long i = 0; i < count; i++) {
                         double va = FloatFormats.read(x, a.dtype(), i);
                         double vb = FloatFormats.read(y, b.dtype(), i);
-                        double err = Math.abs(va - vb);
-                        if (Double.isNaN(err)) {
-                            err = Double.isNaN(va) && Double.isNaN(vb) ? 0 : Double.POSITIVE_INFINITY;
-                        }
+                        // Equal values (infinities and NaNs included) are no error; an infinity or NaN on one side only is.
+                        boolean equal = va == vb || (Double.isNaN(va) && Double.isNaN(vb));
+                        double err = equal ? 0 : Double.isFinite(va - vb) ? Math.abs(va - vb) : Double.POSITIVE_INFINITY;
                         maxAbs = Math.max(maxAbs, err);
                         sumAbs += err;
-                        signal += va * va;
+                        if (Double.isFinite(va)) {
+                            signal += va * va;
+                        }
                         noise += err * err;
                     }
                 }

@@ -42,6 +42,11 @@ class ArchitecturesTest {
             Path mcore = CliRun.succeeding("import", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
             Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve(arch + "-hf-" + layout).toString());
             assertSameTensors(hf(arch), back);
+            // verify maps the MCore side to HF names and reads both in step, however each stores its experts.
+            for (List<String> sides : List.of(List.of(mcore.toString(), hf(arch).toString()), List.of(hf(arch).toString(), mcore.toString()))) {
+                CliRun r = CliRun.of("verify", sides.get(0), sides.get(1), "--hf-config", hf(arch).toString());
+                assertEquals(0, r.code(), arch + " " + layout + ": " + r.out() + r.err());
+            }
         }
     }
 

@@ -120,6 +120,33 @@ class ExportQuantizedTest {
     }
 
     @Test
+    void theAmaxIsTakenOnTheWeightInItsExportDtype() throws Exception {
+        // An f32 weight whose largest element rounds up when the export casts it to bf16.
+        String name = "decoder.layers.1.self_attention.linear_proj.weight";
+        float big = 1.00390625f + 0x1p-12f;
+        Path in = tmp.resolve("f32");
+        try (Checkpoint te = Checkpoints.open(FIXTURE.resolve("mcore_te")); Arena arena = Arena.ofConfined()) {
+            Tensor bf16 = te.tensor(name);
+            MemorySegment src = bf16.bytes(arena);
+            byte[] f32 = new byte[(int) bf16.numel() * 4];
+            MemorySegment dst = MemorySegment.ofArray(f32);
+            for (long i = 0; i < bf16.numel(); i++) {
+                dst.setAtIndex(FloatFormats.FLOAT_LE, i, Float.intBitsToFloat(src.getAtIndex(FloatFormats.SHORT_LE, i) << 16));
+            }
+            dst.setAtIndex(FloatFormats.FLOAT_LE, 77, big);
+            List<Entry> entries = new ArrayList<>(TestCheckpoints.entries(te, n -> !n.equals(name)));
+            entries.add(Entry.of(name, TestCheckpoints.bytes(name, DType.F32, bf16.shape(), f32)));
+            TestCheckpoints.write(in, entries, 1L << 30);
+        }
+        Path out = CliRun.succeeding("export", "--in", in.toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(),
+                "--format", "nvfp4", "--dtype", "bf16");
+        try (Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
+            assertEquals(1.0078125f / NVFP4_SCALE2, f32(q, "backbone.layers.1.mixer.o_proj.weight_scale_2", arena), 0f,
+                    "bf16(" + big + ") = 1.0078125 is the weight's amax");
+        }
+    }
+
+    @Test
     void excludeIncludeAndTheQuantConfigs() throws Exception {
         Path out = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(), "--out", tmp.resolve("o").toString(),
                 "--format", "fp8", "--include", "*experts*", "--exclude", "*layers.5.*");
