@@ -90,8 +90,8 @@ final class ConvertCommand implements Callable<Integer> {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;
             }
-            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite, new Conversion.Files(folder, Set.of(), Map.of()),
-                    QuantKernels.get(), output.threads, output.fsync, output.bar(spec.commandLine().getErr()));
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), new Conversion.Files(folder, Set.of(), Map.of()),
+                    QuantKernels.get());
             PlanReport.printSummary(spec.commandLine().getOut(), "converted", in, output.out, summary,
                     List.of("experts " + (fused ? "fused" : "per expert") + " (" + architecture.name() + ")"), output.json);
         }

@@ -81,9 +81,8 @@ final class DequantizeCommand implements Callable<Integer> {
                 config.remove("quantization_config");
                 json.put(ModelConfig.FILE_NAME, config);
             }
-            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite,
-                    new Conversion.Files(folder, Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get(), output.threads, output.fsync,
-                    output.bar(spec.commandLine().getErr()));
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
+                    new Conversion.Files(folder, Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
             PlanReport.printSummary(spec.commandLine().getOut(), "dequantized", in, output.out, summary,
                     List.of(d.modules().size() + " " + d.format().cliName() + " module(s) decoded to " + dtype.name().toLowerCase()), output.json);
         }

@@ -104,7 +104,7 @@ final class ExportCommand implements Callable<Integer> {
         }
         require(in != null, "--in");
         require(hfConfig != null, "--hf-config");
-        require(output.out != null, "--out");
+        output.requireOut(spec);
         ModelConfig config = ModelConfig.load(hfConfig);
         Architecture architecture = Architectures.of(config, arch);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
@@ -140,9 +140,8 @@ final class ExportCommand implements Callable<Integer> {
                 json.put(ModelConfig.FILE_NAME, modelConfig);
                 json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
             }
-            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite,
-                    new Conversion.Files(hfConfig, Set.of(HfOutputFolder.QUANT_CONFIG), json),
-                    QuantKernels.get(), output.threads, output.fsync, output.bar(spec.commandLine().getErr()));
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in, hfConfig),
+                    new Conversion.Files(hfConfig, Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
             PlanReport.printSummary(out, "exported", in, output.out, summary, notes, output.json);
         }
         return 0;

@@ -116,8 +116,7 @@ final class ImportCommand implements Callable<Integer> {
                 PlanReport.printPlan(out, plan, output.json);
                 return 0;
             }
-            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite, Conversion.Files.none(), QuantKernels.get(),
-                    output.threads, output.fsync, output.bar(spec.commandLine().getErr()));
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), Conversion.Files.none(), QuantKernels.get());
             PlanReport.printSummary(out, "imported", in, output.out, summary, notes, output.json);
         }
         return 0;

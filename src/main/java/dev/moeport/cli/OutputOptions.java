@@ -47,6 +47,15 @@ final class OutputOptions {
         return out;
     }
 
+    /** Where and how the run writes; {@code inputs} are what it reads, which the output must stay apart from. */
+    dev.moeport.convert.Conversion.Target target(picocli.CommandLine.Model.CommandSpec spec, Path... inputs) {
+        if (threads < 1) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--threads must be at least 1");
+        }
+        return new dev.moeport.convert.Conversion.Target(requireOut(spec), overwrite, java.util.Arrays.stream(inputs)
+                .filter(java.util.Objects::nonNull).toList(), threads, fsync, bar(spec.commandLine().getErr()));
+    }
+
     /** The folder of a checkpoint path: the path itself, or the folder of a file or index. */
     static Path folderOf(Path checkpoint) {
         return java.nio.file.Files.isDirectory(checkpoint) ? checkpoint : checkpoint.toAbsolutePath().getParent();

@@ -105,8 +105,8 @@ final class QuantizeCommand implements Callable<Integer> {
                 json.put(ModelConfig.FILE_NAME, modelConfig);
             }
             json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
-            Conversion.Summary summary = Conversion.run(plan, output.out, output.overwrite, new Conversion.Files(folder, Set.of(), json),
-                    QuantKernels.get(), output.threads, output.fsync, output.bar(spec.commandLine().getErr()));
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), new Conversion.Files(folder, Set.of(), json),
+                    QuantKernels.get());
             List<String> notes = new ArrayList<>();
             notes.add(planner.quantizedModules().size() + " module(s) quantized to " + format.cliName() + ", "
                     + planner.unquantizedModules().size() + " linear module(s) kept unquantized");

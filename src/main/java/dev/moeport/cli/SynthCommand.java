@@ -12,6 +12,7 @@ import dev.moeport.synth.NemotronHSynth.Preset;
 import dev.moeport.util.Sizes;
 import java.io.PrintWriter;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -88,12 +89,13 @@ final class SynthCommand implements Callable<Integer> {
         }
         Path mcore = output.out.resolve("mcore");
         Path hf = output.out.resolve("hf");
-        HfOutputFolder.prepare(hf, output.overwrite);
-        HfOutputFolder.writeJson(hf, ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims));
-        Conversion.Summary s = Conversion.run(plan, mcore, output.overwrite, Conversion.Files.none(), QuantKernels.get(), output.threads,
-                output.fsync, output.bar(spec.commandLine().getErr()));
+        HfOutputFolder.prepare(hf, output.overwrite, List.of());
+        HfOutputFolder.writeJson(hf, ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims), output.fsync);
+        Conversion.Target target = output.target(spec);
+        Conversion.Summary s = Conversion.run(plan, new Conversion.Target(mcore, output.overwrite, List.of(), target.threads(), target.fsync(),
+                target.bar()), Conversion.Files.none(), QuantKernels.get());
         if (output.json) {
-            PlanReport.printSummary(out, "synthesized", Path.of(preset), mcore, s, java.util.List.of(), true);
+            PlanReport.printSummary(out, "synthesized", Path.of(preset), mcore, s, List.of(), true);
         } else {
             out.printf(Locale.ROOT, "synthesized %d tensors (%s, layers %s, %d experts of %d) in %.2f s: %s and %s%n", s.tensors(),
                     Sizes.format(s.outputBytes()), dims.pattern(), dims.experts(), dims.expertSize(), s.elapsed().toNanos() / 1e9,

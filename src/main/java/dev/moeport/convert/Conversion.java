@@ -9,7 +9,9 @@ import dev.moeport.quant.QuantKernel;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
+import dev.moeport.format.safetensors.SafetensorsCheckpoint;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -46,25 +48,38 @@ public final class Conversion {
     private Conversion() {}
 
     /**
+     * Where and how a run writes.
+     *
+     * @param inputs the run's input checkpoints and folders, which the output must stay apart from
      * @param bar where to draw a progress bar, or null
      */
-    public static Summary run(Plan plan, Path out, boolean overwrite, Files files, QuantKernel kernel, int threads, boolean fsync,
-                              PrintWriter bar) {
-        HfOutputFolder.prepare(out, overwrite);
-        Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), bar);
+    public record Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, PrintWriter bar) {}
+
+    public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel) {
+        Path out = target.out();
+        HfOutputFolder.Earlier earlier = HfOutputFolder.prepare(out, target.overwrite(), target.inputs());
+        Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), target.bar());
         List<String> copied = new ArrayList<>();
-        try (progress; SafetensorsWriter writer = SafetensorsWriter.create(out, plan.layout(), fsync)) {
-            new Executor(kernel, threads).run(plan, writer, progress);
+        try (progress; SafetensorsWriter writer = SafetensorsWriter.create(out, plan.layout(), target.fsync())) {
+            new Executor(kernel, target.threads()).run(plan, writer, progress);
             if (files.copyFrom() != null) {
-                Set<String> skip = new java.util.HashSet<>(files.skip());
+                Set<String> skip = new HashSet<>(files.skip());
                 skip.addAll(files.json().keySet());
-                copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), out, skip));
+                copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), out, skip, target.fsync()));
             }
             for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
-                HfOutputFolder.writeJson(out, e.getKey(), e.getValue());
+                HfOutputFolder.writeJson(out, e.getKey(), e.getValue(), target.fsync());
                 copied.add(e.getKey());
             }
+            Set<String> written = new HashSet<>(copied);
+            plan.layout().shards().forEach(s -> written.add(s.fileName()));
+            if (plan.layout().isSharded()) {
+                written.add(SafetensorsCheckpoint.INDEX_NAME);
+            }
+            // An earlier index must not point at the new shards while they go in place, nor outlive them.
+            earlier.retireMetadata(written);
             writer.commit();
+            earlier.retireShards(written);
         }
         return new Summary(plan.outputTensorCount(), plan.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
                 progress.elapsed(), copied);

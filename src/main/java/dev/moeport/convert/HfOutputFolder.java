@@ -16,9 +16,9 @@ import java.util.stream.Stream;
 
 /**
  * The output folder of a conversion. It is refused when it exists with files in it, unless the user
- * says {@code --overwrite}; then earlier weights, index, quantization config and leftovers of an
- * interrupted run are removed first. Every file is written under a hidden temporary name and renamed
- * into place, so a run that dies leaves nothing that looks complete.
+ * says {@code --overwrite}; then the earlier checkpoint is replaced only once the new one is complete.
+ * Every file is written under a hidden temporary name and renamed into place, so a run that dies
+ * leaves nothing that looks complete.
  */
 public final class HfOutputFolder {
     public static final String QUANT_CONFIG = "hf_quant_config.json";
@@ -26,12 +26,52 @@ public final class HfOutputFolder {
 
     private HfOutputFolder() {}
 
-    /** Creates {@code out} or checks it may be written. */
-    public static void prepare(Path out, boolean overwrite) {
+    /**
+     * The checkpoint files an existing output folder held before an {@code --overwrite} run. They stay
+     * until the new checkpoint is complete: a failed run leaves the old one as it was.
+     */
+    public record Earlier(List<Path> files) {
+        /** Removes the earlier index and quantization config unless the new run rewrote them: done before the new shards go in place. */
+        public void retireMetadata(Set<String> written) {
+            retire(p -> !p.getFileName().toString().endsWith(".safetensors"), written);
+        }
+
+        /** Removes the earlier shards the new checkpoint did not replace: done once it is in place. */
+        public void retireShards(Set<String> written) {
+            retire(p -> p.getFileName().toString().endsWith(".safetensors"), written);
+        }
+
+        private void retire(java.util.function.Predicate<Path> which, Set<String> written) {
+            for (Path p : files) {
+                if (which.test(p) && !written.contains(p.getFileName().toString())) {
+                    try {
+                        Files.deleteIfExists(p);
+                    } catch (IOException e) {
+                        throw new MoeportException(p + ": cannot remove the earlier checkpoint's file (" + e.getMessage() + ")", e);
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * Creates {@code out} or checks it may be written: empty, or {@code overwrite} given; and neither the
+     * same as nor inside (or around) any of the run's {@code inputs}, which an overwrite would destroy.
+     * Leftovers of an interrupted run are removed; an earlier checkpoint is only listed.
+     */
+    public static Earlier prepare(Path out, boolean overwrite, List<Path> inputs) {
         try {
+            Path target = canonical(out);
+            for (Path input : inputs) {
+                Path source = canonical(Files.isDirectory(input) ? input : input.toAbsolutePath().getParent());
+                if (target.startsWith(source) || source.startsWith(target)) {
+                    throw new MoeportException(out + ": the output folder must be apart from the input " + input);
+                }
+            }
             if (Files.exists(out) && !Files.isDirectory(out)) {
                 throw new MoeportException(out + ": exists and is not a folder");
             }
+            List<Path> earlier = new ArrayList<>();
             if (Files.isDirectory(out)) {
                 List<Path> entries;
                 try (Stream<Path> s = Files.list(out)) {
@@ -42,37 +82,46 @@ public final class HfOutputFolder {
                 }
                 for (Path p : entries) {
                     String name = p.getFileName().toString();
-                    if (name.endsWith(".safetensors") || name.endsWith(".safetensors.index.json") || name.equals(QUANT_CONFIG)
-                            || SafetensorsWriter.isPartial(p)) {
+                    if (SafetensorsWriter.isPartial(p)) {
                         Files.delete(p);
+                    } else if (name.endsWith(".safetensors") || name.endsWith(".safetensors.index.json") || name.equals(QUANT_CONFIG)) {
+                        earlier.add(p);
                     }
                 }
             }
             Files.createDirectories(out);
+            return new Earlier(earlier);
         } catch (IOException e) {
             throw new MoeportException(out + ": cannot prepare output folder (" + e.getMessage() + ")", e);
         }
     }
 
+    /** The real path of {@code p}, or of its nearest existing ancestor with the rest appended. */
+    private static Path canonical(Path p) throws IOException {
+        Path absolute = p.toAbsolutePath().normalize();
+        Path existing = absolute;
+        while (existing != null && !Files.exists(existing)) {
+            existing = existing.getParent();
+        }
+        return existing == null ? absolute : existing.toRealPath().resolve(existing.relativize(absolute));
+    }
+
     /**
      * Copies the files of a Hugging Face model folder that are not weights (tokenizer, generation
-     * config, code), except those named in {@code skip}; subfolders too.
+     * config, code), except those named in {@code skip}: the folder's own files, not its subfolders nor
+     * hidden files ({@code .git}, caches), streamed.
      */
-    public static List<String> copyModelFiles(Path from, Path out, Set<String> skip) {
+    public static List<String> copyModelFiles(Path from, Path out, Set<String> skip, boolean fsync) {
         List<String> copied = new ArrayList<>();
-        try (Stream<Path> files = Files.walk(from)) {
+        try (Stream<Path> files = Files.list(from)) {
             for (Path p : files.filter(Files::isRegularFile).sorted().toList()) {
-                Path relative = from.relativize(p);
                 String name = p.getFileName().toString();
-                if (skip.contains(relative.toString()) || name.endsWith(".safetensors") || name.endsWith(".safetensors.index.json")
-                        || name.endsWith(".bin") || name.endsWith(".pt") || name.endsWith(".pth") || SafetensorsWriter.isPartial(p)
-                        || relative.startsWith(".")) {
+                if (skip.contains(name) || name.startsWith(".") || name.endsWith(".safetensors") || name.endsWith(".safetensors.index.json")
+                        || name.endsWith(".bin") || name.endsWith(".pt") || name.endsWith(".pth")) {
                     continue;
                 }
-                Path target = out.resolve(relative.toString());
-                Files.createDirectories(target.getParent());
-                SafetensorsWriter.writeAtomically(target, Files.readAllBytes(p), false);
-                copied.add(relative.toString());
+                SafetensorsWriter.copyAtomically(p, out.resolve(name), fsync);
+                copied.add(name);
             }
         } catch (IOException e) {
             throw new MoeportException(from + ": cannot copy model files (" + e.getMessage() + ")", e);
@@ -81,9 +130,9 @@ public final class HfOutputFolder {
     }
 
     /** Writes {@code node} as indented JSON to {@code out/name}, atomically. */
-    public static void writeJson(Path out, String name, JsonNode node) {
+    public static void writeJson(Path out, String name, JsonNode node, boolean fsync) {
         try {
-            SafetensorsWriter.writeAtomically(out.resolve(name), (JSON.writeValueAsString(node) + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8), false);
+            SafetensorsWriter.writeAtomically(out.resolve(name), (JSON.writeValueAsString(node) + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8), fsync);
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         } catch (IOException e) {

@@ -214,6 +214,33 @@ class ExportNemotronHTest {
     }
 
     @Test
+    void anOverwriteThatFailsLeavesTheEarlierCheckpointAndTheInputIsNeverTheOutput() throws Exception {
+        Path out = tmp.resolve("out");
+        assertEquals(0, export(FIXTURE.resolve("mcore_seq"), HF, out, "--max-shard-size", "1MB").code());
+        // A run that fails (here: a NaN to quantize) must not have removed the earlier checkpoint.
+        Path broken = tmp.resolve("nan");
+        try (Checkpoint te = Checkpoints.open(FIXTURE.resolve("mcore_te"))) {
+            List<Entry> entries = TestCheckpoints.entries(te, n -> !n.endsWith("layers.1.self_attention.linear_proj.weight"));
+            byte[] nan = new byte[256 * 256 * 2];
+            java.lang.foreign.MemorySegment.ofArray(nan).setAtIndex(FloatFormats.SHORT_LE, 1000, (short) 0x7FC0);
+            entries.add(Entry.of("decoder.layers.1.self_attention.linear_proj.weight",
+                    TestCheckpoints.bytes("w", DType.BF16, dev.moeport.tensor.Shape.of(256, 256), nan)));
+            TestCheckpoints.write(broken, entries, 1L << 30);
+        }
+        CliRun failed = export(broken, HF, out, "--overwrite", "--format", "nvfp4");
+        assertEquals(1, failed.code(), failed.err());
+        assertSameTensors(HF, out);
+        // The output may not be (or hold) an input: an overwrite would destroy it.
+        CliRun same = CliRun.of("quantize", "--format", "fp8", "--in", out.toString(), "--out", out.toString(), "--overwrite");
+        assertEquals(1, same.code());
+        assertTrue(same.err().contains("the output folder must be apart from the input"), same.err());
+        CliRun inside = export(FIXTURE.resolve("mcore_te"), HF, HF.resolve("sub"));
+        assertEquals(1, inside.code());
+        assertTrue(inside.err().contains("must be apart from the input"), inside.err());
+        assertSameTensors(HF, out);
+    }
+
+    @Test
     void dtypeCastsWeightsButNotMambaParametersOrTheExpertBias() throws Exception {
         Set<String> kept = Set.of("A_log", "D", "dt_bias", "e_score_correction_bias");
         for (DType target : List.of(DType.F32, DType.F16)) {

@@ -189,6 +189,9 @@ public final class SafetensorsWriter implements AutoCloseable {
             if (layout.isSharded()) {
                 writeIndex();
             }
+            if (fsync) {
+                syncFolder(dir);
+            }
         } catch (IOException e) {
             throw new MoeportException(dir + ": cannot finish output (" + e.getMessage() + ")", e);
         }
@@ -221,6 +224,27 @@ public final class SafetensorsWriter implements AutoCloseable {
             }
         }
         Files.move(partial, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+    }
+
+    /** Copies {@code source} to {@code target} through a hidden partial file and a rename, streaming. */
+    public static void copyAtomically(Path source, Path target, boolean fsync) throws IOException {
+        Path partial = partialName(target);
+        Files.copy(source, partial, StandardCopyOption.REPLACE_EXISTING);
+        if (fsync) {
+            try (FileChannel channel = FileChannel.open(partial, StandardOpenOption.WRITE)) {
+                channel.force(true);
+            }
+        }
+        Files.move(partial, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+    }
+
+    /** Flushes a folder's entries (the renames done in it) to disk, where the platform allows it. */
+    public static void syncFolder(Path dir) {
+        try (FileChannel channel = FileChannel.open(dir, StandardOpenOption.READ)) {
+            channel.force(true);
+        } catch (IOException e) {
+            // Some platforms cannot open a folder: its entries then reach the disk with the file system's own journal.
+        }
     }
 
     /** The hidden name a file has while it is being written. */
