@@ -132,14 +132,9 @@ final class ExportCommand implements Callable<Integer> {
                 modelConfig.remove("quantization_config");
                 json.put(ModelConfig.FILE_NAME, modelConfig);
             } else if (format != null) {
-                notes.add(planner.quantizedModules().size() + " module(s) quantized to " + format.cliName() + ", "
-                        + planner.unquantizedModules().size() + " linear module(s) kept unquantized");
-                var modelConfig = config.json();
-                modelConfig.set("quantization_config", QuantConfig.quantizationConfig(format, planner.unquantizedModules(),
-                        plan.jobs().stream().anyMatch(j -> j instanceof dev.moeport.plan.Job.Quantize q && q.inputScale() != null), Main.Version.number()));
-                json.put(ModelConfig.FILE_NAME, modelConfig);
-                json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
+                json.putAll(QuantConfig.files(format, config, planner, Main.Version.number()));
             }
+            notes.addAll(planner.notes());
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in, hfConfig),
                     new Conversion.Files(hfConfig, Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
             PlanReport.printSummary(out, "exported", in, output.out, summary, notes, output.json);

@@ -1,13 +1,11 @@
 package dev.moeport.cli;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.Calibration;
 import dev.moeport.convert.Conversion;
 import dev.moeport.convert.HfLayout;
-import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.HfQuantizeMapper;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.OutputPlanner;
@@ -15,7 +13,6 @@ import dev.moeport.convert.QuantConfig;
 import dev.moeport.convert.QuantSelection;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.format.Checkpoints;
-import dev.moeport.plan.Job;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.quant.QuantKernels;
@@ -97,24 +94,9 @@ final class QuantizeCommand implements Callable<Integer> {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;
             }
-            boolean inputScales = plan.jobs().stream().anyMatch(j -> j instanceof Job.Quantize q && q.inputScale() != null);
-            Map<String, JsonNode> json = new LinkedHashMap<>();
-            if (config != null) {
-                var modelConfig = config.json();
-                modelConfig.set("quantization_config", QuantConfig.quantizationConfig(format, planner.unquantizedModules(), inputScales, Main.Version.number()));
-                json.put(ModelConfig.FILE_NAME, modelConfig);
-            }
-            json.put(HfOutputFolder.QUANT_CONFIG, QuantConfig.hfQuantConfig(format, planner.unquantizedModules(), Main.Version.number()));
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), new Conversion.Files(folder, Set.of(), json),
-                    QuantKernels.get());
-            List<String> notes = new ArrayList<>();
-            notes.add(planner.quantizedModules().size() + " module(s) quantized to " + format.cliName() + ", "
-                    + planner.unquantizedModules().size() + " linear module(s) kept unquantized");
-            if (!inputScales && (format == QuantFormat.FP8 || format == QuantFormat.NVFP4)) {
-                notes.add("no calibrated input amax: no input_scale written; engines that quantize activations statically need one"
-                        + " (calibrate with Model Optimizer first)");
-            }
-            PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, notes, output.json);
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
+                    new Conversion.Files(folder, Set.of(), QuantConfig.files(format, config, planner, Main.Version.number())), QuantKernels.get());
+            PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, planner.notes(), output.json);
         }
         return 0;
     }

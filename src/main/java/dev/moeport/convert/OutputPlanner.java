@@ -1,5 +1,6 @@
 package dev.moeport.convert;
 
+import dev.moeport.MoeportException;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
@@ -20,6 +21,8 @@ public final class OutputPlanner {
     private final Calibration calibration;
     private final List<String> quantizedModules = new ArrayList<>();
     private final List<String> unquantizedModules = new ArrayList<>();
+    private int inputScales;
+    private int fusedExpertsKept;
 
     /**
      * @param format the quantization format, or null for none
@@ -42,6 +45,10 @@ public final class OutputPlanner {
             }
             if (QuantSelection.isLinearWeight(t.name(), t.rank())) {
                 unquantizedModules.add(QuantSelection.module(t.name()));
+            } else if (format != null && QuantSelection.isFusedExperts(t.name(), t.rank()) && !unquantizedModules.contains(parent(t.name()))) {
+                // Experts stored fused (GPT-OSS) stay in their dtype: serving engines must be told so.
+                unquantizedModules.add(parent(t.name()));
+                fusedExpertsKept++;
             }
             DType target = castTo != null && !t.keepDtype() && isQuantizable(t.dtype()) ? castTo : t.dtype();
             OutputTensor out = new OutputTensor(t.name(), target, t.shape());
@@ -75,13 +82,25 @@ public final class OutputPlanner {
         return out;
     }
 
+    private static String parent(String name) {
+        return name.substring(0, name.lastIndexOf('.'));
+    }
+
     private Job quantize(MappedTensor t) {
         String module = QuantSelection.module(t.name());
+        if (format.rowGranularity() == 2 && t.shape().dim(-2) % 2 != 0) {
+            throw new MoeportException("tensor '" + t.name() + "' has an odd number of rows (" + t.shape().dim(-2) + "); "
+                    + format.cliName() + " packs two rows a byte (keep it unquantized with --exclude)");
+        }
         Float weightAmax = calibration.weightAmax(t.sources());
-        Float inputAmax = calibration.inputAmax(t.sources());
+        // Only formats that quantize activations with a static scale carry one.
+        Float inputAmax = format.quantizesActivations() ? calibration.inputAmax(t.sources()) : null;
         AmaxSource amax = weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
                 : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), matrices(t.amaxPieces()))
                 : new AmaxSource.Computed(t.name(), matrices(t.pieces()));
+        if (inputAmax != null) {
+            inputScales++;
+        }
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(module + ".weight", format.weightType(), format.weightShape(t.shape())),
                 new OutputTensor(module + ".weight_scale", format.scaleType(), format.scaleShape(t.shape())),
@@ -91,6 +110,29 @@ public final class OutputPlanner {
 
     private static boolean isQuantizable(DType t) {
         return t == DType.BF16 || t == DType.F16 || t == DType.F32;
+    }
+
+    /** Whether every quantized module got a static {@code input_scale} (from calibration): the config then says so. */
+    public boolean staticInputScales() {
+        return !quantizedModules.isEmpty() && inputScales == quantizedModules.size();
+    }
+
+    /** What a user should know about the quantization, one line each. */
+    public List<String> notes() {
+        List<String> notes = new ArrayList<>();
+        if (format == null) {
+            return notes;
+        }
+        notes.add(quantizedModules.size() + " module(s) quantized to " + format.cliName() + ", " + unquantizedModules.size()
+                + " linear module(s) kept unquantized");
+        if (format.quantizesActivations() && inputScales < quantizedModules.size()) {
+            notes.add((quantizedModules.size() - inputScales) + " module(s) without a calibrated input amax get no input_scale:"
+                    + " engines must quantize their activations dynamically (calibrate with Model Optimizer for static scales)");
+        }
+        if (fusedExpertsKept > 0) {
+            notes.add(fusedExpertsKept + " fused expert tensor(s) (GPT-OSS layout) kept unquantized and listed as such");
+        }
+        return notes;
     }
 
     /** HF module names that were quantized. */

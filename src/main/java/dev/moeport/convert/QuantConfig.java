@@ -64,6 +64,22 @@ public final class QuantConfig {
         return root;
     }
 
+    /**
+     * The JSON files of a quantized output: {@code hf_quant_config.json}, and {@code config.json} (when
+     * there is one to start from) with its {@code quantization_config}.
+     */
+    public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, dev.moeport.arch.ModelConfig config,
+                                                                                     OutputPlanner planner, String version) {
+        java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files = new java.util.LinkedHashMap<>();
+        if (config != null) {
+            ObjectNode modelConfig = config.json();
+            modelConfig.set("quantization_config", quantizationConfig(format, planner.unquantizedModules(), planner.staticInputScales(), version));
+            files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
+        }
+        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(format, planner.unquantizedModules(), version));
+        return files;
+    }
+
     /** {@code quantization_config} for {@code config.json}; {@code config_groups} for the formats ModelOpt describes so (fp8, nvfp4). */
     public static ObjectNode quantizationConfig(QuantFormat format, List<String> excluded, boolean staticInputScales, String version) {
         ObjectNode root = JSON.createObjectNode();

@@ -20,6 +20,11 @@ public record QuantSelection(List<Glob> defaultExclusions, List<Glob> include, L
         return name.endsWith(".weight") && rank >= 2;
     }
 
+    /** Experts of a layer stored in one 3-D tensor without a {@code .weight} suffix, as GPT-OSS does ({@code mlp.experts.gate_up_proj}). */
+    public static boolean isFusedExperts(String name, int rank) {
+        return rank == 3 && name.matches(".*\\.experts\\.[a-z_]+_proj");
+    }
+
     public boolean quantizes(String name, int rank) {
         if (!isLinearWeight(name, rank)) {
             return false;

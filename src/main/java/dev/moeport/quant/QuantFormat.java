@@ -83,6 +83,15 @@ public enum QuantFormat {
         return this == FP8 || this == NVFP4;
     }
 
+    /**
+     * Whether the format quantizes activations with a static per-tensor scale ({@code input_scale},
+     * from a calibrated input amax): fp8 and nvfp4. The others are weight-only or scale activations
+     * dynamically.
+     */
+    public boolean quantizesActivations() {
+        return this == FP8 || this == NVFP4;
+    }
+
     /** Whether the format has a separate global scale output, {@code weight_scale_2} (nvfp4). */
     public boolean hasScale2() {
         return this == NVFP4;

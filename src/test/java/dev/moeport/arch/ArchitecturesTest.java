@@ -146,6 +146,21 @@ class ArchitecturesTest {
     }
 
     @Test
+    void gptOssFusedExpertsStayUnquantizedAndAreListedSo() throws Exception {
+        Path mcore = CliRun.succeeding("import", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
+        Path out = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf("gpt_oss").toString(), "--out",
+                tmp.resolve("q").toString(), "--format", "nvfp4");
+        try (Checkpoint q = Checkpoints.open(out)) {
+            assertEquals(DType.BF16, q.tensor("model.layers.0.mlp.experts.gate_up_proj").dtype());
+            assertEquals(DType.U8, q.tensor("model.layers.0.self_attn.q_proj.weight").dtype());
+        }
+        var excluded = new ObjectMapper().readTree(out.resolve("hf_quant_config.json").toFile()).at("/quantization/exclude_modules");
+        List<String> names = new java.util.ArrayList<>();
+        excluded.forEach(n -> names.add(n.asText()));
+        assertTrue(names.containsAll(List.of("model.layers.0.mlp.experts", "model.layers.1.mlp.experts", "model.layers.0.mlp.router")), names.toString());
+    }
+
+    @Test
     void aSquareDownProjIsTransposedByFormatNotByShape() {
         // A square [E, n, n] expert stack: only the format says which way it goes.
         int n = 4;

@@ -116,7 +116,19 @@ class ExportQuantizedTest {
             assertTrue(q.tensors().keySet().stream().noneMatch(n -> n.contains("_quantizer")));
         }
         JsonNode config = new ObjectMapper().readTree(out.resolve("config.json").toFile());
-        assertFalse(config.at("/quantization_config/config_groups/group_0/input_activations/dynamic").asBoolean(), "static input scales");
+        assertTrue(config.at("/quantization_config/config_groups/group_0/input_activations/dynamic").asBoolean(),
+                "most modules have no calibrated input: activations are dynamic");
+        // Quantizing only the calibrated modules: every one has a static input scale, and the config says so.
+        Path calibratedOnly = CliRun.succeeding("export", "--in", calibrated.toString(), "--hf-config", HF.toString(), "--out",
+                tmp.resolve("static").toString(), "--format", "nvfp4", "--include", "*layers.1.mixer.[qkv]_proj", "--include", "*layers.2.mixer.experts.*.up_proj");
+        JsonNode staticConfig = new ObjectMapper().readTree(calibratedOnly.resolve("config.json").toFile());
+        assertFalse(staticConfig.at("/quantization_config/config_groups/group_0/input_activations/dynamic").asBoolean(), "static input scales");
+        // Weight-only formats carry no input scale, calibrated or not.
+        Path weightOnly = CliRun.succeeding("export", "--in", calibrated.toString(), "--hf-config", HF.toString(), "--out",
+                tmp.resolve("w4").toString(), "--format", "int4_g128");
+        try (Checkpoint q = Checkpoints.open(weightOnly)) {
+            assertTrue(q.tensors().keySet().stream().noneMatch(n -> n.endsWith(".input_scale")));
+        }
     }
 
     @Test
