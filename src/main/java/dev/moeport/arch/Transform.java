@@ -107,6 +107,7 @@ public sealed interface Transform {
         @Override
         public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
             Heads h = Heads.of(config);
+            sameDtype(hf);
             Tensor q = hf.get(0);
             Tensor k = hf.get(1);
             Tensor v = hf.get(2);
@@ -160,6 +161,7 @@ public sealed interface Transform {
 
         @Override
         public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
+            sameDtype(hf);
             Tensor gate = hf.get(0);
             Tensor up = hf.get(1);
             if (!gate.shape().equals(up.shape())) {
@@ -237,6 +239,16 @@ public sealed interface Transform {
             long[] r = java.util.Arrays.copyOf(d, d.length - 1);
             r[r.length - 1] = d[d.length - 2] * d[d.length - 1];
             return Shape.of(r);
+        }
+    }
+
+    /** Tensors merged into one must share a dtype: their bytes are put side by side. */
+    private static void sameDtype(List<Tensor> tensors) {
+        for (Tensor t : tensors) {
+            if (t.dtype() != tensors.getFirst().dtype()) {
+                throw new MoeportException(t.where() + " is " + t.dtype() + " but " + tensors.getFirst().where() + " is "
+                        + tensors.getFirst().dtype() + "; they merge into one tensor (give --dtype to cast them alike)");
+            }
         }
     }
 

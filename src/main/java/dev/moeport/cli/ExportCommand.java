@@ -119,7 +119,7 @@ final class ExportCommand implements Callable<Integer> {
                 }
                 notes.add("skipped " + mapped.unmapped().size() + " unmapped tensor(s): " + list);
             }
-            Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState());
+            Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
             OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
             if (output.dryRun) {

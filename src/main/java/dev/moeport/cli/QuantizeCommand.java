@@ -84,12 +84,20 @@ final class QuantizeCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
             Map<String, Tensor> quantizerState = new LinkedHashMap<>();
-            checkpoint.tensors().forEach((name, t) -> (McoreLayout.isQuantizerState(name) ? quantizerState : tensors).put(name, t));
+            // Quantizer state is named like the weights: under the per-expert names when the weights are.
+            checkpoint.tensors().forEach((name, t) -> {
+                if (McoreLayout.isQuantizerState(name)) {
+                    quantizerState.put(arch != null ? HfLayout.originalName(arch, name) : name, t);
+                } else {
+                    tensors.put(name, t);
+                }
+            });
             // Fused experts are quantized expert by expert, and written so, as Model Optimizer does.
             SequencedMap<String, Tensor> weights = arch != null ? HfLayout.toPerExpert(arch, tensors) : tensors;
-            OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(Architecture.COMMON_EXCLUSIONS, include, exclude),
-                    Calibration.read(quantizerState));
-            Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(weights)), output.maxShardSize);
+            List<String> exclusions = arch != null ? arch.defaultExclusions() : Architecture.COMMON_EXCLUSIONS;
+            OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(exclusions, include, exclude),
+                    Calibration.read(quantizerState, weights.keySet()));
+            Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(arch, config, weights)), output.maxShardSize);
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;

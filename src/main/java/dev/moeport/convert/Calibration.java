@@ -37,7 +37,11 @@ public final class Calibration {
 
     private Calibration() {}
 
-    public static Calibration read(Map<String, Tensor> quantizerState) {
+    /**
+     * @param weights the names of the weights the state belongs to: a grouped module's amax holds one
+     *     value per expert only when it has as many values as the module has experts
+     */
+    public static Calibration read(Map<String, Tensor> quantizerState, java.util.Set<String> weights) {
         Calibration c = new Calibration();
         for (Map.Entry<String, Tensor> e : quantizerState.entrySet()) {
             String name = e.getKey();
@@ -61,12 +65,12 @@ public final class Calibration {
                 }
             } else if (GROUPED.matcher(module).matches()) {
                 group = module;
-                if (weight && values.length > 1) {
+                if (weight && values.length > 1 && values.length == experts(weights, module)) {
                     for (int i = 0; i < values.length; i++) {
                         c.weightAmax.put(module + ".weight" + i, values[i]);
                     }
                 } else if (weight) {
-                    c.groupWeightAmax.put(group, values[0]);
+                    c.groupWeightAmax.put(group, max(values));
                 }
             } else {
                 Matcher hf = HF_EXPERT.matcher(module);
@@ -108,6 +112,13 @@ public final class Calibration {
             max = max == null ? v : Math.max(max, v);
         }
         return max;
+    }
+
+    /** How many {@code module.weight<e>} tensors there are. */
+    private static long experts(java.util.Set<String> weights, String module) {
+        String prefix = module + ".weight";
+        return weights.stream().filter(n -> n.startsWith(prefix) && n.length() > prefix.length()
+                && n.substring(prefix.length()).chars().allMatch(Character::isDigit)).count();
     }
 
     private static String group(String weightName) {

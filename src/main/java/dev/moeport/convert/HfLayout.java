@@ -123,6 +123,11 @@ public final class HfLayout {
         }
     }
 
+    /** A name of transformers' fused layout under the per-expert layout's prefixes (other names are returned as they are). */
+    public static String originalName(Architecture arch, String name) {
+        return original(arch.hfFused(), name);
+    }
+
     private static String original(HfFusedLayout layout, String name) {
         for (HfFusedLayout.Rename r : layout.renames()) {
             name = name.replaceFirst(r.fusedPattern(), r.toOriginal());

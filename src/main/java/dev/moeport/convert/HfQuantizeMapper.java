@@ -1,5 +1,7 @@
 package dev.moeport.convert;
 
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.ModelConfig;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Tensor;
 import java.util.ArrayList;
@@ -10,29 +12,21 @@ import java.util.SequencedMap;
 
 /**
  * A Hugging Face checkpoint as the input of {@code moeport quantize}: every tensor keeps its name, but
- * projections that serving engines fuse into one GEMM share one per-tensor scale (the largest amax of
- * the group, as ModelOpt does): q/k/v of an attention, gate/up of a gated MLP (Mixtral's w1/w3).
+ * the projections that one Megatron-Core tensor splits into (q/k/v of a fused QKV, gate and up of a
+ * gated fc1) share one per-tensor scale, the largest amax of the group, as serving engines fuse them
+ * into one GEMM. The groups come from the architecture's rule table; without a known architecture
+ * every tensor scales on its own.
  */
 public final class HfQuantizeMapper {
-    /** Sibling projections, by the last component of their module name. */
-    private static final List<List<String>> SIBLINGS = List.of(
-            List.of("q_proj", "k_proj", "v_proj"),
-            List.of("gate_proj", "up_proj"),
-            List.of("w1", "w3"));
-
     private HfQuantizeMapper() {}
 
-    public static List<MappedTensor> map(SequencedMap<String, Tensor> tensors) {
+    public static List<MappedTensor> map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> tensors) {
         Map<String, List<String>> groupOf = new HashMap<>();
-        for (String name : tensors.keySet()) {
-            for (List<String> siblings : SIBLINGS) {
-                String suffix = "." + siblings.getFirst() + ".weight";
-                if (name.endsWith(suffix)) {
-                    String prefix = name.substring(0, name.length() - suffix.length());
-                    List<String> members = siblings.stream().map(s -> prefix + "." + s + ".weight").toList();
-                    if (members.stream().allMatch(tensors::containsKey)) {
-                        members.forEach(m -> groupOf.put(m, members));
-                    }
+        if (arch != null) {
+            for (RuleInstance instance : RuleInstance.enumerate(arch, config)) {
+                List<String> members = instance.hf();
+                if (members.size() > 1 && members.stream().allMatch(tensors::containsKey)) {
+                    members.forEach(m -> groupOf.put(m, members));
                 }
             }
         }

@@ -23,16 +23,15 @@ public final class McoreLayout {
     private static final Pattern SEQUENTIAL = Pattern.compile("(.*\\.experts)\\.local_experts\\.(\\d+)\\.(linear_fc\\d)\\.(weight|bias)");
     private static final Pattern GROUPED = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)");
 
-    /** How the input stored its experts (for messages). */
-    public enum Experts { NONE, TE_GROUPED, SEQUENTIAL, STACKED }
+    /** The ways of storing experts, for writing (import's {@code --experts}). */
+    public enum Experts { TE_GROUPED, SEQUENTIAL, STACKED }
 
     /**
      * @param tensors model tensors under canonical names
      * @param quantizerState ModelOpt calibration entries, under their own names
      * @param dropped entries that are neither (Transformer Engine {@code _extra_state})
      */
-    public record Canonical(SequencedMap<String, Tensor> tensors, Map<String, Tensor> quantizerState, List<String> dropped,
-                            Experts experts) {}
+    public record Canonical(SequencedMap<String, Tensor> tensors, Map<String, Tensor> quantizerState, List<String> dropped) {}
 
     private McoreLayout() {}
 
@@ -40,7 +39,6 @@ public final class McoreLayout {
         SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
         Map<String, Tensor> quantizer = new LinkedHashMap<>();
         List<String> dropped = new ArrayList<>();
-        Experts experts = Experts.NONE;
         for (Map.Entry<String, Tensor> e : checkpoint.tensors().entrySet()) {
             String name = e.getKey();
             Tensor t = e.getValue();
@@ -56,20 +54,15 @@ public final class McoreLayout {
             Matcher grouped = GROUPED.matcher(name);
             if (seq.matches()) {
                 tensors.put(seq.group(1) + "." + seq.group(3) + "." + seq.group(4) + seq.group(2), t);
-                experts = Experts.SEQUENTIAL;
             } else if (grouped.matches() && t.rank() == (grouped.group(3).equals("weight") ? 3 : 2)) {
                 for (long i = 0; i < t.shape().dim(0); i++) {
                     tensors.put(name + i, t.select(i, name + "[" + i + "]"));
                 }
-                experts = Experts.STACKED;
             } else {
-                if (name.matches(".*\\.experts\\.linear_fc\\d\\.(weight|bias)\\d+")) {
-                    experts = Experts.TE_GROUPED;
-                }
                 tensors.put(name, t);
             }
         }
-        return new Canonical(Collections.unmodifiableSequencedMap(tensors), quantizer, dropped, experts);
+        return new Canonical(Collections.unmodifiableSequencedMap(tensors), quantizer, dropped);
     }
 
     private static final Pattern CANONICAL_EXPERT = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)(\\d+)");

@@ -63,7 +63,8 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
     @Override
     public Tensor select(long index, String newName) {
         Tensor s = scaleFollowsRows() ? scale.select(index, scale.name() + "[" + index + "]") : scale;
-        return new DequantizedTensor(kernel, format, weight.select(index, newName), s, scale2, dtype, 0);
+        long row = format == QuantFormat.FP8_PB && weight.rank() == 2 ? firstRow + index : 0;
+        return new DequantizedTensor(kernel, format, weight.select(index, newName), s, scale2, dtype, row);
     }
 
     @Override

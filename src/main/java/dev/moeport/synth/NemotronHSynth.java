@@ -31,6 +31,12 @@ public final class NemotronHSynth {
             if (!pattern.matches("[M*\\-E]+")) {
                 throw new MoeportException("layer pattern '" + pattern + "' may only hold M (Mamba), * (attention), - (MLP) and E (MoE)");
             }
+            int[] sizes = {hidden, heads, kvHeads, headDim, mambaHeads, mambaHeadDim, mambaGroups, ssmState, convKernel, intermediate, experts,
+                expertSize, sharedExpertSize, vocab};
+            if (java.util.Arrays.stream(sizes).anyMatch(n -> n < 1)) {
+                throw new MoeportException("every size of a synthetic model must be at least 1 (hidden " + hidden + ", experts " + experts
+                        + ", expert size " + expertSize + ", vocab " + vocab + ")");
+            }
             if (heads % kvHeads != 0) {
                 throw new MoeportException("heads (" + heads + ") must be a multiple of kv heads (" + kvHeads + ")");
             }

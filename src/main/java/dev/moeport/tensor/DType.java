@@ -66,13 +66,6 @@ public enum DType {
         return totalBits % 8 == 0 ? totalBits / 8 : -1;
     }
 
-    public boolean isFloatingPoint() {
-        return switch (this) {
-            case F16, BF16, F32, F64 -> true;
-            default -> false;
-        };
-    }
-
     /** The type of this name in a safetensors header, or null when there is none. */
     public static DType fromName(String name) {
         return BY_NAME.get(name);

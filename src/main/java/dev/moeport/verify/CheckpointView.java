@@ -70,9 +70,4 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
         return new CheckpointView(path, decoded.modules().isEmpty() ? "hugging face" : "hugging face, " + decoded.format().cliName(),
                 tensors, List.of(), decoded.modules());
     }
-
-    /** The tensor of a mapped entry when it is a single whole input tensor (to tell decoded from raw), else null. */
-    static Tensor single(MappedTensor t) {
-        return t.pieces().size() == 1 && t.pieces().getFirst() instanceof dev.moeport.plan.Piece.Source s ? s.tensor() : null;
-    }
 }
