@@ -16,12 +16,25 @@ public final class Architectures {
 
     /** The architecture of {@code config}, from its {@code architectures} entry, or null when it is none moeport maps. */
     public static Architecture find(ModelConfig config) {
-        return ALL.stream().filter(a -> a.hfClasses().contains(config.architecture())).findFirst().orElse(null);
+        String name = config.architecture();
+        return name == null ? null
+                : ALL.stream().filter(a -> a.hfClasses().contains(name) || a.name().equals(name)).findFirst().orElse(null);
     }
 
-    /** The architecture named by the user ({@code --arch}), else the one of {@code config}. */
+    /**
+     * The architecture named by the user ({@code --arch}), else the one of {@code config}. An {@code --arch}
+     * that contradicts an architecture the config names is refused: the tensors would be mapped wrongly.
+     */
     public static Architecture of(ModelConfig config, String override) {
-        return override != null ? byName(override) : detect(config);
+        if (override == null) {
+            return detect(config);
+        }
+        Architecture chosen = byName(override);
+        Architecture named = find(config);
+        if (named != null && named != chosen) {
+            throw new MoeportException("--arch " + override + " contradicts " + config.file() + ", which describes " + named.name());
+        }
+        return chosen;
     }
 
     /** The architecture of {@code config}, from its {@code architectures} entry. */
@@ -31,8 +44,11 @@ public final class Architectures {
             return found;
         }
         String name = config.architecture();
-        throw new MoeportException(config.file() + ": architecture " + (name == null ? "(none given)" : "'" + name + "'")
-                + " is not supported; supported: " + supportedList());
+        if (name == null) {
+            throw new MoeportException(config.file() + ": names no architecture (no \"architectures\" nor \"model_type\"); give --arch, one of: "
+                    + supportedList());
+        }
+        throw new MoeportException(config.file() + ": architecture '" + name + "' is not supported; supported: " + supportedList());
     }
 
     /** The architecture named {@code name} ({@code nemotron_h} or its HF class name). */

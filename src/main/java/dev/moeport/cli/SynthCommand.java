@@ -5,10 +5,10 @@ import dev.moeport.convert.Conversion;
 import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernels;
-import dev.moeport.synth.NemotronHSynth;
 import dev.moeport.synth.NemotronHSynth.Dims;
 import dev.moeport.synth.NemotronHSynth.ExpertsLayout;
 import dev.moeport.synth.NemotronHSynth.Preset;
+import dev.moeport.synth.NemotronHSynth;
 import dev.moeport.util.Sizes;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -89,8 +89,9 @@ final class SynthCommand implements Callable<Integer> {
         }
         Path mcore = output.out.resolve("mcore");
         Path hf = output.out.resolve("hf");
-        HfOutputFolder.prepare(hf, output.overwrite, List.of());
-        HfOutputFolder.writeJson(hf, ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims), output.fsync);
+        try (HfOutputFolder.Prepared folder = HfOutputFolder.prepare(hf, output.overwrite, List.of())) {
+            HfOutputFolder.writeJson(hf, ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims), output.fsync);
+        }
         Conversion.Target target = output.target(spec);
         Conversion.Summary s = Conversion.run(plan, new Conversion.Target(mcore, output.overwrite, List.of(), target.threads(), target.fsync(),
                 target.bar()), Conversion.Files.none(), QuantKernels.get());

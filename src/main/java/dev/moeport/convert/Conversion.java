@@ -9,7 +9,6 @@ import dev.moeport.quant.QuantKernel;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
-import dev.moeport.format.safetensors.SafetensorsCheckpoint;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -57,29 +56,42 @@ public final class Conversion {
 
     public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel) {
         Path out = target.out();
-        HfOutputFolder.Earlier earlier = HfOutputFolder.prepare(out, target.overwrite(), target.inputs());
+        HfOutputFolder.Prepared folder = HfOutputFolder.prepare(out, target.overwrite(), target.inputs());
         Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), target.bar());
         List<String> copied = new ArrayList<>();
-        try (progress; SafetensorsWriter writer = SafetensorsWriter.create(out, plan.layout(), target.fsync())) {
-            new Executor(kernel, target.threads()).run(plan, writer, progress);
-            if (files.copyFrom() != null) {
-                Set<String> skip = new HashSet<>(files.skip());
-                skip.addAll(files.json().keySet());
-                copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), out, skip, target.fsync()));
+        try (folder; progress; SafetensorsWriter writer = SafetensorsWriter.create(out, plan.layout(), target.fsync())) {
+            // Ctrl-C or a kill -TERM: remove what this run wrote, as a failure would.
+            Thread cleanup = new Thread(() -> {
+                writer.close();
+                folder.close();
+                System.err.println("\nmoeport: interrupted; the partial output in " + out + " was removed");
+            });
+            Runtime.getRuntime().addShutdownHook(cleanup);
+            try {
+                new Executor(kernel, target.threads()).run(plan, writer, progress);
+                // The new checkpoint is written: the earlier one goes before the new one goes in place,
+                // so that no moment shows a mix of the two.
+                folder.retireEarlier();
+                if (files.copyFrom() != null) {
+                    Set<String> skip = new HashSet<>(files.skip());
+                    skip.addAll(files.json().keySet());
+                    copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), out, skip, target.fsync()));
+                }
+                for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
+                    HfOutputFolder.writeJson(out, e.getKey(), e.getValue(), target.fsync());
+                    copied.add(e.getKey());
+                }
+                writer.commit();
+            } finally {
+                try {
+                    Runtime.getRuntime().removeShutdownHook(cleanup);
+                } catch (IllegalStateException shuttingDown) {
+                    // The hook is running already.
+                }
             }
-            for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
-                HfOutputFolder.writeJson(out, e.getKey(), e.getValue(), target.fsync());
-                copied.add(e.getKey());
-            }
-            Set<String> written = new HashSet<>(copied);
-            plan.layout().shards().forEach(s -> written.add(s.fileName()));
-            if (plan.layout().isSharded()) {
-                written.add(SafetensorsCheckpoint.INDEX_NAME);
-            }
-            // An earlier index must not point at the new shards while they go in place, nor outlive them.
-            earlier.retireMetadata(written);
-            writer.commit();
-            earlier.retireShards(written);
+        } catch (RuntimeException | Error e) {
+            folder.discardIfEmpty();
+            throw e;
         }
         return new Summary(plan.outputTensorCount(), plan.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
                 progress.elapsed(), copied);

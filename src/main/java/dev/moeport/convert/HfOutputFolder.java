@@ -6,9 +6,12 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import dev.moeport.MoeportException;
 import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.io.IoErrors;
 import java.io.IOException;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
@@ -26,30 +29,62 @@ public final class HfOutputFolder {
 
     private HfOutputFolder() {}
 
+    private static final String LOCK = ".moeport.lock";
+
     /**
-     * The checkpoint files an existing output folder held before an {@code --overwrite} run. They stay
-     * until the new checkpoint is complete: a failed run leaves the old one as it was.
+     * An output folder being written by this run: locked against other runs, with the checkpoint files
+     * it held before an {@code --overwrite} run. Those stay until the new checkpoint is complete, so a
+     * failed run leaves the old one as it was.
      */
-    public record Earlier(List<Path> files) {
-        /** Removes the earlier index and quantization config unless the new run rewrote them: done before the new shards go in place. */
-        public void retireMetadata(Set<String> written) {
-            retire(p -> !p.getFileName().toString().endsWith(".safetensors"), written);
+    public static final class Prepared implements AutoCloseable {
+        private final Path out;
+        private final boolean created;
+        private final List<Path> earlier;
+        private final FileChannel lock;
+
+        private Prepared(Path out, boolean created, List<Path> earlier, FileChannel lock) {
+            this.out = out;
+            this.created = created;
+            this.earlier = earlier;
+            this.lock = lock;
         }
 
-        /** Removes the earlier shards the new checkpoint did not replace: done once it is in place. */
-        public void retireShards(Set<String> written) {
-            retire(p -> p.getFileName().toString().endsWith(".safetensors"), written);
-        }
-
-        private void retire(java.util.function.Predicate<Path> which, Set<String> written) {
-            for (Path p : files) {
-                if (which.test(p) && !written.contains(p.getFileName().toString())) {
-                    try {
-                        Files.deleteIfExists(p);
-                    } catch (IOException e) {
-                        throw new MoeportException(p + ": cannot remove the earlier checkpoint's file (" + e.getMessage() + ")", e);
-                    }
+        /** Removes the earlier checkpoint: done once the new one is written and about to go in place. */
+        public void retireEarlier() {
+            for (Path p : earlier) {
+                try {
+                    Files.deleteIfExists(p);
+                } catch (IOException e) {
+                    throw new MoeportException(p + ": cannot remove the earlier checkpoint's file (" + IoErrors.why(e) + ")", e);
                 }
+            }
+        }
+
+        /** After a failure: a folder this run created and left empty is removed. */
+        public void discardIfEmpty() {
+            if (!created) {
+                return;
+            }
+            try (Stream<Path> s = Files.list(out)) {
+                if (s.allMatch(p -> p.getFileName().toString().equals(LOCK))) {
+                    close();
+                    Files.deleteIfExists(out);
+                }
+            } catch (IOException e) {
+                // Best effort: an empty folder left behind does not look like a checkpoint.
+            }
+        }
+
+        /** Releases the lock. */
+        @Override
+        public void close() {
+            try {
+                if (lock.isOpen()) {
+                    lock.close();
+                    Files.deleteIfExists(out.resolve(LOCK));
+                }
+            } catch (IOException e) {
+                // The lock file is hidden, and the next run takes the lock again.
             }
         }
     }
@@ -57,9 +92,10 @@ public final class HfOutputFolder {
     /**
      * Creates {@code out} or checks it may be written: empty, or {@code overwrite} given; and neither the
      * same as nor inside (or around) any of the run's {@code inputs}, which an overwrite would destroy.
-     * Leftovers of an interrupted run are removed; an earlier checkpoint is only listed.
+     * Takes a lock on it, so that two runs never write one folder. Leftovers of an interrupted run are
+     * removed; an earlier checkpoint is only listed.
      */
-    public static Earlier prepare(Path out, boolean overwrite, List<Path> inputs) {
+    public static Prepared prepare(Path out, boolean overwrite, List<Path> inputs) {
         try {
             Path target = canonical(out);
             for (Path input : inputs) {
@@ -71,11 +107,18 @@ public final class HfOutputFolder {
             if (Files.exists(out) && !Files.isDirectory(out)) {
                 throw new MoeportException(out + ": exists and is not a folder");
             }
-            List<Path> earlier = new ArrayList<>();
-            if (Files.isDirectory(out)) {
+            boolean created = !Files.exists(out);
+            Files.createDirectories(out);
+            FileChannel lock = FileChannel.open(out.resolve(LOCK), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+            if (lock.tryLock() == null) {
+                lock.close();
+                throw new MoeportException(out + ": another moeport run is writing to this folder");
+            }
+            Prepared prepared = new Prepared(out, created, new ArrayList<>(), lock);
+            try {
                 List<Path> entries;
                 try (Stream<Path> s = Files.list(out)) {
-                    entries = s.toList();
+                    entries = s.filter(p -> !p.getFileName().toString().equals(LOCK)).toList();
                 }
                 if (!entries.isEmpty() && !overwrite) {
                     throw new MoeportException(out + ": output folder exists and is not empty (give --overwrite to replace its checkpoint)");
@@ -85,14 +128,16 @@ public final class HfOutputFolder {
                     if (SafetensorsWriter.isPartial(p)) {
                         Files.delete(p);
                     } else if (name.endsWith(".safetensors") || name.endsWith(".safetensors.index.json") || name.equals(QUANT_CONFIG)) {
-                        earlier.add(p);
+                        prepared.earlier.add(p);
                     }
                 }
+            } catch (RuntimeException | IOException e) {
+                prepared.close();
+                throw e;
             }
-            Files.createDirectories(out);
-            return new Earlier(earlier);
+            return prepared;
         } catch (IOException e) {
-            throw new MoeportException(out + ": cannot prepare output folder (" + e.getMessage() + ")", e);
+            throw new MoeportException(out + ": cannot prepare output folder (" + IoErrors.why(e) + ")", e);
         }
     }
 
@@ -124,7 +169,7 @@ public final class HfOutputFolder {
                 copied.add(name);
             }
         } catch (IOException e) {
-            throw new MoeportException(from + ": cannot copy model files (" + e.getMessage() + ")", e);
+            throw new MoeportException(from + ": cannot copy model files (" + IoErrors.why(e) + ")", e);
         }
         return copied;
     }
@@ -136,7 +181,7 @@ public final class HfOutputFolder {
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         } catch (IOException e) {
-            throw new MoeportException(out.resolve(name) + ": cannot write (" + e.getMessage() + ")", e);
+            throw new MoeportException(out.resolve(name) + ": cannot write (" + IoErrors.why(e) + ")", e);
         }
     }
 }

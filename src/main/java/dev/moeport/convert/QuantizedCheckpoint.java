@@ -3,6 +3,7 @@ package dev.moeport.convert;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.MoeportException;
+import dev.moeport.io.IoErrors;
 import dev.moeport.quant.DequantizedTensor;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.quant.QuantKernel;
@@ -55,7 +56,7 @@ public final class QuantizedCheckpoint {
             }
             throw new MoeportException(folder + ": quant_algo '" + algo + "' is not one moeport reads");
         } catch (IOException e) {
-            throw new MoeportException(folder + ": cannot read the quantization config (" + e.getMessage() + ")", e);
+            throw new MoeportException(folder + ": cannot read the quantization config (" + IoErrors.why(e) + ")", e);
         }
     }
 

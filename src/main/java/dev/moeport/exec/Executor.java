@@ -1,8 +1,8 @@
 package dev.moeport.exec;
 
 import dev.moeport.MoeportException;
-import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.format.safetensors.SafetensorsWriter.TensorSink;
+import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;

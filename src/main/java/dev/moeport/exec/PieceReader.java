@@ -2,7 +2,6 @@ package dev.moeport.exec;
 
 import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Piece;
-
 import dev.moeport.tensor.Tensor;
 import dev.moeport.tensor.TensorView;
 import java.lang.foreign.Arena;

@@ -22,7 +22,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-
 import java.util.TreeSet;
 
 /** Builds test checkpoints from existing tensors, and compares checkpoints byte for byte. */

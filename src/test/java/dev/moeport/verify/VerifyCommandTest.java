@@ -9,10 +9,9 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.cli.CliRun;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.format.Checkpoints;
-
 import dev.moeport.testing.Shared;
-import dev.moeport.testing.TestCheckpoints;
 import dev.moeport.testing.TestCheckpoints.Entry;
+import dev.moeport.testing.TestCheckpoints;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.MoeportException;
 import dev.moeport.format.Checkpoint;
+import dev.moeport.io.IoErrors;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.tensor.TensorView;
 import java.io.IOException;
@@ -111,7 +112,7 @@ public final class SafetensorsCheckpoint implements Checkpoint {
             }
             return indexes.isEmpty() ? null : indexes.getFirst();
         } catch (IOException e) {
-            throw new MoeportException(dir + ": cannot list folder (" + e.getMessage() + ")", e);
+            throw new MoeportException(dir + ": cannot list folder (" + IoErrors.why(e) + ")", e);
         }
     }
 
@@ -119,7 +120,7 @@ public final class SafetensorsCheckpoint implements Checkpoint {
         try (Stream<Path> s = Files.list(dir)) {
             return s.filter(p -> p.getFileName().toString().endsWith(".safetensors") && Files.isRegularFile(p)).sorted().toList();
         } catch (IOException e) {
-            throw new MoeportException(dir + ": cannot list folder (" + e.getMessage() + ")", e);
+            throw new MoeportException(dir + ": cannot list folder (" + IoErrors.why(e) + ")", e);
         }
     }
 

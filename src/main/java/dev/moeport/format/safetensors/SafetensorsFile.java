@@ -3,6 +3,7 @@ package dev.moeport.format.safetensors;
 import static dev.moeport.format.safetensors.SafetensorsHeader.fail;
 
 import dev.moeport.MoeportException;
+import dev.moeport.io.IoErrors;
 import dev.moeport.io.NativeIO;
 import dev.moeport.tensor.TensorView;
 import java.io.IOException;
@@ -11,8 +12,8 @@ import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.AccessDeniedException;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.LinkedHashMap;
@@ -73,7 +74,7 @@ public final class SafetensorsFile {
         } catch (AccessDeniedException e) {
             throw new MoeportException(path + ": permission denied");
         } catch (IOException e) {
-            throw new MoeportException(path + ": cannot read (" + e.getMessage() + ")", e);
+            throw new MoeportException(path + ": cannot read (" + IoErrors.why(e) + ")", e);
         }
     }
 

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.moeport.MoeportException;
+import dev.moeport.io.IoErrors;
 import dev.moeport.io.NativeIO;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -89,8 +90,7 @@ public final class SafetensorsWriter implements AutoCloseable {
         }
 
         private MoeportException writeFailure(IOException e) {
-            String reason = e.getMessage() != null && e.getMessage().contains("No space left") ? "disk full" : String.valueOf(e.getMessage());
-            return new MoeportException(dir.resolve(layout.shardOf(name).fileName()) + ": cannot write tensor '" + name + "' (" + reason + ")", e);
+            return new MoeportException(dir.resolve(layout.shardOf(name).fileName()) + ": cannot write tensor '" + name + "' (" + IoErrors.why(e) + ")", e);
         }
     }
 
@@ -145,7 +145,7 @@ public final class SafetensorsWriter implements AutoCloseable {
                 sinks.put(e.name(), new TensorSink(e.name(), channel, dataStart + e.begin(), e.byteSize()));
             }
         } catch (IOException e) {
-            throw new MoeportException(partial + ": cannot create (" + e.getMessage() + ")", e);
+            throw new MoeportException(partial + ": cannot create (" + IoErrors.why(e) + ")", e);
         }
     }
 
@@ -193,7 +193,7 @@ public final class SafetensorsWriter implements AutoCloseable {
                 syncFolder(dir);
             }
         } catch (IOException e) {
-            throw new MoeportException(dir + ": cannot finish output (" + e.getMessage() + ")", e);
+            throw new MoeportException(dir + ": cannot finish output (" + IoErrors.why(e) + ")", e);
         }
         committed = true;
     }

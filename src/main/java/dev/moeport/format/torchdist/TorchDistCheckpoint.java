@@ -4,12 +4,13 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.MoeportException;
 import dev.moeport.format.Checkpoint;
-import dev.moeport.format.torchdist.TorchDistMetadata.BytesEntry;
 import dev.moeport.format.torchdist.TorchDistMetadata.Box;
+import dev.moeport.format.torchdist.TorchDistMetadata.BytesEntry;
 import dev.moeport.format.torchdist.TorchDistMetadata.ChunkKey;
 import dev.moeport.format.torchdist.TorchDistMetadata.Entry;
 import dev.moeport.format.torchdist.TorchDistMetadata.StorageInfo;
 import dev.moeport.format.torchdist.TorchDistMetadata.TensorEntry;
+import dev.moeport.io.IoErrors;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.io.IOException;
@@ -238,7 +239,7 @@ public final class TorchDistCheckpoint implements Checkpoint {
             }
             return Files.readAllBytes(file);
         } catch (IOException e) {
-            throw new MoeportException(file + ": cannot read (" + e.getMessage() + ")", e);
+            throw new MoeportException(file + ": cannot read (" + IoErrors.why(e) + ")", e);
         }
     }
 
@@ -249,7 +250,7 @@ public final class TorchDistCheckpoint implements Checkpoint {
         } catch (NoSuchFileException e) {
             throw new MoeportException(file + ": no such file");
         } catch (IOException e) {
-            throw new MoeportException(file + ": cannot read (" + e.getMessage() + ")", e);
+            throw new MoeportException(file + ": cannot read (" + IoErrors.why(e) + ")", e);
         }
     }
 
