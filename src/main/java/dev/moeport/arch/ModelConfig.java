@@ -12,7 +12,7 @@ import java.nio.file.Path;
 /** A Hugging Face {@code config.json}: the sizes and layer layout the mapping rules need. */
 public final class ModelConfig {
     public static final String FILE_NAME = "config.json";
-    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     private final Path file;
     private final ObjectNode root;

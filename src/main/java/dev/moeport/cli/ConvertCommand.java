@@ -77,6 +77,7 @@ final class ConvertCommand implements Callable<Integer> {
             throw new MoeportException(architecture.name() + " checkpoints have one expert layout only; there is nothing to convert");
         }
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            HfInputs.requireHfUnquantized(in, checkpoint);
             SequencedMap<String, Tensor> perExpert = HfLayout.toPerExpert(architecture, checkpoint.tensors());
             List<MappedTensor> tensors = new ArrayList<>();
             if (fused) {

@@ -7,9 +7,9 @@ import picocli.CommandLine.ITypeConverter;
 final class DtypeConverter implements ITypeConverter<DType> {
     @Override
     public DType convert(String value) {
-        DType t = DType.parseOption(value);
+        DType t = DType.fromName(value.toUpperCase(java.util.Locale.ROOT));
         if (t != DType.BF16 && t != DType.F16 && t != DType.F32) {
-            throw new IllegalArgumentException("--dtype must be bf16, f16 or f32, not '" + value + "'");
+            throw new picocli.CommandLine.TypeConversionException("'" + value + "' is not bf16, f16 or f32");
         }
         return t;
     }

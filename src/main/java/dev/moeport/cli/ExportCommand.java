@@ -104,10 +104,17 @@ final class ExportCommand implements Callable<Integer> {
         }
         require(in != null, "--in");
         require(hfConfig != null, "--hf-config");
+        if (format == null && (!include.isEmpty() || !exclude.isEmpty())) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--include and --exclude choose what --format quantizes; give --format");
+        }
         output.requireOut(spec);
         ModelConfig config = ModelConfig.load(hfConfig);
         Architecture architecture = Architectures.of(config, arch);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            if (!McoreLayout.isMcore(checkpoint.tensors().keySet())) {
+                throw new MoeportException(in + ": not a Megatron-Core checkpoint (no decoder.* tensors); export reads Megatron-Core"
+                        + " (for Hugging Face checkpoints see quantize, convert, import)");
+            }
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors());
             List<String> notes = new ArrayList<>();
@@ -122,21 +129,35 @@ final class ExportCommand implements Callable<Integer> {
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
             OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
+            planner.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(out, plan, output.json);
                 return 0;
             }
+            // config.json is copied as it is unless the output changes what it says: quantization, dtype.
             Map<String, com.fasterxml.jackson.databind.JsonNode> json = new LinkedHashMap<>();
-            if (format == null && config.has("quantization_config")) {
-                var modelConfig = config.json();
-                modelConfig.remove("quantization_config");
+            var modelConfig = config.json();
+            boolean changed = modelConfig.remove("quantization_config") != null;
+            if (dtype != null) {
+                for (String key : List.of("dtype", "torch_dtype")) {
+                    if (modelConfig.has(key)) {
+                        modelConfig.put(key, switch (dtype) {
+                            case BF16 -> "bfloat16";
+                            case F16 -> "float16";
+                            default -> "float32";
+                        });
+                        changed = true;
+                    }
+                }
+            }
+            if (format != null) {
+                json.putAll(QuantConfig.files(format, modelConfig, planner, Main.Version.number()));
+            } else if (changed) {
                 json.put(ModelConfig.FILE_NAME, modelConfig);
-            } else if (format != null) {
-                json.putAll(QuantConfig.files(format, config, planner, Main.Version.number()));
             }
             notes.addAll(planner.notes());
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in, hfConfig),
-                    new Conversion.Files(hfConfig, Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
+                    new Conversion.Files(OutputOptions.folderOf(hfConfig), Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
             PlanReport.printSummary(out, "exported", in, output.out, summary, notes, output.json);
         }
         return 0;

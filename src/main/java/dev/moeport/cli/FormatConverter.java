@@ -9,7 +9,11 @@ import picocli.CommandLine.ITypeConverter;
 final class FormatConverter implements ITypeConverter<QuantFormat> {
     @Override
     public QuantFormat convert(String value) {
-        return QuantFormat.fromCliName(value);
+        try {
+            return QuantFormat.fromCliName(value);
+        } catch (IllegalArgumentException e) {
+            throw new picocli.CommandLine.TypeConversionException(e.getMessage());
+        }
     }
 
     /** The names, for help texts. */

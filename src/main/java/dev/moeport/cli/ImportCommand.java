@@ -94,6 +94,9 @@ final class ImportCommand implements Callable<Integer> {
         Architecture architecture = Architectures.of(config, arch);
         PrintWriter out = spec.commandLine().getOut();
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            if (McoreLayout.isMcore(checkpoint.tensors().keySet())) {
+                throw new MoeportException(in + ": already a Megatron-Core checkpoint; import reads Hugging Face checkpoints");
+            }
             QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                     dtype != null ? dtype : DType.BF16, QuantKernels.get());
             ExportMapper.Result mapped = ImportMapper.map(architecture, config, HfLayout.toPerExpert(architecture, decoded.tensors()), layout,

@@ -65,6 +65,7 @@ public final class Main implements Runnable {
     public static int run(PrintWriter out, PrintWriter err, String... args) {
         CommandLine cli = new CommandLine(new Main());
         cli.setUsageHelpAutoWidth(true);
+        cli.getSubcommands().values().forEach(c -> c.getCommandSpec().versionProvider(new Version()));
         cli.setOut(out);
         cli.setErr(err);
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {

@@ -10,7 +10,7 @@ import picocli.CommandLine.Option;
 
 /** The options every command that writes a checkpoint shares. */
 final class OutputOptions {
-    @Option(names = "--out", paramLabel = "DIR", description = "Output folder (Hugging Face layout). Must not exist or be empty, unless --overwrite.")
+    @Option(names = "--out", paramLabel = "DIR", description = "Output folder. Must not exist or be empty, unless --overwrite; never the input's folder.")
     Path out;
 
     @Option(names = "--overwrite", description = "Replace the checkpoint in an existing output folder.")
@@ -69,7 +69,11 @@ final class OutputOptions {
     static final class SizeConverter implements ITypeConverter<Long> {
         @Override
         public Long convert(String value) {
-            return Sizes.parse(value);
+            try {
+                return Sizes.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new picocli.CommandLine.TypeConversionException(e.getMessage());
+            }
         }
     }
 }

@@ -82,6 +82,7 @@ final class QuantizeCommand implements Callable<Integer> {
         ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
         Architecture arch = config == null ? null : Architectures.find(config);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            HfInputs.requireHfUnquantized(in, checkpoint);
             SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
             Map<String, Tensor> quantizerState = new LinkedHashMap<>();
             // Quantizer state is named like the weights: under the per-expert names when the weights are.
@@ -98,12 +99,13 @@ final class QuantizeCommand implements Callable<Integer> {
             OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(exclusions, include, exclude),
                     Calibration.read(quantizerState, weights.keySet()));
             Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(arch, config, weights)), output.maxShardSize);
+            planner.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;
             }
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
-                    new Conversion.Files(folder, Set.of(), QuantConfig.files(format, config, planner, Main.Version.number())), QuantKernels.get());
+                    new Conversion.Files(folder, Set.of(), QuantConfig.files(format, config == null ? null : config.json(), planner, Main.Version.number())), QuantKernels.get());
             PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, planner.notes(), output.json);
         }
         return 0;

@@ -75,12 +75,22 @@ final class SynthCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         output.requireOut(spec);
-        Dims dims = Preset.fromCliName(preset).dims;
+        Dims dims;
+        try {
+            dims = Preset.fromCliName(preset).dims;
+        } catch (IllegalArgumentException e) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+        }
         if (pattern != null) {
             dims = dims.withPattern(pattern);
         }
         dims = dims.with(hidden, experts, expertSize, vocab);
-        ExpertsLayout layout = ExpertsLayout.valueOf(expertsLayout.toUpperCase(Locale.ROOT));
+        ExpertsLayout layout = switch (expertsLayout.toLowerCase(Locale.ROOT)) {
+            case "te" -> ExpertsLayout.TE;
+            case "sequential" -> ExpertsLayout.SEQUENTIAL;
+            case "stacked" -> ExpertsLayout.STACKED;
+            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts-layout must be te, sequential or stacked");
+        };
         Plan plan = Plan.of(NemotronHSynth.mcoreJobs(dims, layout, seed), output.maxShardSize);
         PrintWriter out = spec.commandLine().getOut();
         if (output.dryRun) {

@@ -77,6 +77,9 @@ final class VerifyCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
+        if (show < 0 || threads < 1) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), show < 0 ? "--show must be 0 or more" : "--threads must be at least 1");
+        }
         Path configDir = hfConfig != null ? hfConfig : CheckpointView.configBeside(a) != null ? CheckpointView.configBeside(a) : CheckpointView.configBeside(b);
         try (Checkpoint ca = Checkpoints.open(a); Checkpoint cb = Checkpoints.open(b)) {
             ModelConfig config = configDir == null ? null : ModelConfig.load(configDir);

@@ -30,6 +30,9 @@ public final class HfOutputFolder {
     private HfOutputFolder() {}
 
     private static final String LOCK = ".moeport.lock";
+    /** Weights in any format, and their indexes: never copied beside the new checkpoint. */
+    private static final java.util.regex.Pattern WEIGHT_FILES = java.util.regex.Pattern.compile(
+            ".*\\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|npz|npy|pkl|distcp)|.*\\.index\\.json");
 
     /**
      * An output folder being written by this run: locked against other runs, with the checkpoint files
@@ -161,8 +164,7 @@ public final class HfOutputFolder {
         try (Stream<Path> files = Files.list(from)) {
             for (Path p : files.filter(Files::isRegularFile).sorted().toList()) {
                 String name = p.getFileName().toString();
-                if (skip.contains(name) || name.startsWith(".") || name.endsWith(".safetensors") || name.endsWith(".safetensors.index.json")
-                        || name.endsWith(".bin") || name.endsWith(".pt") || name.endsWith(".pth")) {
+                if (skip.contains(name) || name.startsWith(".") || WEIGHT_FILES.matcher(name).matches()) {
                     continue;
                 }
                 SafetensorsWriter.copyAtomically(p, out.resolve(name), fsync);

@@ -90,6 +90,11 @@ public final class McoreLayout {
         return m.group(1) + "." + m.group(2) + "." + m.group(3);
     }
 
+    /** Whether a checkpoint uses Megatron-Core names ({@code decoder.layers...}, {@code embedding...}). */
+    public static boolean isMcore(java.util.Collection<String> names) {
+        return names.stream().anyMatch(n -> n.startsWith("decoder.") || n.startsWith("embedding.word_embeddings"));
+    }
+
     /** ModelOpt's quantizer entries: {@code <module>.weight_quantizer._amax}, {@code input_quantizer._amax}, ... */
     public static boolean isQuantizerState(String name) {
         return name.matches(".*_quantizer\\.[^.]+");

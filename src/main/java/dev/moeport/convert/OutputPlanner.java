@@ -38,7 +38,7 @@ public final class OutputPlanner {
     public List<Job> plan(List<MappedTensor> tensors) {
         List<Job> jobs = new ArrayList<>();
         for (MappedTensor t : tensors) {
-            if (format != null && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype())) {
+            if (format != null && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0) {
                 jobs.add(quantize(t));
                 quantizedModules.add(QuantSelection.module(t.name()));
                 continue;
@@ -88,6 +88,12 @@ public final class OutputPlanner {
 
     private Job quantize(MappedTensor t) {
         String module = QuantSelection.module(t.name());
+        long in = t.shape().dim(-1);
+        if ((format == QuantFormat.NVFP4 || format == QuantFormat.MXFP4) && in % format.blockSize() != 0) {
+            // Padding would change the weight's shape, which loaders check against the config.
+            throw new MoeportException("tensor '" + t.name() + "' has " + in + " columns, not a multiple of " + format.cliName() + "'s block of "
+                    + format.blockSize() + " (keep it unquantized with --exclude)");
+        }
         if (format.rowGranularity() == 2 && t.shape().dim(-2) % 2 != 0) {
             throw new MoeportException("tensor '" + t.name() + "' has an odd number of rows (" + t.shape().dim(-2) + "); "
                     + format.cliName() + " packs two rows a byte (keep it unquantized with --exclude)");
@@ -110,6 +116,13 @@ public final class OutputPlanner {
 
     private static boolean isQuantizable(DType t) {
         return t == DType.BF16 || t == DType.F16 || t == DType.F32;
+    }
+
+    /** Refuses a quantizing run that quantizes nothing: the output would claim a quantization it does not hold. */
+    public void requireQuantizedModules() {
+        if (format != null && quantizedModules.isEmpty()) {
+            throw new MoeportException("no linear weight is left to quantize (check --include and --exclude)");
+        }
     }
 
     /** Whether every quantized module got a static {@code input_scale} (from calibration): the config then says so. */

@@ -68,11 +68,10 @@ public final class QuantConfig {
      * The JSON files of a quantized output: {@code hf_quant_config.json}, and {@code config.json} (when
      * there is one to start from) with its {@code quantization_config}.
      */
-    public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, dev.moeport.arch.ModelConfig config,
+    public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, ObjectNode modelConfig,
                                                                                      OutputPlanner planner, String version) {
         java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files = new java.util.LinkedHashMap<>();
-        if (config != null) {
-            ObjectNode modelConfig = config.json();
+        if (modelConfig != null) {
             modelConfig.set("quantization_config", quantizationConfig(format, planner.unquantizedModules(), planner.staticInputScales(), version));
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         }

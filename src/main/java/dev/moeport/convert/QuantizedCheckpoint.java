@@ -28,9 +28,15 @@ import java.util.Set;
  * each seen as the floating-point weight it stands for ({@code moeport dequantize}, import, verify).
  */
 public final class QuantizedCheckpoint {
-    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     private QuantizedCheckpoint() {}
+
+    /** The name of a tensor that only a quantized checkpoint holds (a scale of some format), or null. */
+    public static String quantizedMarker(java.util.Collection<String> names) {
+        return names.stream().filter(n -> n.endsWith(".weight_scale") || n.endsWith(".weight_scale_inv") || n.endsWith(BLOCKS))
+                .findFirst().orElse(null);
+    }
 
     /** The format a checkpoint folder's quantization config names, or null when it has none. */
     public static QuantFormat declaredFormat(Path folder) {
@@ -60,10 +66,11 @@ public final class QuantizedCheckpoint {
         }
     }
 
-    /** The format of one module, from the dtypes of its weight and scales. */
+    /** The format of one module, from the dtypes and ranks of its weight and scales (as moeport and Model Optimizer write them). */
     static QuantFormat inferFormat(Tensor weight, Tensor scale, boolean hasScale2) {
         DType w = weight.dtype();
         DType s = scale.dtype();
+        int perMatrix = scale.rank() - (weight.rank() - 2);
         if (w == DType.U8 && s == DType.F8_E4M3 && hasScale2) {
             return QuantFormat.NVFP4;
         }
@@ -73,11 +80,18 @@ public final class QuantizedCheckpoint {
         if (w == DType.F8_E4M3 && s == DType.U8) {
             return QuantFormat.MXFP8;
         }
-        if (w == DType.F8_E4M3 && s == DType.F32 && scale.rank() == 0) {
-            return QuantFormat.FP8;
+        if (w == DType.F8_E4M3 && s == DType.F32) {
+            return perMatrix <= 0 || (perMatrix == 1 && weight.rank() > 2 && scale.rank() == 1) ? QuantFormat.FP8
+                    : perMatrix == 1 ? QuantFormat.FP8_PC : QuantFormat.FP8_PB;
+        }
+        if (w == DType.I8 && s == DType.F32) {
+            return QuantFormat.INT8_WO;
+        }
+        if (w == DType.U8 && s == DType.F32) {
+            return QuantFormat.INT4_G128;
         }
         throw new MoeportException(weight.where() + ": cannot tell its quantization format from " + w + " weight and " + s + scale.shape()
-                + " scale (dequantization reads fp8, nvfp4, mxfp4 and mxfp8)");
+                + " scale");
     }
 
     /**
@@ -117,9 +131,6 @@ public final class QuantizedCheckpoint {
             Tensor scale = tensors.get(module + ".weight_scale");
             Tensor scale2 = tensors.get(module + ".weight_scale_2");
             QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
-            if (format != QuantFormat.FP8 && format != QuantFormat.NVFP4 && format != QuantFormat.MXFP4 && format != QuantFormat.MXFP8) {
-                throw new MoeportException(weight.where() + ": dequantization of " + format.cliName() + " is not supported (fp8, nvfp4, mxfp4, mxfp8)");
-            }
             if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format == QuantFormat.NVFP4 && scale2 == null)) {
                 throw new MoeportException(weight.where() + ": " + weight.describe() + " with scale " + scale.describe()
                         + " is not a " + format.cliName() + " weight");

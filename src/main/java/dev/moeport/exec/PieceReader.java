@@ -27,10 +27,14 @@ public final class PieceReader {
         return rows == 0 ? 0 : p.byteSize() / rows;
     }
 
-    /** Rows per chunk for rows of {@code rowBytes}, at least one, a multiple of {@code granularity}. */
+    /**
+     * Rows per chunk for rows of {@code rowBytes}, at least one, a multiple of {@code granularity}; even
+     * when above one, so that formats packing two rows a byte (int4_g128) decode whole bytes.
+     */
     public static long rowsPerChunk(long rowBytes, int granularity) {
         long rows = rowBytes == 0 ? Long.MAX_VALUE / 2 : CHUNK_BYTES / rowBytes;
-        return Math.max(granularity, rows / granularity * granularity);
+        long step = Math.max(granularity, rows / granularity * granularity);
+        return step > 1 && step % 2 != 0 && granularity == 1 ? step - 1 : step;
     }
 
     /**

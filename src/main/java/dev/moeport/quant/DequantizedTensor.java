@@ -2,6 +2,7 @@ package dev.moeport.quant;
 
 import dev.moeport.MoeportException;
 import dev.moeport.tensor.DType;
+import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import java.lang.foreign.Arena;
@@ -36,7 +37,9 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
 
     @Override
     public Shape shape() {
-        return weight.shape().with(-1, format.unpackedColumns(weight.shape().dim(-1)));
+        Shape packed = weight.shape().with(-1, format.unpackedColumns(weight.shape().dim(-1)));
+        // int4_g128 packs two rows a byte.
+        return format == QuantFormat.INT4_G128 ? packed.with(-2, packed.dim(-2) * 2) : packed;
     }
 
     @Override
@@ -53,8 +56,20 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
         };
     }
 
+    /** Whether the kernel decodes the format; the others are decoded here, row by row. */
+    private boolean kernelDecodes() {
+        return format == QuantFormat.FP8 || format == QuantFormat.NVFP4 || format == QuantFormat.MXFP4 || format == QuantFormat.MXFP8;
+    }
+
     @Override
     public Tensor narrow(long start, long count, String newName) {
+        if (format == QuantFormat.INT4_G128 && weight.rank() == 2) {
+            if (start % 2 != 0 || count % 2 != 0) {
+                throw new IllegalArgumentException(where() + ": int4_g128 rows are read in pairs, not [" + start + ", " + (start + count) + ")");
+            }
+            return new DequantizedTensor(kernel, format, weight.narrow(start / 2, count / 2, newName), scale.narrow(start, count, scale.name()),
+                    scale2, dtype, 0);
+        }
         Tensor s = scaleFollowsRows() ? scale.narrow(start, count, scale.name()) : scale;
         long row = format == QuantFormat.FP8_PB && weight.rank() == 2 ? firstRow + start : firstRow;
         return new DequantizedTensor(kernel, format, weight.narrow(start, count, newName), s, scale2, dtype, row);
@@ -85,8 +100,15 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
         long rows = weight.rank() == 1 ? 1 : weight.shape().dim(0);
         long cols = shape().dim(-1);
         MemorySegment packed = weight.bytes(scratch);
-        if (format == QuantFormat.FP8_PB) {
-            decodeBlocks(packed, scale.bytes(scratch), rows, cols, out);
+        if (!kernelDecodes()) {
+            MemorySegment scales = scale.bytes(scratch);
+            switch (format) {
+                case FP8_PB -> decodeBlocks(packed, scales, rows, cols, out);
+                case FP8_PC -> decodeFp8Rows(packed, scales, rows, cols, out);
+                case INT8_WO -> decodeInt8(packed, scales, rows, cols, out);
+                case INT4_G128 -> decodeInt4(packed, scales, rows * 2, cols, out);
+                default -> throw new IllegalStateException(format.name());
+            }
             return;
         }
         Tensor perTensor = format == QuantFormat.FP8 ? scale : scale2;
@@ -107,6 +129,40 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
                 float blockScale = blockScales.getAtIndex(F32, scaleRow * blocksPerRow + b);
                 kernel.dequantize(QuantFormat.FP8, packed.asSlice(r * cols + c0, n), MemorySegment.NULL, blockScale, 1, n, dtype,
                         out.asSlice((r * cols + c0) * width, n * width));
+            }
+        }
+    }
+
+    /** fp8_pc: each row an fp8 tensor of its own scale. */
+    private void decodeFp8Rows(MemorySegment packed, MemorySegment rowScales, long rows, long cols, MemorySegment out) {
+        int width = dtype.byteWidth();
+        for (long r = 0; r < rows; r++) {
+            kernel.dequantize(QuantFormat.FP8, packed.asSlice(r * cols, cols), MemorySegment.NULL, rowScales.getAtIndex(F32, r), 1, cols, dtype,
+                    out.asSlice(r * cols * width, cols * width));
+        }
+    }
+
+    /** int8_wo: value = q * scale of its row, in f32, rounded to the output dtype. */
+    private void decodeInt8(MemorySegment packed, MemorySegment rowScales, long rows, long cols, MemorySegment out) {
+        for (long r = 0; r < rows; r++) {
+            float s = rowScales.getAtIndex(F32, r);
+            for (long c = 0; c < cols; c++) {
+                FloatFormats.write(out, dtype, r * cols + c, packed.get(ValueLayout.JAVA_BYTE, r * cols + c) * s);
+            }
+        }
+    }
+
+    /**
+     * int4_g128: rows 2k and 2k+1 share the bytes of packed row k (low and high nibble, two's
+     * complement); value = q * the scale of its row and group of 128 columns.
+     */
+    private void decodeInt4(MemorySegment packed, MemorySegment groupScales, long rows, long cols, MemorySegment out) {
+        long groups = (cols + BLOCK - 1) / BLOCK;
+        for (long r = 0; r < rows; r++) {
+            for (long c = 0; c < cols; c++) {
+                int b = packed.get(ValueLayout.JAVA_BYTE, r / 2 * cols + c);
+                int q = (r % 2 == 0 ? b << 28 : b << 24) >> 28;
+                FloatFormats.write(out, dtype, r * cols + c, q * groupScales.getAtIndex(F32, r * groups + c / BLOCK));
             }
         }
     }

@@ -30,11 +30,6 @@ import java.util.SequencedMap;
 public record CheckpointView(Path path, String layout, SequencedMap<String, MappedTensor> tensors, List<String> dropped,
                              List<String> quantized) {
 
-    /** Whether a checkpoint uses Megatron-Core names. */
-    public static boolean isMcore(Checkpoint c) {
-        return c.tensors().keySet().stream().anyMatch(n -> n.startsWith("decoder.") || n.startsWith("embedding.word_embeddings"));
-    }
-
     /** The config.json of a checkpoint's folder, or null. */
     public static Path configBeside(Path checkpoint) {
         Path folder = Files.isDirectory(checkpoint) ? checkpoint : checkpoint.toAbsolutePath().getParent();
@@ -47,7 +42,7 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
      */
     public static CheckpointView of(Path path, Checkpoint checkpoint, ModelConfig config, QuantKernel kernel) {
         SequencedMap<String, MappedTensor> tensors = new LinkedHashMap<>();
-        if (isMcore(checkpoint)) {
+        if (McoreLayout.isMcore(checkpoint.tensors().keySet())) {
             if (config == null) {
                 throw new MoeportException(path + ": a Megatron-Core checkpoint; give --hf-config (the Hugging Face folder of the architecture) to map its names");
             }

@@ -198,6 +198,63 @@ class QuantizeCommandTest {
         }
     }
 
+    /** OCP E4M3FN, from its bits. */
+    private static float e4m3(byte b) {
+        int bits = b & 0xFF;
+        int exponent = (bits >>> 3) & 0xF;
+        int mantissa = bits & 7;
+        float magnitude = exponent == 0 ? mantissa / 8f * 0x1p-6f : (1 + mantissa / 8f) * (float) Math.pow(2, exponent - 7);
+        return (bits & 0x80) != 0 ? -magnitude : magnitude;
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"fp8_pc", "fp8_pb", "int8_wo", "int4_g128"})
+    void everyFormatDecodesByItsDefinition(String format) throws Exception {
+        Path q = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve("q").toString());
+        Path d = CliRun.succeeding("dequantize", "--in", q.toString(), "--out", tmp.resolve("d").toString(), "--dtype", "f32");
+        String module = "backbone.layers.2.mixer.experts.3.up_proj";
+        try (Checkpoint qc = Checkpoints.open(q); Checkpoint dc = Checkpoints.open(d); Arena arena = Arena.ofConfined()) {
+            MemorySegment w = qc.tensor(module + ".weight").bytes(arena);
+            MemorySegment s = qc.tensor(module + ".weight_scale").bytes(arena);
+            Tensor decoded = dc.tensor(module + ".weight");
+            assertEquals(dev.moeport.tensor.Shape.of(128, 256), decoded.shape());
+            MemorySegment got = decoded.bytes(arena);
+            for (int r = 0; r < 128; r++) {
+                for (int c = 0; c < 256; c++) {
+                    float expected = switch (format) {
+                        case "fp8_pc" -> e4m3(w.get(java.lang.foreign.ValueLayout.JAVA_BYTE, r * 256L + c)) * s.getAtIndex(FloatFormats.FLOAT_LE, r);
+                        case "fp8_pb" -> e4m3(w.get(java.lang.foreign.ValueLayout.JAVA_BYTE, r * 256L + c)) * s.getAtIndex(FloatFormats.FLOAT_LE, (r / 128) * 2 + c / 128);
+                        case "int8_wo" -> w.get(java.lang.foreign.ValueLayout.JAVA_BYTE, r * 256L + c) * s.getAtIndex(FloatFormats.FLOAT_LE, r);
+                        default -> {
+                            int b = w.get(java.lang.foreign.ValueLayout.JAVA_BYTE, (r / 2) * 256L + c) & 0xFF;
+                            int nibble = r % 2 == 0 ? b & 0xF : b >>> 4;
+                            yield (nibble >= 8 ? nibble - 16 : nibble) * s.getAtIndex(FloatFormats.FLOAT_LE, r * 2L + c / 128);
+                        }
+                    };
+                    assertEquals(expected, got.getAtIndex(FloatFormats.FLOAT_LE, r * 256L + c), 0f, format + " [" + r + ", " + c + "]");
+                }
+            }
+        }
+        CliRun v = CliRun.of("verify", HF.toString(), q.toString(), "--tolerance", "15");
+        assertEquals(0, v.code(), format + ": " + v.out() + v.err());
+    }
+
+    @Test
+    void alreadyQuantizedOrMegatronInputIsRefused() {
+        Path q = CliRun.succeeding("quantize", "--format", "fp8", "--in", HF.toString(), "--out", tmp.resolve("q").toString());
+        CliRun again = CliRun.of("quantize", "--format", "nvfp4", "--in", q.toString(), "--out", tmp.resolve("qq").toString());
+        assertEquals(1, again.code());
+        assertTrue(again.err().contains("already quantized") && again.err().contains("dequantize it first"), again.err());
+        CliRun mcore = CliRun.of("quantize", "--format", "nvfp4", "--in", Shared.fixture("nemotron_h_tiny/mcore_te").toString(),
+                "--out", tmp.resolve("m").toString());
+        assertEquals(1, mcore.code());
+        assertTrue(mcore.err().contains("a Megatron-Core checkpoint"), mcore.err());
+        CliRun none = CliRun.of("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", tmp.resolve("n").toString(), "--include", "nothing*");
+        assertEquals(1, none.code());
+        assertTrue(none.err().contains("no linear weight is left to quantize"), none.err());
+        assertFalse(Files.exists(tmp.resolve("n")), "a failed run removes the folder it created");
+    }
+
     @Test
     void badInputIsOneLine() {
         CliRun r = CliRun.of("quantize", "--format", "nvfp5", "--in", HF.toString(), "--out", tmp.resolve("x").toString());

@@ -30,7 +30,8 @@ import java.util.stream.Stream;
 public final class SafetensorsCheckpoint implements Checkpoint {
     public static final String INDEX_NAME = "model.safetensors.index.json";
     private static final ObjectMapper JSON =
-            new ObjectMapper().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
+            new ObjectMapper().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     private final Path location;
     private final Arena arena;

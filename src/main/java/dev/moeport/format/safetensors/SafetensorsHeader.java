@@ -34,7 +34,8 @@ public record SafetensorsHeader(Map<String, String> metadata, List<Entry> entrie
     private static final String METADATA_KEY = "__metadata__";
 
     private static final ObjectMapper JSON =
-            new ObjectMapper().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
+            new ObjectMapper().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     /** One tensor: {@code begin} and {@code end} are byte offsets into the data buffer. */
     public record Entry(String name, DType dtype, Shape shape, long begin, long end) {

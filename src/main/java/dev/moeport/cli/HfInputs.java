@@ -1,0 +1,22 @@
+package dev.moeport.cli;
+
+import dev.moeport.MoeportException;
+import dev.moeport.convert.McoreLayout;
+import dev.moeport.convert.QuantizedCheckpoint;
+import dev.moeport.format.Checkpoint;
+import java.nio.file.Path;
+
+/** Checks of an input that must be an unquantized Hugging Face checkpoint (quantize, convert). */
+final class HfInputs {
+    private HfInputs() {}
+
+    static void requireHfUnquantized(Path in, Checkpoint checkpoint) {
+        if (McoreLayout.isMcore(checkpoint.tensors().keySet())) {
+            throw new MoeportException(in + ": a Megatron-Core checkpoint; this command reads Hugging Face ones (see export)");
+        }
+        String marker = QuantizedCheckpoint.quantizedMarker(checkpoint.tensors().keySet());
+        if (marker != null) {
+            throw new MoeportException(in + ": already quantized (it holds " + marker + "); dequantize it first (moeport dequantize)");
+        }
+    }
+}
