@@ -54,7 +54,7 @@ final class DemoCommand implements Callable<Integer> {
                 return code;
             }
         }
-        out.println("The Hugging Face checkpoint is in " + export + "; see it with: bin/moeport inspect " + export + " --group");
+        out.println("The Hugging Face checkpoint is in " + export + "; see it with: moeport inspect " + export + " --group");
         return 0;
     }
 }

@@ -116,7 +116,7 @@ final class ExportCommand implements Callable<Integer> {
                         + " (for Hugging Face checkpoints see quantize, convert, import)");
             }
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
-            ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors());
+            ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
             List<String> notes = new ArrayList<>();
             if (!mapped.unmapped().isEmpty()) {
                 String list = ExportMapper.sample(mapped.unmapped(), 5);

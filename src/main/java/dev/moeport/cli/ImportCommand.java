@@ -100,7 +100,7 @@ final class ImportCommand implements Callable<Integer> {
             QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                     dtype != null ? dtype : DType.BF16, QuantKernels.get());
             ExportMapper.Result mapped = ImportMapper.map(architecture, config, HfLayout.toPerExpert(architecture, decoded.tensors()), layout,
-                    new Transform.ImportOptions(vocabMultiple));
+                    new Transform.ImportOptions(vocabMultiple), in);
             List<String> notes = new ArrayList<>();
             if (!mapped.unmapped().isEmpty()) {
                 String list = ExportMapper.sample(mapped.unmapped(), 5);

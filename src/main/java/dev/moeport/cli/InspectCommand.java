@@ -116,7 +116,7 @@ final class InspectCommand implements Callable<Integer> {
             Map<String, Integer> byReason = new TreeMap<>();
             ckpt.skipped().values().forEach(reason -> byReason.merge(reason, 1, Integer::sum));
             int n = ckpt.skipped().size();
-            StringBuilder skipped = new StringBuilder("skipped: " + n + (n == 1 ? " entry" : " entries") + " that are not model tensors (");
+            StringBuilder skipped = new StringBuilder("skipped: " + n + (n == 1 ? " entry that is not a model tensor (" : " entries that are not model tensors ("));
             byReason.forEach((reason, count) -> skipped.append(reason).append(' ').append(count).append(", "));
             skipped.setLength(skipped.length() - 2);
             out.println(skipped.append(')'));

@@ -134,6 +134,10 @@ final class VerifyCommand implements Callable<Integer> {
                 out.println("  ... and " + (differing.size() - show) + " more (--show N)");
             }
             Verifier.TensorResult worst = differing.getFirst();
+            long dtypeOnly = differing.stream().filter(r -> r.dtypeA() != r.dtypeB() && r.maxAbsError() == 0).count();
+            if (dtypeOnly > 0) {
+                out.println("  " + dtypeOnly + " tensor(s) differ in dtype only: equal values");
+            }
             out.printf(Locale.ROOT, "worst SNR: %.2f dB (%s); %d tensor(s) beyond tolerance%n", worst.snrDb(), worst.name(), beyond.size());
         }
         out.println(match ? "MATCH" : "DIFFERENT");
@@ -158,7 +162,10 @@ final class VerifyCommand implements Callable<Integer> {
             t.put("name", r.name());
             t.put("dtype_a", r.dtypeA().name());
             t.put("dtype_b", r.dtypeB().name());
-            t.put("shape", r.shape());
+            var shape = t.putArray("shape");
+            for (long d : r.shape().toArray()) {
+                shape.add(d);
+            }
             t.put("identical", r.identical());
             t.put("max_abs_error", r.maxAbsError());
             t.put("mean_abs_error", r.meanAbsError());

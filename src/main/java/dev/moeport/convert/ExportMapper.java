@@ -9,6 +9,7 @@ import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.util.NaturalOrder;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.LinkedHashSet;
@@ -29,18 +30,19 @@ public final class ExportMapper {
 
     private ExportMapper() {}
 
-    public static Result map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> input) {
+    /** @param source the input's location, for messages */
+    public static Result map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> input, Path source) {
         Set<String> consumed = new HashSet<>();
         List<MappedTensor> out = new ArrayList<>();
         for (RuleInstance instance : RuleInstance.enumerate(arch, config)) {
-            apply(instance, config, input, consumed, out);
+            apply(instance, config, input, source, consumed, out);
         }
         List<String> unmapped = input.keySet().stream().filter(n -> !consumed.contains(n)).sorted(NaturalOrder.INSTANCE).toList();
         checkUnique(out);
         return new Result(out, unmapped);
     }
 
-    private static void apply(RuleInstance instance, ModelConfig config, SequencedMap<String, Tensor> input, Set<String> consumed,
+    private static void apply(RuleInstance instance, ModelConfig config, SequencedMap<String, Tensor> input, Path source, Set<String> consumed,
                               List<MappedTensor> out) {
         Rule rule = instance.rule();
         List<Tensor> sources = new ArrayList<>();
@@ -51,7 +53,7 @@ public final class ExportMapper {
                 if (rule.isOptional() && sources.isEmpty()) {
                     return;
                 }
-                throw new MoeportException("missing tensor '" + candidates.getFirst() + "'"
+                throw new MoeportException(source + ": missing tensor '" + candidates.getFirst() + "'"
                         + (candidates.size() > 1 ? " (or " + String.join(", ", candidates.subList(1, candidates.size())) + ")" : "")
                         + instance.expertNote() + ", needed for " + rule.describe());
             }

@@ -24,14 +24,15 @@ import java.util.Set;
 public final class ImportMapper {
     private ImportMapper() {}
 
+    /** @param source the input's location, for messages */
     public static ExportMapper.Result map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> hf, McoreLayout.Experts layout,
-                                          Transform.ImportOptions options) {
+                                          Transform.ImportOptions options, java.nio.file.Path source) {
         Set<String> consumed = new HashSet<>();
         List<MappedTensor> out = new ArrayList<>();
         // Stacked experts: the parts of every expert of one tensor, gathered under the stack's name.
         Map<String, List<MappedTensor>> stacks = new LinkedHashMap<>();
         for (RuleInstance instance : RuleInstance.enumerate(arch, config)) {
-            for (MappedTensor t : apply(instance, config, hf, options, consumed)) {
+            for (MappedTensor t : apply(instance, config, hf, options, source, consumed)) {
                 boolean expert = McoreLayout.isCanonicalExpert(t.name());
                 if (expert && layout == McoreLayout.Experts.STACKED) {
                     stacks.computeIfAbsent(McoreLayout.stackName(t.name()), k -> new ArrayList<>()).add(t);
@@ -61,14 +62,14 @@ public final class ImportMapper {
     }
 
     private static List<MappedTensor> apply(RuleInstance instance, ModelConfig config, SequencedMap<String, Tensor> hf,
-                                            Transform.ImportOptions options, Set<String> consumed) {
+                                            Transform.ImportOptions options, java.nio.file.Path source, Set<String> consumed) {
         Rule rule = instance.rule();
         List<String> missing = instance.hf().stream().filter(n -> !hf.containsKey(n)).toList();
         if (missing.size() == instance.hf().size() && rule.isOptional()) {
             return List.of();
         }
         if (!missing.isEmpty()) {
-            throw new MoeportException("missing tensor '" + missing.getFirst() + "'" + instance.expertNote() + ", needed for " + rule.describe());
+            throw new MoeportException(source + ": missing tensor '" + missing.getFirst() + "'" + instance.expertNote() + ", needed for " + rule.describe());
         }
         List<Tensor> tensors = instance.hf().stream().map(hf::get).toList();
         if (!rule.fusedExperts()) {

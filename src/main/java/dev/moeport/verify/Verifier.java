@@ -9,6 +9,7 @@ import dev.moeport.plan.Piece;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.ReshapedTensor;
+import dev.moeport.tensor.Shape;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
@@ -22,7 +23,7 @@ import java.util.List;
 public final class Verifier {
 
     /** One common tensor's figures. {@code snrDb} is +Infinity for equal values. */
-    public record TensorResult(String name, DType dtypeA, DType dtypeB, String shape, boolean identical, double maxAbsError,
+    public record TensorResult(String name, DType dtypeA, DType dtypeB, Shape shape, boolean identical, double maxAbsError,
                                double meanAbsError, double snrDb, long elements) {}
 
     /** A tensor present on both sides whose shapes differ. */
@@ -138,7 +139,7 @@ public final class Verifier {
         }
         long elements = a.shape().numel();
         double snr = noise == 0 ? Double.POSITIVE_INFINITY : 10 * Math.log10(signal / noise);
-        return new TensorResult(a.name(), a.dtype(), b.dtype(), a.shape().toString(), sameBytes || (rows == 0 && a.dtype() == b.dtype()),
+        return new TensorResult(a.name(), a.dtype(), b.dtype(), a.shape(), sameBytes || (rows == 0 && a.dtype() == b.dtype()),
                 floats ? maxAbs : (sameBytes ? 0 : Double.NaN), floats && elements > 0 ? sumAbs / elements : (sameBytes ? 0 : Double.NaN),
                 floats ? snr : (sameBytes ? Double.POSITIVE_INFINITY : Double.NaN), elements);
     }

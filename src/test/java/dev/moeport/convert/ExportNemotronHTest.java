@@ -102,7 +102,7 @@ class ExportNemotronHTest {
         Path out = tmp.resolve("out");
         CliRun r = export(broken, HF, out);
         assertEquals(1, r.code());
-        assertEquals("moeport: error: missing tensor 'decoder.layers.5.mlp.experts.linear_fc1.weight5' (expert 5), needed for "
+        assertEquals("moeport: error: " + broken + ": missing tensor 'decoder.layers.5.mlp.experts.linear_fc1.weight5' (expert 5), needed for "
                 + "mlp.experts.linear_fc1.weight{e} -> mixer.experts.{e}.up_proj.weight (copy, moe layers)", r.err().strip());
         assertFalse(Files.exists(out), "nothing written");
     }
