@@ -117,15 +117,7 @@ final class ExportCommand implements Callable<Integer> {
             }
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
-            List<String> notes = new ArrayList<>();
-            if (!mapped.unmapped().isEmpty()) {
-                String list = ExportMapper.sample(mapped.unmapped(), 5);
-                if (!allowUnmapped) {
-                    throw new MoeportException(in + ": " + mapped.unmapped().size() + " tensor(s) not mapped by any " + architecture.name()
-                            + " rule: " + list + " (wrong --hf-config or expert count? --allow-unmapped skips them)");
-                }
-                notes.add("skipped " + mapped.unmapped().size() + " unmapped tensor(s): " + list);
-            }
+            List<String> notes = new ArrayList<>(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
             OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);

@@ -101,15 +101,7 @@ final class ImportCommand implements Callable<Integer> {
                     dtype != null ? dtype : DType.BF16, QuantKernels.get());
             ExportMapper.Result mapped = ImportMapper.map(architecture, config, HfLayout.toPerExpert(architecture, decoded.tensors()), layout,
                     new Transform.ImportOptions(vocabMultiple), in);
-            List<String> notes = new ArrayList<>();
-            if (!mapped.unmapped().isEmpty()) {
-                String list = ExportMapper.sample(mapped.unmapped(), 5);
-                if (!allowUnmapped) {
-                    throw new MoeportException(in + ": " + mapped.unmapped().size() + " tensor(s) not mapped by any " + architecture.name()
-                            + " rule: " + list + " (--allow-unmapped skips them)");
-                }
-                notes.add("skipped " + mapped.unmapped().size() + " unmapped tensor(s): " + list);
-            }
+            List<String> notes = new ArrayList<>(mapped.requireMapped(in, architecture, allowUnmapped, ""));
             if (!decoded.modules().isEmpty()) {
                 notes.add(decoded.modules().size() + " " + decoded.format().cliName() + " module(s) decoded");
             }

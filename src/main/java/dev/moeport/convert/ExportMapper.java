@@ -25,8 +25,24 @@ import java.util.Set;
  */
 public final class ExportMapper {
 
-    /** The result: HF tensors in rule order, and input tensors that no row consumed. */
-    public record Result(List<MappedTensor> tensors, List<String> unmapped) {}
+    /** The result: tensors in rule order, and input tensors that no row consumed. */
+    public record Result(List<MappedTensor> tensors, List<String> unmapped) {
+        /**
+         * Refuses unmapped input tensors unless the user allowed them; then returns the note saying
+         * which were skipped (none when all were mapped).
+         */
+        public List<String> requireMapped(Path input, Architecture arch, boolean allowUnmapped, String hint) {
+            if (unmapped.isEmpty()) {
+                return List.of();
+            }
+            String list = sample(unmapped, 5);
+            if (!allowUnmapped) {
+                throw new MoeportException(input + ": " + unmapped.size() + " tensor(s) not mapped by any " + arch.name() + " rule: " + list
+                        + " (" + hint + "--allow-unmapped skips them)");
+            }
+            return List.of("skipped " + unmapped.size() + " unmapped tensor(s): " + list);
+        }
+    }
 
     private ExportMapper() {}
 

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 import dev.moeport.MoeportException;
 import dev.moeport.tensor.Tensor;
+import dev.moeport.testing.Bytes;
 import dev.moeport.testing.RawSafetensors;
 import java.io.IOException;
 import java.lang.foreign.ValueLayout;
@@ -85,12 +86,12 @@ class SafetensorsFuzzTest {
             switch (random.nextInt(6)) {
                 case 0 -> { if (b.length > 0) b[at] = (byte) random.nextInt(256); }
                 case 1 -> { if (b.length > 0) b[at] = (byte) (b[at] ^ (1 << random.nextInt(8))); }
-                case 2 -> b = splice(b, at, random.nextInt(Math.min(8, b.length - at) + 1), new byte[0]);
-                case 3 -> b = splice(b, at, 0, TOKENS[random.nextInt(TOKENS.length)].getBytes(StandardCharsets.UTF_8));
+                case 2 -> b = Bytes.splice(b, at, random.nextInt(Math.min(8, b.length - at) + 1), new byte[0]);
+                case 3 -> b = Bytes.splice(b, at, 0, TOKENS[random.nextInt(TOKENS.length)].getBytes(StandardCharsets.UTF_8));
                 case 4 -> { // change a number
                     for (int k = at; k < b.length; k++) {
                         if (Character.isDigit(b[k])) {
-                            b = splice(b, k, 1, Integer.toString(random.nextInt(30)).getBytes(StandardCharsets.UTF_8));
+                            b = Bytes.splice(b, k, 1, Integer.toString(random.nextInt(30)).getBytes(StandardCharsets.UTF_8));
                             break;
                         }
                     }
@@ -99,13 +100,5 @@ class SafetensorsFuzzTest {
             }
         }
         return b;
-    }
-
-    private static byte[] splice(byte[] b, int at, int remove, byte[] insert) {
-        byte[] out = new byte[b.length - remove + insert.length];
-        System.arraycopy(b, 0, out, 0, at);
-        System.arraycopy(insert, 0, out, at, insert.length);
-        System.arraycopy(b, at + remove, out, at + insert.length, b.length - at - remove);
-        return out;
     }
 }

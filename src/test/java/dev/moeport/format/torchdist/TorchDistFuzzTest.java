@@ -8,6 +8,7 @@ import dev.moeport.format.Checkpoint;
 import dev.moeport.format.torchdist.TorchDistMetadata.ChunkKey;
 import dev.moeport.format.torchdist.TorchDistMetadata.StorageInfo;
 import dev.moeport.tensor.Tensor;
+import dev.moeport.testing.Bytes;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -127,8 +128,8 @@ class TorchDistFuzzTest {
             switch (random.nextInt(6)) {
                 case 0 -> { if (b.length > 0) b[at] = (byte) random.nextInt(256); }
                 case 1 -> { if (b.length > 0) b[at] ^= (byte) (1 << random.nextInt(8)); }
-                case 2 -> b = splice(b, at, random.nextInt(Math.min(8, b.length - at) + 1), new byte[0]);
-                case 3 -> b = splice(b, at, 0, tokens[random.nextInt(tokens.length)]);
+                case 2 -> b = Bytes.splice(b, at, random.nextInt(Math.min(8, b.length - at) + 1), new byte[0]);
+                case 3 -> b = Bytes.splice(b, at, 0, tokens[random.nextInt(tokens.length)]);
                 case 4 -> { if (b.length > 0) b[at] = (byte) (b[at] + random.nextInt(5) - 2); } // nudge a length or count
                 default -> b = Arrays.copyOf(b, at);
             }
@@ -153,19 +154,11 @@ class TorchDistFuzzTest {
                         b[at + k] = (byte) (v >>> (8 * k));
                     }
                 }
-                case 3 -> b = splice(b, at, random.nextInt(Math.min(16, b.length - at) + 1), new byte[0]);
-                case 4 -> b = splice(b, at, 0, new byte[1 + random.nextInt(8)]);
+                case 3 -> b = Bytes.splice(b, at, random.nextInt(Math.min(16, b.length - at) + 1), new byte[0]);
+                case 4 -> b = Bytes.splice(b, at, 0, new byte[1 + random.nextInt(8)]);
                 default -> b = Arrays.copyOf(b, at);
             }
         }
         return b;
-    }
-
-    private static byte[] splice(byte[] b, int at, int remove, byte[] insert) {
-        byte[] out = new byte[b.length - remove + insert.length];
-        System.arraycopy(b, 0, out, 0, at);
-        System.arraycopy(insert, 0, out, at, insert.length);
-        System.arraycopy(b, at + remove, out, at + insert.length, b.length - at - remove);
-        return out;
     }
 }
