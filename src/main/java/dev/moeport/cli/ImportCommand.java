@@ -10,6 +10,8 @@ import dev.moeport.convert.Conversion;
 import dev.moeport.convert.ExportMapper;
 import dev.moeport.convert.HfLayout;
 import dev.moeport.convert.ImportMapper;
+import dev.moeport.convert.KeptCalibration;
+import dev.moeport.convert.MappedTensor;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.OutputPlanner;
 import dev.moeport.convert.QuantSelection;
@@ -41,7 +43,8 @@ import picocli.CommandLine.Spec;
                 "other way. q/k/v are interleaved into linear_qkv by KV group, gate and up merged into [gate ; " +
                 "up], norms moved to their fused MCore names, the vocabulary padded to a multiple of " +
                 "--vocab-multiple, and the per-expert tensors merged into the --experts layout. Quantized input " +
-                "(fp8, nvfp4, mxfp4, mxfp8) is decoded on the way (to its original dtype, or --dtype).",
+                "(any format moeport writes, GPT-OSS MXFP4, DeepSeek FP8) is decoded on the way (to bf16, or " +
+                "--dtype); with --keep-quantized, an fp8 or nvfp4 input's calibration is kept as quantizer state.",
             ""
         },
         footerHeading = "%nExamples:%n",
@@ -70,6 +73,10 @@ final class ImportCommand implements Callable<Integer> {
     @Option(names = "--dtype", paramLabel = "DTYPE", converter = DtypeConverter.class,
             description = "Cast floating-point weights (and decoded quantized ones) to bf16, f16 or f32. Default: keep (decoded weights: bf16).")
     DType dtype;
+
+    @Option(names = "--keep-quantized",
+            description = "For fp8 and nvfp4 input: keep its calibration as Model Optimizer's quantizer state (weight_quantizer._amax, input_quantizer._amax) beside the decoded weights, so that 'export --format' of the same format gives back the same per-tensor scales.")
+    boolean keepQuantized;
 
     @Option(names = "--arch", paramLabel = "NAME", description = "Architecture, when config.json does not say.")
     String arch;
@@ -105,8 +112,17 @@ final class ImportCommand implements Callable<Integer> {
             if (!decoded.modules().isEmpty()) {
                 notes.add(decoded.modules().size() + " " + decoded.format().cliName() + " module(s) decoded");
             }
+            List<MappedTensor> tensors = new ArrayList<>(mapped.tensors());
+            if (keepQuantized) {
+                if (decoded.modules().isEmpty()) {
+                    throw new MoeportException(in + ": --keep-quantized, but the checkpoint is not quantized");
+                }
+                List<MappedTensor> state = KeptCalibration.of(decoded.format(), checkpoint.tensors(), mapped.tensors());
+                tensors.addAll(state);
+                notes.add(state.size() + " quantizer state tensor(s) keep the " + decoded.format().cliName() + " calibration");
+            }
             OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE);
-            Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
+            Plan plan = Plan.of(planner.plan(tensors), output.maxShardSize);
             if (output.dryRun) {
                 PlanReport.printPlan(out, plan, output.json);
                 return 0;

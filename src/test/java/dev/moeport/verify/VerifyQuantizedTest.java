@@ -95,6 +95,55 @@ class VerifyQuantizedTest {
     }
 
     @Test
+    void keepQuantizedKeepsTheCalibrationThroughImportAndExport() throws Exception {
+        // fp8 with calibrated inputs for q/k/v and the layer-2 experts' up_proj: the per-tensor and input
+        // scales come back through the calibration, and then every code too.
+        Path hfCalibrated = tmp.resolve("hf-calibrated");
+        try (Checkpoint hf = Checkpoints.open(HF)) {
+            java.util.List<dev.moeport.testing.TestCheckpoints.Entry> entries = new java.util.ArrayList<>(
+                    dev.moeport.testing.TestCheckpoints.entries(hf, n -> true));
+            for (String p : java.util.List.of("q_proj", "k_proj", "v_proj")) {
+                entries.add(dev.moeport.testing.TestCheckpoints.Entry.of("backbone.layers.1.mixer." + p + ".input_quantizer._amax",
+                        dev.moeport.testing.TestCheckpoints.f32("i", 3.0f)));
+            }
+            for (int e = 0; e < 8; e++) {
+                entries.add(dev.moeport.testing.TestCheckpoints.Entry.of("backbone.layers.2.mixer.experts." + e + ".up_proj.input_quantizer._amax",
+                        dev.moeport.testing.TestCheckpoints.f32("i", 2.0f + e)));
+            }
+            dev.moeport.testing.TestCheckpoints.write(hfCalibrated, entries, 1L << 30);
+            java.nio.file.Files.copy(HF.resolve("config.json"), hfCalibrated.resolve("config.json"));
+        }
+        Path fp8 = CliRun.succeeding("quantize", "--format", "fp8", "--in", hfCalibrated.toString(), "--out", tmp.resolve("fp8").toString());
+        try (Checkpoint q = Checkpoints.open(fp8)) {
+            assertTrue(q.contains("backbone.layers.2.mixer.experts.5.up_proj.input_scale"));
+        }
+        for (String layout : java.util.List.of("te", "sequential", "stacked")) {
+            Path mcore = CliRun.succeeding("import", "--in", fp8.toString(), "--out", tmp.resolve("m-" + layout).toString(), "--keep-quantized",
+                    "--experts", layout);
+            Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", fp8.toString(), "--out",
+                    tmp.resolve("fp8-again-" + layout).toString(), "--format", "fp8");
+            assertSameTensors(fp8, back);
+        }
+        // nvfp4: the global scales come back exactly (block scales are recomputed from the decoded weights).
+        Path calibrated = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
+                "--out", tmp.resolve("nvfp4").toString(), "--format", "nvfp4");
+        Path mcore = CliRun.succeeding("import", "--in", calibrated.toString(), "--out", tmp.resolve("m-nvfp4").toString(), "--keep-quantized");
+        Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", calibrated.toString(), "--out",
+                tmp.resolve("nvfp4-again").toString(), "--format", "nvfp4");
+        try (Checkpoint a = Checkpoints.open(calibrated); Checkpoint b = Checkpoints.open(back)) {
+            for (String name : a.tensors().keySet()) {
+                if (name.endsWith(".weight_scale_2")) {
+                    dev.moeport.testing.TestCheckpoints.assertSameTensor(a.tensor(name), b.tensor(name));
+                }
+            }
+        }
+        CliRun mx = CliRun.of("import", "--in", CliRun.succeeding("quantize", "--format", "mxfp4", "--in", HF.toString(), "--out",
+                tmp.resolve("mx").toString()).toString(), "--out", tmp.resolve("m-mx").toString(), "--keep-quantized");
+        assertEquals(1, mx.code());
+        assertTrue(mx.err().contains("mxfp4 has no per-tensor calibration to keep"), mx.err());
+    }
+
+    @Test
     void importDecodesQuantizedInputAsDequantizeDoes() {
         Path quantized = CliRun.succeeding("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", tmp.resolve("q").toString());
         Path imported = CliRun.succeeding("import", "--in", quantized.toString(), "--out", tmp.resolve("imported").toString());
