@@ -121,23 +121,14 @@ public final class PieceReader {
             if (start < 0 || count < 0 || start + count > count()) {
                 throw new IllegalArgumentException("rows [" + start + ", " + (start + count) + ") out of " + count());
             }
-            List<Piece> parts = new ArrayList<>();
-            List<long[]> ranges = new ArrayList<>();
-            for (int i = 0; i < pieces.size(); i++) {
-                long a = Math.max(start, firstRows[i]);
-                long b = Math.min(start + count, firstRows[i + 1]);
-                if (a < b) {
-                    parts.add(pieces.get(i));
-                    ranges.add(new long[] {a - firstRows[i], b - a});
-                }
-            }
+            List<Piece> parts = slice(start, count);
             if (parts.size() == 1) {
-                return PieceReader.read(parts.getFirst(), ranges.getFirst()[0], ranges.getFirst()[1], arena, scratch);
+                return PieceReader.read(parts.getFirst(), 0, parts.getFirst().rows(), arena, scratch);
             }
             MemorySegment gathered = scratch.buffer(Scratch.GATHER, count * rowBytes);
             long at = 0;
-            for (int i = 0; i < parts.size(); i++) {
-                MemorySegment bytes = PieceReader.read(parts.get(i), ranges.get(i)[0], ranges.get(i)[1], arena, scratch);
+            for (Piece part : parts) {
+                MemorySegment bytes = PieceReader.read(part, 0, part.rows(), arena, scratch);
                 MemorySegment.copy(bytes, 0, gathered, at, bytes.byteSize());
                 release(bytes);
                 at += bytes.byteSize();
