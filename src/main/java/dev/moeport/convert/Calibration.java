@@ -24,7 +24,6 @@ public final class Calibration {
     private static final Pattern SEQUENTIAL = Pattern.compile("(.*\\.experts)\\.local_experts\\.(\\d+)\\.(linear_fc\\d)");
     private static final Pattern GROUPED = Pattern.compile(".*\\.experts\\.linear_fc\\d");
     private static final Pattern HF_EXPERT = Pattern.compile("(.*\\.experts)\\.(\\d+)\\.(.+)");
-    private static final Pattern CANONICAL_EXPERT_WEIGHT = Pattern.compile("(.*\\.experts\\.linear_fc\\d)\\.weight(\\d+)");
 
     /** Per weight tensor name: its calibrated weight amax. */
     private final Map<String, Float> weightAmax = new HashMap<>();
@@ -116,15 +115,13 @@ public final class Calibration {
 
     /** How many {@code module.weight<e>} tensors there are. */
     private static long experts(java.util.Set<String> weights, String module) {
-        String prefix = module + ".weight";
-        return weights.stream().filter(n -> n.startsWith(prefix) && n.length() > prefix.length()
-                && n.substring(prefix.length()).chars().allMatch(Character::isDigit)).count();
+        return weights.stream().map(McoreLayout::expertWeight).filter(w -> w != null && w.module().equals(module)).count();
     }
 
     private static String group(String weightName) {
-        Matcher expert = CANONICAL_EXPERT_WEIGHT.matcher(weightName);
-        if (expert.matches()) {
-            return expert.group(1);
+        McoreLayout.ExpertWeight expert = McoreLayout.expertWeight(weightName);
+        if (expert != null) {
+            return expert.module();
         }
         String module = weightName.endsWith(".weight") ? weightName.substring(0, weightName.length() - ".weight".length()) : weightName;
         Matcher hf = HF_EXPERT.matcher(module);

@@ -14,8 +14,6 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 /**
  * Keeps a quantized Hugging Face checkpoint's calibration through {@code import --keep-quantized}, the
@@ -26,8 +24,6 @@ import java.util.regex.Pattern;
  * formats with per-tensor scales (fp8, nvfp4) have a calibration to keep; block scales are recomputed.
  */
 public final class KeptCalibration {
-    private static final Pattern TE_EXPERT = Pattern.compile("(.*\\.experts\\.linear_fc\\d)\\.weight(\\d+)");
-
     private KeptCalibration() {}
 
     /**
@@ -50,10 +46,10 @@ public final class KeptCalibration {
                 continue;
             }
             Float input = largest(hf, modules, ".input_scale", format);
-            Matcher te = TE_EXPERT.matcher(t.name());
-            if (te.matches()) {
-                String module = te.group(1);
-                int expert = Integer.parseInt(te.group(2));
+            McoreLayout.ExpertWeight te = McoreLayout.expertWeight(t.name());
+            if (te != null) {
+                String module = te.module();
+                int expert = te.expert();
                 float[] values = grouped.computeIfAbsent(module, k -> new float[0]);
                 if (values.length <= expert) {
                     values = java.util.Arrays.copyOf(values, expert + 1);

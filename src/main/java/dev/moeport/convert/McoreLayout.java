@@ -67,6 +67,15 @@ public final class McoreLayout {
 
     private static final Pattern CANONICAL_EXPERT = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)(\\d+)");
 
+    /** A canonical expert weight's grouped module and expert number: {@code experts.linear_fc1.weight7} -> ({@code experts.linear_fc1}, 7). */
+    public record ExpertWeight(String module, int expert) {}
+
+    /** The module and expert of a canonical (TEGroupedMLP) expert weight, or null for any other name. */
+    public static ExpertWeight expertWeight(String name) {
+        Matcher m = CANONICAL_EXPERT.matcher(name);
+        return m.matches() && m.group(3).equals("weight") ? new ExpertWeight(m.group(1) + "." + m.group(2), Integer.parseInt(m.group(4))) : null;
+    }
+
     /** Whether {@code name} is a canonical (TEGroupedMLP) expert tensor: {@code experts.linear_fc1.weight7}. */
     public static boolean isCanonicalExpert(String name) {
         return CANONICAL_EXPERT.matcher(name).matches();
