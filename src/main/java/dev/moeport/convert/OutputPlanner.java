@@ -65,23 +65,6 @@ public final class OutputPlanner {
         return !whole ? "gather rows" : t.sources().equals(List.of(t.name())) ? "copy" : "rename";
     }
 
-    /** Pieces as matrices: a stack {@code [E, out, in]} becomes its E matrices (views), as the kernels take rows of a matrix. */
-    private static List<Piece> matrices(List<Piece> pieces) {
-        List<Piece> out = new ArrayList<>();
-        for (Piece p : pieces) {
-            if (p instanceof Piece.Source s && s.tensor().rank() > 2) {
-                List<Piece> slabs = new ArrayList<>();
-                for (long i = 0; i < s.tensor().shape().dim(0); i++) {
-                    slabs.add(new Piece.Source(s.tensor().select(i, s.tensor().name() + "[" + i + "]")));
-                }
-                out.addAll(matrices(slabs));
-            } else {
-                out.add(p);
-            }
-        }
-        return out;
-    }
-
     private static String parent(String name) {
         return name.substring(0, name.lastIndexOf('.'));
     }
@@ -102,12 +85,12 @@ public final class OutputPlanner {
         // Only formats that quantize activations with a static scale carry one.
         Float inputAmax = format.quantizesActivations() ? calibration.inputAmax(t.sources()) : null;
         AmaxSource amax = weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
-                : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), matrices(t.amaxPieces()))
-                : new AmaxSource.Computed(t.name(), matrices(t.pieces()));
+                : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), Piece.matrices(t.amaxPieces()))
+                : new AmaxSource.Computed(t.name(), Piece.matrices(t.pieces()));
         if (inputAmax != null) {
             inputScales++;
         }
-        return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), matrices(t.pieces()), amax, inputAmax,
+        return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), Piece.matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(module + ".weight", format.weightType(), format.weightShape(t.shape())),
                 new OutputTensor(module + ".weight_scale", format.scaleType(), format.scaleShape(t.shape())),
                 format.hasScale2() ? new OutputTensor(module + ".weight_scale_2", DType.F32, dev.moeport.tensor.Shape.of()) : null,

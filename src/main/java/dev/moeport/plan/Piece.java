@@ -1,6 +1,8 @@
 package dev.moeport.plan;
 
 import dev.moeport.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.List;
 
 /** A run of bytes an output tensor is assembled from: a source tensor's region, or zeros (padding). */
 public sealed interface Piece {
@@ -17,6 +19,26 @@ public sealed interface Piece {
 
     /** Rows (entries of the outermost dimension) this piece contributes. */
     long rows();
+
+    /**
+     * Pieces as matrices: a source of rank 3 or more becomes its 2-D slabs (views), in order, so that
+     * its rows are rows of the last dimension, as the kernels and row readers take them.
+     */
+    static List<Piece> matrices(List<Piece> pieces) {
+        List<Piece> out = new ArrayList<>();
+        for (Piece p : pieces) {
+            if (p instanceof Source s && s.tensor().rank() > 2) {
+                List<Piece> slabs = new ArrayList<>();
+                for (long i = 0; i < s.tensor().shape().dim(0); i++) {
+                    slabs.add(new Source(s.tensor().select(i, s.tensor().name() + "[" + i + "]")));
+                }
+                out.addAll(matrices(slabs));
+            } else {
+                out.add(p);
+            }
+        }
+        return out;
+    }
 
     /** A region of a source tensor (already narrowed to what is needed; narrowing is free). */
     record Source(Tensor tensor) implements Piece {

@@ -77,23 +77,12 @@ public final class Verifier {
      * sides assembled differently (one stack of experts against one tensor per expert) read in step.
      */
     private static List<Piece> rowsOfLastDimension(List<Piece> pieces, int rank) {
-        List<Piece> out = new ArrayList<>();
-        for (Piece p : pieces) {
-            if (!(p instanceof Piece.Source s) || rank < 2) {
-                out.add(p);
-            } else if (s.tensor().rank() > 2) {
-                List<Piece> slabs = new ArrayList<>();
-                for (long i = 0; i < s.tensor().shape().dim(0); i++) {
-                    slabs.add(new Piece.Source(s.tensor().select(i, s.tensor().name() + "[" + i + "]")));
-                }
-                out.addAll(rowsOfLastDimension(slabs, rank));
-            } else if (s.tensor().rank() == 1) {
-                out.add(new Piece.Source(ReshapedTensor.asOneRow(s.tensor())));
-            } else {
-                out.add(p);
-            }
+        if (rank < 2) {
+            return pieces;
         }
-        return out;
+        return Piece.matrices(pieces).stream()
+                .map(p -> p instanceof Piece.Source s && s.tensor().rank() == 1 ? new Piece.Source(ReshapedTensor.asOneRow(s.tensor())) : p)
+                .toList();
     }
 
     private static TensorResult compare(MappedTensor a, MappedTensor b, Scratch scratch, Progress progress) {
