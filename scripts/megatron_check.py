@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Loads Megatron-Core weights into Megatron-Core's own GPTModel and compares its forward pass with transformers.
+
+Run under `python3 -m torch.distributed.run --nproc-per-node N` with PYTHONPATH holding Megatron-LM's
+`megatron/` package (pure Python: megatron/core; no Transformer Engine, the local layer spec, gloo on CPU).
+
+    megatron_check.py --hf HF_DIR --logits LOGITS.safetensors
+                      (--load TORCH_DIST_DIR | --state-dict MCORE_SAFETENSORS_DIR)
+                      [--tp 2] [--ep 2] [--save DIR] [--save-dtype bf16|fp32]
+
+--load reads a torch_dist checkpoint (a tracker folder or an iter_* folder) with
+`dist_checkpointing.load`, resharded to the model's TP/EP layout; --state-dict reads a plain Megatron-name
+safetensors folder (TP1/EP1 only, SequentialMLP experts, Transformer Engine norm names mapped to the local
+spec's modules). The model is built from HF_DIR's config.json in fp32; its logits on the input_ids of
+LOGITS.safetensors are compared with transformers' fp32 logits of HF_DIR: max |delta| and argmax agreement.
+--save writes what the loaded model holds with `dist_checkpointing.save` (in --save-dtype; the router's
+expert_bias stays fp32, as Megatron keeps it). Exit status 1 when max |delta| > --tolerance (1e-4).
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--hf", required=True)
+    p.add_argument("--logits", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--load")
+    src.add_argument("--state-dict")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--ep", type=int, default=1)
+    p.add_argument("--save")
+    p.add_argument("--save-dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    return p.parse_args()
+
+
+def transformer_config(hf, args):
+    """Megatron-Core's TransformerConfig for an HF config (the values Megatron-Bridge's bridges set)."""
+    from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
+
+    arch = hf["model_type"]
+    layers = hf["num_hidden_layers"]
+    common = dict(
+        num_layers=layers,
+        hidden_size=hf["hidden_size"],
+        num_attention_heads=hf["num_attention_heads"],
+        num_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        ffn_hidden_size=hf["intermediate_size"],
+        normalization="RMSNorm",
+        layernorm_epsilon=hf["rms_norm_eps"],
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=bool(hf.get("attention_bias", False)),
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        use_cpu_initialization=True,
+        params_dtype=torch.float32,
+        pipeline_dtype=torch.float32,
+        tensor_model_parallel_size=args.tp,
+        expert_model_parallel_size=args.ep,
+        expert_tensor_parallel_size=1,
+        sequence_parallel=False,  # the local spec's torch norms refuse it; Megatron does not need it for TP+EP
+        num_moe_experts=hf.get("num_local_experts") or hf.get("num_experts") or hf.get("n_routed_experts"),
+        moe_ffn_hidden_size=hf.get("moe_intermediate_size") or hf["intermediate_size"],
+        moe_router_topk=hf["num_experts_per_tok"],
+        moe_grouped_gemm=False,
+        moe_token_dispatcher_type="alltoall",
+        moe_router_load_balancing_type="none",
+        moe_aux_loss_coeff=0.0,
+        moe_router_dtype="fp32",
+    )
+    if hf.get("head_dim"):
+        common["kv_channels"] = hf["head_dim"]
+    if arch == "qwen3_moe":
+        sparse = [0 if (i in hf.get("mlp_only_layers", []) or (i + 1) % hf.get("decoder_sparse_step", 1))
+                  else 1 for i in range(layers)]
+        return TransformerConfig(**common, qk_layernorm=True, moe_layer_freq=sparse,
+                                 moe_router_pre_softmax=not hf.get("norm_topk_prob", False))
+    if arch == "mixtral":
+        return TransformerConfig(**common)
+    if arch == "deepseek_v3":
+        dense = hf.get("first_k_dense_replace", 0)
+        common.pop("kv_channels", None)
+        return MLATransformerConfig(
+            **common,
+            moe_layer_freq=[0] * dense + [1] * (layers - dense),
+            qk_layernorm=True,
+            q_lora_rank=hf["q_lora_rank"],
+            kv_lora_rank=hf["kv_lora_rank"],
+            qk_head_dim=hf["qk_nope_head_dim"],
+            qk_pos_emb_head_dim=hf["qk_rope_head_dim"],
+            v_head_dim=hf["v_head_dim"],
+            rope_type="rope",
+            rotary_base=hf["rope_parameters"]["rope_theta"],
+            moe_shared_expert_intermediate_size=hf["moe_intermediate_size"] * hf.get("n_shared_experts", 1),
+            moe_router_score_function="sigmoid",
+            moe_router_enable_expert_bias=True,
+            moe_router_topk_scaling_factor=hf.get("routed_scaling_factor"),
+            moe_router_num_groups=hf.get("n_group"),
+            moe_router_group_topk=hf.get("topk_group"),
+        )
+    raise SystemExit(f"megatron_check: no Megatron-Core config for model_type {arch!r}")
+
+
+class EagerAttention(torch.nn.Module):
+    """Softmax attention with keys and values of their own widths, for MLA: Megatron-Core's local
+    DotProductAttention takes one width only (MLA's core attention is Transformer Engine's). It holds no
+    weights, so every weight still goes through Megatron-Core's own modules."""
+
+    def __init__(self, config, layer_number, attn_mask_type, attention_type, softmax_scale=None,
+                 k_channels=None, v_channels=None, **_):
+        super().__init__()
+        self.softmax_scale = softmax_scale  # None: 1/sqrt(the query's width)
+
+    def forward(self, query, key, value, attention_mask, **_):
+        # [s, b, n, d] -> [b, n, s, d]
+        q, k, v = (t.permute(1, 2, 0, 3).float() for t in (query, key, value))
+        scale = self.softmax_scale if self.softmax_scale is not None else q.shape[-1] ** -0.5
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        scores = scores.masked_fill(attention_mask, float("-inf"))
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [b, n, s, dv]
+        b, n, s, dv = out.shape
+        return out.permute(2, 0, 1, 3).reshape(s, b, n * dv).to(query.dtype)
+
+
+def build_model(hf, config):
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
+    from megatron.core.models.gpt.gpt_model import GPTModel
+
+    spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False, normalization="RMSNorm")
+    if config.multi_latent_attention:
+        for layer in spec.layer_specs:
+            layer.submodules.self_attention.submodules.core_attention = EagerAttention
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=spec,
+        vocab_size=hf["vocab_size"],
+        max_sequence_length=hf.get("max_position_embeddings", 4096),
+        position_embedding_type="rope",
+        rotary_base=hf.get("rope_parameters", {}).get("rope_theta", 10000.0),
+        share_embeddings_and_output_weights=bool(hf.get("tie_word_embeddings", False)),
+        parallel_output=False,
+    )
+
+
+# Transformer Engine fuses the pre-norms into the next linear; the local spec keeps them as modules.
+TE_TO_LOCAL = [
+    (".self_attention.linear_qkv.layer_norm_weight", ".input_layernorm.weight"),
+    (".mlp.linear_fc1.layer_norm_weight", ".pre_mlp_layernorm.weight"),
+    (".self_attention.linear_q_up_proj.layer_norm_weight", ".self_attention.q_layernorm.weight"),
+    (".self_attention.linear_kv_up_proj.layer_norm_weight", ".self_attention.kv_layernorm.weight"),
+]
+
+
+def load_plain_state_dict(model, folder):
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
+        state.update(load_file(f))
+    renamed = {}
+    for k, v in state.items():
+        for te, local in TE_TO_LOCAL:
+            if k.endswith(te):
+                k = k[: -len(te)] + local
+        renamed[k] = v
+    result = model.load_state_dict(renamed, strict=False)
+    report_keys(result.missing_keys, result.unexpected_keys)
+
+
+def report_keys(missing, unexpected):
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        print(f"megatron_check: missing {missing} unexpected {unexpected}", flush=True)
+        raise SystemExit(1)
+
+
+def sharded_state_dict(model):
+    from megatron.core import parallel_state as mpu
+
+    metadata = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True,
+                "dp_cp_group": mpu.get_data_parallel_group(with_context_parallel=True)}
+    return model.sharded_state_dict(metadata=metadata)
+
+
+def load_dist(model, folder):
+    from megatron.core import dist_checkpointing
+
+    tracker = os.path.join(folder, "latest_checkpointed_iteration.txt")
+    if os.path.exists(tracker):
+        it = open(tracker).read().strip()
+        folder = os.path.join(folder, "release" if it == "release" else f"iter_{int(it):07d}")
+    sd = sharded_state_dict(model)
+    # What moeport writes holds weights only: the local linears' _extra_state (empty) is not needed.
+    sd = {k: v for k, v in sd.items() if not k.endswith("_extra_state")}
+    loaded = dist_checkpointing.load(sd, folder)
+    result = model.load_state_dict(loaded, strict=False)
+    report_keys(result.missing_keys, result.unexpected_keys)
+
+
+class _CudaOnCpu:
+    """torch.cuda as Megatron-Core sees it here: "the current device" is the CPU, the rest is CUDA's."""
+
+    def current_device(self):
+        return torch.device("cpu")
+
+    def __getattr__(self, name):
+        return getattr(torch.cuda, name)
+
+
+class _TorchOnCpu:
+    cuda = _CudaOnCpu()
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def compute_on_cpu():
+    """Megatron-Core allocates on torch.cuda.current_device() in places (rotary tables, dispatcher buffers);
+    these ranks compute on the CPU under gloo, so its modules see a torch whose current device is the CPU."""
+    import megatron.core.models.gpt.gpt_model  # noqa: F401  (everything the model uses, imported first)
+    import megatron.core.transformer.moe.token_dispatcher  # noqa: F401
+    import megatron.core.transformer.multi_latent_attention  # noqa: F401
+
+    # The alltoall dispatcher turns its split sizes into host arrays only when they come from a GPU.
+    from megatron.core.transformer.moe import token_dispatcher
+    to_host = token_dispatcher.maybe_move_tensor_to_cpu
+
+    def split_sizes_on_host(tensor, as_numpy=False, record_stream=False):
+        if as_numpy and torch.is_tensor(tensor) and not tensor.is_cuda:
+            return tensor.numpy()
+        return to_host(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    token_dispatcher.maybe_move_tensor_to_cpu = split_sizes_on_host
+    shim = _TorchOnCpu()
+    for name, module in list(sys.modules.items()):
+        # The RNG tracker keeps CUDA generator states: it alone sees the real current device.
+        if (name.startswith("megatron.") and name != "megatron.core.tensor_parallel.random"
+                and getattr(module, "torch", None) is torch):
+            module.torch = shim
+
+
+def main():
+    args = parse_args()
+    torch.distributed.init_process_group(backend="gloo")
+    rank = torch.distributed.get_rank()
+    from megatron.core import parallel_state as mpu
+    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+    mpu.initialize_model_parallel(tensor_model_parallel_size=args.tp, expert_model_parallel_size=args.ep,
+                                  expert_tensor_parallel_size=1)
+    model_parallel_cuda_manual_seed(1234)
+    compute_on_cpu()
+    hf = json.load(open(os.path.join(args.hf, "config.json")))
+    model = build_model(hf, transformer_config(hf, args)).eval()
+    if args.load:
+        load_dist(model, args.load)
+    else:
+        load_plain_state_dict(model, args.state_dict)
+
+    from safetensors.torch import load_file
+    ids = load_file(args.logits)["input_ids"]
+    positions = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
+    with torch.no_grad():
+        # True marks what a position may not see (Megatron's default mask would be built on CUDA).
+        causal = torch.triu(torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool), diagonal=1)[None, None]
+        logits = model(ids, positions, attention_mask=causal).float()
+    status = 0
+    if rank == 0:
+        import transformers
+        ref_model = transformers.AutoModelForCausalLM.from_pretrained(args.hf, dtype=torch.float32).eval()
+        with torch.no_grad():
+            ref = ref_model(ids).logits.float()
+        delta = (logits - ref).abs().max().item()
+        agree = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()
+        src = args.load or args.state_dict
+        print(f"RESULT {hf['model_type']} tp={args.tp} ep={args.ep} from {src}: "
+              f"max|delta| {delta:.3g} argmax agreement {agree:.4f}", flush=True)
+        status = 1 if not delta <= args.tolerance else 0
+    if args.save:
+        from megatron.core import dist_checkpointing
+        if args.save_dtype == "bf16":
+            for name, buf in model.named_buffers():
+                if not name.endswith("expert_bias"):
+                    buf.data = buf.data.to(torch.bfloat16)
+            for p in model.parameters():
+                p.data = p.data.to(torch.bfloat16)
+        os.makedirs(args.save, exist_ok=True)
+        dist_checkpointing.save(sharded_state_dict(model), args.save)
+        if rank == 0:
+            print(f"saved {args.save}", flush=True)
+    flag = torch.tensor([status])
+    torch.distributed.all_reduce(flag)
+    torch.distributed.destroy_process_group()
+    sys.exit(1 if flag.item() else 0)
+
+
+if __name__ == "__main__":
+    main()
