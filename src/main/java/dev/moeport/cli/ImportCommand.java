@@ -13,6 +13,8 @@ import dev.moeport.convert.ImportMapper;
 import dev.moeport.convert.KeptCalibration;
 import dev.moeport.convert.MappedTensor;
 import dev.moeport.convert.McoreLayout;
+import dev.moeport.convert.MegatronSpec;
+import dev.moeport.convert.TorchDistOutput;
 import dev.moeport.convert.OutputPlanner;
 import dev.moeport.convert.QuantSelection;
 import dev.moeport.convert.QuantizedCheckpoint;
@@ -39,17 +41,25 @@ import picocli.CommandLine.Spec;
         sortOptions = false,
         mixinStandardHelpOptions = true,
         description = {
-            "Converts a Hugging Face checkpoint to Megatron-Core tensors: the export's rule table read the " +
+            "Converts a Hugging Face checkpoint to a Megatron-Core checkpoint: the export's rule table read the " +
                 "other way. q/k/v are interleaved into linear_qkv by KV group, gate and up merged into [gate ; " +
                 "up], norms moved to their fused MCore names, the vocabulary padded to a multiple of " +
                 "--vocab-multiple, and the per-expert tensors merged into the --experts layout. Quantized input " +
                 "(any format moeport writes, GPT-OSS MXFP4, DeepSeek FP8) is decoded on the way (to bf16, or " +
                 "--dtype); with --keep-quantized, an fp8 or nvfp4 input's calibration is kept as quantizer state.",
+            "",
+            "The output is what Megatron-LM's --load reads (--ckpt-format torch_dist, the default): OUT/latest_checkpointed_iteration.txt " +
+                "and OUT/iter_0000000/ with the keys, shapes, dtypes and chunks Megatron-Core's own save writes from one rank " +
+                "(Megatron reshards on load, so any TP/PP/EP layout loads it). Layers with the same tensors are stacked under one " +
+                "key [L, ...] as Megatron-Core does for homogeneous models; give --layer-keys per-layer when your model is " +
+                "configured with a per-layer MoE pattern (e.g. a --moe-layer-freq list). Norm names follow --megatron-spec. " +
+                "--ckpt-format safetensors writes the tensors under Megatron-Core names in safetensors shards instead.",
             ""
         },
         footerHeading = "%nExamples:%n",
         footer = {
-            "  moeport import --in hf/ --out mcore/",
+            "  moeport import --in hf/ --out mcore/                       # torch_dist, Transformer Engine names",
+            "  moeport import --in hf/ --out mcore/ --megatron-spec local  # for models built with the local spec",
             "  moeport import --in hf-nvfp4/ --out mcore-seq/ --experts sequential --dtype bf16"
         })
 final class ImportCommand implements Callable<Integer> {
@@ -62,8 +72,20 @@ final class ImportCommand implements Callable<Integer> {
     @Mixin
     OutputOptions output;
 
-    @Option(names = "--experts", paramLabel = "LAYOUT", defaultValue = "te",
-            description = "Expert layout: te (TEGroupedMLP linear_fc1.weight{e}), sequential (local_experts.{e}) or stacked (one [E, out, in] tensor). Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--ckpt-format", paramLabel = "FORMAT", defaultValue = "torch_dist",
+            description = "torch_dist (Megatron-LM's checkpoint folder) or safetensors (Megatron-Core names in safetensors shards). Default: ${DEFAULT-VALUE}.")
+    String ckptFormat;
+
+    @Option(names = "--megatron-spec", paramLabel = "SPEC", defaultValue = "te",
+            description = "The layer spec whose norm names to write: te (Transformer Engine: pre-norms fused into linear_qkv/linear_fc1) or local (Megatron-Core modules only). Default: ${DEFAULT-VALUE}.")
+    String megatronSpec;
+
+    @Option(names = "--layer-keys", paramLabel = "MODE", defaultValue = "auto",
+            description = "torch_dist keys of decoder layers: stacked (decoder.layers.<name> [L, ...]), per-layer (decoder.layers.<i>.<name>), or auto: stacked when every layer holds the same tensors. Default: ${DEFAULT-VALUE}.")
+    String layerKeys;
+
+    @Option(names = "--experts", paramLabel = "LAYOUT",
+            description = "With --ckpt-format safetensors, the expert layout: te (TEGroupedMLP linear_fc1.weight{e}, the default), sequential (local_experts.{e}) or stacked (one [E, out, in] tensor). torch_dist stores experts as Megatron does, whatever their module.")
     String experts;
 
     @Option(names = "--vocab-multiple", paramLabel = "N", defaultValue = "128",
@@ -90,7 +112,23 @@ final class ImportCommand implements Callable<Integer> {
         if (vocabMultiple < 1) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--vocab-multiple must be at least 1");
         }
-        McoreLayout.Experts layout = switch (experts.toLowerCase(Locale.ROOT)) {
+        boolean torchDist = switch (ckptFormat.toLowerCase(Locale.ROOT)) {
+            case "torch_dist" -> true;
+            case "safetensors" -> false;
+            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--ckpt-format must be torch_dist or safetensors");
+        };
+        if (torchDist && experts != null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts applies to --ckpt-format safetensors; torch_dist stores experts as Megatron does");
+        }
+        MegatronSpec naming = switch (megatronSpec.toLowerCase(Locale.ROOT)) {
+            case "te" -> MegatronSpec.TRANSFORMER_ENGINE;
+            case "local" -> MegatronSpec.LOCAL;
+            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec must be te or local");
+        };
+        if (!List.of("auto", "stacked", "per-layer").contains(layerKeys)) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layer-keys must be auto, stacked or per-layer");
+        }
+        McoreLayout.Experts layout = switch (torchDist ? "stacked" : experts == null ? "te" : experts.toLowerCase(Locale.ROOT)) {
             case "te" -> McoreLayout.Experts.TE_GROUPED;
             case "sequential" -> McoreLayout.Experts.SEQUENTIAL;
             case "stacked" -> McoreLayout.Experts.STACKED;
@@ -121,13 +159,18 @@ final class ImportCommand implements Callable<Integer> {
                 tensors.addAll(state);
                 notes.add(state.size() + " quantizer state tensor(s) keep the " + decoded.format().cliName() + " calibration");
             }
-            OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE);
+            OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE)
+                    .inFloat32(name -> name.endsWith(".router.expert_bias"));
             Plan plan = Plan.of(planner.plan(tensors), output.maxShardSize);
+            if (!torchDist && naming != MegatronSpec.TRANSFORMER_ENGINE) {
+                throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec local applies to --ckpt-format torch_dist");
+            }
             if (output.dryRun) {
                 PlanReport.printPlan(out, plan, output.json);
                 return 0;
             }
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), Conversion.Files.none(), QuantKernels.get());
+            Conversion.Writer writer = torchDist ? TorchDistOutput.writer(tensors, naming, layerKeys) : Conversion.SAFETENSORS;
+            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), Conversion.Files.none(), QuantKernels.get(), writer);
             PlanReport.printSummary(out, "imported", in, output.out, summary, notes, output.json);
         }
         return 0;

@@ -65,6 +65,9 @@ final class VerifyCommand implements Callable<Integer> {
     @Option(names = "--max-abs-error", paramLabel = "X", description = "Accept differing tensors whose largest absolute error is at most X.")
     Double maxAbsError;
 
+    @Option(names = "--strict-dtype", description = "Count tensors with equal values but different dtypes as differences (by default they are reported and accepted).")
+    boolean strictDtype;
+
     @Option(names = "--show", paramLabel = "N", defaultValue = "20", description = "List at most N differing tensors, worst first (default ${DEFAULT-VALUE}).")
     int show;
 
@@ -104,7 +107,15 @@ final class VerifyCommand implements Callable<Integer> {
         }
     }
 
+    /** Equal values in different dtypes (a bf16 bias kept as f32, say). */
+    private static boolean dtypeOnly(Verifier.TensorResult r) {
+        return r.dtypeA() != r.dtypeB() && r.maxAbsError() == 0;
+    }
+
     private boolean accepted(Verifier.TensorResult r) {
+        if (dtypeOnly(r) && !strictDtype) {
+            return true;
+        }
         if (minSnr == null && maxAbsError == null) {
             return false;
         }
@@ -134,9 +145,9 @@ final class VerifyCommand implements Callable<Integer> {
                 out.println("  ... and " + (differing.size() - show) + " more (--show N)");
             }
             Verifier.TensorResult worst = differing.getFirst();
-            long dtypeOnly = differing.stream().filter(r -> r.dtypeA() != r.dtypeB() && r.maxAbsError() == 0).count();
+            long dtypeOnly = differing.stream().filter(VerifyCommand::dtypeOnly).count();
             if (dtypeOnly > 0) {
-                out.println("  " + dtypeOnly + " tensor(s) differ in dtype only: equal values");
+                out.println("  " + dtypeOnly + " tensor(s) differ in dtype only: equal values" + (strictDtype ? " (--strict-dtype: counted as different)" : " (accepted; --strict-dtype counts them)"));
             }
             out.printf(Locale.ROOT, "worst SNR: %.2f dB (%s); %d tensor(s) beyond tolerance%n", worst.snrDb(), worst.name(), beyond.size());
         }
@@ -167,6 +178,7 @@ final class VerifyCommand implements Callable<Integer> {
                 shape.add(d);
             }
             t.put("identical", r.identical());
+            t.put("dtype_only", dtypeOnly(r));
             t.put("max_abs_error", r.maxAbsError());
             t.put("mean_abs_error", r.meanAbsError());
             if (Double.isInfinite(r.snrDb()) || Double.isNaN(r.snrDb())) {

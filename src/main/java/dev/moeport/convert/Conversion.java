@@ -3,6 +3,7 @@ package dev.moeport.convert;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.moeport.exec.Executor;
 import dev.moeport.exec.Progress;
+import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernel;
@@ -54,12 +55,24 @@ public final class Conversion {
      */
     public record Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, PrintWriter bar) {}
 
+    /** The file format a run writes: creates the output for a plan's tensors. */
+    @FunctionalInterface
+    public interface Writer {
+        TensorOutput create(Path out, Plan plan, boolean fsync);
+    }
+
+    public static final Writer SAFETENSORS = (out, plan, fsync) -> SafetensorsWriter.create(out, plan.layout(), fsync);
+
     public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel) {
+        return run(plan, target, files, kernel, SAFETENSORS);
+    }
+
+    public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel, Writer format) {
         Path out = target.out();
         HfOutputFolder.Prepared folder = HfOutputFolder.prepare(out, target.overwrite(), target.inputs());
         Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), target.bar());
         List<String> copied = new ArrayList<>();
-        try (folder; progress; SafetensorsWriter writer = SafetensorsWriter.create(out, plan.layout(), target.fsync())) {
+        try (folder; progress; TensorOutput writer = format.create(out, plan, target.fsync())) {
             // Ctrl-C or a kill -TERM: remove what this run wrote, as a failure would.
             Thread cleanup = new Thread(() -> {
                 writer.close();

@@ -62,7 +62,7 @@ public final class McoreLayout {
                 tensors.put(name, t);
             }
         }
-        return new Canonical(Collections.unmodifiableSequencedMap(tensors), quantizer, dropped);
+        return new Canonical(Collections.unmodifiableSequencedMap(MegatronSpec.toTransformerEngineNames(tensors)), quantizer, dropped);
     }
 
     private static final Pattern CANONICAL_EXPERT = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)(\\d+)");

@@ -21,6 +21,7 @@ public final class OutputPlanner {
     private final Calibration calibration;
     private final List<String> quantizedModules = new ArrayList<>();
     private final List<String> unquantizedModules = new ArrayList<>();
+    private java.util.function.Predicate<String> float32 = name -> false;
     private int inputScales;
     private int fusedExpertsKept;
 
@@ -33,6 +34,12 @@ public final class OutputPlanner {
         this.castTo = castTo;
         this.selection = selection;
         this.calibration = calibration;
+    }
+
+    /** Tensors written in f32 whatever their input dtype (Megatron keeps the router's expert_bias in f32). */
+    public OutputPlanner inFloat32(java.util.function.Predicate<String> names) {
+        this.float32 = names;
+        return this;
     }
 
     public List<Job> plan(List<MappedTensor> tensors) {
@@ -50,7 +57,8 @@ public final class OutputPlanner {
                 unquantizedModules.add(parent(t.name()));
                 fusedExpertsKept++;
             }
-            DType target = castTo != null && !t.keepDtype() && isQuantizable(t.dtype()) ? castTo : t.dtype();
+            DType target = float32.test(t.name()) && isQuantizable(t.dtype()) ? DType.F32
+                    : castTo != null && !t.keepDtype() && isQuantizable(t.dtype()) ? castTo : t.dtype();
             OutputTensor out = new OutputTensor(t.name(), target, t.shape());
             jobs.add(target == t.dtype()
                     ? new Job.Copy(out, t.pieces(), copyKind(t))

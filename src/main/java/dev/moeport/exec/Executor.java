@@ -1,8 +1,8 @@
 package dev.moeport.exec;
 
 import dev.moeport.MoeportException;
-import dev.moeport.format.safetensors.SafetensorsWriter.TensorSink;
-import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.format.TensorOutput;
+import dev.moeport.format.TensorOutput.Sink;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
@@ -41,7 +41,7 @@ public final class Executor {
     }
 
     /** Runs every job of {@code plan} into {@code writer} (which the caller commits). */
-    public void run(Plan plan, SafetensorsWriter writer, Progress progress) {
+    public void run(Plan plan, TensorOutput writer, Progress progress) {
         List<Job> order = new ArrayList<>(plan.jobs());
         // Largest first: the long jobs start early instead of leaving one thread busy at the end.
         order.sort(Comparator.comparingLong(Job::inputBytes).reversed());
@@ -57,11 +57,11 @@ public final class Executor {
 
     /** One job's work, on its thread's scratch buffers. */
     private final class Worker {
-        final SafetensorsWriter writer;
+        final TensorOutput writer;
         final Progress progress;
         final Scratch scratch;
 
-        Worker(SafetensorsWriter writer, Progress progress, Scratch scratch) {
+        Worker(TensorOutput writer, Progress progress, Scratch scratch) {
             this.writer = writer;
             this.progress = progress;
             this.scratch = scratch;
@@ -79,7 +79,7 @@ public final class Executor {
 
         /** Each piece streamed in chunks to its place in the output: a source's chunks go from the mapping to the file. */
         private void copy(Job.Copy job) {
-            TensorSink sink = writer.sink(job.output().name());
+            Sink sink = writer.sink(job.output().name());
             long offset = 0;
             for (Piece piece : job.pieces()) {
                 long base = offset;
@@ -94,7 +94,7 @@ public final class Executor {
         }
 
         private void cast(Job.Cast job) {
-            TensorSink sink = writer.sink(job.output().name());
+            Sink sink = writer.sink(job.output().name());
             DType from = job.from();
             DType to = job.output().dtype();
             long offset = 0;
@@ -125,8 +125,8 @@ public final class Executor {
             if (format.usesTensorAmax() && !perSlabScale) {
                 tensorScale = format.tensorScale(exportAmax(job, amax(job.amax())));
             }
-            TensorSink weight = writer.sink(job.weight().name());
-            TensorSink scale = writer.sink(job.weightScale().name());
+            Sink weight = writer.sink(job.weight().name());
+            Sink scale = writer.sink(job.weightScale().name());
             long weightSlabBytes = format.weightType().byteSize(format.weightShape(Shape.of(out, in)).numel());
             long scaleSlabBytes = format.scaleType().byteSize(format.scaleShape(Shape.of(out, in)).numel());
             for (long slab = 0; slab < slabs; slab++) {
@@ -148,7 +148,7 @@ public final class Executor {
         }
 
         private void quantizeSlab(Job.Quantize job, PieceReader.Rows rows, long firstRow, long out, long in, float tensorScale,
-                                  TensorSink weight, long weightBase, TensorSink scale, long scaleBase) {
+                                  Sink weight, long weightBase, Sink scale, long scaleBase) {
             QuantFormat format = job.format();
             DType exportType = job.exportType();
             long step = PieceReader.rowsPerChunk(rows.rowBytes(), format.rowGranularity());
@@ -244,7 +244,7 @@ public final class Executor {
         private void synthesize(Job.Synthesize job) {
             OutputTensor output = job.output();
             DType dtype = output.dtype();
-            TensorSink sink = writer.sink(output.name());
+            Sink sink = writer.sink(output.name());
             long count = output.shape().numel();
             long step = PieceReader.CHUNK_BYTES / dtype.byteWidth();
             float span = job.high() - job.low();

@@ -39,7 +39,7 @@ class ArchitecturesTest {
     @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss"})
     void importThenExportReproducesTheHfFolderBitForBit(String arch) {
         for (String layout : List.of("te", "sequential", "stacked")) {
-            Path mcore = CliRun.succeeding("import", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
+            Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
             Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve(arch + "-hf-" + layout).toString());
             assertSameTensors(hf(arch), back);
             // verify maps the MCore side to HF names and reads both in step, however each stores its experts.
@@ -87,7 +87,7 @@ class ArchitecturesTest {
 
     @Test
     void qwenAttentionIsGqaInterleavedAndExpertsAreGateThenUp() {
-        Path mcore = CliRun.succeeding("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("qwen3_moe")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
             // 4 query heads, 2 KV groups, head_dim 64: group g = [q heads 2g, 2g+1 ; k_g ; v_g], 64 rows each.
             MemorySegment qkv = m.tensor("decoder.layers.1.self_attention.linear_qkv.weight").bytes(arena);
@@ -113,7 +113,7 @@ class ArchitecturesTest {
 
     @Test
     void gptOssExpertsAreTransposedAndDeinterleaved() {
-        Path mcore = CliRun.succeeding("import", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("gpt_oss")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
             long hidden = 256;
             long inter = 128;
@@ -147,7 +147,7 @@ class ArchitecturesTest {
 
     @Test
     void gptOssFusedExpertsStayUnquantizedAndAreListedSo() throws Exception {
-        Path mcore = CliRun.succeeding("import", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("gpt_oss").toString(), "--out", tmp.resolve("m").toString());
         Path out = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf("gpt_oss").toString(), "--out",
                 tmp.resolve("q").toString(), "--format", "nvfp4");
         try (Checkpoint q = Checkpoints.open(out)) {
@@ -183,21 +183,22 @@ class ArchitecturesTest {
 
     @Test
     void deepSeekDenseAndMoeLayersPlaceTheirNormsApart() {
-        Path mcore = CliRun.succeeding("import", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("m").toString());
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("deepseek_v3")); Checkpoint m = Checkpoints.open(mcore)) {
             assertTrue(m.contains("decoder.layers.0.mlp.linear_fc1.layer_norm_weight"), "first_k_dense_replace = 1: layer 0 is dense");
             assertFalse(m.contains("decoder.layers.0.pre_mlp_layernorm.weight"));
             assertTrue(m.contains("decoder.layers.1.pre_mlp_layernorm.weight"));
             assertFalse(m.contains("decoder.layers.1.mlp.linear_fc1.layer_norm_weight"));
             assertTrue(m.contains("decoder.layers.0.input_layernorm.weight"), "MLA keeps its input norm apart");
-            assertEquals(h.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), m.tensor("decoder.layers.1.mlp.router.expert_bias").dtype());
+            assertEquals(DType.BF16, h.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype());
+            assertEquals(DType.F32, m.tensor("decoder.layers.1.mlp.router.expert_bias").dtype(), "Megatron keeps the expert bias in f32");
             assertFalse(m.contains("decoder.layers.1.mlp.router.bias"));
         }
         Path f32 = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf("deepseek_v3").toString(), "--out", tmp.resolve("f32").toString(),
                 "--dtype", "f32");
         try (Checkpoint c = Checkpoints.open(f32)) {
             assertEquals(DType.F32, c.tensor("model.layers.1.mlp.experts.0.up_proj.weight").dtype());
-            assertEquals(DType.BF16, c.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), "the expert bias keeps its dtype");
+            assertEquals(DType.F32, c.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), "the expert bias keeps its dtype");
         }
     }
 
@@ -209,7 +210,7 @@ class ArchitecturesTest {
         Path dir = Files.createDirectories(tmp.resolve("llama"));
         json.writeValue(dir.resolve("config.json").toFile(), config);
         Files.copy(hf("qwen3_moe").resolve("model.safetensors.index.json"), dir.resolve("model.safetensors.index.json"));
-        CliRun r = CliRun.of("import", "--in", dir.toString(), "--out", tmp.resolve("x").toString());
+        CliRun r = CliRun.of("import", "--ckpt-format", "safetensors", "--in", dir.toString(), "--out", tmp.resolve("x").toString());
         assertEquals(1, r.code());
         assertTrue(r.err().contains("architecture 'LlamaForCausalLM' is not supported; supported: nemotron_h (NemotronHForCausalLM), "
                 + "qwen3_moe (Qwen3MoeForCausalLM), mixtral (MixtralForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM)"), r.err());

@@ -75,7 +75,7 @@ class ExportQuantizedTest {
     @Test
     void gatedExpertsShareOneScaleForGateAndUp() {
         Path qwen = Shared.fixture("qwen3_moe/hf");
-        Path mcore = CliRun.succeeding("import", "--in", qwen.toString(), "--out", tmp.resolve("mcore").toString());
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", qwen.toString(), "--out", tmp.resolve("mcore").toString());
         Path out = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", qwen.toString(), "--out", tmp.resolve("o").toString(), "--format", "nvfp4");
         try (Checkpoint hf = Checkpoints.open(qwen); Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
             for (String prefix : List.of("model.layers.1.mlp.experts.5.", "model.layers.0.mlp.")) {

@@ -29,7 +29,7 @@ class ImportNemotronHTest {
 
     private Path importTo(String name, String... extra) {
         Path out = tmp.resolve(name);
-        List<String> args = new ArrayList<>(List.of("import", "--in", HF.toString(), "--out", out.toString()));
+        List<String> args = new ArrayList<>(List.of("import", "--ckpt-format", "safetensors", "--in", HF.toString(), "--out", out.toString()));
         args.addAll(List.of(extra));
         CliRun r = CliRun.of(args.toArray(String[]::new));
         assertEquals(0, r.code(), r.err());
@@ -94,10 +94,10 @@ class ImportNemotronHTest {
 
     @Test
     void badLayoutAndMissingTensorsAreClearErrors() {
-        CliRun bad = CliRun.of("import", "--in", HF.toString(), "--out", tmp.resolve("x").toString(), "--experts", "grouped");
+        CliRun bad = CliRun.of("import", "--ckpt-format", "safetensors", "--in", HF.toString(), "--out", tmp.resolve("x").toString(), "--experts", "grouped");
         assertEquals(2, bad.code());
         assertTrue(bad.err().contains("--experts must be te, sequential or stacked"), bad.err());
-        CliRun notHf = CliRun.of("import", "--in", FIXTURE.resolve("mcore_te").toString(), "--out", tmp.resolve("y").toString());
+        CliRun notHf = CliRun.of("import", "--ckpt-format", "safetensors", "--in", FIXTURE.resolve("mcore_te").toString(), "--out", tmp.resolve("y").toString());
         assertEquals(1, notHf.code());
         assertTrue(notHf.err().contains("config.json: no such file"), notHf.err());
     }

@@ -51,6 +51,29 @@ class VerifyCommandTest {
     }
 
     @Test
+    void equalValuesInAnotherDtypeAreReportedButAcceptedUnlessStrict() throws Exception {
+        // The same weights in f32: every bf16 value is exactly representable, so only the dtypes differ.
+        Path f32 = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", HF.toString(), "--out", tmp.resolve("f32").toString(), "--dtype", "f32");
+        CliRun r = CliRun.of("verify", HF.toString(), f32.toString());
+        assertEquals(0, r.code(), r.out() + r.err());
+        assertTrue(r.out().contains("differ in dtype only: equal values (accepted"), r.out());
+        CliRun strict = CliRun.of("verify", HF.toString(), f32.toString(), "--strict-dtype", "--json");
+        assertEquals(3, strict.code(), strict.out());
+        JsonNode report = json(strict);
+        assertFalse(report.get("match").asBoolean());
+        JsonNode weight = null;
+        for (JsonNode t : report.get("tensors")) {
+            if (t.get("name").asText().equals(E0)) {
+                weight = t;
+            }
+        }
+        assertEquals("BF16", weight.get("dtype_a").asText());
+        assertEquals("F32", weight.get("dtype_b").asText());
+        assertTrue(weight.get("dtype_only").asBoolean());
+        assertFalse(weight.get("within_tolerance").asBoolean());
+    }
+
+    @Test
     void aTorchDistCheckpointComparesEqualToTheHfFolder() {
         CliRun r = CliRun.of("verify", "fixtures/torch_dist/nemotron_h_tiny", HF.toString());
         assertEquals(0, r.code(), r.err() + r.out());

@@ -118,7 +118,7 @@ class VerifyQuantizedTest {
             assertTrue(q.contains("backbone.layers.2.mixer.experts.5.up_proj.input_scale"));
         }
         for (String layout : java.util.List.of("te", "sequential", "stacked")) {
-            Path mcore = CliRun.succeeding("import", "--in", fp8.toString(), "--out", tmp.resolve("m-" + layout).toString(), "--keep-quantized",
+            Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", fp8.toString(), "--out", tmp.resolve("m-" + layout).toString(), "--keep-quantized",
                     "--experts", layout);
             Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", fp8.toString(), "--out",
                     tmp.resolve("fp8-again-" + layout).toString(), "--format", "fp8");
@@ -127,7 +127,7 @@ class VerifyQuantizedTest {
         // nvfp4: the global scales come back exactly (block scales are recomputed from the decoded weights).
         Path calibrated = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
                 "--out", tmp.resolve("nvfp4").toString(), "--format", "nvfp4");
-        Path mcore = CliRun.succeeding("import", "--in", calibrated.toString(), "--out", tmp.resolve("m-nvfp4").toString(), "--keep-quantized");
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", calibrated.toString(), "--out", tmp.resolve("m-nvfp4").toString(), "--keep-quantized");
         Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", calibrated.toString(), "--out",
                 tmp.resolve("nvfp4-again").toString(), "--format", "nvfp4");
         try (Checkpoint a = Checkpoints.open(calibrated); Checkpoint b = Checkpoints.open(back)) {
@@ -137,7 +137,7 @@ class VerifyQuantizedTest {
                 }
             }
         }
-        CliRun mx = CliRun.of("import", "--in", CliRun.succeeding("quantize", "--format", "mxfp4", "--in", HF.toString(), "--out",
+        CliRun mx = CliRun.of("import", "--ckpt-format", "safetensors", "--in", CliRun.succeeding("quantize", "--format", "mxfp4", "--in", HF.toString(), "--out",
                 tmp.resolve("mx").toString()).toString(), "--out", tmp.resolve("m-mx").toString(), "--keep-quantized");
         assertEquals(1, mx.code());
         assertTrue(mx.err().contains("mxfp4 has no per-tensor calibration to keep"), mx.err());
@@ -146,10 +146,10 @@ class VerifyQuantizedTest {
     @Test
     void importDecodesQuantizedInputAsDequantizeDoes() {
         Path quantized = CliRun.succeeding("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", tmp.resolve("q").toString());
-        Path imported = CliRun.succeeding("import", "--in", quantized.toString(), "--out", tmp.resolve("imported").toString());
+        Path imported = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", quantized.toString(), "--out", tmp.resolve("imported").toString());
         Path dequantized = CliRun.succeeding("dequantize", "--in", quantized.toString(), "--out", tmp.resolve("dq").toString());
         // dequantize drops the quantization config; the config.json beside it drives the import.
-        Path importedFromBf16 = CliRun.succeeding("import", "--in", dequantized.toString(), "--out", tmp.resolve("imported-bf16").toString());
+        Path importedFromBf16 = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", dequantized.toString(), "--out", tmp.resolve("imported-bf16").toString());
         assertSameTensors(importedFromBf16, imported);
         // verify decodes to f32: against the BF16 import only BF16's own rounding (2^-9 relative) remains.
         CliRun r = CliRun.of("verify", quantized.toString(), imported.toString(), "--tolerance", "45");

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.moeport.MoeportException;
+import dev.moeport.format.TensorOutput;
 import dev.moeport.io.IoErrors;
 import dev.moeport.io.NativeIO;
 import java.io.IOException;
@@ -31,7 +32,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * last (through a temporary file too). A run that dies before the commit leaves only hidden partial
  * files, and {@link #close()} without a commit deletes them.
  */
-public final class SafetensorsWriter implements AutoCloseable {
+public final class SafetensorsWriter implements TensorOutput {
     private static final Map<String, String> SHARD_METADATA = Map.of("format", "pt");
     private static final String PARTIAL_SUFFIX = ".partial";
     /** Largest single write: ByteBuffers index with an int. */
@@ -45,7 +46,7 @@ public final class SafetensorsWriter implements AutoCloseable {
     private boolean committed;
 
     /** A place to write one tensor's bytes. Thread-safe for disjoint ranges. */
-    public final class TensorSink {
+    public final class TensorSink implements TensorOutput.Sink {
         private final String name;
         private final FileChannel channel;
         private final long base;
@@ -67,7 +68,7 @@ public final class SafetensorsWriter implements AutoCloseable {
             return size;
         }
 
-        /** Writes {@code bytes} at {@code offset} of this tensor. */
+        @Override
         public void write(long offset, MemorySegment bytes) {
             long n = bytes.byteSize();
             if (offset < 0 || offset + n > size) {
@@ -153,7 +154,7 @@ public final class SafetensorsWriter implements AutoCloseable {
         return layout;
     }
 
-    /** The sink of tensor {@code name}. */
+    @Override
     public TensorSink sink(String name) {
         TensorSink sink = sinks.get(name);
         if (sink == null) {
@@ -166,6 +167,7 @@ public final class SafetensorsWriter implements AutoCloseable {
      * Checks that every tensor was written in full, then renames the shards into place and writes the
      * index (for more than one shard) last.
      */
+    @Override
     public void commit() {
         List<String> incomplete = new ArrayList<>();
         for (TensorSink sink : sinks.values()) {

@@ -1,5 +1,6 @@
 package dev.moeport.format.torchdist;
 
+import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
@@ -47,6 +48,32 @@ final class MegatronKeys {
     /** The name layer {@code layer} of a layer-stacked key is presented under. */
     static String layerName(String stackedKey, long layer) {
         return LAYERS + layer + "." + undoubled(stackedKey.substring(LAYERS.length()));
+    }
+
+    private static final Pattern LAYER = Pattern.compile("decoder\\.layers\\.(\\d+)\\.(.*)", Pattern.DOTALL);
+    private static final Pattern EXPERT_STACK = Pattern.compile("(.*\\.mlp\\.experts)\\.(linear_fc\\d\\.(weight|bias))");
+
+    /** The layer number of a per-layer name {@code decoder.layers.<i>.<rest>}, or -1. */
+    static long layerOf(String name) {
+        Matcher m = LAYER.matcher(name);
+        return m.matches() ? Long.parseLong(m.group(1)) : -1;
+    }
+
+    /** A per-layer name as Megatron-Core keys it: under the layer-stacked key when {@code stack}, else as it is. */
+    static String stackedOrNot(String name, boolean stack) {
+        Matcher m = LAYER.matcher(name);
+        return stack && m.matches() ? LAYERS + m.group(2) : name;
+    }
+
+    /** Whether {@code name} is a routed experts' stacked weight {@code mlp.experts.linear_fc<n>.weight [E, out, in]}. */
+    static boolean isExpertStack(String name) {
+        return EXPERT_STACK.matcher(name).matches();
+    }
+
+    /** A stacked experts' name with Megatron's doubled {@code experts.experts.}: the form its checkpoints key. */
+    static String doubled(String name) {
+        Matcher m = EXPERT_STACK.matcher(name);
+        return m.matches() ? m.group(1) + ".experts." + m.group(2) : name;
     }
 
     /** {@code key} with Megatron's doubled {@code experts.experts.} folded into one. */

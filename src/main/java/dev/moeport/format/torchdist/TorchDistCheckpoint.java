@@ -42,7 +42,7 @@ import java.util.SequencedMap;
 public final class TorchDistCheckpoint implements Checkpoint {
     public static final String METADATA = ".metadata";
     private static final String MEGATRON_METADATA = "metadata.json";
-    private static final String LATEST = "latest_checkpointed_iteration.txt";
+    static final String LATEST = "latest_checkpointed_iteration.txt";
     private static final long MAX_SMALL_FILE = 1 << 20;
     /** Far above any model's depth; a larger layer axis in hostile metadata would only cost memory. */
     private static final long MAX_LAYERS = 1 << 16;

@@ -1,0 +1,27 @@
+package dev.moeport.format;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * Where a run's output tensors go, in whatever file format: producers fill each tensor's bytes through its
+ * {@link Sink}; {@link #commit()} makes the output complete and visible; {@link #close()} without a commit
+ * removes what was written.
+ */
+public interface TensorOutput extends AutoCloseable {
+
+    /** The sink of tensor {@code name}. */
+    Sink sink(String name);
+
+    /** Checks that every tensor was written in full and puts the output in place. */
+    void commit();
+
+    /** Without a commit, removes the partial output; after one, does nothing. */
+    @Override
+    void close();
+
+    /** A place to write one tensor's bytes (row-major, as the plan lays them out). */
+    interface Sink {
+        /** Writes {@code bytes} at {@code offset} of this tensor. */
+        void write(long offset, MemorySegment bytes);
+    }
+}

@@ -1,0 +1,164 @@
+package dev.moeport.format.torchdist;
+
+import static dev.moeport.testing.TestCheckpoints.assertSameTensors;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.moeport.cli.CliRun;
+import dev.moeport.tensor.DType;
+import dev.moeport.testing.Shared;
+import java.io.ByteArrayInputStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.zip.ZipEntry;
+import java.util.zip.ZipInputStream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * {@code import --ckpt-format torch_dist} against what Megatron-Core itself saves: the two checkpoints in
+ * {@code fixtures/megatron/} were written by Megatron-Core's {@code dist_checkpointing.save} (local spec; see
+ * their GENERATED_BY) from the same fixtures' weights, so their keys, global shapes, dtypes and chunks are the
+ * expectation; and export of the import gives back the transformers-written folder bit for bit.
+ */
+class TorchDistImportTest {
+    private static final Path MEGATRON = Path.of("fixtures/megatron");
+
+    @TempDir
+    Path tmp;
+
+    private static Path hf(String arch) {
+        return Shared.fixture(arch).resolve("hf");
+    }
+
+    private static TorchDistMetadata metadata(Path dir) throws Exception {
+        try (FileChannel ch = FileChannel.open(dir.resolve(".metadata"), StandardOpenOption.READ); Arena arena = Arena.ofConfined()) {
+            MemorySegment data = ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size(), arena);
+            return TorchDistMetadata.parse(data, dir.toString());
+        }
+    }
+
+    /** Each key as Megatron describes it: dtype, global shape, and its chunks when {@code withChunks}. */
+    private static Map<String, String> describe(TorchDistMetadata m, boolean withChunks) {
+        Map<String, String> out = new TreeMap<>();
+        m.entries().forEach((key, entry) -> out.put(key, switch (entry) {
+            case TorchDistMetadata.TensorEntry t -> t.dtype() + java.util.Arrays.toString(t.size())
+                    + (withChunks ? t.chunks().stream().map(b -> java.util.Arrays.toString(b.offsets()) + java.util.Arrays.toString(b.sizes()))
+                    .sorted().toList() : "");
+            case TorchDistMetadata.BytesEntry b -> "bytes";
+        }));
+        return out;
+    }
+
+    @Test
+    void localSpecImportHasTheKeysShapesAndChunksMegatronSaves() throws Exception {
+        // qwen3_moe: a dense first layer, so Megatron-Core keys every layer on its own; saved from TP1/EP1.
+        Path out = CliRun.succeeding("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("q").toString(), "--megatron-spec", "local");
+        assertEquals(describe(metadata(MEGATRON.resolve("qwen3_moe_local_tp1")), true), describe(metadata(out.resolve("iter_0000000")), true));
+        // mixtral: homogeneous layers, stacked [L, ...]; Megatron's copy was saved from TP2/EP2, so only keys,
+        // dtypes and global shapes can agree (its chunks follow its parallelism).
+        Path mixtral = CliRun.succeeding("import", "--in", hf("mixtral").toString(), "--out", tmp.resolve("m").toString(), "--megatron-spec", "local");
+        assertEquals(describe(metadata(MEGATRON.resolve("mixtral_local_tp2ep2")), false), describe(metadata(mixtral.resolve("iter_0000000")), false));
+    }
+
+    @Test
+    void transformerEngineSpecNamesTheMoeLayersPreMlpNorm() throws Exception {
+        Path out = CliRun.succeeding("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("q").toString());
+        Map<String, String> keys = describe(metadata(out.resolve("iter_0000000")), false);
+        assertTrue(keys.containsKey("decoder.layers.1.pre_mlp_layernorm.weight"), keys.keySet().toString());
+        assertTrue(keys.containsKey("decoder.layers.0.mlp.linear_fc1.layer_norm_weight"));
+        assertEquals("0", Files.readString(out.resolve("latest_checkpointed_iteration.txt")));
+        assertEquals("{\"sharded_backend\": \"torch_dist\", \"sharded_backend_version\": 1}", Files.readString(out.resolve("iter_0000000/metadata.json")));
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"nemotron_h_tiny", "qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss"})
+    void importThenExportReproducesTheHfFolderBitForBit(String arch) {
+        for (String spec : java.util.List.of("te", "local")) {
+            Path mcore = CliRun.succeeding("import", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + spec).toString(), "--megatron-spec", spec);
+            Path back = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve(arch + spec + "-hf").toString());
+            assertSameTensors(hf(arch), back);
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3_moe_local_tp1:qwen3_moe", "mixtral_local_tp2ep2:mixtral"})
+    void checkpointsMegatronSavedExportToTheHfFolder(String pair) {
+        String[] p = pair.split(":");
+        Path back = CliRun.succeeding("export", "--in", MEGATRON.resolve(p[0]).toString(), "--hf-config", hf(p[1]).toString(), "--out", tmp.resolve("hf").toString());
+        assertSameTensors(hf(p[1]), back);
+    }
+
+    @Test
+    void routerExpertBiasIsKeptInFloat32AsMegatronDoes() throws Exception {
+        Path out = CliRun.succeeding("import", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("d").toString());
+        TorchDistMetadata m = metadata(out.resolve("iter_0000000"));
+        var bias = (TorchDistMetadata.TensorEntry) m.entries().get("decoder.layers.1.mlp.router.expert_bias");
+        assertEquals(DType.F32, bias.dtype());
+        assertEquals(DType.BF16, ((TorchDistMetadata.TensorEntry) m.entries().get("decoder.layers.1.mlp.router.weight")).dtype());
+    }
+
+    @Test
+    void everyChunkIsAZipThatJavaReadsWithMatchingCrcs() throws Exception {
+        Path out = CliRun.succeeding("import", "--in", hf("mixtral").toString(), "--out", tmp.resolve("m").toString());
+        Path dir = out.resolve("iter_0000000");
+        TorchDistMetadata m = metadata(dir);
+        byte[] file = Files.readAllBytes(dir.resolve("__0_0.distcp"));
+        int zips = 0;
+        for (TorchDistMetadata.StorageInfo info : m.storage().values()) {
+            byte[] zip = java.util.Arrays.copyOfRange(file, (int) info.offset(), (int) (info.offset() + info.length()));
+            // ZipInputStream reads the local headers and checks each STORED entry's CRC-32 as it reads it.
+            try (ZipInputStream in = new ZipInputStream(new ByteArrayInputStream(zip))) {
+                int entries = 0;
+                for (ZipEntry e; (e = in.getNextEntry()) != null; entries++) {
+                    assertEquals(ZipEntry.STORED, e.getMethod());
+                    in.readAllBytes();
+                }
+                assertTrue(entries >= 6, "entries of a torch.save zip");
+            }
+            zips++;
+        }
+        assertEquals(m.storage().size(), zips);
+        // The CRCs are real: a flipped byte in the middle of a tensor's data is caught.
+        TorchDistMetadata.StorageInfo big = m.storage().values().stream().filter(i -> i.length() > 100_000).findFirst().orElseThrow();
+        byte[] zip = java.util.Arrays.copyOfRange(file, (int) big.offset(), (int) (big.offset() + big.length()));
+        zip[zip.length / 2] ^= 1;
+        try (ZipInputStream in = new ZipInputStream(new ByteArrayInputStream(zip))) {
+            org.junit.jupiter.api.Assertions.assertThrows(java.util.zip.ZipException.class, () -> {
+                while (in.getNextEntry() != null) {
+                    in.readAllBytes();
+                }
+            });
+        }
+    }
+
+    @Test
+    void badOptionsAreUsageErrors() {
+        assertEquals(2, CliRun.of("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("x").toString(), "--ckpt-format", "zip").code());
+        assertEquals(2, CliRun.of("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("x").toString(), "--experts", "te").code());
+        assertEquals(2, CliRun.of("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("x").toString(), "--megatron-spec", "apex").code());
+        CliRun stacked = CliRun.of("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("y").toString(), "--layer-keys", "stacked");
+        assertEquals(1, stacked.code());
+        assertTrue(stacked.err().contains("do not all hold the same tensors"), stacked.err());
+        assertTrue(Files.notExists(tmp.resolve("y").resolve("latest_checkpointed_iteration.txt")));
+    }
+
+    @Test
+    void perLayerKeysOnRequest() throws Exception {
+        Path out = CliRun.succeeding("import", "--in", hf("mixtral").toString(), "--out", tmp.resolve("m").toString(), "--layer-keys", "per-layer");
+        Map<String, String> keys = describe(metadata(out.resolve("iter_0000000")), false);
+        assertTrue(keys.containsKey("decoder.layers.1.mlp.experts.experts.linear_fc1.weight"), keys.keySet().toString());
+        assertArrayEquals(new long[] {8, 256, 256},
+                ((TorchDistMetadata.TensorEntry) metadata(out.resolve("iter_0000000")).entries().get("decoder.layers.1.mlp.experts.experts.linear_fc1.weight")).size());
+        assertSameTensors(hf("mixtral"), CliRun.succeeding("export", "--in", out.toString(), "--hf-config", hf("mixtral").toString(), "--out", tmp.resolve("b").toString()));
+    }
+}
