@@ -257,7 +257,11 @@ public final class TorchDistCheckpoint implements Checkpoint {
         }
     }
 
-    /** The folder holding {@code .metadata} that {@code path} designates. */
+    /** The folder holding {@code .metadata} that {@code path} designates (an {@code iter_*} folder for a tracker folder). */
+    public static Path dataFolder(Path path) {
+        return folder(path);
+    }
+
     private static Path folder(Path path) {
         if (Files.isRegularFile(path)) {
             return path.toAbsolutePath().getParent();

@@ -23,6 +23,11 @@ public final class ObjectCheckpoints {
 
     private ObjectCheckpoints() {}
 
+    /** A Python tuple, for objects that hold one (Model Optimizer's {@code num_bits = (4, 3)}). */
+    public static Object tuple(Object... items) {
+        return PickleWriter.Tuple.of(items);
+    }
+
     /** A tensor of {@code numel} bytes as {@code torch.save} pickles it: Transformer Engine's extra state. */
     public static Object byteTensor(long numel) {
         return new PickleWriter.Call(new Global("torch._utils", "_rebuild_tensor_v2"), List.of(
