@@ -9,6 +9,7 @@ import dev.moeport.convert.Conversion;
 import dev.moeport.convert.ExportMapper;
 import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.McoreLayout;
+import dev.moeport.convert.ModeloptState;
 import dev.moeport.convert.OutputPlanner;
 import dev.moeport.convert.QuantConfig;
 import dev.moeport.convert.QuantSelection;
@@ -73,7 +74,7 @@ final class ExportCommand implements Callable<Integer> {
     OutputOptions output;
 
     @Option(names = "--format", paramLabel = "FORMAT", converter = FormatConverter.class,
-            description = "Quantize linear weights: ${COMPLETION-CANDIDATES}. Default: no quantization.", completionCandidates = FormatConverter.Names.class)
+            description = "Quantize linear weights: ${COMPLETION-CANDIDATES}. Default: the recipe of a Model Optimizer-quantized checkpoint (its modelopt_state/), else no quantization.", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
 
     @Option(names = "--dtype", paramLabel = "DTYPE", converter = DtypeConverter.class,
@@ -115,9 +116,19 @@ final class ExportCommand implements Callable<Integer> {
                 throw new MoeportException(in + ": not a Megatron-Core checkpoint (no decoder.* tensors); export reads Megatron-Core"
                         + " (for Hugging Face checkpoints see quantize, convert, import)");
             }
+            List<String> notes = new ArrayList<>();
+            QuantFormat format = this.format;
+            if (format == null) {
+                ModeloptState recipe = ModeloptState.beside(in);
+                if (recipe != null) {
+                    format = recipe.format();
+                    notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
+                            + ModeloptState.FOLDER + "/ (--format overrides it)");
+                }
+            }
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
-            List<String> notes = new ArrayList<>(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
+            notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
             OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);

@@ -31,9 +31,11 @@ import picocli.CommandLine.Spec;
                 " (mapped to HF names with the architecture's rules), quantized or not (decoded first). Reports " +
                 "tensors missing or extra in B, shape and dtype differences, and for every common tensor whether " +
                 "it is bit-identical or else its max and mean absolute error and its SNR in dB, A being the " +
-                "reference. Streams both in bounded memory, on --threads workers.",
+                "reference. Tensors with exactly equal values in different dtypes (bf16 against f32) are listed as " +
+                "such and match unless --strict-dtype. Streams both in bounded memory, on --threads workers.",
             "",
-            "Exit codes: 0 the checkpoints match (bit for bit, or within --tolerance / --max-abs-error); 3 " +
+            "Exit codes: 0 the checkpoints match (bit for bit, in values where only dtypes differ, or within " +
+                "--tolerance / --max-abs-error); 3 " +
                 "they differ; 1 an input could not be read; 2 usage error.",
             ""
         },
@@ -65,7 +67,7 @@ final class VerifyCommand implements Callable<Integer> {
     @Option(names = "--max-abs-error", paramLabel = "X", description = "Accept differing tensors whose largest absolute error is at most X.")
     Double maxAbsError;
 
-    @Option(names = "--strict-dtype", description = "Count tensors with equal values but different dtypes as differences (by default they are reported and accepted).")
+    @Option(names = "--strict-dtype", description = "Fail on tensors whose values are equal but whose dtypes differ.")
     boolean strictDtype;
 
     @Option(names = "--show", paramLabel = "N", defaultValue = "20", description = "List at most N differing tensors, worst first (default ${DEFAULT-VALUE}).")
@@ -93,49 +95,53 @@ final class VerifyCommand implements Callable<Integer> {
             try (Progress progress = new Progress(total, va.tensors().size(), json || !Progress.stderrIsTerminal() ? null : spec.commandLine().getErr())) {
                 report = Verifier.compare(va, vb, threads, progress);
             }
-            List<Verifier.TensorResult> differing = report.results().stream().filter(r -> !r.identical())
+            List<Verifier.TensorResult> dtypeOnly = report.results().stream().filter(Verifier.TensorResult::dtypeOnly)
+                    .sorted(Comparator.comparing(Verifier.TensorResult::name, NaturalOrder.INSTANCE)).toList();
+            List<Verifier.TensorResult> differing = report.results().stream().filter(r -> !r.identical() && !r.dtypeOnly())
                     .sorted(Comparator.comparingDouble(Verifier.TensorResult::snrDb).thenComparing(Verifier.TensorResult::name, NaturalOrder.INSTANCE))
                     .toList();
-            List<Verifier.TensorResult> beyond = differing.stream().filter(r -> !accepted(r)).toList();
+            List<Verifier.TensorResult> beyond = report.results().stream().filter(r -> !withinTolerance(r)).toList();
             boolean match = report.missingInB().isEmpty() && report.extraInB().isEmpty() && report.shapeMismatches().isEmpty() && beyond.isEmpty();
             if (json) {
                 printJson(out, va, vb, report, match);
             } else {
-                printText(out, va, vb, report, differing, beyond, match);
+                printText(out, va, vb, report, dtypeOnly, differing, beyond, match);
             }
             return match ? 0 : EXIT_DIFFERENT;
         }
     }
 
-    /** Equal values in different dtypes (a bf16 bias kept as f32, say). */
-    private static boolean dtypeOnly(Verifier.TensorResult r) {
-        return r.dtypeA() != r.dtypeB() && r.maxAbsError() == 0;
+    private boolean withinTolerance(Verifier.TensorResult r) {
+        return r.identical() || (r.dtypeOnly() ? !strictDtype : accepted(r));
     }
 
     private boolean accepted(Verifier.TensorResult r) {
-        if (dtypeOnly(r) && !strictDtype) {
-            return true;
-        }
         if (minSnr == null && maxAbsError == null) {
             return false;
         }
         return (minSnr == null || r.snrDb() >= minSnr) && (maxAbsError == null || r.maxAbsError() <= maxAbsError);
     }
 
-    private void printText(PrintWriter out, CheckpointView va, CheckpointView vb, Verifier.Report report, List<Verifier.TensorResult> differing,
-                           List<Verifier.TensorResult> beyond, boolean match) {
+    private void printText(PrintWriter out, CheckpointView va, CheckpointView vb, Verifier.Report report, List<Verifier.TensorResult> dtypeOnly,
+                           List<Verifier.TensorResult> differing, List<Verifier.TensorResult> beyond, boolean match) {
         for (CheckpointView v : List.of(va, vb)) {
             out.println((v == va ? "A: " : "B: ") + v.path() + " (" + v.layout() + ", " + v.tensors().size() + " tensors"
                     + (v.quantized().isEmpty() ? "" : ", " + v.quantized().size() + " modules decoded")
                     + (v.dropped().isEmpty() ? "" : ", " + v.dropped().size() + " entries not compared") + ")");
         }
-        int identical = report.results().size() - differing.size();
-        out.println("identical: " + identical + " of " + report.results().size() + " common tensors; differing: " + differing.size()
+        int identical = report.results().size() - dtypeOnly.size() - differing.size();
+        out.println("identical: " + identical + " of " + report.results().size() + " common tensors; equal values in another dtype: "
+                + dtypeOnly.size() + "; differing: " + differing.size()
                 + "; missing in B: " + report.missingInB().size() + "; extra in B: " + report.extraInB().size()
                 + "; shape mismatches: " + report.shapeMismatches().size());
         report.missingInB().stream().limit(show).forEach(n -> out.println("  missing in B: " + n));
         report.extraInB().stream().limit(show).forEach(n -> out.println("  extra in B: " + n));
         report.shapeMismatches().stream().limit(show).forEach(m -> out.println("  shape: " + m.name() + " " + m.shapeA() + " vs " + m.shapeB()));
+        dtypeOnly.stream().limit(show).forEach(r -> out.println("  dtype only: " + r.name() + " " + r.dtypeA() + " vs " + r.dtypeB()
+                + (strictDtype ? "" : " (equal values; --strict-dtype fails on it)")));
+        if (dtypeOnly.size() > show) {
+            out.println("  ... and " + (dtypeOnly.size() - show) + " more with equal values in another dtype (--show N)");
+        }
         if (!differing.isEmpty()) {
             Table table = new Table("TENSOR", "DTYPES", ">MAX ABS", ">MEAN ABS", ">SNR dB");
             differing.stream().limit(show).forEach(r -> table.add(r.name(), r.dtypeA() == r.dtypeB() ? r.dtypeA() : r.dtypeA() + "/" + r.dtypeB(),
@@ -145,10 +151,6 @@ final class VerifyCommand implements Callable<Integer> {
                 out.println("  ... and " + (differing.size() - show) + " more (--show N)");
             }
             Verifier.TensorResult worst = differing.getFirst();
-            long dtypeOnly = differing.stream().filter(VerifyCommand::dtypeOnly).count();
-            if (dtypeOnly > 0) {
-                out.println("  " + dtypeOnly + " tensor(s) differ in dtype only: equal values" + (strictDtype ? " (--strict-dtype: counted as different)" : " (accepted; --strict-dtype counts them)"));
-            }
             out.printf(Locale.ROOT, "worst SNR: %.2f dB (%s); %d tensor(s) beyond tolerance%n", worst.snrDb(), worst.name(), beyond.size());
         }
         out.println(match ? "MATCH" : "DIFFERENT");
@@ -178,7 +180,7 @@ final class VerifyCommand implements Callable<Integer> {
                 shape.add(d);
             }
             t.put("identical", r.identical());
-            t.put("dtype_only", dtypeOnly(r));
+            t.put("dtype_only", r.dtypeOnly());
             t.put("max_abs_error", r.maxAbsError());
             t.put("mean_abs_error", r.meanAbsError());
             if (Double.isInfinite(r.snrDb()) || Double.isNaN(r.snrDb())) {
@@ -186,7 +188,7 @@ final class VerifyCommand implements Callable<Integer> {
             } else {
                 t.put("snr_db", r.snrDb());
             }
-            t.put("within_tolerance", r.identical() || accepted(r));
+            t.put("within_tolerance", withinTolerance(r));
         });
         Json.print(out, root);
     }

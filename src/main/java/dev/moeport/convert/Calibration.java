@@ -17,13 +17,20 @@ import java.util.regex.Pattern;
  * feeds the weight's per-tensor scale, {@code <module>.input_quantizer._amax} its {@code input_scale}.
  * Routed experts share one input quantizer per layer and projection (one {@code input_scale} for all),
  * so their input amax is the largest over the group. Understands MCore names (TEGroupedMLP with one
- * quantizer per grouped module, possibly one amax per expert; SequentialMLP with one per expert) and
+ * quantizer per grouped module, possibly one amax per expert, or one quantizer per expert; SequentialMLP
+ * with one per expert) and
  * HF names ({@code experts.{e}.up_proj}).
  */
 public final class Calibration {
     private static final Pattern SEQUENTIAL = Pattern.compile("(.*\\.experts)\\.local_experts\\.(\\d+)\\.(linear_fc\\d)");
     private static final Pattern GROUPED = Pattern.compile(".*\\.experts\\.linear_fc\\d");
     private static final Pattern HF_EXPERT = Pattern.compile("(.*\\.experts)\\.(\\d+)\\.(.+)");
+    /**
+     * A TEGroupedMLP's weight quantizer of one expert: since Model Optimizer PR 1550 each expert has its own
+     * (modelopt/torch/quantization/plugins/transformer_engine.py, GroupedQuantizer surfaced as
+     * {@code weight_quantizer.{i}}); before, one served the whole grouped linear.
+     */
+    private static final Pattern EXPERT_WEIGHT_QUANTIZER = Pattern.compile("(.*\\.experts\\.linear_fc\\d)\\.weight_quantizer\\.(\\d+)\\._amax");
 
     /** Per weight tensor name: its calibrated weight amax. */
     private final Map<String, Float> weightAmax = new HashMap<>();
@@ -47,6 +54,11 @@ public final class Calibration {
             if (name.endsWith("._pre_quant_scale")) {
                 throw new MoeportException("tensor '" + name + "': pre-quantization scaling (AWQ / SmoothQuant) is not supported;"
                         + " export from a checkpoint calibrated for plain max scaling");
+            }
+            Matcher perExpert = EXPERT_WEIGHT_QUANTIZER.matcher(name);
+            if (perExpert.matches()) {
+                c.weightAmax.put(perExpert.group(1) + ".weight" + perExpert.group(2), max(values(e.getValue())));
+                continue;
             }
             boolean weight = name.endsWith(".weight_quantizer._amax");
             boolean input = name.endsWith(".input_quantizer._amax");

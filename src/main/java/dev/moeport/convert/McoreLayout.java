@@ -104,8 +104,11 @@ public final class McoreLayout {
         return names.stream().anyMatch(n -> n.startsWith("decoder.") || n.startsWith("embedding.word_embeddings"));
     }
 
-    /** ModelOpt's quantizer entries: {@code <module>.weight_quantizer._amax}, {@code input_quantizer._amax}, ... */
+    /**
+     * ModelOpt's quantizer entries: {@code <module>.weight_quantizer._amax}, {@code input_quantizer._amax}, ...,
+     * and a TEGroupedMLP's per-expert {@code weight_quantizer.<e>._amax} (Model Optimizer since PR 1550).
+     */
     public static boolean isQuantizerState(String name) {
-        return name.matches(".*_quantizer\\.[^.]+");
+        return name.matches(".*_quantizer(\\.\\d+)?\\.[^.]+");
     }
 }

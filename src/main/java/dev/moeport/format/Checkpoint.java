@@ -24,7 +24,7 @@ public interface Checkpoint extends AutoCloseable {
 
     /**
      * Entries of the checkpoint that are not model tensors and are left out of {@link #tensors()}
-     * (optimizer state, rng state, Transformer Engine extra state, pickled objects), name to reason.
+     * (optimizer state, rng state, modules' extra state, Megatron's common state, pickled objects), name to reason.
      */
     default SequencedMap<String, String> skipped() {
         return Collections.unmodifiableSequencedMap(new LinkedHashMap<>());

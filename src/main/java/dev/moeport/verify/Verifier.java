@@ -22,9 +22,17 @@ import java.util.List;
  */
 public final class Verifier {
 
-    /** One common tensor's figures. {@code snrDb} is +Infinity for equal values. */
-    public record TensorResult(String name, DType dtypeA, DType dtypeB, Shape shape, boolean identical, double maxAbsError,
-                               double meanAbsError, double snrDb, long elements) {}
+    /**
+     * One common tensor's figures. {@code snrDb} is +Infinity for equal values. {@code identical}: same dtype and
+     * same bytes; {@code equalValues}: every value equal (NaN to NaN), whatever the dtypes.
+     */
+    public record TensorResult(String name, DType dtypeA, DType dtypeB, Shape shape, boolean identical, boolean equalValues,
+                               double maxAbsError, double meanAbsError, double snrDb, long elements) {
+        /** Values exactly equal, held in different dtypes (bf16 against f32, say). */
+        public boolean dtypeOnly() {
+            return dtypeA != dtypeB && equalValues;
+        }
+    }
 
     /** A tensor present on both sides whose shapes differ. */
     public record ShapeMismatch(String name, String shapeA, String shapeB) {}
@@ -127,8 +135,9 @@ public final class Verifier {
             progress.addBytes(n * (rowsA.rowBytes() + rowsB.rowBytes()));
         }
         long elements = a.shape().numel();
+        boolean identical = sameBytes || (rows == 0 && a.dtype() == b.dtype());
         double snr = noise == 0 ? Double.POSITIVE_INFINITY : 10 * Math.log10(signal / noise);
-        return new TensorResult(a.name(), a.dtype(), b.dtype(), a.shape(), sameBytes || (rows == 0 && a.dtype() == b.dtype()),
+        return new TensorResult(a.name(), a.dtype(), b.dtype(), a.shape(), identical, identical || (floats && maxAbs == 0),
                 floats ? maxAbs : (sameBytes ? 0 : Double.NaN), floats && elements > 0 ? sumAbs / elements : (sameBytes ? 0 : Double.NaN),
                 floats ? snr : (sameBytes ? Double.POSITIVE_INFINITY : Double.NaN), elements);
     }

@@ -12,8 +12,8 @@ import java.util.regex.Pattern;
  *   <li>expert weights carry a doubled name, {@code mlp.experts.experts.linear_fc1.weight} of shape
  *       {@code [E, out, in]}: presented as {@code mlp.experts.linear_fc1.weight}, the "stacked experts"
  *       form, whose expert {@code e} is a {@code select(e)};</li>
- *   <li>optimizer state, rng state, Transformer Engine {@code _extra_state} and ShardedObjects are
- *       skipped.</li>
+ *   <li>optimizer state, rng state, modules' {@code _extra_state}, Megatron's common state and other
+ *       ShardedObjects are skipped, labelled for what they hold.</li>
  * </ul>
  */
 final class MegatronKeys {
@@ -31,13 +31,61 @@ final class MegatronKeys {
         if (key.startsWith("rng_state")) {
             return "rng state";
         }
-        if (key.contains("._extra_state") || key.startsWith("_extra_state")) {
-            return "Transformer Engine extra state";
+        if (isExtraState(key)) {
+            // Saved as a tensor only by Transformer Engine; as bytes, its content tells (objectLabel).
+            return bytes ? "extra state" : "Transformer Engine extra state";
+        }
+        if (key.equals(COMMON_STATE)) {
+            return "Megatron common state";
         }
         if (key.contains("/shard_")) {
             return "ShardedObject";
         }
         return bytes ? "pickled object" : null;
+    }
+
+    /** Megatron-Core's (2026) common state: a ShardedObject in the checkpoint, no {@code common.pt}. */
+    static final String COMMON_STATE = "common_state/shard_0_1";
+
+    /**
+     * Globals a ShardedObject may use beyond plain data and tensors: Transformer Engine's older extra
+     * state is an {@code io.BytesIO} (kept as a name; nothing is called).
+     */
+    static final java.util.Set<Pickle.Global> OBJECT_GLOBALS = java.util.Set.of(new Pickle.Global("_io", "BytesIO"));
+
+    private static boolean isExtraState(String key) {
+        return key.contains("._extra_state") || key.startsWith("_extra_state");
+    }
+
+    /** Whether a skipped bytes entry's content tells what it is: a module's extra state. */
+    static boolean isLabelledByContent(String key) {
+        return isExtraState(key);
+    }
+
+    /** A ShardedObject's key without its shard suffix: {@code <key>/shard_<offsets>_<shape>} -> {@code <key>}. */
+    static String objectKey(String key) {
+        int shard = key.indexOf("/shard_");
+        return shard < 0 ? key : key.substring(0, shard);
+    }
+
+    /**
+     * What a module's extra state holds (Megatron saves every module's {@code _extra_state} as a
+     * ShardedObject, megatron/core/transformer/utils.py make_sharded_object_for_checkpoint): Megatron's
+     * local linears save None (tensor_parallel/layers.py get_extra_state); Model Optimizer's quantized
+     * modules a dict of {@code modelopt_*} entries (quantization/plugins/megatron.py
+     * quant_module_get_extra_state); Transformer Engine modules a tensor or BytesIO of their FP8 metadata.
+     */
+    static String objectLabel(String key, Object content) {
+        if (content == null) {
+            return skipReason(key, true);
+        }
+        if (content == Pickle.NONE) {
+            return "local linear extra state (empty)";
+        }
+        if (content instanceof Pickle.Dict d && d.keys().stream().anyMatch(k -> k instanceof String s && s.startsWith("modelopt_"))) {
+            return "Model Optimizer quantizer state";
+        }
+        return "Transformer Engine extra state";
     }
 
     /** Whether {@code key} holds all layers on a leading axis (a homogeneous block's layer-stacked key). */

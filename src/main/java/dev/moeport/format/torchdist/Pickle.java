@@ -110,6 +110,54 @@ final class Pickle {
         return new Pickle(data, where, allowed, persistentIds).run();
     }
 
+    /** Deeper nesting than any configuration holds; bounds the recursion of {@link #plain}. */
+    private static final int MAX_PLAIN_DEPTH = 64;
+
+    /**
+     * A pickled value made only of Python builtins, as plain Java values: dicts become ordered
+     * {@code Map}s, lists and tuples {@code List}s, None {@code null}; strings, integers (Long), floats
+     * (Double) and bools stay. Anything else (an object, a call, a tensor) is refused: {@code where} and
+     * {@code what} name it.
+     */
+    static Object plain(Object value, String where, String what) {
+        return plain(value, where, what, 0);
+    }
+
+    private static Object plain(Object value, String where, String what, int depth) {
+        if (depth > MAX_PLAIN_DEPTH) {
+            throw new MoeportException(where + ": " + what + " is nested deeper than " + MAX_PLAIN_DEPTH + " levels");
+        }
+        return switch (value) {
+            case String s -> s;
+            case Long l -> l;
+            case Double d -> d;
+            case Boolean b -> b;
+            case Tuple t -> plainList(t.items(), where, what, depth);
+            case PyList l -> plainList(l.items(), where, what, depth);
+            case Dict d -> {
+                java.util.Map<Object, Object> map = new java.util.LinkedHashMap<>();
+                for (int i = 0; i < d.keys().size(); i++) {
+                    map.put(plain(d.keys().get(i), where, what, depth + 1), plain(d.values().get(i), where, what, depth + 1));
+                }
+                yield java.util.Collections.unmodifiableMap(map);
+            }
+            default -> {
+                if (value == NONE) {
+                    yield null;
+                }
+                throw new MoeportException(where + ": " + what + " holds " + TorchDistMetadata.kind(value) + ", not plain Python data");
+            }
+        };
+    }
+
+    private static List<Object> plainList(List<Object> items, String where, String what, int depth) {
+        List<Object> list = new ArrayList<>(items.size());
+        for (Object item : items) {
+            list.add(plain(item, where, what, depth + 1));
+        }
+        return java.util.Collections.unmodifiableList(list);
+    }
+
     private Object run() {
         while (true) {
             long at = pos;

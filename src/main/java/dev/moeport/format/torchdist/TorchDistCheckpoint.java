@@ -31,6 +31,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SequencedMap;
+import java.util.Set;
 
 /**
  * A Megatron {@code torch_dist} checkpoint (PyTorch Distributed Checkpoint): the folder's
@@ -43,6 +44,8 @@ public final class TorchDistCheckpoint implements Checkpoint {
     public static final String METADATA = ".metadata";
     private static final String MEGATRON_METADATA = "metadata.json";
     static final String LATEST = "latest_checkpointed_iteration.txt";
+    /** Where Megatron before 2026 kept the common state. */
+    private static final String LEGACY_COMMON = "common.pt";
     private static final long MAX_SMALL_FILE = 1 << 20;
     /** Far above any model's depth; a larger layer axis in hostile metadata would only cost memory. */
     private static final long MAX_LAYERS = 1 << 16;
@@ -98,10 +101,15 @@ public final class TorchDistCheckpoint implements Checkpoint {
         Map<String, List<FileRange>> ranges = new HashMap<>();
         SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
         SequencedMap<String, String> skipped = new LinkedHashMap<>();
+        Map<String, String> objectLabels = new HashMap<>();
         for (Map.Entry<String, Entry> e : metadata.entries().entrySet()) {
             String key = e.getKey();
             String reason = MegatronKeys.skipReason(key, e.getValue() instanceof BytesEntry);
             if (reason != null) {
+                if (e.getValue() instanceof BytesEntry && MegatronKeys.isLabelledByContent(key)) {
+                    // The shards of one object key hold the same kind of state: read the first only.
+                    reason = objectLabels.computeIfAbsent(MegatronKeys.objectKey(key), k -> objectLabel(folder, key, metadata, files, arena));
+                }
                 skipped.put(key, reason);
                 continue;
             }
@@ -164,16 +172,24 @@ public final class TorchDistCheckpoint implements Checkpoint {
                     + " was saved through a transform (e.g. compression), which moeport does not read");
         }
         String name = info.relativePath();
-        if (name.isEmpty() || name.equals(".") || name.equals("..") || name.indexOf('/') >= 0 || name.indexOf('\\') >= 0 || name.indexOf('\0') >= 0) {
+        if (!isPlainFileName(name)) {
             throw new MoeportException(metadataFile + ": chunk " + TorchDistMetadata.describe(chunkKey) + " names '" + name
                     + "', which is not a file of the checkpoint folder");
         }
+        MemorySegment bytes = slice(folder, chunkKey, info, files, arena);
+        ranges.computeIfAbsent(name, n -> new ArrayList<>()).add(new FileRange(info.offset(), info.length(), chunkKey));
+        return new Chunk(box.offsets(), box.sizes(), bytes, folder.resolve(name), info.offset());
+    }
+
+    /** The bytes {@code info} names: a slice of its data file, mapped once into {@code files}. */
+    private static MemorySegment slice(Path folder, ChunkKey chunkKey, StorageInfo info, Map<String, MemorySegment> files, Arena arena) {
+        String name = info.relativePath();
         Path file = folder.resolve(name);
         MemorySegment data = files.get(name);
         if (data == null) {
             if (!Files.isRegularFile(file)) {
-                throw new MoeportException(metadataFile + ": names data file '" + name + "' (for " + TorchDistMetadata.describe(chunkKey)
-                        + "), which does not exist");
+                throw new MoeportException(folder.resolve(METADATA) + ": names data file '" + name + "' (for "
+                        + TorchDistMetadata.describe(chunkKey) + "), which does not exist");
             }
             data = map(file, arena);
             files.put(name, data);
@@ -182,11 +198,70 @@ public final class TorchDistCheckpoint implements Checkpoint {
             throw new MoeportException(file + ": chunk " + TorchDistMetadata.describe(chunkKey) + " at bytes " + info.offset() + ".."
                     + (info.offset() + info.length()) + " lies beyond the end of the file (" + data.byteSize() + " bytes; truncated?)");
         }
-        ranges.computeIfAbsent(name, n -> new ArrayList<>()).add(new FileRange(info.offset(), info.length(), chunkKey));
-        return new Chunk(box.offsets(), box.sizes(), data.asSlice(info.offset(), info.length()), file, info.offset());
+        return data.asSlice(info.offset(), info.length());
     }
 
-    /** The folder holding {@code .metadata} that {@code path} designates. */
+    /**
+     * The object a bytes entry (a Megatron ShardedObject) holds, unwrapped from the one-element list
+     * Megatron saves it in; null when the metadata names no bytes for it.
+     */
+    private static Object shardedObject(Path folder, String key, Map<ChunkKey, StorageInfo> storage, Map<String, MemorySegment> files,
+                                        Arena arena) {
+        ChunkKey chunkKey = new ChunkKey(key, null);
+        StorageInfo info = storage.get(chunkKey);
+        if (info == null || info.transformed() || !isPlainFileName(info.relativePath())) {
+            return null;
+        }
+        Object content = TorchSave.object(slice(folder, chunkKey, info, files, arena), folder.resolve(info.relativePath()) + " entry '" + key + "'",
+                MegatronKeys.OBJECT_GLOBALS);
+        return content instanceof Pickle.PyList(List<Object> items) && items.size() == 1 ? items.getFirst() : content;
+    }
+
+    private static boolean isPlainFileName(String name) {
+        return !(name.isEmpty() || name.equals(".") || name.equals("..") || name.indexOf('/') >= 0 || name.indexOf('\\') >= 0
+                || name.indexOf('\0') >= 0);
+    }
+
+    /** What a skipped bytes entry holds, read from its content; a label, so an unreadable one is named, not fatal. */
+    private static String objectLabel(Path folder, String key, TorchDistMetadata metadata, Map<String, MemorySegment> files, Arena arena) {
+        try {
+            return MegatronKeys.objectLabel(key, shardedObject(folder, key, metadata.storage(), files, arena));
+        } catch (MoeportException e) {
+            return MegatronKeys.skipReason(key, true) + " (unreadable)";
+        }
+    }
+
+    /**
+     * Megatron's common (non-sharded) state of the checkpoint at {@code path} as plain values (maps,
+     * lists, strings, numbers): the {@code common_state} entry that Megatron-Core of 2026 writes, or an
+     * older Megatron's {@code common.pt}; null when it has neither. Refuses a state holding anything but
+     * plain Python data.
+     */
+    public static Object commonState(Path path) {
+        Path folder = folder(path);
+        Path legacy = folder.resolve(LEGACY_COMMON);
+        try (Arena arena = Arena.ofConfined()) {
+            if (Files.isRegularFile(legacy)) {
+                return Pickle.plain(TorchSave.object(map(legacy, arena), legacy.toString(), Set.of()), legacy.toString(), "the common state");
+            }
+            Path file = folder.resolve(METADATA);
+            TorchDistMetadata metadata = TorchDistMetadata.parse(map(file, arena), file.toString());
+            if (!(metadata.entries().get(MegatronKeys.COMMON_STATE) instanceof BytesEntry)) {
+                return null;
+            }
+            Object content = shardedObject(folder, MegatronKeys.COMMON_STATE, metadata.storage(), new HashMap<>(), arena);
+            if (content == null) {
+                throw new MoeportException(file + ": names no data file for '" + MegatronKeys.COMMON_STATE + "'");
+            }
+            return Pickle.plain(content, folder + " entry '" + MegatronKeys.COMMON_STATE + "'", "the common state");
+        }
+    }
+
+    /** The folder holding {@code .metadata} that {@code path} designates (an {@code iter_*} folder for a tracker folder). */
+    public static Path dataFolder(Path path) {
+        return folder(path);
+    }
+
     private static Path folder(Path path) {
         if (Files.isRegularFile(path)) {
             return path.toAbsolutePath().getParent();

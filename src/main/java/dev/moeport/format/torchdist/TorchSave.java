@@ -43,6 +43,30 @@ final class TorchSave {
     /** The tensor that the {@code torch.save} zip {@code zip} holds; {@code where} names it in errors. */
     static StoredTensor read(MemorySegment zip, String where) {
         Map<String, MemorySegment> entries = ChunkZip.entries(zip, where);
+        String prefix = prefix(entries, where);
+        Object root = Pickle.load(entries.get(prefix + PICKLE), where + " " + PICKLE, ALLOWED, true);
+        return new Rebuild(where, entries, prefix).tensor(root);
+    }
+
+    /**
+     * The object that the {@code torch.save} zip {@code zip} holds (a ShardedObject, Megatron's common
+     * state), as the pickle machine builds it; a tensor inside stays an unresolved rebuild call.
+     * Globals outside the tensor-rebuilding ones and {@code allowed} are refused.
+     */
+    static Object object(MemorySegment zip, String where, Set<Global> allowed) {
+        Map<String, MemorySegment> entries = ChunkZip.entries(zip, where);
+        Set<Global> globals = new HashSet<>(ALLOWED);
+        globals.addAll(allowed);
+        return Pickle.load(entries.get(prefix(entries, where) + PICKLE), where + " " + PICKLE, globals, true);
+    }
+
+    /** Whether {@code value} is a tensor as a pickle rebuilds it. */
+    static boolean isTensor(Object value) {
+        return value instanceof Call(Global callable, Tuple args) && (callable.equals(REBUILD_V2) || callable.equals(REBUILD_V3));
+    }
+
+    /** The {@code <prefix>/} of the zip's single {@code <prefix>/data.pkl}, checking its byte order. */
+    private static String prefix(Map<String, MemorySegment> entries, String where) {
         String prefix = null;
         for (String name : entries.keySet()) {
             int slash = name.indexOf('/');
@@ -60,8 +84,7 @@ final class TorchSave {
         if (byteOrder != null && !new String(byteOrder.toArray(ValueLayout.JAVA_BYTE), StandardCharsets.US_ASCII).equals("little")) {
             throw fail(where, "was saved big-endian; only little-endian tensors are supported");
         }
-        Object root = Pickle.load(entries.get(prefix + PICKLE), where + " " + PICKLE, ALLOWED, true);
-        return new Rebuild(where, entries, prefix).tensor(root);
+        return prefix;
     }
 
     private record Rebuild(String where, Map<String, MemorySegment> entries, String prefix) {

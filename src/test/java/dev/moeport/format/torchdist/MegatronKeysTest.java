@@ -33,7 +33,8 @@ class MegatronKeysTest {
     void skipsWhatIsNotAModelTensor() {
         assertEquals("optimizer state", MegatronKeys.skipReason("optimizer.state.exp_avg.decoder.layers.0.mlp.router.weight", false));
         assertEquals("rng state", MegatronKeys.skipReason("rng_state/shard_0_8", true));
-        assertEquals("Transformer Engine extra state", MegatronKeys.skipReason("decoder.layers.0.mlp.linear_fc1._extra_state/shard_0_2", true));
+        assertEquals("extra state", MegatronKeys.skipReason("decoder.layers.0.mlp.linear_fc1._extra_state/shard_0_2", true));
+        assertEquals("Megatron common state", MegatronKeys.skipReason("common_state/shard_0_1", true));
         assertEquals("Transformer Engine extra state", MegatronKeys.skipReason("decoder.layers.self_attention.linear_proj._extra_state", false));
         assertEquals("ShardedObject", MegatronKeys.skipReason("decoder.layers.0.something/shard_0_1", true));
         assertEquals("pickled object", MegatronKeys.skipReason("args", true));
