@@ -87,7 +87,7 @@ final class VerifyCommand implements Callable<Integer> {
             CheckpointView vb = CheckpointView.of(b, cb, config, QuantKernels.get());
             long total = Verifier.comparedBytes(va, vb);
             Verifier.Report report;
-            try (Progress progress = new Progress(total, va.tensors().size(), json || !Progress.stderrIsTerminal() ? null : spec.commandLine().getErr())) {
+            try (Progress progress = new Progress(total, va.tensors().size(), Main.progress(spec, json))) {
                 report = Verifier.compare(va, vb, threads, progress);
             }
             List<Verifier.TensorResult> differing = report.results().stream().filter(r -> !r.identical())
