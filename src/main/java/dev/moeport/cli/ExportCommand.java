@@ -62,10 +62,10 @@ final class ExportCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--in", paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors (a file, an index or a folder) or torch_dist (a checkpoint folder or its iter_NNNNNNN/).")
+    @Option(names = "--in", converter = CheckpointPath.class, paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors (a file, an index or a folder) or torch_dist (a checkpoint folder or its iter_NNNNNNN/).")
     Path in;
 
-    @Option(names = "--hf-config", paramLabel = "HF_DIR",
+    @Option(names = "--hf-config", converter = CheckpointPath.class, paramLabel = "HF_DIR",
             description = "The Hugging Face folder of the same architecture: config.json (sizes, layer kinds) and tokenizer files, copied to the output.")
     Path hfConfig;
 

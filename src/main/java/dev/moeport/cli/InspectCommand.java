@@ -54,7 +54,7 @@ final class InspectCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Parameters(paramLabel = "PATH", description = "The checkpoint.")
+    @Parameters(paramLabel = "PATH", converter = CheckpointPath.class, description = "The checkpoint.")
     Path path;
 
     @Option(names = "--filter", paramLabel = "GLOB",

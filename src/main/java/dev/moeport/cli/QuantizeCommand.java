@@ -63,7 +63,7 @@ final class QuantizeCommand implements Callable<Integer> {
             description = "${COMPLETION-CANDIDATES}", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
 
-    @Option(names = "--in", required = true, paramLabel = "CKPT", description = "The Hugging Face checkpoint: a folder, index or .safetensors file.")
+    @Option(names = "--in", required = true, converter = CheckpointPath.class, paramLabel = "CKPT", description = "The Hugging Face checkpoint: a folder, index or .safetensors file.")
     Path in;
 
     @Mixin

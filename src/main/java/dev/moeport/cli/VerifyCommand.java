@@ -49,13 +49,13 @@ final class VerifyCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Parameters(index = "0", paramLabel = "A", description = "The reference checkpoint.")
+    @Parameters(index = "0", converter = CheckpointPath.class, paramLabel = "A", description = "The reference checkpoint.")
     Path a;
 
-    @Parameters(index = "1", paramLabel = "B", description = "The checkpoint to check.")
+    @Parameters(index = "1", converter = CheckpointPath.class, paramLabel = "B", description = "The checkpoint to check.")
     Path b;
 
-    @Option(names = "--hf-config", paramLabel = "HF_DIR",
+    @Option(names = "--hf-config", converter = CheckpointPath.class, paramLabel = "HF_DIR",
             description = "config.json folder that maps a Megatron-Core side (default: the folder of whichever side has a config.json).")
     Path hfConfig;
 

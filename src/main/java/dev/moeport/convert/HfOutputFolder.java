@@ -102,8 +102,9 @@ public final class HfOutputFolder {
         try {
             Path target = canonical(out);
             for (Path input : inputs) {
-                Path source = canonical(Files.isDirectory(input) ? input : input.toAbsolutePath().getParent());
-                if (target.startsWith(source) || source.startsWith(target)) {
+                // A folder must neither hold nor lie in the output; a single file only must not lie in it.
+                Path source = canonical(input);
+                if (source.startsWith(target) || Files.isDirectory(input) && target.startsWith(source)) {
                     throw new MoeportException(out + ": the output folder must be apart from the input " + input);
                 }
             }
