@@ -1,6 +1,7 @@
 package dev.moeport.cli;
 
 import dev.moeport.MoeportException;
+import dev.moeport.Warnings;
 import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
@@ -119,8 +120,10 @@ final class ExportCommand implements Callable<Integer> {
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
             List<String> notes = new ArrayList<>(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
-            OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
+            QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, exclude);
+            OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
+            selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planner.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(out, plan, output.json);

@@ -1,5 +1,6 @@
 package dev.moeport.cli;
 
+import dev.moeport.Warnings;
 import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
@@ -96,9 +97,11 @@ final class QuantizeCommand implements Callable<Integer> {
             // Fused experts are quantized expert by expert, and written so, as Model Optimizer does.
             SequencedMap<String, Tensor> weights = arch != null ? HfLayout.toPerExpert(arch, tensors) : tensors;
             List<String> exclusions = arch != null ? arch.defaultExclusions() : Architecture.COMMON_EXCLUSIONS;
-            OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(exclusions, include, exclude),
+            QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
+            OutputPlanner planner = new OutputPlanner(format, null, selection,
                     Calibration.read(quantizerState, weights.keySet()));
             Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(arch, config, weights)), output.maxShardSize);
+            selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planner.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);

@@ -9,6 +9,7 @@ import dev.moeport.format.HubCache;
 import dev.moeport.testing.Shared;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -84,5 +85,14 @@ class InputsTest {
         assertEquals(Main.EXIT_FAILURE, same.code());
         assertTrue(same.err().contains("apart from the input"), same.err());
         assertTrue(Files.exists(file));
+    }
+
+    @Test
+    void aPatternThatMatchesNothingIsReported() {
+        CliRun r = CliRun.of("quantize", "--format", "fp8", "--in", QWEN.toString(), "--out", tmp.resolve("q").toString(),
+                "--exclude", "*.self_attn.[qkv]_proj", "--exclude", "*.self_atn.*", "--include", "*.layers.[!9].*");
+        assertEquals(0, r.code(), r.err());
+        assertEquals(List.of("moeport: warning: --exclude '*.self_atn.*' matches no linear layer's weight of " + QWEN),
+                r.err().lines().filter(l -> l.contains("warning")).toList());
     }
 }
