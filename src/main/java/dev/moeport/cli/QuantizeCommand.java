@@ -1,5 +1,6 @@
 package dev.moeport.cli;
 
+import dev.moeport.MoeportException;
 import dev.moeport.Warnings;
 import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
@@ -76,6 +77,10 @@ final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--include", paramLabel = "GLOB", description = "Quantize only matching modules (repeatable). Default exclusions still apply.")
     List<String> include = new ArrayList<>();
 
+    @Option(names = "--no-config", description = "Quantize a checkpoint that has no config.json beside it. The output then has no "
+            + "config.json either (only hf_quant_config.json), and engines will need one with its quantization_config.")
+    boolean noConfig;
+
     @Override
     public Integer call() {
         output.requireOut(spec);
@@ -84,6 +89,10 @@ final class QuantizeCommand implements Callable<Integer> {
         Architecture arch = config == null ? null : Architectures.find(config);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             HfInputs.requireHfUnquantized(in, checkpoint);
+            if (config == null && !noConfig) {
+                throw new MoeportException(folder + ": no " + ModelConfig.FILE_NAME + " beside the checkpoint; without it the output has no "
+                        + "quantization_config and serving engines cannot load it. Put the model's config.json there, or give --no-config");
+            }
             SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
             Map<String, Tensor> quantizerState = new LinkedHashMap<>();
             // Quantizer state is named like the weights: under the per-expert names when the weights are.

@@ -95,4 +95,19 @@ class InputsTest {
         assertEquals(List.of("moeport: warning: --exclude '*.self_atn.*' matches no linear layer's weight of " + QWEN),
                 r.err().lines().filter(l -> l.contains("warning")).toList());
     }
+
+    @Test
+    void quantizeWithoutAConfigIsRefusedUnlessAskedFor() throws Exception {
+        Path folder = Files.createDirectories(tmp.resolve("bare"));
+        Files.copy(QWEN.resolve("model-00003-of-00003.safetensors"), folder.resolve("model.safetensors"));
+        CliRun refused = CliRun.of("quantize", "--format", "fp8", "--in", folder.toString(), "--out", tmp.resolve("q").toString());
+        assertEquals(Main.EXIT_FAILURE, refused.code());
+        assertEquals(List.of("moeport: error: " + folder + ": no config.json beside the checkpoint; without it the output has no"
+                + " quantization_config and serving engines cannot load it. Put the model's config.json there, or give --no-config"),
+                refused.err().lines().toList());
+        assertTrue(!Files.exists(tmp.resolve("q")), "nothing written");
+        CliRun asked = CliRun.of("quantize", "--format", "fp8", "--in", folder.toString(), "--out", tmp.resolve("q").toString(), "--no-config");
+        assertEquals(0, asked.code(), asked.err());
+        assertTrue(Files.exists(tmp.resolve("q/hf_quant_config.json")) && !Files.exists(tmp.resolve("q/config.json")));
+    }
 }
