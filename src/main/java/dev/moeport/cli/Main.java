@@ -7,6 +7,7 @@ import java.io.PrintWriter;
 import java.util.Properties;
 import dev.moeport.Warnings;
 import dev.moeport.exec.Progress;
+import dev.moeport.quant.QuantKernels;
 import java.time.Duration;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -121,7 +122,11 @@ public final class Main implements Runnable {
         cli.getSubcommands().values().forEach(c -> c.getCommandSpec().versionProvider(new Version()));
         cli.setOut(out);
         cli.setErr(err);
+        boolean json = java.util.Arrays.asList(args).contains("--json");
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
+            if (json) {
+                Json.printError(commandLine.getOut(), EXIT_FAILURE, describe(e));
+            }
             commandLine.getErr().println("moeport: error: " + describe(e));
             if (debug() || main.verbose) {
                 e.printStackTrace(commandLine.getErr());
@@ -131,6 +136,10 @@ public final class Main implements Runnable {
         });
         cli.setParameterExceptionHandler((e, args2) -> {
             CommandLine c = e.getCommandLine();
+            if (json) {
+                Json.command(c.getCommandName());
+                Json.printError(c.getOut(), EXIT_USAGE, oneLine(e.getMessage()));
+            }
             c.getErr().println("moeport: " + e.getMessage());
             if (e instanceof CommandLine.UnmatchedArgumentException unmatched) {
                 CommandLine.UnmatchedArgumentException.printSuggestions(unmatched, c.getErr());
@@ -142,6 +151,7 @@ public final class Main implements Runnable {
         // Warnings go where errors go; -q is known only once the arguments are parsed.
         Warnings.to(err);
         cli.setExecutionStrategy(parseResult -> {
+            Json.command(parseResult.asCommandLineList().getLast().getCommandName());
             if (main.quiet) {
                 Warnings.to(null);
             }
@@ -186,7 +196,10 @@ public final class Main implements Runnable {
 
         @Override
         public String[] getVersion() {
-            return new String[] {"moeport " + number(), "Java " + Runtime.version() + " (" + System.getProperty("java.vm.name") + ")"};
+            return new String[] {"moeport " + number(),
+                "kernel: " + QuantKernels.get().description(),
+                "runtime: Java " + Runtime.version() + " (" + System.getProperty("java.vm.name") + ", " + System.getProperty("java.vendor")
+                        + ") at " + System.getProperty("java.home")};
         }
     }
 }

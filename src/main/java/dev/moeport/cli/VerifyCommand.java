@@ -148,9 +148,9 @@ final class VerifyCommand implements Callable<Integer> {
     }
 
     private void printJson(PrintWriter out, CheckpointView va, CheckpointView vb, Verifier.Report report, boolean match) {
-        ObjectNode root = Json.MAPPER.createObjectNode();
-        root.put("a", va.path().toString());
-        root.put("b", vb.path().toString());
+        ObjectNode root = Json.document();
+        root.put("a", Json.path(va.path()));
+        root.put("b", Json.path(vb.path()));
         root.put("match", match);
         report.missingInB().forEach(root.withArray("missing_in_b")::add);
         report.extraInB().forEach(root.withArray("extra_in_b")::add);

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
@@ -59,5 +60,15 @@ class CommonOptionsTest {
         }
         assertEquals(Main.EXIT_USAGE, CliRun.of("completion", "fish").code());
         assertFalse(CliRun.of("completion", "fish").err().contains("\tat "));
+    }
+
+    @Test
+    void versionNamesTheKernelAndTheRuntime() {
+        CliRun r = CliRun.of("--version");
+        assertEquals(0, r.code(), r.err());
+        List<String> lines = r.out().lines().toList();
+        // Surefire runs the tests with the Vector API module: the SIMD kernel, with its width.
+        assertTrue(lines.get(1).matches("kernel: Vector API, (256|512)-bit vectors \\((8|16) floats\\)"), r.out());
+        assertTrue(lines.get(2).startsWith("runtime: Java " + Runtime.version()), r.out());
     }
 }
