@@ -30,5 +30,13 @@ int fallocate(int fd, int mode, off_t offset, off_t len);
 /* <unistd.h> */
 int close(int fd);
 
+/* <unistd.h>: 1 when fd (2, standard error) is a terminal, else 0: progress is redrawn on one line
+ * only there, and printed as plain lines at an interval elsewhere (logs, pipes). */
+int isatty(int fd);
+
+/* <sys/ioctl.h>: variadic; used only as ioctl(2, TIOCGWINSZ (0x5413), struct winsize *) to read the
+ * terminal's width (ws_col, the second unsigned short of struct winsize). Returns 0, or -1 with errno. */
+int ioctl(int fd, unsigned long request, ...);
+
 /* <unistd.h>: the page size, for aligning madvise ranges. */
 int getpagesize(void);

@@ -50,7 +50,7 @@ final class ConvertCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--in", required = true, paramLabel = "HF_DIR", description = "The Hugging Face folder (weights and config.json).")
+    @Option(names = "--in", required = true, converter = CheckpointPath.class, paramLabel = "HF_DIR", description = "The Hugging Face folder (weights and config.json).")
     Path in;
 
     @Mixin

@@ -47,7 +47,7 @@ final class DequantizeCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--in", required = true, paramLabel = "CKPT", description = "The quantized Hugging Face checkpoint.")
+    @Option(names = "--in", required = true, converter = CheckpointPath.class, paramLabel = "CKPT", description = "The quantized Hugging Face checkpoint.")
     Path in;
 
     @Mixin

@@ -1,6 +1,7 @@
 package dev.moeport.cli;
 
 import dev.moeport.MoeportException;
+import dev.moeport.Warnings;
 import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
@@ -63,10 +64,10 @@ final class ExportCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--in", paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors (a file, an index or a folder) or torch_dist (a checkpoint folder or its iter_NNNNNNN/).")
+    @Option(names = "--in", converter = CheckpointPath.class, paramLabel = "CKPT", description = "The Megatron-Core checkpoint: safetensors (a file, an index or a folder) or torch_dist (a checkpoint folder or its iter_NNNNNNN/).")
     Path in;
 
-    @Option(names = "--hf-config", paramLabel = "HF_DIR",
+    @Option(names = "--hf-config", converter = CheckpointPath.class, paramLabel = "HF_DIR",
             description = "The Hugging Face folder of the same architecture: config.json (sizes, layer kinds) and tokenizer files, copied to the output.")
     Path hfConfig;
 
@@ -130,8 +131,10 @@ final class ExportCommand implements Callable<Integer> {
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
             notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
-            OutputPlanner planner = new OutputPlanner(format, dtype, QuantSelection.of(architecture.defaultExclusions(), include, exclude), calibration);
+            QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, exclude);
+            OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
+            selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planner.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(out, plan, output.json);

@@ -66,7 +66,7 @@ final class ImportCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--in", required = true, paramLabel = "HF_DIR", description = "The Hugging Face folder (weights and config.json).")
+    @Option(names = "--in", required = true, converter = CheckpointPath.class, paramLabel = "HF_DIR", description = "The Hugging Face folder (weights and config.json).")
     Path in;
 
     @Mixin

@@ -54,7 +54,7 @@ final class InspectCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Parameters(paramLabel = "PATH", description = "The checkpoint.")
+    @Parameters(paramLabel = "PATH", converter = CheckpointPath.class, description = "The checkpoint.")
     Path path;
 
     @Option(names = "--filter", paramLabel = "GLOB",
@@ -124,8 +124,8 @@ final class InspectCommand implements Callable<Integer> {
     }
 
     private void printJson(PrintWriter out, Checkpoint ckpt, List<Tensor> tensors) {
-        ObjectNode root = Json.MAPPER.createObjectNode();
-        root.put("path", ckpt.location().toString());
+        ObjectNode root = Json.document();
+        root.put("path", Json.path(ckpt.location()));
         root.put("format", ckpt.format());
         root.put("tensor_count", tensors.size());
         root.put("total_bytes", tensors.stream().mapToLong(Tensor::byteSize).sum());

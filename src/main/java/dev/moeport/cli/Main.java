@@ -5,7 +5,13 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.PrintWriter;
 import java.util.Properties;
+import dev.moeport.Warnings;
+import dev.moeport.exec.Progress;
+import dev.moeport.quant.QuantKernels;
+import java.time.Duration;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ScopeType;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Spec;
 import picocli.CommandLine;
@@ -32,7 +38,7 @@ import picocli.CommandLine;
             "Exit codes: 0 success, 1 failure of the input or the run, 2 usage error (verify: 3 the checkpoints differ).",
             "Run 'moeport COMMAND --help' for a command's options. Sizes are decimal (5GB = 5,000,000,000 bytes)."
         },
-        subcommands = {InspectCommand.class, ExportCommand.class, ImportCommand.class, VerifyCommand.class, ConvertCommand.class, QuantizeCommand.class, DequantizeCommand.class, SynthCommand.class, DemoCommand.class,
+        subcommands = {InspectCommand.class, ExportCommand.class, ImportCommand.class, VerifyCommand.class, ConvertCommand.class, QuantizeCommand.class, DequantizeCommand.class, SynthCommand.class, DemoCommand.class, CompletionCommand.class,
             CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     public static final int EXIT_FAILURE = 1;
@@ -40,6 +46,53 @@ public final class Main implements Runnable {
 
     @Spec
     CommandSpec spec;
+
+    // Options every command takes (picocli copies them to the subcommands); read through settings().
+    @Option(names = {"-q", "--quiet"}, scope = ScopeType.INHERIT,
+            description = "No progress and no warnings: only results and errors.")
+    boolean quiet;
+
+    @Option(names = {"-v", "--verbose"}, scope = ScopeType.INHERIT,
+            description = "Errors with their stack trace (as MOEPORT_DEBUG=1).")
+    boolean verbose;
+
+    @Option(names = "--progress-interval", paramLabel = "SECONDS", scope = ScopeType.INHERIT,
+            description = "Where stderr is not a terminal (a log, a pipe), a progress line every SECONDS "
+                    + "(default 30; also MOEPORT_PROGRESS_INTERVAL).")
+    Integer progressInterval;
+
+    /**
+     * How the running command shows progress on its error stream, or null for none: with
+     * {@code off} (--no-progress, --json), -q or MOEPORT_NO_PROGRESS set to anything but 0.
+     */
+    static Progress.Display progress(CommandSpec command, boolean off) {
+        Main main = (Main) command.root().userObject();
+        String disabled = System.getenv("MOEPORT_NO_PROGRESS");
+        if (off || main.quiet || (disabled != null && !disabled.isEmpty() && !"0".equals(disabled))) {
+            return null;
+        }
+        return Progress.Display.forStderr(command.commandLine().getErr(), Duration.ofSeconds(main.progressIntervalSeconds(command)));
+    }
+
+    private int progressIntervalSeconds(CommandSpec command) {
+        String source = "--progress-interval";
+        Integer seconds = progressInterval;
+        if (seconds == null && System.getenv("MOEPORT_PROGRESS_INTERVAL") != null) {
+            source = "MOEPORT_PROGRESS_INTERVAL";
+            try {
+                seconds = Integer.valueOf(System.getenv("MOEPORT_PROGRESS_INTERVAL").trim());
+            } catch (NumberFormatException e) {
+                seconds = 0;
+            }
+        }
+        if (seconds == null) {
+            return (int) Progress.Display.DEFAULT_INTERVAL.toSeconds();
+        }
+        if (seconds < 1) {
+            throw new CommandLine.ParameterException(command.commandLine(), source + " must be a whole number of seconds, 1 or more");
+        }
+        return seconds;
+    }
 
     @Override
     public void run() {
@@ -63,14 +116,19 @@ public final class Main implements Runnable {
 
     /** Runs the command line with the given streams and returns the exit code; for tests and embedding. */
     public static int run(PrintWriter out, PrintWriter err, String... args) {
-        CommandLine cli = new CommandLine(new Main());
+        Main main = new Main();
+        CommandLine cli = new CommandLine(main);
         cli.setUsageHelpAutoWidth(true);
         cli.getSubcommands().values().forEach(c -> c.getCommandSpec().versionProvider(new Version()));
         cli.setOut(out);
         cli.setErr(err);
+        boolean json = java.util.Arrays.asList(args).contains("--json");
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
+            if (json) {
+                Json.printError(commandLine.getOut(), EXIT_FAILURE, describe(e));
+            }
             commandLine.getErr().println("moeport: error: " + describe(e));
-            if (debug()) {
+            if (debug() || main.verbose) {
                 e.printStackTrace(commandLine.getErr());
             }
             commandLine.getErr().flush();
@@ -78,10 +136,26 @@ public final class Main implements Runnable {
         });
         cli.setParameterExceptionHandler((e, args2) -> {
             CommandLine c = e.getCommandLine();
+            if (json) {
+                Json.command(c.getCommandName());
+                Json.printError(c.getOut(), EXIT_USAGE, oneLine(e.getMessage()));
+            }
             c.getErr().println("moeport: " + e.getMessage());
+            if (e instanceof CommandLine.UnmatchedArgumentException unmatched) {
+                CommandLine.UnmatchedArgumentException.printSuggestions(unmatched, c.getErr());
+            }
             c.getErr().println("Try '" + c.getCommandSpec().qualifiedName() + " --help' for more information.");
             c.getErr().flush();
             return EXIT_USAGE;
+        });
+        // Warnings go where errors go; -q is known only once the arguments are parsed.
+        Warnings.to(err);
+        cli.setExecutionStrategy(parseResult -> {
+            Json.command(parseResult.asCommandLineList().getLast().getCommandName());
+            if (main.quiet) {
+                Warnings.to(null);
+            }
+            return new CommandLine.RunLast().execute(parseResult);
         });
         return cli.execute(args);
     }
@@ -122,7 +196,10 @@ public final class Main implements Runnable {
 
         @Override
         public String[] getVersion() {
-            return new String[] {"moeport " + number(), "Java " + Runtime.version() + " (" + System.getProperty("java.vm.name") + ")"};
+            return new String[] {"moeport " + number(),
+                "kernel: " + QuantKernels.get().description(),
+                "runtime: Java " + Runtime.version() + " (" + System.getProperty("java.vm.name") + ", " + System.getProperty("java.vendor")
+                        + ") at " + System.getProperty("java.home")};
         }
     }
 }

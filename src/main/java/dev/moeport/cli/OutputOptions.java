@@ -1,9 +1,7 @@
 package dev.moeport.cli;
 
-import dev.moeport.exec.Progress;
 import dev.moeport.format.safetensors.ShardLayout;
 import dev.moeport.util.Sizes;
-import java.io.PrintWriter;
 import java.nio.file.Path;
 import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.Option;
@@ -32,7 +30,7 @@ final class OutputOptions {
     @Option(names = "--fsync", description = "Flush every file to disk before it is renamed into place (survives power loss; slower).")
     boolean fsync;
 
-    @Option(names = "--no-progress", description = "No progress bar (it is drawn only when stderr is a terminal anyway).")
+    @Option(names = "--no-progress", description = "No progress (also MOEPORT_NO_PROGRESS=1, or -q).")
     boolean noProgress;
 
     static {
@@ -53,17 +51,12 @@ final class OutputOptions {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--threads must be at least 1");
         }
         return new dev.moeport.convert.Conversion.Target(requireOut(spec), overwrite, java.util.Arrays.stream(inputs)
-                .filter(java.util.Objects::nonNull).toList(), threads, fsync, bar(spec.commandLine().getErr()));
+                .filter(java.util.Objects::nonNull).toList(), threads, fsync, Main.progress(spec, noProgress || json));
     }
 
     /** The folder of a checkpoint path: the path itself, or the folder of a file or index. */
     static Path folderOf(Path checkpoint) {
         return java.nio.file.Files.isDirectory(checkpoint) ? checkpoint : checkpoint.toAbsolutePath().getParent();
-    }
-
-    /** Where to draw the progress bar, or null. */
-    PrintWriter bar(PrintWriter err) {
-        return noProgress || json || !Progress.stderrIsTerminal() ? null : err;
     }
 
     static final class SizeConverter implements ITypeConverter<Long> {

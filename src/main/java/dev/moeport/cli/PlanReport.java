@@ -23,7 +23,8 @@ final class PlanReport {
     static void printPlan(PrintWriter out, Plan plan, boolean json) {
         List<Row> rows = rows(plan);
         if (json) {
-            ObjectNode root = Json.MAPPER.createObjectNode();
+            ObjectNode root = Json.document();
+            root.put("dry_run", true);
             root.put("tensor_count", plan.outputTensorCount());
             root.put("input_bytes", plan.inputBytes());
             root.put("output_bytes", plan.outputBytes());
@@ -84,9 +85,9 @@ final class PlanReport {
 
     static void printSummary(PrintWriter out, String verb, Path from, Path to, Conversion.Summary s, List<String> notes, boolean json) {
         if (json) {
-            ObjectNode root = Json.MAPPER.createObjectNode();
-            root.put("input", from.toString());
-            root.put("output", to.toString());
+            ObjectNode root = Json.document();
+            root.put("input", from == null ? null : Json.path(from)); // null: synthesized, nothing read
+            root.put("output", Json.path(to));
             root.put("tensor_count", s.tensors());
             root.put("input_bytes", s.inputBytes());
             root.put("output_bytes", s.outputBytes());

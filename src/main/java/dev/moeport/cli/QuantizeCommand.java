@@ -1,5 +1,7 @@
 package dev.moeport.cli;
 
+import dev.moeport.MoeportException;
+import dev.moeport.Warnings;
 import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
@@ -63,7 +65,7 @@ final class QuantizeCommand implements Callable<Integer> {
             description = "${COMPLETION-CANDIDATES}", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
 
-    @Option(names = "--in", required = true, paramLabel = "CKPT", description = "The Hugging Face checkpoint: a folder, index or .safetensors file.")
+    @Option(names = "--in", required = true, converter = CheckpointPath.class, paramLabel = "CKPT", description = "The Hugging Face checkpoint: a folder, index or .safetensors file.")
     Path in;
 
     @Mixin
@@ -75,6 +77,10 @@ final class QuantizeCommand implements Callable<Integer> {
     @Option(names = "--include", paramLabel = "GLOB", description = "Quantize only matching modules (repeatable). Default exclusions still apply.")
     List<String> include = new ArrayList<>();
 
+    @Option(names = "--no-config", description = "Quantize a checkpoint that has no config.json beside it. The output then has no "
+            + "config.json either (only hf_quant_config.json), and engines will need one with its quantization_config.")
+    boolean noConfig;
+
     @Override
     public Integer call() {
         output.requireOut(spec);
@@ -83,6 +89,10 @@ final class QuantizeCommand implements Callable<Integer> {
         Architecture arch = config == null ? null : Architectures.find(config);
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
             HfInputs.requireHfUnquantized(in, checkpoint);
+            if (config == null && !noConfig) {
+                throw new MoeportException(folder + ": no " + ModelConfig.FILE_NAME + " beside the checkpoint; without it the output has no "
+                        + "quantization_config and serving engines cannot load it. Put the model's config.json there, or give --no-config");
+            }
             SequencedMap<String, Tensor> tensors = new LinkedHashMap<>();
             Map<String, Tensor> quantizerState = new LinkedHashMap<>();
             // Quantizer state is named like the weights: under the per-expert names when the weights are.
@@ -96,9 +106,11 @@ final class QuantizeCommand implements Callable<Integer> {
             // Fused experts are quantized expert by expert, and written so, as Model Optimizer does.
             SequencedMap<String, Tensor> weights = arch != null ? HfLayout.toPerExpert(arch, tensors) : tensors;
             List<String> exclusions = arch != null ? arch.defaultExclusions() : Architecture.COMMON_EXCLUSIONS;
-            OutputPlanner planner = new OutputPlanner(format, null, QuantSelection.of(exclusions, include, exclude),
+            QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
+            OutputPlanner planner = new OutputPlanner(format, null, selection,
                     Calibration.read(quantizerState, weights.keySet()));
             Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(arch, config, weights)), output.maxShardSize);
+            selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planner.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);

@@ -106,7 +106,7 @@ final class SynthCommand implements Callable<Integer> {
         Conversion.Summary s = Conversion.run(plan, new Conversion.Target(mcore, output.overwrite, List.of(), target.threads(), target.fsync(),
                 target.bar()), Conversion.Files.none(), QuantKernels.get());
         if (output.json) {
-            PlanReport.printSummary(out, "synthesized", Path.of(preset), mcore, s, List.of(), true);
+            PlanReport.printSummary(out, "synthesized", null, mcore, s, List.of(), true);
         } else {
             out.printf(Locale.ROOT, "synthesized %d tensors (%s, layers %s, %d experts of %d) in %.2f s: %s and %s%n", s.tensors(),
                     Sizes.format(s.outputBytes()), dims.pattern(), dims.experts(), dims.expertSize(), s.elapsed().toNanos() / 1e9,

@@ -51,13 +51,13 @@ final class VerifyCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Parameters(index = "0", paramLabel = "A", description = "The reference checkpoint.")
+    @Parameters(index = "0", converter = CheckpointPath.class, paramLabel = "A", description = "The reference checkpoint.")
     Path a;
 
-    @Parameters(index = "1", paramLabel = "B", description = "The checkpoint to check.")
+    @Parameters(index = "1", converter = CheckpointPath.class, paramLabel = "B", description = "The checkpoint to check.")
     Path b;
 
-    @Option(names = "--hf-config", paramLabel = "HF_DIR",
+    @Option(names = "--hf-config", converter = CheckpointPath.class, paramLabel = "HF_DIR",
             description = "config.json folder that maps a Megatron-Core side (default: the folder of whichever side has a config.json).")
     Path hfConfig;
 
@@ -92,7 +92,7 @@ final class VerifyCommand implements Callable<Integer> {
             CheckpointView vb = CheckpointView.of(b, cb, config, QuantKernels.get());
             long total = Verifier.comparedBytes(va, vb);
             Verifier.Report report;
-            try (Progress progress = new Progress(total, va.tensors().size(), json || !Progress.stderrIsTerminal() ? null : spec.commandLine().getErr())) {
+            try (Progress progress = new Progress(total, va.tensors().size(), Main.progress(spec, json))) {
                 report = Verifier.compare(va, vb, threads, progress);
             }
             List<Verifier.TensorResult> dtypeOnly = report.results().stream().filter(Verifier.TensorResult::dtypeOnly)
@@ -161,9 +161,9 @@ final class VerifyCommand implements Callable<Integer> {
     }
 
     private void printJson(PrintWriter out, CheckpointView va, CheckpointView vb, Verifier.Report report, boolean match) {
-        ObjectNode root = Json.MAPPER.createObjectNode();
-        root.put("a", va.path().toString());
-        root.put("b", vb.path().toString());
+        ObjectNode root = Json.document();
+        root.put("a", Json.path(va.path()));
+        root.put("b", Json.path(vb.path()));
         root.put("match", match);
         report.missingInB().forEach(root.withArray("missing_in_b")::add);
         report.extraInB().forEach(root.withArray("extra_in_b")::add);

@@ -7,7 +7,6 @@ import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernel;
-import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -51,9 +50,9 @@ public final class Conversion {
      * Where and how a run writes.
      *
      * @param inputs the run's input checkpoints and folders, which the output must stay apart from
-     * @param bar where to draw a progress bar, or null
+     * @param bar where and how to show progress, or null
      */
-    public record Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, PrintWriter bar) {}
+    public record Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, Progress.Display bar) {}
 
     /** The file format a run writes: creates the output for a plan's tensors. */
     @FunctionalInterface

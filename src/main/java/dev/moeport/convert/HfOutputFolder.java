@@ -5,8 +5,10 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import dev.moeport.MoeportException;
+import dev.moeport.arch.ModelConfig;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.io.IoErrors;
+import dev.moeport.util.PythonJson;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -102,8 +104,9 @@ public final class HfOutputFolder {
         try {
             Path target = canonical(out);
             for (Path input : inputs) {
-                Path source = canonical(Files.isDirectory(input) ? input : input.toAbsolutePath().getParent());
-                if (target.startsWith(source) || source.startsWith(target)) {
+                // A folder must neither hold nor lie in the output; a single file only must not lie in it.
+                Path source = canonical(input);
+                if (source.startsWith(target) || Files.isDirectory(input) && target.startsWith(source)) {
                     throw new MoeportException(out + ": the output folder must be apart from the input " + input);
                 }
             }
@@ -176,10 +179,14 @@ public final class HfOutputFolder {
         return copied;
     }
 
-    /** Writes {@code node} as indented JSON to {@code out/name}, atomically. */
+    /**
+     * Writes {@code node} as indented JSON to {@code out/name}, atomically; config.json as transformers
+     * writes it (json.dumps, indent 2, sorted keys), so that only what moeport changes differs.
+     */
     public static void writeJson(Path out, String name, JsonNode node, boolean fsync) {
         try {
-            SafetensorsWriter.writeAtomically(out.resolve(name), (JSON.writeValueAsString(node) + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8), fsync);
+            String text = name.equals(ModelConfig.FILE_NAME) ? PythonJson.dumps(node, 2, true) : JSON.writeValueAsString(node);
+            SafetensorsWriter.writeAtomically(out.resolve(name), (text + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8), fsync);
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         } catch (IOException e) {

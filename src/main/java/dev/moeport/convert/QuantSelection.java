@@ -1,7 +1,10 @@
 package dev.moeport.convert;
 
 import dev.moeport.util.Glob;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Which weights get quantized: every weight of a linear layer ({@code *.weight} of rank 2 or more),
@@ -9,10 +12,21 @@ import java.util.List;
  * user gives {@code --include} patterns, only modules matching one of them. Patterns match HF module
  * names ({@code backbone.layers.1.mixer.q_proj}) or, equally, the tensor name with {@code .weight}.
  */
-public record QuantSelection(List<Glob> defaultExclusions, List<Glob> include, List<Glob> exclude) {
+public record QuantSelection(List<Glob> defaultExclusions, List<Glob> include, List<Glob> exclude, Set<Glob> matched) {
 
     public static QuantSelection of(List<String> defaults, List<String> include, List<String> exclude) {
-        return new QuantSelection(globs(defaults), globs(include), globs(exclude));
+        return new QuantSelection(globs(defaults), globs(include), globs(exclude), ConcurrentHashMap.newKeySet());
+    }
+
+    /**
+     * The user's patterns that matched no linear weight among those {@link #quantizes} was asked about,
+     * as {@code --include 'PATTERN'}: most likely a typo, or names of the other layout.
+     */
+    public List<String> unmatched() {
+        List<String> unmatched = new ArrayList<>();
+        include.stream().filter(g -> !matched.contains(g)).forEach(g -> unmatched.add("--include '" + g + "'"));
+        exclude.stream().filter(g -> !matched.contains(g)).forEach(g -> unmatched.add("--exclude '" + g + "'"));
+        return unmatched;
     }
 
     /** Whether {@code tensor} is a linear layer's weight (a candidate for quantization at all). */
@@ -30,6 +44,13 @@ public record QuantSelection(List<Glob> defaultExclusions, List<Glob> include, L
             return false;
         }
         String module = module(name);
+        for (List<Glob> user : List.of(include, exclude)) {
+            for (Glob g : user) {
+                if (g.matches(module) || g.matches(name)) {
+                    matched.add(g);
+                }
+            }
+        }
         if (matches(defaultExclusions, name, module) || matches(exclude, name, module)) {
             return false;
         }

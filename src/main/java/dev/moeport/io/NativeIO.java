@@ -1,6 +1,7 @@
 package dev.moeport.io;
 
 import dev.moeport.MoeportException;
+import dev.moeport.Warnings;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
@@ -37,6 +38,8 @@ public final class NativeIO {
     // <fcntl.h>
     private static final int O_WRONLY = 1;
     private static final int O_CLOEXEC = 0x80000;
+    // <sys/ioctl.h> (Linux x86-64 and AArch64)
+    private static final long TIOCGWINSZ = 0x5413;
     // <errno.h>
     private static final int ENOSPC = 28;
     private static final int EFBIG = 27;
@@ -109,11 +112,40 @@ public final class NativeIO {
         }
     }
 
+    /** Whether the file descriptor (2: standard error) is a terminal; false when native calls are off. */
+    public static boolean isTerminal(int fd) {
+        Bindings b = bindings();
+        if (b == null) {
+            return false;
+        }
+        try {
+            return (int) b.isatty.invokeExact(fd) == 1;
+        } catch (Throwable t) {
+            throw new IllegalStateException("isatty failed", t);
+        }
+    }
+
+    /** The width in columns of the terminal on the file descriptor, or 0 when it is none or does not say. */
+    public static int terminalColumns(int fd) {
+        Bindings b = bindings();
+        if (b == null) {
+            return 0;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; }
+            MemorySegment winsize = arena.allocate(ValueLayout.JAVA_SHORT, 4);
+            int rc = (int) b.ioctl.invokeExact(fd, TIOCGWINSZ, winsize);
+            return rc == 0 ? Short.toUnsignedInt(winsize.getAtIndex(ValueLayout.JAVA_SHORT, 1)) : 0;
+        } catch (Throwable t) {
+            throw new IllegalStateException("ioctl(TIOCGWINSZ) failed", t);
+        }
+    }
+
     private static Bindings bindings() {
         if (BINDINGS == null && !warned) {
             warned = true;
-            System.err.println("moeport: warning: native calls are off (run the JVM with --enable-native-access=ALL-UNNAMED);"
-                    + " page-cache hints and disk-space reservation are skipped");
+            Warnings.warn("native calls are off (run the JVM with --enable-native-access=ALL-UNNAMED);"
+                    + " page-cache hints, disk-space reservation and terminal detection are skipped");
         }
         return BINDINGS;
     }
@@ -127,7 +159,8 @@ public final class NativeIO {
     }
 
     private record Bindings(MethodHandle posixMadvise, MethodHandle madvise, MethodHandle open, MethodHandle fallocate,
-                            MethodHandle close, StructLayout callState, VarHandle errno, long pageSize) {
+                            MethodHandle close, MethodHandle isatty, MethodHandle ioctl, StructLayout callState,
+                            VarHandle errno, long pageSize) {
 
         static Bindings load() {
             if (!NativeIO.class.getModule().isNativeAccessEnabled()) {
@@ -151,11 +184,14 @@ public final class NativeIO {
                 MethodHandle fallocate = linker.downcallHandle(libc.findOrThrow("fallocate"),
                         FunctionDescriptor.of(jint, jint, jint, jlong, jlong), captureErrno);
                 MethodHandle close = linker.downcallHandle(libc.findOrThrow("close"), FunctionDescriptor.of(jint, jint));
+                MethodHandle isatty = linker.downcallHandle(libc.findOrThrow("isatty"), FunctionDescriptor.of(jint, jint));
+                MethodHandle ioctl = linker.downcallHandle(libc.findOrThrow("ioctl"),
+                        FunctionDescriptor.of(jint, jint, jlong, ptr), Linker.Option.firstVariadicArg(2));
                 MethodHandle getpagesize = linker.downcallHandle(libc.findOrThrow("getpagesize"), FunctionDescriptor.of(jint));
                 long pageSize = (int) getpagesize.invokeExact();
-                return new Bindings(posixMadvise, madvise, open, fallocate, close, callState, errno, pageSize);
+                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, callState, errno, pageSize);
             } catch (Throwable t) {
-                System.err.println("moeport: warning: native calls are unavailable (" + t.getMessage() + ")");
+                Warnings.warn("native calls are unavailable (" + t.getMessage() + ")");
                 warned = true;
                 return null;
             }

@@ -96,6 +96,11 @@ final class PanamaQuantKernel implements QuantKernel {
     }
 
     @Override
+    public String description() {
+        return "Vector API, " + F.vectorBitSize() + "-bit vectors (" + F.length() + " floats)";
+    }
+
+    @Override
     public String toString() {
         return "panama (" + F.vectorBitSize() + "-bit vectors)";
     }

@@ -21,6 +21,11 @@ public interface QuantKernel {
     /** A short name for logs and benchmarks: {@code scalar} or {@code panama}. */
     String name();
 
+    /** What runs, for {@code moeport --version}: the instruction set or vector width. */
+    default String description() {
+        return name();
+    }
+
     /**
      * The largest |x| of {@code count} elements of {@code src}, as f32 (BF16 and F16 convert exactly).
      *

@@ -45,6 +45,11 @@ final class ScalarQuantKernel implements QuantKernel {
     }
 
     @Override
+    public String description() {
+        return "scalar (no Vector API)";
+    }
+
+    @Override
     public float amax(MemorySegment src, DType dtype, long count) {
         QuantMath.checkAmax(src, dtype, count);
         float amax = 0;

@@ -58,7 +58,7 @@ class QuantizeCommandTest {
             }
             TestCheckpoints.write(in, entries, 1L << 30);
             Path out = tmp.resolve("out");
-            CliRun r = CliRun.of("quantize", "--format", format(file), "--in", in.toString(), "--out", out.toString());
+            CliRun r = CliRun.of("quantize", "--no-config", "--format", format(file), "--in", in.toString(), "--out", out.toString());
             assertEquals(0, r.code(), r.err());
             try (Checkpoint quantized = Checkpoints.open(out)) {
                 for (String output : List.of("weight", "weight_scale", "weight_scale_2")) {
@@ -169,7 +169,7 @@ class QuantizeCommandTest {
                 TestCheckpoints.bytes("w", DType.BF16, dev.moeport.tensor.Shape.of(32, 64), new byte[32 * 64 * 2]))), 1L << 30);
         for (String format : List.of("nvfp4", "fp8")) {
             Path out = tmp.resolve("out-" + format);
-            CliRun r = CliRun.of("quantize", "--format", format, "--in", in.toString(), "--out", out.toString());
+            CliRun r = CliRun.of("quantize", "--no-config", "--format", format, "--in", in.toString(), "--out", out.toString());
             assertEquals(0, r.code(), r.err());
             try (Checkpoint q = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
                 String global = format.equals("nvfp4") ? ".weight_scale_2" : ".weight_scale";
@@ -190,7 +190,7 @@ class QuantizeCommandTest {
         TestCheckpoints.write(in, List.of(Entry.of(MODULE + ".weight", TestCheckpoints.bytes("w", DType.BF16, dev.moeport.tensor.Shape.of(16, 32), bytes))),
                 1L << 30);
         for (String format : List.of("nvfp4", "mxfp4", "int8_wo")) {
-            CliRun r = CliRun.of("quantize", "--format", format, "--in", in.toString(), "--out", tmp.resolve("o-" + format).toString());
+            CliRun r = CliRun.of("quantize", "--no-config", "--format", format, "--in", in.toString(), "--out", tmp.resolve("o-" + format).toString());
             assertEquals(1, r.code(), format);
             assertEquals("moeport: error: tensor '" + MODULE + ".weight': NaN or infinite value at [5, 7]; quantizing it would give garbage"
                     + " scales (repair the weight, or keep it unquantized with --exclude)", r.err().strip(), format);

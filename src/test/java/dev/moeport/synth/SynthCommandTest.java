@@ -79,7 +79,7 @@ class SynthCommandTest {
             assertEquals(Shape.of(100, 128), c.tensor("embedding.word_embeddings.weight").shape());
             assertTrue(c.contains("decoder.layers.1.self_attention.linear_qkv.weight"));
         }
-        assertTrue(Files.readString(out.resolve("hf/config.json")).contains("\"n_routed_experts\" : 4"));
+        assertTrue(Files.readString(out.resolve("hf/config.json")).contains("\"n_routed_experts\": 4"));
         CliRun bad = CliRun.of("synth", "--pattern", "MXE", "--out", tmp.resolve("bad").toString());
         assertEquals(1, bad.code());
         assertTrue(bad.err().contains("layer pattern 'MXE' may only hold"), bad.err());

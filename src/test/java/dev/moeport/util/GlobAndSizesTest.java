@@ -6,7 +6,9 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 
 class GlobAndSizesTest {
@@ -19,6 +21,37 @@ class GlobAndSizesTest {
         assertTrue(Glob.of("lm_hea?").matches("lm_head"));
         assertTrue(Glob.of("a.b(c)+").matches("a.b(c)+"), "regex characters are literal");
         assertTrue(Glob.of("x[").matches("x["), "an unclosed bracket is literal");
+    }
+
+    /**
+     * Each pattern with the names of {@link #NAMES} that CPython 3.11's {@code fnmatch.fnmatchcase}
+     * matches (computed there, copied here): sets, ranges, negation, literal brackets and dashes.
+     */
+    private static final List<String> NAMES = List.of("m.layers.2.w", "m.layers.4.w", "m.k_proj", "m.q_proj", "]x", "ax", "b", "d", "-",
+            "e", "c", "a", "z", "/", ".", "a-b", "x[", "x[!", "\\", "m.experts.25.w", "m.experts.45.w", "^", "\n");
+
+    @Test
+    void globsFollowPythonsFnmatch() {
+        Map<String, List<String>> expected = new LinkedHashMap<>();
+        expected.put("*.layers.[0-3].*", List.of("m.layers.2.w"));
+        expected.put("*.[!q]_proj", List.of("m.k_proj"));
+        expected.put("[]]x", List.of("]x"));
+        expected.put("[!]]x", List.of("ax"));
+        expected.put("[a-c-e]", List.of("b", "-", "e", "c", "a"));
+        expected.put("[c-a]", List.of());
+        expected.put("[!c-a]", List.of("b", "d", "-", "e", "c", "a", "z", "/", ".", "\\", "^", "\n"));
+        expected.put("[--0]", List.of("-", "/", "."));
+        expected.put("a[-]b", List.of("a-b"));
+        expected.put("[a-]", List.of("-", "a"));
+        expected.put("x[", List.of("x["));
+        expected.put("x[!", List.of("x[!"));
+        expected.put("[z-a-]", List.of("-"));
+        expected.put("[\\]", List.of("\\"));
+        expected.put("*.experts.[1-3][0-9].*", List.of("m.experts.25.w"));
+        expected.put("?", List.of("b", "d", "-", "e", "c", "a", "z", "/", ".", "\\", "^", "\n"));
+        expected.put("[^a]", List.of("a", "^"));
+        expected.forEach((pattern, names) ->
+                assertEquals(names, NAMES.stream().filter(Glob.of(pattern)::matches).toList(), pattern));
     }
 
     @Test
