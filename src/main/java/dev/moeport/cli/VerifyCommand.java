@@ -138,7 +138,7 @@ final class VerifyCommand implements Callable<Integer> {
         report.extraInB().stream().limit(show).forEach(n -> out.println("  extra in B: " + n));
         report.shapeMismatches().stream().limit(show).forEach(m -> out.println("  shape: " + m.name() + " " + m.shapeA() + " vs " + m.shapeB()));
         dtypeOnly.stream().limit(show).forEach(r -> out.println("  dtype only: " + r.name() + " " + r.dtypeA() + " vs " + r.dtypeB()
-                + (strictDtype ? "" : " (equal values; --strict-dtype fails on it)")));
+                + (strictDtype ? " (equal values; a difference under --strict-dtype)" : " (equal values; --strict-dtype fails on it)")));
         if (dtypeOnly.size() > show) {
             out.println("  ... and " + (dtypeOnly.size() - show) + " more with equal values in another dtype (--show N)");
         }

@@ -75,7 +75,8 @@ class VerifyDtypeTest {
 
         CliRun strict = CliRun.of("verify", a.toString(), b.toString(), "--strict-dtype");
         assertEquals(3, strict.code(), strict.out());
-        assertTrue(strict.out().contains("DIFFERENT"), strict.out());
+        assertTrue(strict.out().contains("dtype only: w BF16 vs F32 (equal values; a difference under --strict-dtype)")
+                && strict.out().contains("DIFFERENT"), strict.out());
         CliRun strictJson = CliRun.of("verify", a.toString(), b.toString(), "--strict-dtype", "--json");
         assertEquals(3, strictJson.code());
         assertFalse(tensor(new ObjectMapper().readTree(strictJson.out()), "w").get("within_tolerance").asBoolean());
