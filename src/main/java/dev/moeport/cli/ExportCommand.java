@@ -119,19 +119,19 @@ final class ExportCommand implements Callable<Integer> {
             }
             List<String> notes = new ArrayList<>();
             QuantFormat format = this.format;
-            if (format == null) {
-                ModeloptState recipe = ModeloptState.beside(in);
-                if (recipe != null) {
-                    format = recipe.format();
-                    notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
-                            + ModeloptState.FOLDER + "/ (--format overrides it)");
-                }
+            ModeloptState recipe = format == null ? ModeloptState.beside(in) : null;
+            if (recipe != null) {
+                format = recipe.format();
+                notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
+                        + ModeloptState.FOLDER + "/ (--format overrides it)");
             }
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
             notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
-            QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, exclude);
+            // The recipe's disabled quantizers (output layer, router, a whole MLP-only recipe's attention) stay unquantized.
+            List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
+            QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, excluded);
             OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));

@@ -3,6 +3,7 @@ package dev.moeport.convert;
 import dev.moeport.MoeportException;
 import dev.moeport.format.torchdist.TorchDistCheckpoint;
 import dev.moeport.quant.QuantFormat;
+import dev.moeport.util.Glob;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashSet;
@@ -19,12 +20,33 @@ import java.util.Set;
  * (modelopt/torch/opt/conversion.py, modelopt_state). The {@code quantize} mode's config is a
  * {@code QuantizeConfig}: {@code quant_cfg} is a list of {@code {"quantizer_name", "cfg", "enable"}} entries
  * (0.47) or, from older versions, a dict of quantizer name to attributes (modelopt/torch/quantization/config.py).
- * The weight quantizers' attributes ({@code num_bits}, {@code axis}, {@code block_sizes}) name the format.
+ * The weight quantizers' attributes ({@code num_bits}, {@code axis}, {@code block_sizes}) name the format;
+ * the entries, in order, say which modules' weight quantizers are enabled.
  *
  * @param format what the weight quantizers quantize to
  * @param version the Model Optimizer version that wrote it
+ * @param rules the {@code quant_cfg} entries that enable or disable quantizers, in order (the last match decides)
  */
-public record ModeloptState(QuantFormat format, String version) {
+public record ModeloptState(QuantFormat format, String version, List<Rule> rules) {
+
+    /** One {@code quant_cfg} entry: quantizers whose name {@code pattern} matches are enabled or not. */
+    public record Rule(Glob pattern, boolean enable) {}
+
+    /**
+     * Whether the recipe quantizes the weight of the Megatron module {@code module}
+     * ({@code decoder.layers.0.self_attention.linear_qkv}): its {@code weight_quantizer} is enabled by the
+     * last entry that matches it, and a quantizer no entry names keeps Model Optimizer's default, enabled.
+     */
+    public boolean quantizes(String module) {
+        String quantizer = module + ".weight_quantizer";
+        boolean enabled = true;
+        for (Rule r : rules) {
+            if (r.pattern().matches(quantizer)) {
+                enabled = r.enable();
+            }
+        }
+        return enabled;
+    }
     /** The folder name Megatron-LM saves it under, inside the iteration folder. */
     public static final String FOLDER = "modelopt_state";
     private static final Set<String> QUANTIZE_MODES = Set.of("quantize", "real_quantize");
@@ -81,7 +103,64 @@ public record ModeloptState(QuantFormat format, String version) {
                     + ", which moeport does not write (it writes one of " + String.join(", ", List.of(QuantFormat.values()).stream()
                     .map(QuantFormat::cliName).toList()) + " for every quantized weight); nothing written");
         }
-        return new ModeloptState(found.iterator().next(), version);
+        return new ModeloptState(found.iterator().next(), version, rules(quantCfg));
+    }
+
+    /** The HF modules among {@code tensors} made from a Megatron weight whose quantizer the recipe leaves disabled. */
+    public List<String> unquantizedModules(List<MappedTensor> tensors) {
+        List<String> modules = new java.util.ArrayList<>();
+        for (MappedTensor t : tensors) {
+            if (QuantSelection.isLinearWeight(t.name(), t.rank())
+                    && t.sources().stream().map(ModeloptState::moduleOf).anyMatch(m -> m != null && !quantizes(m))) {
+                modules.add(QuantSelection.module(t.name()));
+            }
+        }
+        return modules;
+    }
+
+    /** The module of a Megatron weight name ({@code ...linear_fc1.weight}, a grouped expert's {@code ...linear_fc1.weight3}), or null. */
+    private static String moduleOf(String source) {
+        int at = source.lastIndexOf(".weight");
+        return at > 0 && source.substring(at + ".weight".length()).chars().allMatch(Character::isDigit) ? source.substring(0, at) : null;
+    }
+
+    /**
+     * The entries that turn quantizers on or off, in order: an {@code enable} flag, or attributes
+     * without one (implicitly enabled, modelopt/torch/quantization/config.py QuantizerCfgEntry). Entries
+     * for a parent class (BatchNorm, LeakyReLU) concern no linear weight and are left out. In the older
+     * dict form, {@code default} applies first to every quantizer.
+     */
+    private static List<Rule> rules(Object quantCfg) {
+        List<Rule> rules = new java.util.ArrayList<>();
+        if (quantCfg instanceof List<?> entries) {
+            for (Object entry : entries) {
+                if (entry instanceof Map<?, ?> e && e.get("quantizer_name") instanceof String name && e.get("parent_class") == null) {
+                    Boolean enable = enabled(e.get("enable"), e.get("cfg"));
+                    if (enable != null) {
+                        rules.add(new Rule(Glob.of(name), enable));
+                    }
+                }
+            }
+        } else if (quantCfg instanceof Map<?, ?> legacy) {
+            if (legacy.get("default") instanceof Map<?, ?> d && enabled(d.get("enable"), d) != null) {
+                rules.add(new Rule(Glob.of("*"), enabled(d.get("enable"), d)));
+            }
+            legacy.forEach((name, cfg) -> {
+                Boolean enable = cfg instanceof Map<?, ?> m ? enabled(m.get("enable"), m) : null;
+                if (name instanceof String n && !n.equals("default") && !n.startsWith("nn.") && enable != null) {
+                    rules.add(new Rule(Glob.of(n), enable));
+                }
+            });
+        }
+        return List.copyOf(rules);
+    }
+
+    /** An entry's effect: its {@code enable} flag, else enabled when it gives attributes, else none. */
+    private static Boolean enabled(Object enable, Object cfg) {
+        if (enable instanceof Boolean b) {
+            return b;
+        }
+        return cfg instanceof Map<?, ?> m && m.keySet().stream().anyMatch(k -> !"enable".equals(k)) || cfg instanceof List<?> ? Boolean.TRUE : null;
     }
 
     /**

@@ -8,6 +8,9 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.moeport.cli.CliRun;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.tensor.DType;
 import dev.moeport.format.torchdist.ObjectCheckpoints;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.testing.Shared;
@@ -111,8 +114,34 @@ class ModeloptStateTest {
         Path checkpoint = tmp.resolve("ckpt");
         Path modelopt = ObjectCheckpoints.write(checkpoint.resolve("modelopt_state"), Map.of());
         ObjectCheckpoints.writeLegacyCommon(modelopt, state);
-        assertEquals(new ModeloptState(QuantFormat.FP8, "0.27.1"), ModeloptState.beside(checkpoint));
+        ModeloptState recipe = ModeloptState.beside(checkpoint);
+        assertEquals(QuantFormat.FP8, recipe.format());
+        assertEquals("0.27.1", recipe.version());
+        assertTrue(recipe.quantizes("decoder.layers.0.self_attention.linear_qkv"));
         assertNull(ModeloptState.beside(tmp), "no modelopt_state: no recipe");
+    }
+
+    @Test
+    void theRecipesDisabledQuantizersStayUnquantized() throws Exception {
+        // presets/model/nvfp4_mlp_only.yaml: everything off, then '*mlp*weight_quantizer' and '*mlp*input_quantizer' NVFP4,
+        // then units/default_disabled_quantizers.yaml ('*router*', '*output_layer*', ... off).
+        List<Object> quantCfg = List.of(
+                Map.of("quantizer_name", "*", "enable", false),
+                entry("*mlp*weight_quantizer", nvfp4()),
+                entry("*mlp*input_quantizer", nvfp4()),
+                Map.of("quantizer_name", "*router*", "enable", false),
+                Map.of("quantizer_name", "*output_layer*", "enable", false));
+        Map<String, Object> state = Map.of("modelopt_state_dict", List.of(tuple("quantize", Map.of("config", Map.of("quant_cfg", quantCfg, "algorithm", "max"),
+                "metadata", Map.of()))), "modelopt_version", "0.47.0");
+        Path mcore = CliRun.succeeding("import", "--in", QWEN.toString(), "--out", tmp.resolve("mcore").toString());
+        ObjectCheckpoints.write(mcore.resolve("iter_0000000/modelopt_state"), Map.of("common_state/shard_0_1", state));
+        Path out = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", QWEN.toString(), "--out", tmp.resolve("mlp-only").toString());
+        try (Checkpoint hf = Checkpoints.open(out)) {
+            assertEquals(DType.BF16, hf.tensor("model.layers.1.self_attn.q_proj.weight").dtype(), "attention is not in '*mlp*'");
+            assertFalse(hf.contains("model.layers.1.self_attn.q_proj.weight_scale"));
+            assertTrue(hf.contains("model.layers.1.mlp.experts.3.down_proj.weight_scale_2"), "experts are");
+            assertTrue(hf.contains("model.layers.0.mlp.down_proj.weight_scale_2"), "a dense MLP is");
+        }
     }
 
     @Test
