@@ -48,10 +48,13 @@ final class MegatronKeys {
     static final String COMMON_STATE = "common_state/shard_0_1";
 
     /**
-     * Globals a ShardedObject may use beyond plain data and tensors: Transformer Engine's older extra
-     * state is an {@code io.BytesIO} (kept as a name; nothing is called).
+     * Globals a ShardedObject may use beyond plain data, dtypes and tensors (kept as names; nothing is
+     * called): Transformer Engine's older extra state is an {@code io.BytesIO}; Model Optimizer's quantizer
+     * state records each buffer's {@code torch.Size} (quantization/nn/modules/tensor_quantizer.py,
+     * _get_pytorch_state_metadata).
      */
-    static final java.util.Set<Pickle.Global> OBJECT_GLOBALS = java.util.Set.of(new Pickle.Global("_io", "BytesIO"));
+    static final java.util.Set<Pickle.Global> OBJECT_GLOBALS = java.util.Set.of(new Pickle.Global("_io", "BytesIO"),
+            new Pickle.Global("torch", "Size"));
 
     private static boolean isExtraState(String key) {
         return key.contains("._extra_state") || key.startsWith("_extra_state");

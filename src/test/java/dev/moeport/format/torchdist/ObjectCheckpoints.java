@@ -28,6 +28,15 @@ public final class ObjectCheckpoints {
         return PickleWriter.Tuple.of(items);
     }
 
+    /** A {@code torch.Size} and a {@code torch.<dtype>} as pickles hold them. */
+    public static Object torchSize(long... dims) {
+        return new PickleWriter.Call(new Global("torch", "Size"), List.of(new PickleWriter.Tuple(java.util.Arrays.stream(dims).boxed().toList())));
+    }
+
+    public static Object torchDtype(String name) {
+        return new Global("torch", name);
+    }
+
     /** A tensor of {@code numel} bytes as {@code torch.save} pickles it: Transformer Engine's extra state. */
     public static Object byteTensor(long numel) {
         return new PickleWriter.Call(new Global("torch._utils", "_rebuild_tensor_v2"), List.of(

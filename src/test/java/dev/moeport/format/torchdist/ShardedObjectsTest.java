@@ -43,7 +43,13 @@ class ShardedObjectsTest {
         Map<String, Object> objects = new LinkedHashMap<>();
         objects.put("decoder.layers.0.self_attention.linear_qkv._extra_state/shard_0_1", null);
         objects.put("decoder.layers.0.self_attention.linear_proj._extra_state/shard_0_1", ObjectCheckpoints.byteTensor(12));
-        objects.put("decoder.layers.0.mlp.linear_fc1._extra_state/shard_0_1", Map.of("modelopt_quantizer_state", Map.of("weight_quantizer", Map.of())));
+        // Model Optimizer's extra state (quantization/plugins/megatron.py:156-163) with a quantizer's
+        // _pytorch_state_metadata (nn/modules/tensor_quantizer.py:1306-1318): shapes and dtypes of its buffers.
+        Map<String, Object> amax = Map.of("shape", ObjectCheckpoints.torchSize(), "dtype", ObjectCheckpoints.torchDtype("float32"));
+        Map<String, Object> quantizer = Map.of("_num_bits", ObjectCheckpoints.tuple(2L, 1L),
+                "_pytorch_state_metadata", Map.of("params", Map.of(), "buffers", Map.of("_amax", amax)));
+        objects.put("decoder.layers.0.mlp.linear_fc1._extra_state/shard_0_1",
+                Map.of("modelopt_quantizer_state", Map.of("weight_quantizer", quantizer)));
         objects.put("common_state/shard_0_1", Map.of("iteration", 5L, "checkpoint_version", 3.0));
         Path ckpt = ObjectCheckpoints.write(tmp.resolve("ckpt"), objects);
         try (TorchDistCheckpoint c = TorchDistCheckpoint.open(ckpt)) {
