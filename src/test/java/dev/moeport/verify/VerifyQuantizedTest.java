@@ -124,6 +124,10 @@ class VerifyQuantizedTest {
                     tmp.resolve("fp8-again-" + layout).toString(), "--format", "fp8");
             assertSameTensors(fp8, back);
         }
+        // torch_dist keys the experts' quantizer state under Megatron's doubled experts.experts. as it keys their weights.
+        Path torchDist = CliRun.succeeding("import", "--in", fp8.toString(), "--out", tmp.resolve("m-torch-dist").toString(), "--keep-quantized");
+        assertSameTensors(fp8, CliRun.succeeding("export", "--in", torchDist.toString(), "--hf-config", fp8.toString(), "--out",
+                tmp.resolve("fp8-again-torch-dist").toString(), "--format", "fp8"));
         // nvfp4: the global scales come back exactly (block scales are recomputed from the decoded weights).
         Path calibrated = CliRun.succeeding("export", "--in", FIXTURE.resolve("mcore_te").toString(), "--hf-config", HF.toString(),
                 "--out", tmp.resolve("nvfp4").toString(), "--format", "nvfp4");

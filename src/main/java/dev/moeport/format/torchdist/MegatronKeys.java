@@ -121,9 +121,16 @@ final class MegatronKeys {
         return EXPERT_STACK.matcher(name).matches();
     }
 
-    /** A stacked experts' name with Megatron's doubled {@code experts.experts.}: the form its checkpoints key. */
+    /** Everything of a routed experts' linear: its weights and Model Optimizer's quantizer state. */
+    private static final Pattern EXPERT_LINEAR = Pattern.compile("(.*\\.mlp\\.experts)\\.(linear_fc\\d\\..+)");
+
+    /**
+     * A routed experts' key with Megatron's doubled {@code experts.experts.}: the form its checkpoints key
+     * every entry of TEGroupedMLP's linears, weights and quantizer {@code _amax} alike
+     * (megatron/core/transformer/moe/experts.py, sharded_state_dict: replace_prefix_for_sharding).
+     */
     static String doubled(String name) {
-        Matcher m = EXPERT_STACK.matcher(name);
+        Matcher m = EXPERT_LINEAR.matcher(name);
         return m.matches() ? m.group(1) + ".experts." + m.group(2) : name;
     }
 

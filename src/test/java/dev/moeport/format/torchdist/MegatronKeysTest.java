@@ -20,6 +20,15 @@ class MegatronKeysTest {
     }
 
     @Test
+    void expertKeysAreDoubledWeightsAndQuantizerStateAlike() {
+        // megatron/core/transformer/moe/experts.py:1089 renames every key of a grouped linear's sub state dict.
+        assertEquals("decoder.layers.1.mlp.experts.experts.linear_fc1.weight", MegatronKeys.doubled("decoder.layers.1.mlp.experts.linear_fc1.weight"));
+        assertEquals("decoder.layers.1.mlp.experts.experts.linear_fc2.weight_quantizer._amax",
+                MegatronKeys.doubled("decoder.layers.1.mlp.experts.linear_fc2.weight_quantizer._amax"));
+        assertEquals("decoder.layers.1.mlp.linear_fc1.weight_quantizer._amax", MegatronKeys.doubled("decoder.layers.1.mlp.linear_fc1.weight_quantizer._amax"));
+    }
+
+    @Test
     void doubledExpertNamesAreFolded() {
         assertEquals("decoder.layers.2.mlp.experts.linear_fc1.weight",
                 MegatronKeys.undoubled("decoder.layers.2.mlp.experts.experts.linear_fc1.weight"));
