@@ -74,6 +74,10 @@ final class ExportCommand implements Callable<Integer> {
     @Mixin
     OutputOptions output;
 
+    @Option(names = "--flavor", paramLabel = "FLAVOR", defaultValue = "modelopt",
+            description = "How the output describes its quantization: modelopt (Model Optimizer's hf_quant_config.json and quant_method modelopt, read by vLLM, SGLang and TensorRT-LLM) or transformers (quant_method fp8 in config.json and weight_scale_inv, the fine-grained FP8 layout DeepSeek-V3 publishes, which transformers loads; fp8_pb only). Default: ${DEFAULT-VALUE}.")
+    String flavorName;
+
     @Option(names = "--format", paramLabel = "FORMAT", converter = FormatConverter.class,
             description = "Quantize linear weights: ${COMPLETION-CANDIDATES}. Default: the recipe of a Model Optimizer-quantized checkpoint (its modelopt_state/), else no quantization.", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
@@ -125,6 +129,7 @@ final class ExportCommand implements Callable<Integer> {
                 notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
                         + ModeloptState.FOLDER + "/ (--format overrides it)");
             }
+            dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format);
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
             notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
@@ -132,7 +137,7 @@ final class ExportCommand implements Callable<Integer> {
             // The recipe's disabled quantizers (output layer, router, a whole MLP-only recipe's attention) stay unquantized.
             List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
             QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, excluded);
-            OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration);
+            OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration).withFlavor(flavor);
             Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planner.requireQuantizedModules();
@@ -157,7 +162,7 @@ final class ExportCommand implements Callable<Integer> {
                 }
             }
             if (format != null) {
-                json.putAll(QuantConfig.files(format, modelConfig, planner, Main.Version.number()));
+                json.putAll(flavor.files(format, modelConfig, planner, Main.Version.number()));
             } else if (changed) {
                 json.put(ModelConfig.FILE_NAME, modelConfig);
             }

@@ -16,6 +16,22 @@ final class FormatConverter implements ITypeConverter<QuantFormat> {
         }
     }
 
+    /** {@code --flavor NAME} for output in {@code format} (null: none), refused as a usage error where it cannot describe it. */
+    static dev.moeport.convert.Flavor flavor(picocli.CommandLine.Model.CommandSpec spec, String name, QuantFormat format) {
+        try {
+            dev.moeport.convert.Flavor flavor = dev.moeport.convert.Flavor.of(name);
+            if (format == null && flavor != dev.moeport.convert.Flavor.MODELOPT) {
+                throw new IllegalArgumentException("--flavor describes a quantized output; give --format");
+            }
+            if (format != null) {
+                flavor.requireSupports(format);
+            }
+            return flavor;
+        } catch (IllegalArgumentException | dev.moeport.MoeportException e) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+        }
+    }
+
     /** The names, for help texts. */
     static final class Names implements Iterable<String> {
         @Override

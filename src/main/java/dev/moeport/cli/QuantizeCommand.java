@@ -61,6 +61,10 @@ final class QuantizeCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
+    @Option(names = "--flavor", paramLabel = "FLAVOR", defaultValue = "modelopt",
+            description = "How the output describes its quantization: modelopt (Model Optimizer's hf_quant_config.json and quant_method modelopt, read by vLLM, SGLang and TensorRT-LLM) or transformers (quant_method fp8 in config.json and weight_scale_inv, the fine-grained FP8 layout DeepSeek-V3 publishes, which transformers loads; fp8_pb only). Default: ${DEFAULT-VALUE}.")
+    String flavorName;
+
     @Option(names = "--format", required = true, paramLabel = "FORMAT", converter = FormatConverter.class,
             description = "${COMPLETION-CANDIDATES}", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
@@ -84,6 +88,7 @@ final class QuantizeCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         output.requireOut(spec);
+        dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format);
         Path folder = OutputOptions.folderOf(in);
         ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
         Architecture arch = config == null ? null : Architectures.find(config);
@@ -108,7 +113,7 @@ final class QuantizeCommand implements Callable<Integer> {
             List<String> exclusions = arch != null ? arch.defaultExclusions() : Architecture.COMMON_EXCLUSIONS;
             QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
             OutputPlanner planner = new OutputPlanner(format, null, selection,
-                    Calibration.read(quantizerState, weights.keySet()));
+                    Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor);
             Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(arch, config, weights)), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planner.requireQuantizedModules();
@@ -117,7 +122,7 @@ final class QuantizeCommand implements Callable<Integer> {
                 return 0;
             }
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
-                    new Conversion.Files(folder, Set.of(), QuantConfig.files(format, config == null ? null : config.json(), planner, Main.Version.number())), QuantKernels.get());
+                    new Conversion.Files(folder, Set.of(), flavor.files(format, config == null ? null : config.json(), planner, Main.Version.number())), QuantKernels.get());
             PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, planner.notes(), output.json);
         }
         return 0;

@@ -22,6 +22,7 @@ public final class OutputPlanner {
     private final List<String> quantizedModules = new ArrayList<>();
     private final List<String> unquantizedModules = new ArrayList<>();
     private java.util.function.Predicate<String> float32 = name -> false;
+    private Flavor flavor = Flavor.MODELOPT;
     private int inputScales;
     private int fusedExpertsKept;
 
@@ -34,6 +35,12 @@ public final class OutputPlanner {
         this.castTo = castTo;
         this.selection = selection;
         this.calibration = calibration;
+    }
+
+    /** How the quantized output names its scales (Model Optimizer's flavor by default). */
+    public OutputPlanner withFlavor(Flavor flavor) {
+        this.flavor = flavor;
+        return this;
     }
 
     /** Tensors written in f32 whatever their input dtype (Megatron keeps the router's expert_bias in f32). */
@@ -100,7 +107,7 @@ public final class OutputPlanner {
         }
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), Piece.matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(module + ".weight", format.weightType(), format.weightShape(t.shape())),
-                new OutputTensor(module + ".weight_scale", format.scaleType(), format.scaleShape(t.shape())),
+                new OutputTensor(flavor.scaleName(module), format.scaleType(), format.scaleShape(t.shape())),
                 format.hasScale2() ? new OutputTensor(module + ".weight_scale_2", DType.F32, dev.moeport.tensor.Shape.of()) : null,
                 inputAmax != null ? new OutputTensor(module + ".input_scale", DType.F32, dev.moeport.tensor.Shape.of()) : null);
     }
