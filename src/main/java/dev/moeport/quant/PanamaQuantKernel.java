@@ -79,10 +79,15 @@ final class PanamaQuantKernel implements QuantKernel {
     private static final int LOG2_SAFE_FRACTION = 32;
 
     PanamaQuantKernel() {
-        if (F.vectorBitSize() < 256 || FloatVector.SPECIES_PREFERRED.vectorBitSize() < 256) {
-            throw new UnsupportedOperationException("the vector kernels need 256-bit vectors, this CPU has "
+        if (FloatVector.SPECIES_PREFERRED.vectorBitSize() < 256) {
+            throw new UnsupportedOperationException("the vector kernels need 256-bit vectors, this JVM offers "
                     + FloatVector.SPECIES_PREFERRED.vectorBitSize() + "-bit ones");
         }
+    }
+
+    /** The width of the vectors the kernels use: 512 or 256 bits. */
+    static int vectorBits() {
+        return F.vectorBitSize();
     }
 
     private static VectorSpecies<Float> floatSpecies() {

@@ -3,9 +3,9 @@ package dev.moeport.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import dev.moeport.format.safetensors.SafetensorsWriter;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -37,11 +37,23 @@ class ChildProcessTest {
         for (String c : command) {
             line.append(" '").append(c.replace("'", "'\\''")).append('\'');
         }
-        Process p = new ProcessBuilder("bash", "-c", line.toString()).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        byte[] err = p.getErrorStream().readAllBytes();
-        assertTrue(p.waitFor(120, TimeUnit.SECONDS));
-        return new Result(p.exitValue(), new String(out, StandardCharsets.UTF_8), new String(err, StandardCharsets.UTF_8));
+        // Output to files, not pipes: reading a pipe to its end would wait for a hung child, and the
+        // time limit below would never fire.
+        Path out = Files.createTempFile("moeport-child", ".out");
+        Path err = Files.createTempFile("moeport-child", ".err");
+        try {
+            Process p = new ProcessBuilder("bash", "-c", line.toString())
+                    .redirectOutput(out.toFile()).redirectError(err.toFile()).start();
+            if (!p.waitFor(120, TimeUnit.SECONDS)) {
+                p.descendants().forEach(ProcessHandle::destroyForcibly);
+                p.destroyForcibly();
+                fail("moeport " + String.join(" ", args) + " still ran after 120 s; its error output: " + Files.readString(err));
+            }
+            return new Result(p.exitValue(), Files.readString(out), Files.readString(err));
+        } finally {
+            Files.delete(out);
+            Files.delete(err);
+        }
     }
 
     private static String errorLines(String err) {
@@ -96,6 +108,26 @@ class ChildProcessTest {
                 "--out", tmp.resolve("simd").toString(), "--format", "nvfp4");
         assertEquals(0, withSimd.code(), withSimd.err());
         dev.moeport.testing.TestCheckpoints.assertSameTensors(tmp.resolve("simd"), tmp.resolve("out"));
+    }
+
+    @Test
+    void aBadKernelSettingIsOneLine() throws Exception {
+        Result r = moeport("", List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Dmoeport.kernel=avx9"), "--version");
+        assertEquals(1, r.code(), r.out() + r.err());
+        assertEquals("moeport: error: -Dmoeport.kernel must be scalar or panama, not 'avx9'", errorLines(r.err()));
+        Result forced = moeport("", List.of("-Xmx64m", "-Dmoeport.kernel=panama"), "--version");
+        assertEquals(1, forced.code(), forced.out() + forced.err());
+        assertEquals("moeport: error: -Dmoeport.kernel=panama cannot run here: the Vector API is not available"
+                + " (run the JVM with --add-modules jdk.incubator.vector)", errorLines(forced.err()));
+    }
+
+    @Test
+    void versionNamesTheKernelAndItsWidth() throws Exception {
+        Result capped = moeport("", List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:MaxVectorSize=32"), "--version");
+        assertEquals(0, capped.code(), capped.err());
+        assertTrue(capped.out().contains("kernel: Vector API, 256-bit vectors (8 floats)"), capped.out());
+        Result scalar = moeport("", List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Dmoeport.kernel=scalar"), "--version");
+        assertTrue(scalar.out().contains("kernel: scalar (-Dmoeport.kernel=scalar)"), scalar.out());
     }
 
     @Test
