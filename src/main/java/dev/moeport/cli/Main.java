@@ -197,7 +197,7 @@ public final class Main implements Runnable {
         @Override
         public String[] getVersion() {
             return new String[] {"moeport " + number(),
-                "kernel: " + QuantKernels.get().description(),
+                "kernel: " + QuantKernels.describe(),
                 "runtime: Java " + Runtime.version() + " (" + System.getProperty("java.vm.name") + ", " + System.getProperty("java.vendor")
                         + ") at " + System.getProperty("java.home")};
         }

@@ -79,10 +79,15 @@ final class PanamaQuantKernel implements QuantKernel {
     private static final int LOG2_SAFE_FRACTION = 32;
 
     PanamaQuantKernel() {
-        if (F.vectorBitSize() < 256 || FloatVector.SPECIES_PREFERRED.vectorBitSize() < 256) {
-            throw new UnsupportedOperationException("the vector kernels need 256-bit vectors, this CPU has "
+        if (FloatVector.SPECIES_PREFERRED.vectorBitSize() < 256) {
+            throw new UnsupportedOperationException("the vector kernels need 256-bit vectors, this JVM offers "
                     + FloatVector.SPECIES_PREFERRED.vectorBitSize() + "-bit ones");
         }
+    }
+
+    /** The width of the vectors the kernels use: 512 or 256 bits. */
+    static int vectorBits() {
+        return F.vectorBitSize();
     }
 
     private static VectorSpecies<Float> floatSpecies() {
@@ -302,6 +307,9 @@ final class PanamaQuantKernel implements QuantKernel {
         return PASS_LIST.size() - 1;
     }
 
+    /** TEMPORARY, for PassDispatchBenchmark: passes through the MethodHandle table (true) or called directly. */
+    private static final boolean PASS_TABLE = Boolean.getBoolean("moeport.panama.passTable");
+
     private static void run(int pass, Job job, long row) {
         try {
             PASSES[pass].invokeExact(job, row);
@@ -329,6 +337,10 @@ final class PanamaQuantKernel implements QuantKernel {
                          MemorySegment weight, MemorySegment scale) {
         QuantMath.checkQuantize(format, src, dtype, rows, cols, tensorScale, weight, scale);
         Job job = new Job(format, dtype, rows, (int) cols, tensorScale, src, weight, scale, null);
+        if (!PASS_TABLE) {
+            quantizeDirect(job);
+            return;
+        }
         switch (format) {
             case FP8 -> {
                 job.factor[0] = tensorScale;
@@ -341,6 +353,67 @@ final class PanamaQuantKernel implements QuantKernel {
             case MXFP4 -> withCodeScratch(job, BLOCK_AMAX, E8M0_SCALES, MXFP4_CODES, PACK_NIBBLES);
             case MXFP8 -> eachRow(job, 1, BLOCK_AMAX, E8M0_SCALES, MXFP8_ROW);
             case INT4_G128 -> eachRow(job, 2, INT4_SCALES, INT4_ROWS);
+        }
+    }
+
+    private static void quantizeDirect(Job job) {
+        long rows = job.rows;
+        switch (job.format) {
+            case FP8 -> {
+                job.factor[0] = job.tensorScale;
+                for (long r = 0; r < rows; r++) {
+                    fp8Row(job, r);
+                }
+            }
+            case FP8_PC -> {
+                for (long r = 0; r < rows; r++) {
+                    rowScale(job, r);
+                    fp8Row(job, r);
+                }
+            }
+            case INT8_WO -> {
+                for (long r = 0; r < rows; r++) {
+                    rowScale(job, r);
+                    int8Row(job, r);
+                }
+            }
+            case FP8_PB -> fp8PerBlock(job);
+            case NVFP4 -> {
+                try (Arena arena = Arena.ofConfined()) {
+                    job.codes = arena.allocate(job.padded, 64);
+                    for (long r = 0; r < rows; r++) {
+                        blockAmaxPass(job, r);
+                        nvfp4Scales(job, r);
+                        nvfp4Divisors(job, r);
+                        nvfp4Codes(job, r);
+                        packNibbles(job, r);
+                    }
+                }
+            }
+            case MXFP4 -> {
+                try (Arena arena = Arena.ofConfined()) {
+                    job.codes = arena.allocate(job.padded, 64);
+                    for (long r = 0; r < rows; r++) {
+                        blockAmaxPass(job, r);
+                        e8m0Scales(job, r);
+                        mxfp4Codes(job, r);
+                        packNibbles(job, r);
+                    }
+                }
+            }
+            case MXFP8 -> {
+                for (long r = 0; r < rows; r++) {
+                    blockAmaxPass(job, r);
+                    e8m0Scales(job, r);
+                    mxfp8Row(job, r);
+                }
+            }
+            case INT4_G128 -> {
+                for (long r = 0; r < rows; r += 2) {
+                    int4Scales(job, r);
+                    int4Rows(job, r);
+                }
+            }
         }
     }
 
@@ -431,14 +504,22 @@ final class PanamaQuantKernel implements QuantKernel {
             long end = Math.min(j.rows, r0 + block);
             Arrays.fill(j.more, 0.0f);
             for (long r = r0; r < end; r++) {
-                run(BAND_AMAX, j, r);
+                if (PASS_TABLE) {
+                    run(BAND_AMAX, j, r);
+                } else {
+                    bandAmax(j, r);
+                }
             }
             for (int b = 0; b < j.blocks; b++) {
                 j.factor[b] = QuantMath.nonZero(FloatFormats.roundTo(j.dtype, j.more[b] / FloatFormats.E4M3_MAX));
                 j.scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * j.blocks + b, j.factor[b]);
             }
             for (long r = r0; r < end; r++) {
-                run(FP8_BLOCK_ROW, j, r);
+                if (PASS_TABLE) {
+                    run(FP8_BLOCK_ROW, j, r);
+                } else {
+                    fp8BlockRow(j, r);
+                }
             }
         }
     }
@@ -689,6 +770,35 @@ final class PanamaQuantKernel implements QuantKernel {
                            long rows, long cols, DType outType, MemorySegment dst) {
         QuantMath.checkDequantize(format, weight, scale, rows, cols, outType, dst);
         Job job = new Job(format, outType, rows, (int) cols, tensorScale, null, weight, scale, dst);
+        if (!PASS_TABLE) {
+            switch (format) {
+                case FP8 -> {
+                    job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
+                    if (outType == DType.BF16) {
+                        job.bf16Table = bf16Table(job.factor[0]);
+                        for (long r = 0; r < rows; r++) {
+                            fp8DequantizeBf16Row(job, r);
+                        }
+                    } else {
+                        for (long r = 0; r < rows; r++) {
+                            fp8DequantizeRow(job, r);
+                        }
+                    }
+                }
+                case MXFP8 -> {
+                    for (long r = 0; r < rows; r++) {
+                        fp8DequantizeRow(job, r);
+                    }
+                }
+                case NVFP4, MXFP4 -> {
+                    for (long r = 0; r < rows; r++) {
+                        fp4DequantizeRow(job, r);
+                    }
+                }
+                default -> throw new AssertionError(format);
+            }
+            return;
+        }
         switch (format) {
             case FP8 -> {
                 job.factor[0] = FloatFormats.roundTo(outType, tensorScale);

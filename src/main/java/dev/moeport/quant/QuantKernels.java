@@ -1,20 +1,58 @@
 package dev.moeport.quant;
 
+import dev.moeport.MoeportException;
+import dev.moeport.Warnings;
+
 /**
- * Chooses the {@link QuantKernel} once, at start-up, as Apache Lucene's VectorizationProvider does: the
- * Vector API implementation when the JVM runs with {@code --add-modules jdk.incubator.vector}, else
- * the scalar reference with one warning (also when the CPU's vectors are too narrow for it).
- * {@code -Dmoeport.kernel=scalar|panama} forces a choice.
+ * Chooses the {@link QuantKernel} once, on first use, as Apache Lucene's VectorizationProvider does: the
+ * Vector API implementation when the JVM runs with {@code --add-modules jdk.incubator.vector} and the
+ * CPU has vectors of 256 bits or more, else the scalar reference with one warning.
+ * {@code -Dmoeport.kernel=scalar|panama} forces a choice. The JVM's {@code -XX:MaxVectorSize=32} caps
+ * the width (the tests run the kernels a second time so, to test the 256-bit path AVX2 machines run).
+ *
+ * <p>This class never touches a vector class itself (the Panama kernel is loaded by name), so a bad
+ * setting is one clear error, not an {@code ExceptionInInitializerError}.
  */
 public final class QuantKernels {
     private static final String PANAMA_CLASS = "dev.moeport.quant.PanamaQuantKernel";
-    private static final QuantKernel DEFAULT = choose();
+    private static final String PROPERTY = "moeport.kernel";
+
+    /** The kernel chosen, and the line that says what runs and, for the scalar one, why. */
+    private record Choice(QuantKernel kernel, String description) {}
+
+    private static volatile Choice chosen;
 
     private QuantKernels() {}
 
-    /** The kernel every command uses. */
+    /**
+     * The kernel every command uses.
+     *
+     * @throws MoeportException when {@code -Dmoeport.kernel} names no kernel, or forces one that cannot run here
+     */
     public static QuantKernel get() {
-        return DEFAULT;
+        return choice().kernel();
+    }
+
+    /**
+     * What runs, in one line, for {@code moeport --version} and logs: the Vector API kernel and its
+     * vector width, or the scalar one and why.
+     */
+    public static String describe() {
+        return choice().description();
+    }
+
+    private static Choice choice() {
+        Choice c = chosen;
+        if (c == null) {
+            synchronized (QuantKernels.class) {
+                c = chosen;
+                if (c == null) {
+                    c = choose();
+                    chosen = c;
+                }
+            }
+        }
+        return c;
     }
 
     /** The plain scalar reference implementation. */
@@ -31,45 +69,46 @@ public final class QuantKernels {
      * The Vector API implementation. Loaded by name, so that this class never links against the
      * incubator module when it is absent.
      *
-     * @throws IllegalStateException when the module is not loaded
+     * @throws IllegalStateException when the module is not loaded or the CPU's vectors are narrower than 256 bits
      */
     public static QuantKernel panama() {
         if (!vectorApiAvailable()) {
-            throw new IllegalStateException("the Vector API is not available: run the JVM with --add-modules jdk.incubator.vector");
+            throw new IllegalStateException("the Vector API is not available (run the JVM with --add-modules jdk.incubator.vector)");
         }
         try {
             return (QuantKernel) Class.forName(PANAMA_CLASS).getDeclaredConstructor().newInstance();
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot load " + PANAMA_CLASS, e);
-        }
-    }
-
-    private static QuantKernel choose() {
-        String forced = System.getProperty("moeport.kernel", "");
-        switch (forced) {
-            case "scalar":
-                return scalar();
-            case "panama":
-                return panama();
-            case "":
-                break;
-            default:
-                throw new IllegalArgumentException("-Dmoeport.kernel must be scalar or panama, not '" + forced + "'");
-        }
-        if (!vectorApiAvailable()) {
-            System.err.println("moeport: warning: the Vector API is not available (run the JVM with --add-modules jdk.incubator.vector);"
-                    + " using the scalar kernels, which are several times slower");
-            return scalar();
-        }
-        try {
-            return panama();
-        } catch (IllegalStateException | LinkageError e) {
+        } catch (ReflectiveOperationException | LinkageError e) {
             Throwable why = e;
             while (why.getCause() != null) {
                 why = why.getCause();
             }
-            System.err.println("moeport: warning: " + why.getMessage() + "; using the scalar kernels, which are several times slower");
-            return scalar();
+            throw new IllegalStateException(why.getMessage() == null ? "cannot load " + PANAMA_CLASS : why.getMessage(), e);
+        }
+    }
+
+    private static Choice choose() {
+        String forced = System.getProperty(PROPERTY, "");
+        switch (forced) {
+            case "scalar":
+                return new Choice(scalar(), "scalar (-D" + PROPERTY + "=scalar)");
+            case "panama":
+                try {
+                    QuantKernel k = panama();
+                    return new Choice(k, k.description());
+                } catch (IllegalStateException e) {
+                    throw new MoeportException("-D" + PROPERTY + "=panama cannot run here: " + e.getMessage());
+                }
+            case "":
+                break;
+            default:
+                throw new MoeportException("-D" + PROPERTY + " must be scalar or panama, not '" + forced + "'");
+        }
+        try {
+            QuantKernel k = panama();
+            return new Choice(k, k.description());
+        } catch (IllegalStateException e) {
+            Warnings.warn(e.getMessage() + "; using the scalar kernels, which are several times slower");
+            return new Choice(scalar(), "scalar (" + e.getMessage() + ")");
         }
     }
 }

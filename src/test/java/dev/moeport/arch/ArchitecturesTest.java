@@ -89,26 +89,104 @@ class ArchitecturesTest {
     void qwenAttentionIsGqaInterleavedAndExpertsAreGateThenUp() {
         Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf("qwen3_moe")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
-            // 4 query heads, 2 KV groups, head_dim 64: group g = [q heads 2g, 2g+1 ; k_g ; v_g], 64 rows each.
-            MemorySegment qkv = m.tensor("decoder.layers.1.self_attention.linear_qkv.weight").bytes(arena);
-            MemorySegment q = h.tensor("model.layers.1.self_attn.q_proj.weight").bytes(arena);
-            MemorySegment k = h.tensor("model.layers.1.self_attn.k_proj.weight").bytes(arena);
-            MemorySegment v = h.tensor("model.layers.1.self_attn.v_proj.weight").bytes(arena);
-            long row = 256 * 2;
-            for (int g = 0; g < 2; g++) {
-                long base = g * 4L * 64;
-                assertEquals(-1, qkv.asSlice(base * row, 128 * row).mismatch(q.asSlice(g * 128L * row, 128 * row)), "q of group " + g);
-                assertEquals(-1, qkv.asSlice((base + 128) * row, 64 * row).mismatch(k.asSlice(g * 64L * row, 64 * row)), "k of group " + g);
-                assertEquals(-1, qkv.asSlice((base + 192) * row, 64 * row).mismatch(v.asSlice(g * 64L * row, 64 * row)), "v of group " + g);
-            }
-            MemorySegment fc1 = m.tensor("decoder.layers.2.mlp.experts.linear_fc1.weight7").bytes(arena);
-            MemorySegment gate = h.tensor("model.layers.2.mlp.experts.7.gate_proj.weight").bytes(arena);
-            MemorySegment up = h.tensor("model.layers.2.mlp.experts.7.up_proj.weight").bytes(arena);
-            assertEquals(-1, fc1.asSlice(0, gate.byteSize()).mismatch(gate));
-            assertEquals(-1, fc1.asSlice(gate.byteSize(), up.byteSize()).mismatch(up));
+            // 4 query heads, 2 KV groups, head_dim 64.
+            assertGqaInterleaved(h, m, 1, 2, 2, 64, arena);
+            assertGateThenUp(m.tensor("decoder.layers.2.mlp.experts.linear_fc1.weight7"), h.tensor("model.layers.2.mlp.experts.7.gate_proj.weight"),
+                    h.tensor("model.layers.2.mlp.experts.7.up_proj.weight"), arena);
             assertTrue(m.contains("decoder.layers.0.mlp.linear_fc1.layer_norm_weight"), "mlp_only_layers [0] is dense");
             assertTrue(m.contains("decoder.layers.1.pre_mlp_layernorm.weight"));
         }
+    }
+
+    /** ARCHITECTURES.md, Mixtral: experts {@code w1} (gate), {@code w3} (up), {@code w2} (down); MCore fc1 = [w1 ; w3]. */
+    @Test
+    void mixtralExpertsAreW1ThenW3AndAttentionIsGqaInterleaved() {
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("mixtral").toString(), "--out", tmp.resolve("m").toString());
+        try (Checkpoint h = Checkpoints.open(hf("mixtral")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
+            // 4 query heads, 2 KV groups, head_dim = hidden 256 / 4 heads.
+            for (int layer = 0; layer < 2; layer++) {
+                assertGqaInterleaved(h, m, layer, 2, 2, 64, arena);
+                String experts = "model.layers." + layer + ".block_sparse_moe.experts.";
+                for (int e = 0; e < 8; e++) {
+                    String fc = "decoder.layers." + layer + ".mlp.experts.linear_fc";
+                    assertGateThenUp(m.tensor(fc + "1.weight" + e), h.tensor(experts + e + ".w1.weight"), h.tensor(experts + e + ".w3.weight"), arena);
+                    assertSameBytes(h.tensor(experts + e + ".w2.weight"), m.tensor(fc + "2.weight" + e), arena);
+                }
+                assertSameBytes(h.tensor("model.layers." + layer + ".block_sparse_moe.gate.weight"),
+                        m.tensor("decoder.layers." + layer + ".mlp.router.weight"), arena);
+            }
+        }
+    }
+
+    /** ARCHITECTURES.md, DeepSeek-V3: every MLA tensor is one tensor on both sides, rows unchanged. */
+    @Test
+    void deepSeekMlaTensorsAreCopiedRowForRow() {
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("deepseek_v3").toString(), "--out", tmp.resolve("m").toString());
+        Map<String, String> mla = Map.of(
+                "linear_q_down_proj.weight", "q_a_proj.weight",
+                "linear_q_up_proj.layer_norm_weight", "q_a_layernorm.weight",
+                "linear_q_up_proj.weight", "q_b_proj.weight",
+                "linear_kv_down_proj.weight", "kv_a_proj_with_mqa.weight",
+                "linear_kv_up_proj.layer_norm_weight", "kv_a_layernorm.weight",
+                "linear_kv_up_proj.weight", "kv_b_proj.weight",
+                "linear_proj.weight", "o_proj.weight");
+        try (Checkpoint h = Checkpoints.open(hf("deepseek_v3")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
+            for (int layer = 0; layer < 3; layer++) {
+                int l = layer;
+                mla.forEach((mcoreName, hfName) -> assertSameBytes(h.tensor("model.layers." + l + ".self_attn." + hfName),
+                        m.tensor("decoder.layers." + l + ".self_attention." + mcoreName), arena));
+                assertSameBytes(h.tensor("model.layers." + l + ".input_layernorm.weight"), m.tensor("decoder.layers." + l + ".input_layernorm.weight"), arena);
+            }
+            // The shapes the config gives: q_b [heads * (nope 32 + rope 16), q_lora 96]; kv_a [kv_lora 64 + rope 16, H];
+            // kv_b [heads * (nope 32 + v 32), kv_lora 64]; o [heads * v 32, H]^T.
+            assertEquals(Shape.of(4 * 48, 96), m.tensor("decoder.layers.1.self_attention.linear_q_up_proj.weight").shape());
+            assertEquals(Shape.of(64 + 16, 256), m.tensor("decoder.layers.1.self_attention.linear_kv_down_proj.weight").shape());
+            assertEquals(Shape.of(4 * 64, 64), m.tensor("decoder.layers.1.self_attention.linear_kv_up_proj.weight").shape());
+            assertEquals(Shape.of(256, 4 * 32), m.tensor("decoder.layers.1.self_attention.linear_proj.weight").shape());
+            // Dense layer 0 and the shared expert: gated [gate ; up].
+            assertGateThenUp(m.tensor("decoder.layers.0.mlp.linear_fc1.weight"), h.tensor("model.layers.0.mlp.gate_proj.weight"),
+                    h.tensor("model.layers.0.mlp.up_proj.weight"), arena);
+            assertGateThenUp(m.tensor("decoder.layers.1.mlp.shared_experts.linear_fc1.weight"), h.tensor("model.layers.1.mlp.shared_experts.gate_proj.weight"),
+                    h.tensor("model.layers.1.mlp.shared_experts.up_proj.weight"), arena);
+        }
+    }
+
+    /**
+     * ARCHITECTURES.md's GQA-merge, computed here from the HF q/k/v: MCore {@code linear_qkv} rows are, per KV
+     * group g, [q heads g*r .. g*r+r-1 ; k_g ; v_g], {@code headDim} rows each.
+     */
+    private static void assertGqaInterleaved(Checkpoint h, Checkpoint m, int layer, int groups, int r, int headDim, Arena arena) {
+        Tensor qkvTensor = m.tensor("decoder.layers." + layer + ".self_attention.linear_qkv.weight");
+        MemorySegment qkv = qkvTensor.bytes(arena);
+        MemorySegment q = h.tensor("model.layers." + layer + ".self_attn.q_proj.weight").bytes(arena);
+        MemorySegment k = h.tensor("model.layers." + layer + ".self_attn.k_proj.weight").bytes(arena);
+        MemorySegment v = h.tensor("model.layers." + layer + ".self_attn.v_proj.weight").bytes(arena);
+        long row = qkvTensor.shape().dim(1) * 2;
+        long qRows = (long) r * headDim;
+        for (int g = 0; g < groups; g++) {
+            long base = g * (qRows + 2L * headDim);
+            String what = "layer " + layer + " group " + g;
+            assertEquals(-1, qkv.asSlice(base * row, qRows * row).mismatch(q.asSlice(g * qRows * row, qRows * row)), "q of " + what);
+            assertEquals(-1, qkv.asSlice((base + qRows) * row, headDim * row).mismatch(k.asSlice((long) g * headDim * row, headDim * row)), "k of " + what);
+            assertEquals(-1, qkv.asSlice((base + qRows + headDim) * row, headDim * row).mismatch(v.asSlice((long) g * headDim * row, headDim * row)),
+                    "v of " + what);
+        }
+        assertEquals(groups * (qRows + 2L * headDim) * row, qkv.byteSize(), "layer " + layer + " qkv size");
+    }
+
+    /** "gated": MCore fc1 = [gate ; up] along rows. */
+    private static void assertGateThenUp(Tensor fc1, Tensor gate, Tensor up, Arena arena) {
+        MemorySegment f = fc1.bytes(arena);
+        MemorySegment g = gate.bytes(arena);
+        MemorySegment u = up.bytes(arena);
+        assertEquals(g.byteSize() + u.byteSize(), f.byteSize(), fc1.name());
+        assertEquals(-1, f.asSlice(0, g.byteSize()).mismatch(g), fc1.name() + ": gate first");
+        assertEquals(-1, f.asSlice(g.byteSize(), u.byteSize()).mismatch(u), fc1.name() + ": then up");
+    }
+
+    private static void assertSameBytes(Tensor expected, Tensor actual, Arena arena) {
+        assertEquals(expected.shape(), actual.shape(), actual.name());
+        assertEquals(-1, expected.bytes(arena).mismatch(actual.bytes(arena)), actual.name() + " differs from " + expected.name());
     }
 
     @Test

@@ -3,14 +3,17 @@ package dev.moeport.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.moeport.format.safetensors.SafetensorsWriter;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -28,8 +31,14 @@ class ChildProcessTest {
     }
 
     private static Result moeport(String prefix, List<String> jvmOptions, String... args) throws Exception {
+        return moeport(prefix, List.of(), jvmOptions, args);
+    }
+
+    /** As above, the JVM started by {@code wrapper} (e.g. strace) when it is not empty. */
+    private static Result moeport(String prefix, List<String> wrapper, List<String> jvmOptions, String... args) throws Exception {
         String java = ProcessHandle.current().info().command().orElse("java");
-        List<String> command = new ArrayList<>(List.of(java));
+        List<String> command = new ArrayList<>(wrapper);
+        command.add(java);
         command.addAll(jvmOptions);
         command.addAll(List.of("-cp", System.getProperty("java.class.path"), Main.class.getName()));
         command.addAll(List.of(args));
@@ -37,11 +46,23 @@ class ChildProcessTest {
         for (String c : command) {
             line.append(" '").append(c.replace("'", "'\\''")).append('\'');
         }
-        Process p = new ProcessBuilder("bash", "-c", line.toString()).start();
-        byte[] out = p.getInputStream().readAllBytes();
-        byte[] err = p.getErrorStream().readAllBytes();
-        assertTrue(p.waitFor(120, TimeUnit.SECONDS));
-        return new Result(p.exitValue(), new String(out, StandardCharsets.UTF_8), new String(err, StandardCharsets.UTF_8));
+        // Output to files, not pipes: reading a pipe to its end would wait for a hung child, and the
+        // time limit below would never fire.
+        Path out = Files.createTempFile("moeport-child", ".out");
+        Path err = Files.createTempFile("moeport-child", ".err");
+        try {
+            Process p = new ProcessBuilder("bash", "-c", line.toString())
+                    .redirectOutput(out.toFile()).redirectError(err.toFile()).start();
+            if (!p.waitFor(120, TimeUnit.SECONDS)) {
+                p.descendants().forEach(ProcessHandle::destroyForcibly);
+                p.destroyForcibly();
+                fail("moeport " + String.join(" ", args) + " still ran after 120 s; its error output: " + Files.readString(err));
+            }
+            return new Result(p.exitValue(), Files.readString(out), Files.readString(err));
+        } finally {
+            Files.delete(out);
+            Files.delete(err);
+        }
     }
 
     private static String errorLines(String err) {
@@ -96,6 +117,86 @@ class ChildProcessTest {
                 "--out", tmp.resolve("simd").toString(), "--format", "nvfp4");
         assertEquals(0, withSimd.code(), withSimd.err());
         dev.moeport.testing.TestCheckpoints.assertSameTensors(tmp.resolve("simd"), tmp.resolve("out"));
+    }
+
+    @Test
+    void aBadKernelSettingIsOneLine() throws Exception {
+        Result r = moeport("", List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Dmoeport.kernel=avx9"), "--version");
+        assertEquals(1, r.code(), r.out() + r.err());
+        assertEquals("moeport: error: -Dmoeport.kernel must be scalar or panama, not 'avx9'", errorLines(r.err()));
+        Result forced = moeport("", List.of("-Xmx64m", "-Dmoeport.kernel=panama"), "--version");
+        assertEquals(1, forced.code(), forced.out() + forced.err());
+        assertEquals("moeport: error: -Dmoeport.kernel=panama cannot run here: the Vector API is not available"
+                + " (run the JVM with --add-modules jdk.incubator.vector)", errorLines(forced.err()));
+    }
+
+    @Test
+    void versionNamesTheKernelAndItsWidth() throws Exception {
+        Result capped = moeport("", List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-XX:MaxVectorSize=32"), "--version");
+        assertEquals(0, capped.code(), capped.err());
+        assertTrue(capped.out().contains("kernel: Vector API, 256-bit vectors (8 floats)"), capped.out());
+        Result scalar = moeport("", List.of("-Xmx64m", "--add-modules", "jdk.incubator.vector", "-Dmoeport.kernel=scalar"), "--version");
+        assertTrue(scalar.out().contains("kernel: scalar (-Dmoeport.kernel=scalar)"), scalar.out());
+    }
+
+    /**
+     * {@code --fsync} seen where it happens, in the system calls (strace): every file of the output
+     * is flushed while still a partial file, then the folder, whose entries the renames changed;
+     * without it, nothing is.
+     */
+    @Test
+    void fsyncFlushesEveryOutputFileAndTheFolder() throws Exception {
+        assumeTrue(new ProcessBuilder("strace", "-f", "-qq", "-o", "/dev/null", "true").start().waitFor() == 0,
+                "strace cannot run here");
+        Path synth = tmp.resolve("synth");
+        assertEquals(0, moeport("", "256m", "synth", "--preset", "tiny", "--out", synth.toString()).code());
+        Path hf = tmp.resolve("hf");
+        Path unsynced = tmp.resolve("hf-unsynced");
+        for (Path out : List.of(hf, unsynced)) {
+            List<String> synced = fsyncedPaths(out.equals(hf), "export", "--in", synth.resolve("mcore").toString(), "--hf-config",
+                    synth.resolve("hf").toString(), "--out", out.toString(), "--max-shard-size", "2MB");
+            assertEquals(out.equals(hf) ? expectedFsyncs(out) : List.of(), synced);
+        }
+        Path megatron = tmp.resolve("megatron");
+        List<String> synced = fsyncedPaths(true, "import", "--in", hf.toString(), "--out", megatron.toString());
+        for (String file : expectedFsyncs(megatron.resolve("iter_0000000"))) {
+            assertTrue(synced.contains(file), file + " not flushed: " + synced);
+        }
+    }
+
+    /** What a run with --fsync must flush: the partial file of each file in {@code out}, and {@code out} itself. */
+    private static List<String> expectedFsyncs(Path out) throws Exception {
+        List<String> expected = new ArrayList<>();
+        try (Stream<Path> files = Files.list(out)) {
+            files.filter(Files::isRegularFile).forEach(f -> expected.add(out.resolve("." + f.getFileName() + ".partial").toString()));
+        }
+        assertTrue(expected.size() > 2, expected.toString());
+        expected.add(out.toString());
+        return expected.stream().sorted().toList();
+    }
+
+    /** The paths under the output folder that the run fsyncs, sorted. */
+    private List<String> fsyncedPaths(boolean fsync, String... args) throws Exception {
+        Path trace = tmp.resolve("strace.out");
+        List<String> command = new ArrayList<>(List.of(args));
+        if (fsync) {
+            command.add("--fsync");
+        }
+        Result r = moeport("", List.of("strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-e", "signal=none", "-o",
+                trace.toString()), List.of("-Xmx256m", "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"),
+                command.toArray(String[]::new));
+        assertEquals(0, r.code(), r.err());
+        // Lines like: 1234 fsync(9</tmp/x/out/.model.safetensors.partial>) = 0
+        Pattern call = Pattern.compile("f(?:data)?sync\\(\\d+<(.*)>\\) += 0");
+        List<String> synced = new ArrayList<>();
+        for (String line : Files.readAllLines(trace)) {
+            Matcher m = call.matcher(line);
+            if (m.find() && m.group(1).startsWith(tmp.toString()) && !m.group(1).startsWith(tmp.resolve("synth").toString())) {
+                synced.add(m.group(1));
+            }
+        }
+        Files.delete(trace);
+        return synced.stream().distinct().sorted().toList();
     }
 
     @Test

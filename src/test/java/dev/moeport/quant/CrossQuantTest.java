@@ -3,7 +3,6 @@ package dev.moeport.quant;
 import static dev.moeport.quant.QuantTesting.assertSameBytes;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
@@ -13,8 +12,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -28,7 +25,6 @@ import org.junit.jupiter.params.provider.MethodSource;
  */
 class CrossQuantTest {
     private static final QuantKernel SCALAR = QuantKernels.scalar();
-    private static final QuantKernel PANAMA = QuantTesting.PANAMA;
     private static final DType[] DTYPES = {DType.BF16, DType.F16, DType.F32};
     /** rows x cols: empty, single rows, sub-vector tails, odd multiples of blocks, a partial 128-row band. */
     private static final int[][] SHAPES = {
@@ -52,9 +48,8 @@ class CrossQuantTest {
         ZEROS
     }
 
-    @BeforeAll
-    static void needsPanama() {
-        assumeTrue(PANAMA != null, "the Panama kernel is not supported on this CPU");
+    static Stream<Arguments> formatsAndDtypesAndKernels() {
+        return formatsAndDtypes().flatMap(a -> QuantTesting.KERNELS.stream().map(k -> Arguments.of(a.get()[0], a.get()[1], k)));
     }
 
     static Stream<Arguments> formatsAndDtypes() {
@@ -70,6 +65,7 @@ class CrossQuantTest {
     @ParameterizedTest(name = "{0} {1}")
     @MethodSource("formatsAndDtypes")
     void panamaQuantizesLikeScalar(QuantFormat format, DType dtype) {
+        QuantKernel panama = QuantTesting.panama();
         Random rnd = new Random(31L * format.ordinal() + dtype.ordinal());
         try (Arena arena = Arena.ofConfined()) {
             for (Kind kind : Kind.values()) {
@@ -86,7 +82,7 @@ class CrossQuantTest {
                         QuantTesting.Quantized expected = QuantTesting.quantizeInChunks(arena, SCALAR, format, src, dtype,
                                 rows, cols, tensorScale, rows);
                         for (long chunk : new long[] {rows, 1, 3}) {
-                            QuantTesting.Quantized actual = QuantTesting.quantizeInChunks(arena, PANAMA, format, src, dtype,
+                            QuantTesting.Quantized actual = QuantTesting.quantizeInChunks(arena, panama, format, src, dtype,
                                     rows, cols, tensorScale, chunk);
                             assertSameBytes(what + " weight, chunks of " + chunk, expected.weight(), actual.weight());
                             assertSameBytes(what + " scale, chunks of " + chunk, expected.scale(), actual.scale());
@@ -127,6 +123,7 @@ class CrossQuantTest {
     @ParameterizedTest
     @EnumSource(value = QuantFormat.class, names = {"FP8", "NVFP4", "MXFP4", "MXFP8"})
     void panamaDequantizesLikeScalar(QuantFormat format) {
+        QuantKernel panama = QuantTesting.panama();
         Random rnd = new Random(format.ordinal());
         try (Arena arena = Arena.ofConfined()) {
             for (int[] shape : SHAPES) {
@@ -141,7 +138,7 @@ class CrossQuantTest {
                         MemorySegment expected = arena.allocate(out.byteSize((long) rows * cols));
                         MemorySegment actual = arena.allocate(out.byteSize((long) rows * cols) + 1).asSlice(1);
                         SCALAR.dequantize(format, q.weight(), q.scale(), tensorScale, rows, cols, out, expected);
-                        PANAMA.dequantize(format, q.weight(), q.scale(), tensorScale, rows, cols, out, actual);
+                        panama.dequantize(format, q.weight(), q.scale(), tensorScale, rows, cols, out, actual);
                         assertSameBytes(format.cliName() + " [" + rows + ", " + cols + "] " + tensorScale + " to " + out,
                                 expected, actual);
                     }
@@ -153,22 +150,24 @@ class CrossQuantTest {
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"BF16", "F16", "F32"})
     void panamaAmaxIsScalarAmax(DType dtype) {
+        QuantKernel panama = QuantTesting.panama();
         Random rnd = new Random(dtype.ordinal());
         try (Arena arena = Arena.ofConfined()) {
             for (Kind kind : Kind.values()) {
                 for (int count : new int[] {0, 1, 7, 16, 31, 33, 64, 65, 129, 1000, 4097}) {
                     MemorySegment src = encode(arena, dtype, values(kind, dtype, count, rnd));
                     assertEquals(Float.floatToRawIntBits(SCALAR.amax(src, dtype, count)),
-                            Float.floatToRawIntBits(PANAMA.amax(src, dtype, count)), kind + " " + count);
+                            Float.floatToRawIntBits(panama.amax(src, dtype, count)), kind + " " + count);
                 }
             }
         }
     }
 
-    /** NaN and infinities, alone or several, anywhere: both kernels name the first, for amax and every format. */
-    @ParameterizedTest(name = "{0} {1}")
-    @MethodSource("formatsAndDtypes")
-    void nonFiniteValuesAreReportedAtTheFirstIndex(QuantFormat format, DType dtype) {
+    /** NaN and infinities, alone or several, anywhere: each kernel names the first, for amax and every format. */
+    @ParameterizedTest(name = "{0} {1} {2}")
+    @MethodSource("formatsAndDtypesAndKernels")
+    void nonFiniteValuesAreReportedAtTheFirstIndex(QuantFormat format, DType dtype, String kernelName) {
+        QuantKernel kernel = QuantTesting.kernel(kernelName);
         Random rnd = new Random(7L * format.ordinal() + dtype.ordinal());
         float[] bad = {Float.NaN, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY};
         try (Arena arena = Arena.ofConfined()) {
@@ -192,39 +191,36 @@ class CrossQuantTest {
                     }
                     MemorySegment src = encode(arena, dtype, v);
                     String what = format.cliName() + " " + dtype + " [" + rows + ", " + cols + "]";
-                    for (QuantKernel k : List.of(SCALAR, PANAMA)) {
-                        assertEquals(first, assertThrows(NonFiniteValueException.class, () -> k.amax(src, dtype, count)).index(),
-                                what + " amax " + k.name());
-                        if (format == QuantFormat.INT4_G128 && rows % 2 != 0) {
-                            continue;
-                        }
-                        QuantTesting.Quantized out = QuantTesting.Quantized.allocate(arena, format, rows, cols);
-                        assertEquals(first, assertThrows(NonFiniteValueException.class,
-                                () -> k.quantize(format, src, dtype, rows, cols, 0.5f, out.weight(), out.scale())).index(),
-                                what + " " + k.name());
+                    assertEquals(first, assertThrows(NonFiniteValueException.class, () -> kernel.amax(src, dtype, count)).index(),
+                            what + " amax");
+                    if (format == QuantFormat.INT4_G128 && rows % 2 != 0) {
+                        continue;
                     }
+                    QuantTesting.Quantized out = QuantTesting.Quantized.allocate(arena, format, rows, cols);
+                    assertEquals(first, assertThrows(NonFiniteValueException.class,
+                            () -> kernel.quantize(format, src, dtype, rows, cols, 0.5f, out.weight(), out.scale())).index(), what);
                 }
             }
         }
     }
 
-    @Test
-    void refusesWhatItCannotQuantize() {
+    @ParameterizedTest
+    @MethodSource("dev.moeport.quant.QuantTesting#kernelNames")
+    void refusesWhatItCannotQuantize(String kernel) {
+        QuantKernel k = QuantTesting.kernel(kernel);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment src = arena.allocate(3 * 128 * 2);
-            for (QuantKernel k : List.of(SCALAR, PANAMA)) {
-                QuantTesting.Quantized out = QuantTesting.Quantized.allocate(arena, QuantFormat.INT4_G128, 4, 128);
+            QuantTesting.Quantized out = QuantTesting.Quantized.allocate(arena, QuantFormat.INT4_G128, 4, 128);
+            assertThrows(IllegalArgumentException.class,
+                    () -> k.quantize(QuantFormat.INT4_G128, src, DType.BF16, 3, 128, 0, out.weight(), out.scale()));
+            for (float scale : new float[] {0, -1, Float.NaN, Float.POSITIVE_INFINITY}) {
                 assertThrows(IllegalArgumentException.class,
-                        () -> k.quantize(QuantFormat.INT4_G128, src, DType.BF16, 3, 128, 0, out.weight(), out.scale()));
-                for (float scale : new float[] {0, -1, Float.NaN, Float.POSITIVE_INFINITY}) {
-                    assertThrows(IllegalArgumentException.class,
-                            () -> k.quantize(QuantFormat.NVFP4, src, DType.BF16, 3, 128, scale, out.weight(), out.scale()));
-                }
-                assertThrows(IllegalArgumentException.class,
-                        () -> k.quantize(QuantFormat.MXFP8, src, DType.BF16, 3, 128, 0, out.weight(), out.scale().asSlice(0, 2)));
-                assertThrows(UnsupportedOperationException.class,
-                        () -> k.dequantize(QuantFormat.INT8_WO, src, src, 1, 3, 128, DType.F32, src));
+                        () -> k.quantize(QuantFormat.NVFP4, src, DType.BF16, 3, 128, scale, out.weight(), out.scale()));
             }
+            assertThrows(IllegalArgumentException.class,
+                    () -> k.quantize(QuantFormat.MXFP8, src, DType.BF16, 3, 128, 0, out.weight(), out.scale().asSlice(0, 2)));
+            assertThrows(UnsupportedOperationException.class,
+                    () -> k.dequantize(QuantFormat.INT8_WO, src, src, 1, 3, 128, DType.F32, src));
         }
     }
 

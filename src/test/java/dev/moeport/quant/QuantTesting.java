@@ -1,6 +1,7 @@
 package dev.moeport.quant;
 
 import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.Shape;
@@ -8,28 +9,46 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.List;
+import java.util.stream.Stream;
 
 /** What the quantization tests share: both kernels, output buffers, byte comparisons with a useful message. */
 final class QuantTesting {
     private QuantTesting() {}
 
-    /** The Panama kernel, or null on a CPU whose vectors are too narrow for it (it falls back to scalar). */
+    /** Both kernels' names: tests run for each, the Panama one skipped where it cannot run. */
+    static final List<String> KERNELS = List.of("scalar", "panama");
+
+    static Stream<String> kernelNames() {
+        return KERNELS.stream();
+    }
+
+    /** The Panama kernel, or null where it cannot run (no Vector API, or vectors narrower than 256 bits). */
     static final QuantKernel PANAMA = panamaIfSupported();
+    /** Why {@link #PANAMA} is null. */
+    private static String panamaMissing;
 
     private static QuantKernel panamaIfSupported() {
         try {
             return QuantKernels.panama();
         } catch (IllegalStateException e) {
+            panamaMissing = e.getMessage();
             return null;
         }
     }
 
-    static List<QuantKernel> kernels() {
-        return PANAMA == null ? List.of(QuantKernels.scalar()) : List.of(QuantKernels.scalar(), PANAMA);
+    /** The kernel of this name; a test of the Panama kernel where it cannot run is skipped, saying why. */
+    static QuantKernel kernel(String name) {
+        return switch (name) {
+            case "scalar" -> QuantKernels.scalar();
+            case "panama" -> panama();
+            default -> throw new IllegalArgumentException(name);
+        };
     }
 
-    static QuantKernel kernel(String name) {
-        return kernels().stream().filter(k -> k.name().equals(name)).findFirst().orElseThrow();
+    /** The Panama kernel; a test that needs it where it cannot run is skipped, saying why. */
+    static QuantKernel panama() {
+        assumeTrue(PANAMA != null, () -> "the Panama kernel cannot run here: " + panamaMissing);
+        return PANAMA;
     }
 
     /** Outputs of one quantize call: weight and scale segments sized for {@code [rows, cols]}. */

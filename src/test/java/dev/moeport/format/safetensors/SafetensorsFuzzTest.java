@@ -14,12 +14,15 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Thousands of mutated headers and indexes: each must open into a checkpoint whose every tensor can
  * be read, or fail with moeport's own error; any other exception (or a hang) fails the test.
  */
+// A separate thread: a parser stuck in a loop never sees an interrupt, so only this fails the test.
+@Timeout(value = 120, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class SafetensorsFuzzTest {
     private static final String SEED_HEADER = "{\"__metadata__\":{\"format\":\"pt\"},"
             + "\"model.layers.0.w\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"

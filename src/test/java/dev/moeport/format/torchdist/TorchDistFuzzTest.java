@@ -20,12 +20,15 @@ import java.util.List;
 import java.util.Random;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Thousands of mutations (fixed seeds) of the pickles and zips that PyTorch wrote: each must give a
  * valid result or moeport's own error; any other exception, a stack overflow or a hang fails.
  */
+// A separate thread: a parser stuck in a loop never sees an interrupt, so only this fails the test.
+@Timeout(value = 120, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class TorchDistFuzzTest {
     /** Opcodes and values worth splicing into a pickle. */
     private static final byte[][] PICKLE_TOKENS = {
