@@ -23,28 +23,37 @@ final class MoeTransformers {
     private static final String MCORE_LAYER = "decoder.layers.{L}.";
     private static final String HF_LAYER = "model.layers.{L}.";
 
+    // Dimensions of TensorShape that most rows share.
+    private static final String H = "hidden_size";
+    private static final String VOCAB = "vocab_size, hidden_size";
+    private static final String Q = "num_attention_heads*head_dim";
+    private static final String KV = "num_key_value_heads*head_dim";
+
     /** Embeddings, final norm and output layer, shared by all four. */
     private static List<Rule> modelLevel() {
         return List.of(
-                Rule.of(null, "embedding.word_embeddings.weight", "model.embed_tokens.weight").with(new Transform.Vocab()),
-                Rule.of(null, "decoder.final_layernorm.weight", "model.norm.weight"),
-                Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional());
+                Rule.of(null, "embedding.word_embeddings.weight", "model.embed_tokens.weight").with(new Transform.Vocab()).shape(VOCAB),
+                Rule.of(null, "decoder.final_layernorm.weight", "model.norm.weight").shape(H),
+                Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional().shape(VOCAB));
     }
 
     /** The pre-norm and fused QKV of GQA attention (GQA-merged on the MCore side). */
     private static List<Rule> gqaAttention() {
         return List.of(
-                Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight"),
+                Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight").shape(H),
                 Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
-                        .with(new Transform.Qkv()));
+                        .with(new Transform.Qkv()).shape(Q + ", " + H, KV + ", " + H, KV + ", " + H));
     }
 
-    /** Rows of a gated MLP: MCore {@code prefix.linear_fc1/fc2} <-> HF {@code hf.gate_proj/up_proj/down_proj}. */
-    private static List<Rule> gatedMlp(LayerKind kind, String mcore, String hf, String fc1Suffix) {
+    /**
+     * Rows of a gated MLP: MCore {@code prefix.linear_fc1/fc2} <-> HF {@code hf.gate_proj/up_proj/down_proj},
+     * {@code intermediate} (a dimension of {@link TensorShape}) wide.
+     */
+    private static List<Rule> gatedMlp(LayerKind kind, String mcore, String hf, String fc1Suffix, String intermediate) {
         return List.of(
                 Rule.of(kind, mcore + ".linear_fc1.weight" + fc1Suffix, hf + ".gate_proj.weight, " + hf + ".up_proj.weight")
-                        .with(new Transform.Gated()),
-                Rule.of(kind, mcore + ".linear_fc2.weight" + fc1Suffix, hf + ".down_proj.weight"));
+                        .with(new Transform.Gated()).shape(intermediate + ", " + H),
+                Rule.of(kind, mcore + ".linear_fc2.weight" + fc1Suffix, hf + ".down_proj.weight").shape(H + ", " + intermediate));
     }
 
     private static List<Rule> concat(List<List<Rule>> parts) {
@@ -87,14 +96,14 @@ final class MoeTransformers {
                     modelLevel(),
                     gqaAttention(),
                     List.of(
-                            Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight"),
-                            Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
-                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight"),
-                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
-                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight")),
-                    gatedMlp(MLP, "mlp", "mlp", ""),
-                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}"))),
+                            Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight").shape("head_dim"),
+                            Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight").shape("head_dim"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("num_experts|num_local_experts, " + H)),
+                    gatedMlp(MLP, "mlp", "mlp", "", "intermediate_size"),
+                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "moe_intermediate_size"))),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
 
@@ -109,15 +118,19 @@ final class MoeTransformers {
                     modelLevel(),
                     gqaAttention(),
                     List.of(
-                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
-                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
-                            Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight").shape("num_local_experts, " + H),
                             Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}",
-                                    "block_sparse_moe.experts.{e}.w1.weight, block_sparse_moe.experts.{e}.w3.weight").with(new Transform.Gated()),
-                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "block_sparse_moe.experts.{e}.w2.weight")))),
+                                    "block_sparse_moe.experts.{e}.w1.weight, block_sparse_moe.experts.{e}.w3.weight").with(new Transform.Gated())
+                                    .shape("intermediate_size, " + H),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "block_sparse_moe.experts.{e}.w2.weight").shape(H + ", intermediate_size")))),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.gated("block_sparse_moe.experts", "w1", "w3", "w2", List.of(new HfFusedLayout.Rename(
                     "^(model\\.layers\\.\\d+\\.)mlp\\.", "$1block_sparse_moe.", "^(model\\.layers\\.\\d+\\.)block_sparse_moe\\.", "$1mlp."))));
+
+    /** MLA's query rows: per head, the part without rotary embedding and the rotary part. */
+    private static final String MLA_Q = "num_attention_heads*qk_nope_head_dim + num_attention_heads*qk_rope_head_dim";
 
     static final Architecture DEEPSEEK_V3 = new Architecture(
             "deepseek_v3",
@@ -134,23 +147,28 @@ final class MoeTransformers {
                     modelLevel(),
                     List.of(
                             // MLA: the input norm stays apart; the q and kv low-rank norms are fused into the up projections.
-                            Rule.of(ATTENTION, "input_layernorm.weight", "input_layernorm.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_q_down_proj.weight", "self_attn.q_a_proj.weight").optional(),
-                            Rule.of(ATTENTION, "self_attention.linear_q_up_proj.layer_norm_weight", "self_attn.q_a_layernorm.weight").optional(),
-                            Rule.of(ATTENTION, "self_attention.linear_q_up_proj.weight", "self_attn.q_b_proj.weight").optional(),
-                            Rule.of(ATTENTION, "self_attention.linear_q_proj.weight", "self_attn.q_proj.weight").optional(),
-                            Rule.of(ATTENTION, "self_attention.linear_kv_down_proj.weight", "self_attn.kv_a_proj_with_mqa.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.layer_norm_weight", "self_attn.kv_a_layernorm.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.weight", "self_attn.kv_b_proj.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
+                            Rule.of(ATTENTION, "input_layernorm.weight", "input_layernorm.weight").shape(H),
+                            Rule.of(ATTENTION, "self_attention.linear_q_down_proj.weight", "self_attn.q_a_proj.weight").optional()
+                                    .shape("q_lora_rank, " + H),
+                            Rule.of(ATTENTION, "self_attention.linear_q_up_proj.layer_norm_weight", "self_attn.q_a_layernorm.weight").optional()
+                                    .shape("q_lora_rank"),
+                            Rule.of(ATTENTION, "self_attention.linear_q_up_proj.weight", "self_attn.q_b_proj.weight").optional()
+                                    .shape(MLA_Q + ", q_lora_rank"),
+                            Rule.of(ATTENTION, "self_attention.linear_q_proj.weight", "self_attn.q_proj.weight").optional().shape(MLA_Q + ", " + H),
+                            Rule.of(ATTENTION, "self_attention.linear_kv_down_proj.weight", "self_attn.kv_a_proj_with_mqa.weight")
+                                    .shape("kv_lora_rank + qk_rope_head_dim, " + H),
+                            Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.layer_norm_weight", "self_attn.kv_a_layernorm.weight").shape("kv_lora_rank"),
+                            Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.weight", "self_attn.kv_b_proj.weight")
+                                    .shape("num_attention_heads*qk_nope_head_dim + num_attention_heads*v_head_dim, kv_lora_rank"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", num_attention_heads*v_head_dim"),
                             // Dense layers fuse the post-attention norm into fc1; MoE layers keep it apart.
-                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight"),
-                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
-                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight"),
-                            Rule.of(MOE, "mlp.router.expert_bias", "mlp.gate.e_score_correction_bias").keepDtype()),
-                    gatedMlp(MLP, "mlp", "mlp", ""),
-                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}"),
-                    gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", ""))),
+                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("n_routed_experts, " + H),
+                            Rule.of(MOE, "mlp.router.expert_bias", "mlp.gate.e_score_correction_bias").keepDtype().shape("n_routed_experts")),
+                    gatedMlp(MLP, "mlp", "mlp", "", "intermediate_size"),
+                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "moe_intermediate_size"),
+                    gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", "", "n_shared_experts*moe_intermediate_size"))),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
 
@@ -166,17 +184,22 @@ final class MoeTransformers {
                     gqaAttention(),
                     List.of(
                             Rule.of(ATTENTION, "self_attention.linear_qkv.bias", "self_attn.q_proj.bias, self_attn.k_proj.bias, self_attn.v_proj.bias")
-                                    .with(new Transform.Qkv()),
-                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
-                            Rule.of(ATTENTION, "self_attention.linear_proj.bias", "self_attn.o_proj.bias"),
-                            Rule.of(ATTENTION, "self_attention.core_attention.softmax_offset", "self_attn.sinks"),
-                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight"),
-                            Rule.of(MOE, "mlp.router.weight", "mlp.router.weight"),
-                            Rule.of(MOE, "mlp.router.bias", "mlp.router.bias"),
-                            Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "mlp.experts.gate_up_proj").with(new Transform.InterleavedExperts(2)),
-                            Rule.of(MOE, "mlp.experts.linear_fc1.bias{e}", "mlp.experts.gate_up_proj_bias").with(new Transform.InterleavedExperts(2)),
-                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "mlp.experts.down_proj").with(new Transform.InterleavedExperts(1)),
-                            Rule.of(MOE, "mlp.experts.linear_fc2.bias{e}", "mlp.experts.down_proj_bias").with(new Transform.InterleavedExperts(1))))),
+                                    .with(new Transform.Qkv()).shape(Q, KV, KV),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.bias", "self_attn.o_proj.bias").shape(H),
+                            Rule.of(ATTENTION, "self_attention.core_attention.softmax_offset", "self_attn.sinks").shape("num_attention_heads"),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.router.weight").shape("num_local_experts, " + H),
+                            Rule.of(MOE, "mlp.router.bias", "mlp.router.bias").shape("num_local_experts"),
+                            // Fused experts: the shape of the HF tensor holding all of them.
+                            Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "mlp.experts.gate_up_proj").with(new Transform.InterleavedExperts(2))
+                                    .shape("num_local_experts, " + H + ", 2*intermediate_size"),
+                            Rule.of(MOE, "mlp.experts.linear_fc1.bias{e}", "mlp.experts.gate_up_proj_bias").with(new Transform.InterleavedExperts(2))
+                                    .shape("num_local_experts, 2*intermediate_size"),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "mlp.experts.down_proj").with(new Transform.InterleavedExperts(1))
+                                    .shape("num_local_experts, intermediate_size, " + H),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.bias{e}", "mlp.experts.down_proj_bias").with(new Transform.InterleavedExperts(1))
+                                    .shape("num_local_experts, " + H)))),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.NONE);
 }

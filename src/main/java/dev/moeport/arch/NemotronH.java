@@ -16,6 +16,12 @@ import java.util.Set;
 final class NemotronH {
     private NemotronH() {}
 
+    /** Mamba's inner width (heads x head size) and its B and C rows (groups x state size). */
+    private static final String INNER = "mamba_num_heads*mamba_head_dim";
+    private static final String GROUPS_STATE = "2*n_groups*ssm_state_size";
+    /** Routed experts work in the latent space when the model has one. */
+    private static final String EXPERT_WIDTH = "moe_latent_size|hidden_size";
+
     static final Architecture ARCHITECTURE = new Architecture(
             "nemotron_h",
             List.of("NemotronHForCausalLM"),
@@ -24,42 +30,44 @@ final class NemotronH {
             List.of("n_routed_experts"),
             NemotronH::layers,
             List.of(
-                    Rule.of(null, "embedding.word_embeddings.weight", "backbone.embeddings.weight").with(new Transform.Vocab()),
-                    Rule.of(null, "decoder.final_norm.weight", "backbone.norm_f.weight"),
-                    Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional(),
+                    Rule.of(null, "embedding.word_embeddings.weight", "backbone.embeddings.weight").with(new Transform.Vocab()).shape("vocab_size, hidden_size"),
+                    Rule.of(null, "decoder.final_norm.weight", "backbone.norm_f.weight").shape("hidden_size"),
+                    Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional().shape("vocab_size, hidden_size"),
 
-                    Rule.of(MAMBA, "mixer.in_proj.layer_norm_weight | norm.weight", "norm.weight"),
-                    Rule.of(MAMBA, "mixer.in_proj.weight", "mixer.in_proj.weight"),
-                    Rule.of(MAMBA, "mixer.conv1d.weight", "mixer.conv1d.weight"),
-                    Rule.of(MAMBA, "mixer.conv1d.bias", "mixer.conv1d.bias"),
-                    Rule.of(MAMBA, "mixer.A_log", "mixer.A_log").keepDtype(),
-                    Rule.of(MAMBA, "mixer.D", "mixer.D").keepDtype(),
-                    Rule.of(MAMBA, "mixer.dt_bias", "mixer.dt_bias").keepDtype(),
-                    Rule.of(MAMBA, "mixer.norm.weight", "mixer.norm.weight"),
-                    Rule.of(MAMBA, "mixer.out_proj.weight", "mixer.out_proj.weight").shape("hidden_size", "*"),
+                    Rule.of(MAMBA, "mixer.in_proj.layer_norm_weight | norm.weight", "norm.weight").shape("hidden_size"),
+                    Rule.of(MAMBA, "mixer.in_proj.weight", "mixer.in_proj.weight").shape(INNER + " + " + INNER + " + " + GROUPS_STATE + " + mamba_num_heads, hidden_size"),
+                    Rule.of(MAMBA, "mixer.conv1d.weight", "mixer.conv1d.weight").shape(INNER + " + " + GROUPS_STATE + ", 1, conv_kernel"),
+                    Rule.of(MAMBA, "mixer.conv1d.bias", "mixer.conv1d.bias").shape(INNER + " + " + GROUPS_STATE),
+                    Rule.of(MAMBA, "mixer.A_log", "mixer.A_log").keepDtype().shape("mamba_num_heads"),
+                    Rule.of(MAMBA, "mixer.D", "mixer.D").keepDtype().shape("mamba_num_heads"),
+                    Rule.of(MAMBA, "mixer.dt_bias", "mixer.dt_bias").keepDtype().shape("mamba_num_heads"),
+                    Rule.of(MAMBA, "mixer.norm.weight", "mixer.norm.weight").shape(INNER),
+                    Rule.of(MAMBA, "mixer.out_proj.weight", "mixer.out_proj.weight").shape("hidden_size, " + INNER),
 
-                    Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "norm.weight"),
+                    Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "norm.weight").shape("hidden_size"),
                     Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "mixer.q_proj.weight, mixer.k_proj.weight, mixer.v_proj.weight")
-                            .with(new Transform.Qkv()),
-                    Rule.of(ATTENTION, "self_attention.linear_proj.weight", "mixer.o_proj.weight"),
+                            .with(new Transform.Qkv())
+                            .shape("num_attention_heads*head_dim, hidden_size", "num_key_value_heads*head_dim, hidden_size",
+                                    "num_key_value_heads*head_dim, hidden_size"),
+                    Rule.of(ATTENTION, "self_attention.linear_proj.weight", "mixer.o_proj.weight").shape("hidden_size, num_attention_heads*head_dim"),
 
-                    Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "norm.weight"),
-                    Rule.of(MLP, "mlp.linear_fc1.weight", "mixer.up_proj.weight").shape("intermediate_size", "hidden_size"),
-                    Rule.of(MLP, "mlp.linear_fc2.weight", "mixer.down_proj.weight").shape("hidden_size", "intermediate_size"),
+                    Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "norm.weight").shape("hidden_size"),
+                    Rule.of(MLP, "mlp.linear_fc1.weight", "mixer.up_proj.weight").shape("intermediate_size, hidden_size"),
+                    Rule.of(MLP, "mlp.linear_fc2.weight", "mixer.down_proj.weight").shape("hidden_size, intermediate_size"),
 
-                    Rule.of(MOE, "pre_mlp_layernorm.weight", "norm.weight"),
-                    Rule.of(MOE, "mlp.router.weight", "mixer.gate.weight").shape("n_routed_experts", "hidden_size"),
-                    Rule.of(MOE, "mlp.router.expert_bias", "mixer.gate.e_score_correction_bias").keepDtype().optional(),
+                    Rule.of(MOE, "pre_mlp_layernorm.weight", "norm.weight").shape("hidden_size"),
+                    Rule.of(MOE, "mlp.router.weight", "mixer.gate.weight").shape("n_routed_experts, hidden_size"),
+                    Rule.of(MOE, "mlp.router.expert_bias", "mixer.gate.e_score_correction_bias").keepDtype().optional().shape("n_routed_experts"),
                     Rule.of(MOE, "mlp.shared_experts.linear_fc1.weight", "mixer.shared_experts.up_proj.weight").optional()
-                            .shape("moe_shared_expert_intermediate_size", "hidden_size"),
+                            .shape("moe_shared_expert_intermediate_size, hidden_size"),
                     Rule.of(MOE, "mlp.shared_experts.linear_fc2.weight", "mixer.shared_experts.down_proj.weight").optional()
-                            .shape("hidden_size", "moe_shared_expert_intermediate_size"),
+                            .shape("hidden_size, moe_shared_expert_intermediate_size"),
                     Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "mixer.experts.{e}.up_proj.weight")
-                            .shape("moe_intermediate_size", "*"),
+                            .shape("moe_intermediate_size, " + EXPERT_WIDTH),
                     Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "mixer.experts.{e}.down_proj.weight")
-                            .shape("*", "moe_intermediate_size"),
-                    Rule.of(MOE, "mlp.fc1_latent_proj.weight", "mixer.fc1_latent_proj.weight").optional(),
-                    Rule.of(MOE, "mlp.fc2_latent_proj.weight", "mixer.fc2_latent_proj.weight").optional()),
+                            .shape(EXPERT_WIDTH + ", moe_intermediate_size"),
+                    Rule.of(MOE, "mlp.fc1_latent_proj.weight", "mixer.fc1_latent_proj.weight").optional().shape("moe_latent_size, hidden_size"),
+                    Rule.of(MOE, "mlp.fc2_latent_proj.weight", "mixer.fc2_latent_proj.weight").optional().shape("hidden_size, moe_latent_size")),
             Architecture.COMMON_EXCLUSIONS,
             new HfFusedLayout(
                     List.of(new HfFusedLayout.Rename("^model\\.", "backbone.", "^backbone\\.", "model.")),

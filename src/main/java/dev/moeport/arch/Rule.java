@@ -1,5 +1,6 @@
 package dev.moeport.arch;
 
+import dev.moeport.tensor.Shape;
 import java.util.Arrays;
 import java.util.List;
 
@@ -14,31 +15,52 @@ import java.util.List;
  * @param hf the HF names, in the transform's order
  * @param isOptional absent from the input is fine (a feature some checkpoints have)
  * @param keepsDtype never cast by {@code --dtype} (Mamba's A_log, D, dt_bias; the router's expert bias)
- * @param shape expected shape of each HF tensor as config keys (null: not checked)
+ * @param shapes the shape of each HF tensor, from the config (one for all when they share it); empty until
+ *     {@link #shape} declares it, which every row of a table does ({@code ArchitecturesTest} checks)
  */
 public record Rule(LayerKind kind, List<String> mcore, List<String> hf, Transform transform, boolean isOptional,
-                   boolean keepsDtype, List<String> shape) {
+                   boolean keepsDtype, List<TensorShape> shapes) {
 
     /** A row: {@code mcore} lists alternatives separated by {@code |}, {@code hf} several names separated by {@code ,}. */
     public static Rule of(LayerKind kind, String mcore, String hf) {
-        return new Rule(kind, split(mcore, "\\|"), split(hf, ","), new Transform.Copy(), false, false, null);
+        return new Rule(kind, split(mcore, "\\|"), split(hf, ","), new Transform.Copy(), false, false, List.of());
     }
 
     public Rule with(Transform t) {
-        return new Rule(kind, mcore, hf, t, isOptional, keepsDtype, shape);
+        return new Rule(kind, mcore, hf, t, isOptional, keepsDtype, shapes);
     }
 
     public Rule optional() {
-        return new Rule(kind, mcore, hf, transform, true, keepsDtype, shape);
+        return new Rule(kind, mcore, hf, transform, true, keepsDtype, shapes);
     }
 
     public Rule keepDtype() {
-        return new Rule(kind, mcore, hf, transform, isOptional, true, shape);
+        return new Rule(kind, mcore, hf, transform, isOptional, true, shapes);
     }
 
-    /** Expected HF shape, one config key (or integer) per dimension. */
-    public Rule shape(String... dims) {
-        return new Rule(kind, mcore, hf, transform, isOptional, keepsDtype, List.of(dims));
+    /**
+     * The HF tensors' shapes in {@link TensorShape}'s notation ({@code "moe_intermediate_size, hidden_size"}):
+     * one for every HF tensor of the row, or one per HF tensor in order. For fused experts, the shape of the
+     * fused tensor.
+     */
+    public Rule shape(String... perTensor) {
+        if (perTensor.length != 1 && perTensor.length != hf.size()) {
+            throw new IllegalArgumentException(describe() + ": " + perTensor.length + " shapes for " + hf.size() + " tensors");
+        }
+        return new Rule(kind, mcore, hf, transform, isOptional, keepsDtype, Arrays.stream(perTensor).map(TensorShape::parse).toList());
+    }
+
+    /** The declared shape of HF tensor {@code index} of the row, or null when the row declares none. */
+    public TensorShape shapeOf(int index) {
+        return shapes.isEmpty() ? null : shapes.get(shapes.size() == 1 ? 0 : index);
+    }
+
+    /** Refuses HF tensor {@code index} of the row (named {@code tensor} in the message) unless its shape is the declared one. */
+    public void checkShape(int index, String tensor, Shape actual, ModelConfig config) {
+        TensorShape expected = shapeOf(index);
+        if (expected != null) {
+            expected.check(tensor, actual, config);
+        }
     }
 
     public boolean perExpert() {

@@ -6,7 +6,6 @@ import dev.moeport.arch.ModelConfig;
 import dev.moeport.arch.Rule;
 import dev.moeport.arch.Transform;
 import dev.moeport.plan.Piece;
-import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.util.NaturalOrder;
 import java.nio.file.Path;
@@ -78,34 +77,13 @@ public final class ExportMapper {
             names.add(found);
         }
         List<Transform.Part> parts = rule.transform().toHf(sources, instance.hf(), config);
-        for (Transform.Part part : parts) {
-            checkShape(rule, part.name(), part.shape(), sources.getFirst(), config);
+        for (int i = 0; i < parts.size(); i++) {
+            Transform.Part part = parts.get(i);
+            rule.checkShape(i, "tensor '" + part.name() + "' (made from " + sources.getFirst().where() + ")", part.shape(), config);
             // Parts split from one tensor (q/k/v, gate/up) share its amax: one global scale for one fused GEMM.
             boolean split = parts.size() > 1;
             out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), names, split ? names.getFirst() : null,
                     split ? List.of(new Piece.Source(sources.getFirst())) : null, rule.keepsDtype()));
-        }
-    }
-
-    /** Checks an HF tensor (made or given) against the rule's expected shape, dimension by dimension, where the config has the size. */
-    static void checkShape(Rule rule, String hfName, Shape shape, Tensor source, ModelConfig config) {
-        if (rule.shape() == null) {
-            return;
-        }
-        if (shape.rank() != rule.shape().size()) {
-            throw new MoeportException(source.where() + " gives " + hfName + " of shape " + shape + ", expected "
-                    + rule.shape().size() + " dimensions " + rule.shape());
-        }
-        for (int i = 0; i < shape.rank(); i++) {
-            String key = rule.shape().get(i);
-            if (key.equals("*") || !config.has(key)) {
-                continue;
-            }
-            long expected = config.requireInt(key);
-            if (shape.dim(i) != expected) {
-                throw new MoeportException(source.where() + " has shape " + source.shape() + " but " + config.file() + " gives "
-                        + key + " = " + expected + " for dimension " + i + " of " + hfName + " (config does not match the checkpoint)");
-            }
         }
     }
 

@@ -72,10 +72,8 @@ public final class ImportMapper {
             throw new MoeportException(source + ": missing tensor '" + missing.getFirst() + "'" + instance.expertNote() + ", needed for " + rule.describe());
         }
         List<Tensor> tensors = instance.hf().stream().map(hf::get).toList();
-        if (!rule.fusedExperts()) {
-            for (Tensor t : tensors) {
-                ExportMapper.checkShape(rule, t.name(), t.shape(), t, config);
-            }
+        for (int i = 0; i < tensors.size(); i++) {
+            rule.checkShape(i, tensors.get(i).where(), tensors.get(i).shape(), config);
         }
         consumed.addAll(instance.hf());
         List<String> mcoreNames = instance.mcore().stream().map(List::getFirst).toList();

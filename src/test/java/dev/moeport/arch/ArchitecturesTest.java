@@ -24,6 +24,7 @@ import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /** The four architectures of ARCHITECTURES.md on their transformers-written fixtures. */
@@ -278,6 +279,69 @@ class ArchitecturesTest {
             assertEquals(DType.F32, c.tensor("model.layers.1.mlp.experts.0.up_proj.weight").dtype());
             assertEquals(DType.F32, c.tensor("model.layers.1.mlp.gate.e_score_correction_bias").dtype(), "the expert bias keeps its dtype");
         }
+    }
+
+    @Test
+    void everyRowDeclaresTheShapeOfItsTensorsAndTheFixturesConfigsGiveEveryDimension() {
+        Map<String, List<String>> fixtures = Map.of("nemotron_h", List.of("nemotron_h_tiny", "nemotron_h_latent"));
+        for (Architecture arch : Architectures.all()) {
+            for (Rule rule : arch.rules()) {
+                assertFalse(rule.shapes().isEmpty(), arch.name() + ": " + rule.describe() + " declares no shape");
+            }
+            for (String fixture : fixtures.getOrDefault(arch.name(), List.of(arch.name()))) {
+                ModelConfig config = ModelConfig.load(hf(fixture));
+                for (Rule rule : arch.rules()) {
+                    for (int i = 0; i < rule.hf().size(); i++) {
+                        // An optional row may name sizes only the models that have it configure (NemotronH's latent size).
+                        assertTrue(rule.isOptional() || rule.shapeOf(i).resolves(config), fixture + ": " + rule.describe() + " leaves a dimension open");
+                    }
+                }
+            }
+        }
+    }
+
+    /** {@code arch}'s fixture folder with {@code key} of its config set to {@code value}: the tensors copied (a few MB). */
+    private Path withConfigValue(String arch, String key, int value) throws Exception {
+        Path dir = Files.createDirectories(tmp.resolve(arch + "-" + key));
+        try (var files = Files.list(hf(arch))) {
+            for (Path f : files.toList()) {
+                if (!f.getFileName().toString().equals("config.json")) {
+                    Files.copy(f, dir.resolve(f.getFileName()));
+                }
+            }
+        }
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode config = (ObjectNode) json.readTree(hf(arch).resolve("config.json").toFile());
+        config.put(key, value);
+        json.writeValue(dir.resolve("config.json").toFile(), config);
+        return dir;
+    }
+
+    /**
+     * Issue 11: a config that contradicts the tensors is one line naming tensor, both shapes and the config values, and nothing is
+     * written. Expected shapes are the fixtures' (transformers-written) with the changed key worked in by hand.
+     */
+    @ParameterizedTest
+    @CsvSource(delimiter = ';', value = {
+            "qwen3_moe; moe_intermediate_size; 256; model.layers.1.mlp.experts.0.gate_proj.weight; [128, 256]; [256, 256] (moe_intermediate_size = 256)",
+            "mixtral; intermediate_size; 256; model.layers.0.block_sparse_moe.experts.0.w1.weight; [128, 256]; [256, 256] (intermediate_size = 256)",
+            "deepseek_v3; kv_lora_rank; 32; model.layers.0.self_attn.kv_a_proj_with_mqa.weight; [80, 256]; [48, 256] (kv_lora_rank = 32, qk_rope_head_dim = 16)",
+            "gpt_oss; intermediate_size; 64; model.layers.0.mlp.experts.gate_up_proj; [8, 256, 256]; [8, 256, 128] (intermediate_size = 64)",
+            "nemotron_h_latent; moe_latent_size; 32; backbone.layers.2.mixer.experts.0.up_proj.weight; [64, 64]; [64, 32] (moe_latent_size = 32)"})
+    void aConfigThatContradictsATensorShapeIsRefusedBeforeWriting(String arch, String key, int value, String tensor, String actual,
+                                                                  String expected) throws Exception {
+        Path wrong = withConfigValue(arch, key, value);
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf(arch).toString(), "--out", tmp.resolve("m").toString());
+        List<CliRun> runs = List.of(
+                CliRun.of("export", "--in", mcore.toString(), "--hf-config", wrong.toString(), "--out", tmp.resolve("exported").toString()),
+                CliRun.of("import", "--ckpt-format", "safetensors", "--in", wrong.toString(), "--out", tmp.resolve("imported").toString()));
+        for (CliRun r : runs) {
+            assertEquals(1, r.code(), r.out() + r.err());
+            assertEquals(1, r.err().strip().lines().count(), r.err());
+            assertTrue(r.err().contains("tensor '" + tensor + "'") && r.err().contains(" has shape " + actual + " but ")
+                    && r.err().contains(" implies " + expected), r.err());
+        }
+        assertFalse(Files.exists(tmp.resolve("exported")) || Files.exists(tmp.resolve("imported")), "nothing written");
     }
 
     @Test
