@@ -103,6 +103,9 @@ class TorchDistValidationTest {
     @Test
     void megatronTrackerFileNamesTheIteration() throws IOException {
         Files.writeString(dir.resolve("latest_checkpointed_iteration.txt"), "12\n");
+        assertEquals(dir.resolve("latest_checkpointed_iteration.txt") + ": names iteration folder 'iter_0000012', which does not exist"
+                + " (an interrupted save, or a copy without it?)", error(dir));
+        Files.createDirectory(dir.resolve("iter_0000012"));
         assertTrue(error(dir).startsWith(dir.resolve("iter_0000012") + ": no .metadata file"));
         Files.writeString(dir.resolve("latest_checkpointed_iteration.txt"), "twelve");
         assertTrue(error(dir).endsWith("expected an iteration number or 'release', found 'twelve'"));
@@ -168,5 +171,42 @@ class TorchDistValidationTest {
             String error = error(copy);
             assertEquals(copy.resolve(TorchDistCheckpoint.METADATA) + ": tensor 'dtype.bf16': element type a tuple is not supported", error);
         }
+    }
+
+    /** The first chunk zip of the dtypes fixture's {@code __0_0.distcp}, as Python's zipfile lists it (offsets from the zip's start). */
+    private static final int DATA_CENTRAL_HEADER = 1282; // central directory entry of 'archive/data/0'
+    private static final int DATA_LOCAL_HEADER = 598;
+    private static final int VERSION_LOCAL_HEADER = 750; // the entry 'archive/version'
+
+    private Path damagedFirstZip(java.util.function.Consumer<java.nio.ByteBuffer> damage) throws IOException {
+        Path copy = TorchDistFixtures.copy("dtypes", dir);
+        Path file = copy.resolve("__0_0.distcp");
+        java.nio.ByteBuffer bytes = java.nio.ByteBuffer.wrap(Files.readAllBytes(file)).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        assertEquals(0x02014b50, bytes.getInt(DATA_CENTRAL_HEADER));
+        assertEquals(DATA_LOCAL_HEADER, bytes.getInt(DATA_CENTRAL_HEADER + 42));
+        damage.accept(bytes);
+        Files.write(file, bytes.array());
+        return file;
+    }
+
+    @Test
+    void directoryPointingAtAnotherEntry() throws IOException {
+        // issue 17 item 5: this exported with exit 0 and garbage
+        Path file = damagedFirstZip(b -> b.putInt(DATA_CENTRAL_HEADER + 42, VERSION_LOCAL_HEADER));
+        String error = error(file.getParent());
+        assertTrue(error.startsWith(file + " (chunk at "), error);
+        assertTrue(error.endsWith(": the local header at byte 750 does not name entry 'archive/data/0' (the directory points elsewhere)"), error);
+    }
+
+    @Test
+    void flippedDataByte() throws IOException {
+        // the tensor's first byte: after the local header, its name and its extra field (alignment padding)
+        Path file = damagedFirstZip(b -> {
+            int data = DATA_LOCAL_HEADER + 30 + (b.getShort(DATA_LOCAL_HEADER + 26) & 0xffff) + (b.getShort(DATA_LOCAL_HEADER + 28) & 0xffff);
+            b.put(data, (byte) (b.get(data) ^ 0x10));
+        });
+        String error = error(file.getParent());
+        assertTrue(error.startsWith(file + " (chunk at "), error);
+        assertTrue(error.matches(".*: entry 'archive/data/0' has CRC-32 [0-9a-f]{8}, not the [0-9a-f]{8} its zip records \\(the file is damaged\\)"), error);
     }
 }
