@@ -7,6 +7,7 @@ import dev.moeport.format.Checkpoints;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.tensor.TensorView;
 import dev.moeport.util.Glob;
+import dev.moeport.util.Names;
 import dev.moeport.util.NaturalOrder;
 import dev.moeport.util.Sizes;
 import java.io.PrintWriter;
@@ -92,11 +93,11 @@ final class InspectCommand implements Callable<Integer> {
         Table table = grouped ? new Table("NAME", ">COUNT", "DTYPE", "SHAPE", ">SIZE") : new Table("NAME", "DTYPE", "SHAPE", ">SIZE");
         if (grouped) {
             for (Group g : group(tensors)) {
-                table.add(g.displayName(), "x" + g.count, g.dtype, g.shape, Sizes.format(g.bytes));
+                table.add(Names.escaped(g.displayName()), "x" + g.count, g.dtype, g.shape, Sizes.format(g.bytes));
             }
         } else {
             for (Tensor t : tensors) {
-                table.add(t.name(), t.dtype(), t.shape(), Sizes.format(t.byteSize()));
+                table.add(Names.escaped(t.name()), t.dtype(), t.shape(), Sizes.format(t.byteSize()));
             }
         }
         table.print(out);

@@ -8,6 +8,7 @@ import java.util.Properties;
 import dev.moeport.Warnings;
 import dev.moeport.exec.Progress;
 import dev.moeport.quant.QuantKernels;
+import dev.moeport.util.Names;
 import java.time.Duration;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -165,14 +166,29 @@ public final class Main implements Runnable {
             return oneLine(t.getMessage());
         }
         if (t instanceof OutOfMemoryError) {
-            return "out of memory (" + oneLine(t.getMessage()) + "); please report this: moeport should run in bounded memory";
+            long heapMiB = Runtime.getRuntime().maxMemory() >> 20;
+            return "out of memory (" + oneLine(t.getMessage()) + ") with a Java heap of " + heapMiB + " MiB: raise it through"
+                    + " JAVA_OPTS, e.g. JAVA_OPTS=-Xmx" + 2 * heapMiB + "m (tensor data stays outside the heap; an input's headers,"
+                    + " index and metadata live in it)";
         }
         return "internal error: " + t.getClass().getSimpleName() + (t.getMessage() == null ? "" : ": " + oneLine(t.getMessage()))
                 + " (rerun with MOEPORT_DEBUG=1 for details)";
     }
 
-    private static String oneLine(String s) {
-        return s == null ? "" : s.replaceAll("\\s*\\R\\s*", " ");
+    /** Longer than any honest message; a hostile input's names must not flood the terminal. */
+    private static final int MAX_MESSAGE = 2000;
+
+    /**
+     * A message as one line of text: line breaks become spaces, other control characters (which may
+     * come from a file's names) are escaped so that they cannot drive the terminal, and its length is capped.
+     */
+    static String oneLine(String s) {
+        if (s == null) {
+            return "";
+        }
+        String line = Names.escaped(s.replaceAll("\\s*\\R\\s*", " "));
+        return line.length() <= MAX_MESSAGE ? line
+                : line.substring(0, MAX_MESSAGE) + "... (" + (line.length() - MAX_MESSAGE) + " more characters)";
     }
 
     private static boolean debug() {

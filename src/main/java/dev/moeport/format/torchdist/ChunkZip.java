@@ -7,15 +7,20 @@ import java.nio.ByteOrder;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.LinkedHashMap;
-import java.util.Map;
+import java.util.List;
 import java.util.SequencedMap;
+import java.util.zip.CRC32;
 
 /**
  * The entries of a {@code torch.save} zip lying in a byte range of a mapped file, found through its
  * central directory (the local headers of PyTorch's zips carry zero sizes, with a data descriptor
  * after the data). Offsets are relative to the first byte of the range. Only STORED (uncompressed)
- * entries are accepted, so each entry's data is a zero-copy slice of the mapping.
+ * entries are accepted, so each entry's data is a zero-copy slice of the mapping. The directory is
+ * not trusted: each entry's local header must name it, no two entries may share bytes, and the
+ * data must have the CRC-32 the directory gives (a flipped bit would otherwise export silently).
  */
 final class ChunkZip {
     private static final int LOCAL_HEADER = 0x04034b50;
@@ -73,6 +78,8 @@ final class ChunkZip {
             throw fail("central directory claims " + Long.toUnsignedString(count) + " entries in " + directorySize + " bytes");
         }
         SequencedMap<String, MemorySegment> entries = new LinkedHashMap<>();
+        List<long[]> extents = new ArrayList<>(); // {local header, end of data, index}
+        List<String> names = new ArrayList<>();
         long p = directoryOffset;
         long directoryEnd = directoryOffset + directorySize;
         for (long i = 0; i < count; i++) {
@@ -81,6 +88,7 @@ final class ChunkZip {
             }
             int flags = u16(p + 8);
             int method = u16(p + 10);
+            long crc = u32(p + 16);
             long compressed = u32(p + 20);
             long size = u32(p + 24);
             int nameLength = u16(p + 28);
@@ -102,13 +110,27 @@ final class ChunkZip {
             if (method != 0 || compressed != size) {
                 throw fail("entry '" + name + "' is compressed (method " + method + "); PyTorch stores its entries uncompressed");
             }
-            MemorySegment data = data(local, size, directoryOffset, name);
+            MemorySegment data = data(local, size, crc, directoryOffset, p + CENTRAL_SIZE, nameLength, name);
             if (entries.putIfAbsent(name, data) != null) {
                 throw fail("entry '" + name + "' appears twice");
             }
+            extents.add(new long[] {local, data.address() - zip.address() + size, names.size()});
+            names.add(name);
             p = next;
         }
+        requireDisjoint(extents, names);
         return entries;
+    }
+
+    /** No two entries share bytes: a directory pointing two names at one header would alias their data. */
+    private void requireDisjoint(List<long[]> extents, List<String> names) {
+        extents.sort(Comparator.comparingLong(e -> e[0]));
+        for (int i = 1; i < extents.size(); i++) {
+            if (extents.get(i)[0] < extents.get(i - 1)[1]) {
+                throw fail("entries '" + names.get((int) extents.get(i - 1)[2]) + "' and '" + names.get((int) extents.get(i)[2])
+                        + "' overlap");
+            }
+        }
     }
 
     /** The end-of-central-directory record: the last one whose comment ends exactly at the end of the zip. */
@@ -154,16 +176,62 @@ final class ChunkZip {
         return values;
     }
 
-    /** The data of an entry: after its local header, before the central directory. */
-    private MemorySegment data(long local, long size, long directoryOffset, String name) {
+    /**
+     * The data of an entry: after its local header, which must name the same entry (and, unless a
+     * data descriptor follows, give the same CRC and sizes), before the central directory, with the
+     * directory's CRC-32.
+     */
+    private MemorySegment data(long local, long size, long crc, long directoryOffset, long centralName, int nameLength, String name) {
         if (local < 0 || local > directoryOffset - LOCAL_SIZE || u32(local) != LOCAL_HEADER) {
             throw fail("entry '" + name + "' has no local header where the directory says");
         }
-        long start = local + LOCAL_SIZE + u16(local + 26) + u16(local + 28);
+        int localNameLength = u16(local + 26);
+        if (localNameLength != nameLength || local + LOCAL_SIZE + nameLength > directoryOffset
+                || MemorySegment.mismatch(zip, local + LOCAL_SIZE, local + LOCAL_SIZE + nameLength, zip, centralName, centralName + nameLength) >= 0) {
+            throw fail("the local header at byte " + local + " does not name entry '" + name + "' (the directory points elsewhere)");
+        }
+        boolean descriptor = (u16(local + 6) & 0x8) != 0;
+        long localCrc = u32(local + 14);
+        long localCompressed = u32(local + 18);
+        long localSize = u32(local + 22);
+        boolean zeros = localCrc == 0 && localCompressed == 0 && localSize == 0;
+        boolean agree = localCrc == crc && (localSize == U32_MAX || localSize == size) && (localCompressed == U32_MAX || localCompressed == size);
+        if (!agree && !(descriptor && zeros)) {
+            throw fail("entry '" + name + "': its local header and the directory disagree on its size or CRC");
+        }
+        long start = local + LOCAL_SIZE + localNameLength + u16(local + 28);
         if (start > directoryOffset || size < 0 || size > directoryOffset - start) {
             throw fail("entry '" + name + "' of " + Long.toUnsignedString(size) + " bytes runs past the zip's data");
         }
-        return zip.asSlice(start, size);
+        MemorySegment data = zip.asSlice(start, size);
+        long actual = crc32(data, name);
+        if (actual != crc) {
+            throw fail(String.format("entry '%s' has CRC-32 %08x, not the %08x its zip records (the file is damaged)", name, actual, crc));
+        }
+        return data;
+    }
+
+    /** Bytes copied through the heap per CRC step: small enough to stay in cache. */
+    private static final int CRC_STEP = 1 << 16;
+
+    /**
+     * The CRC-32 of mapped bytes. They are copied to the heap first: a copy out of a mapping whose
+     * file shrank raises InternalError, which becomes a clean error here, where a read inside the
+     * CRC intrinsic would crash the JVM.
+     */
+    private long crc32(MemorySegment data, String name) {
+        CRC32 crc = new CRC32();
+        byte[] step = new byte[(int) Math.min(CRC_STEP, data.byteSize())];
+        try {
+            for (long at = 0; at < data.byteSize(); at += step.length) {
+                int n = (int) Math.min(step.length, data.byteSize() - at);
+                MemorySegment.copy(data, ValueLayout.JAVA_BYTE, at, step, 0, n);
+                crc.update(step, 0, n);
+            }
+        } catch (InternalError fault) {
+            throw fail("entry '" + name + "' could not be read (the file shrank or changed while moeport read it)");
+        }
+        return crc.getValue();
     }
 
     private String name(long at, int length) {

@@ -39,7 +39,15 @@ final class Pickle {
         }
     }
 
+    // The containers print as their kind only: a value may be cyclic or exponentially shared, and
+    // a record's generated toString would recurse through it.
+
     record Tuple(List<Object> items) {
+        @Override
+        public String toString() {
+            return kind(this);
+        }
+
         Object get(int i) {
             return items.get(i);
         }
@@ -49,10 +57,20 @@ final class Pickle {
         }
     }
 
-    record PyList(List<Object> items) {}
+    record PyList(List<Object> items) {
+        @Override
+        public String toString() {
+            return kind(this);
+        }
+    }
 
     /** A dict in insertion order; keys are not hashed, so a hostile key cannot make lookups recurse. */
     record Dict(List<Object> keys, List<Object> values) {
+        @Override
+        public String toString() {
+            return kind(this);
+        }
+
         /** The value of a string key, or null when absent. */
         Object get(String key) {
             for (int i = 0; i < keys.size(); i++) {
@@ -65,7 +83,12 @@ final class Pickle {
     }
 
     /** {@code callable(*args)} as REDUCE asked for it; nothing was called. */
-    record Call(Global callable, Tuple args) {}
+    record Call(Global callable, Tuple args) {
+        @Override
+        public String toString() {
+            return kind(this);
+        }
+    }
 
     /** {@code cls.__new__(cls, *args)} from NEWOBJ, with the state BUILD gave it (null: none). */
     static final class Instance {
@@ -77,10 +100,20 @@ final class Pickle {
             this.type = type;
             this.args = args;
         }
+
+        @Override
+        public String toString() {
+            return kind(this);
+        }
     }
 
     /** The tuple a BINPERSID opcode named: PyTorch uses it to point at a tensor's storage. */
-    record PersistentId(Object id) {}
+    record PersistentId(Object id) {
+        @Override
+        public String toString() {
+            return kind(this);
+        }
+    }
 
     private static final int MAX_LINE = 1024;
     private static final int MAX_STACK = 1 << 24;
@@ -112,6 +145,11 @@ final class Pickle {
 
     /** Deeper nesting than any configuration holds; bounds the recursion of {@link #plain}. */
     private static final int MAX_PLAIN_DEPTH = 64;
+    /**
+     * More values than any common state holds. Memo references let a few kilobytes of pickle name
+     * the same list exponentially often ("billion laughs"); {@link #plain} expands them, so it counts.
+     */
+    private static final int MAX_PLAIN_VALUES = 1 << 20;
 
     /**
      * A pickled value made only of Python builtins, as plain Java values: dicts become ordered
@@ -120,42 +158,74 @@ final class Pickle {
      * {@code what} name it.
      */
     static Object plain(Object value, String where, String what) {
-        return plain(value, where, what, 0);
+        return new Plain(where, what).of(value, 0);
     }
 
-    private static Object plain(Object value, String where, String what, int depth) {
-        if (depth > MAX_PLAIN_DEPTH) {
-            throw new MoeportException(where + ": " + what + " is nested deeper than " + MAX_PLAIN_DEPTH + " levels");
+    private static final class Plain {
+        private final String where;
+        private final String what;
+        private int values;
+
+        Plain(String where, String what) {
+            this.where = where;
+            this.what = what;
         }
+
+        Object of(Object value, int depth) {
+            if (depth > MAX_PLAIN_DEPTH) {
+                throw new MoeportException(where + ": " + what + " is nested deeper than " + MAX_PLAIN_DEPTH + " levels");
+            }
+            if (++values > MAX_PLAIN_VALUES) {
+                throw new MoeportException(where + ": " + what + " holds more than " + MAX_PLAIN_VALUES + " values");
+            }
+            return switch (value) {
+                case String s -> s;
+                case Long l -> l;
+                case Double d -> d;
+                case Boolean b -> b;
+                case Tuple t -> list(t.items(), depth);
+                case PyList l -> list(l.items(), depth);
+                case Dict d -> {
+                    java.util.Map<Object, Object> map = new java.util.LinkedHashMap<>();
+                    for (int i = 0; i < d.keys().size(); i++) {
+                        map.put(of(d.keys().get(i), depth + 1), of(d.values().get(i), depth + 1));
+                    }
+                    yield java.util.Collections.unmodifiableMap(map);
+                }
+                default -> {
+                    if (value == NONE) {
+                        yield null;
+                    }
+                    throw new MoeportException(where + ": " + what + " holds " + kind(value) + ", not plain Python data");
+                }
+            };
+        }
+
+        private List<Object> list(List<Object> items, int depth) {
+            List<Object> list = new ArrayList<>(items.size());
+            for (Object item : items) {
+                list.add(of(item, depth + 1));
+            }
+            return java.util.Collections.unmodifiableList(list);
+        }
+    }
+
+    /** A short name of a decoded value's kind, never its (possibly huge or cyclic) contents. */
+    static String kind(Object value) {
         return switch (value) {
-            case String s -> s;
-            case Long l -> l;
-            case Double d -> d;
-            case Boolean b -> b;
-            case Tuple t -> plainList(t.items(), where, what, depth);
-            case PyList l -> plainList(l.items(), where, what, depth);
-            case Dict d -> {
-                java.util.Map<Object, Object> map = new java.util.LinkedHashMap<>();
-                for (int i = 0; i < d.keys().size(); i++) {
-                    map.put(plain(d.keys().get(i), where, what, depth + 1), plain(d.values().get(i), where, what, depth + 1));
-                }
-                yield java.util.Collections.unmodifiableMap(map);
-            }
-            default -> {
-                if (value == NONE) {
-                    yield null;
-                }
-                throw new MoeportException(where + ": " + what + " holds " + TorchDistMetadata.kind(value) + ", not plain Python data");
-            }
+            case String s -> "a string";
+            case Long l -> "an integer";
+            case Double d -> "a float";
+            case Boolean b -> "a bool";
+            case Tuple t -> "a tuple";
+            case PyList l -> "a list";
+            case Dict d -> "a dict";
+            case Global g -> "the global " + g;
+            case Call c -> "a call of " + c.callable();
+            case Instance i -> "a " + i.type;
+            case PersistentId p -> "a persistent id";
+            default -> value == NONE ? "None" : "an unknown value";
         };
-    }
-
-    private static List<Object> plainList(List<Object> items, String where, String what, int depth) {
-        List<Object> list = new ArrayList<>(items.size());
-        for (Object item : items) {
-            list.add(plain(item, where, what, depth + 1));
-        }
-        return java.util.Collections.unmodifiableList(list);
     }
 
     private Object run() {

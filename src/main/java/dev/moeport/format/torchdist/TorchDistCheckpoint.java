@@ -195,8 +195,9 @@ public final class TorchDistCheckpoint implements Checkpoint {
             files.put(name, data);
         }
         if (info.offset() > data.byteSize() || info.length() > data.byteSize() - info.offset()) {
-            throw new MoeportException(file + ": chunk " + TorchDistMetadata.describe(chunkKey) + " at bytes " + info.offset() + ".."
-                    + (info.offset() + info.length()) + " lies beyond the end of the file (" + data.byteSize() + " bytes; truncated?)");
+            // offset + length may overflow in hostile metadata: name both
+            throw new MoeportException(file + ": chunk " + TorchDistMetadata.describe(chunkKey) + " of " + info.length() + " bytes at byte "
+                    + info.offset() + " lies beyond the end of the file (" + data.byteSize() + " bytes; truncated?)");
         }
         return data.asSlice(info.offset(), info.length());
     }
@@ -269,6 +270,10 @@ public final class TorchDistCheckpoint implements Checkpoint {
         Path folder = path;
         if (!Files.isRegularFile(folder.resolve(METADATA)) && Files.isRegularFile(folder.resolve(LATEST))) {
             folder = folder.resolve(iterationFolder(folder.resolve(LATEST)));
+            if (!Files.isDirectory(folder)) {
+                throw new MoeportException(path.resolve(LATEST) + ": names iteration folder '" + folder.getFileName()
+                        + "', which does not exist (an interrupted save, or a copy without it?)");
+            }
         }
         String backend = shardedBackend(folder.resolve(MEGATRON_METADATA));
         if (backend != null && !backend.equals("torch_dist")) {

@@ -124,7 +124,7 @@ record TorchDistMetadata(SequencedMap<String, Entry> entries, Map<ChunkKey, Stor
             };
             DType type = TorchTypes.dtype(dtype);
             if (type == null) {
-                throw fail(what + ": element type " + dtype + " is not supported");
+                throw fail(what + ": element type " + Pickle.kind(dtype) + " is not supported");
             }
             return type;
         }
@@ -176,7 +176,7 @@ record TorchDistMetadata(SequencedMap<String, Entry> entries, Map<ChunkKey, Stor
                 return d;
             }
             throw fail("expected a " + String.join(" or ", names) + ", found "
-                    + (value instanceof Instance i ? "a " + i.type + " without its fields" : kind(value)));
+                    + (value instanceof Instance i ? "a " + i.type + " without its fields" : Pickle.kind(value)));
         }
 
         private <T> T field(Dict fields, String name, Class<T> type, String what) {
@@ -187,7 +187,7 @@ record TorchDistMetadata(SequencedMap<String, Entry> entries, Map<ChunkKey, Stor
             if (type.isInstance(value)) {
                 return type.cast(value);
             }
-            throw fail(what + " is " + (value == null ? "missing" : kind(value)));
+            throw fail(what + " is " + (value == null ? "missing" : Pickle.kind(value)));
         }
 
         private MoeportException fail(String message) {
@@ -197,23 +197,5 @@ record TorchDistMetadata(SequencedMap<String, Entry> entries, Map<ChunkKey, Stor
 
     static String describe(ChunkKey key) {
         return "'" + key.fqn() + "'" + (key.offsets() == null ? "" : " at " + key.offsets());
-    }
-
-    /** A short name of a decoded value's kind, never its (possibly huge or cyclic) contents. */
-    static String kind(Object value) {
-        return switch (value) {
-            case String s -> "a string";
-            case Long l -> "an integer";
-            case Double d -> "a float";
-            case Boolean b -> "a bool";
-            case Tuple t -> "a tuple";
-            case PyList l -> "a list";
-            case Dict d -> "a dict";
-            case Global g -> "the global " + g;
-            case Call c -> "a call of " + c.callable();
-            case Instance i -> "a " + i.type;
-            case Pickle.PersistentId p -> "a persistent id";
-            default -> value == Pickle.NONE ? "None" : "an unknown value";
-        };
     }
 }

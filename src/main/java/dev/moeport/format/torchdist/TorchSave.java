@@ -91,7 +91,7 @@ final class TorchSave {
 
         StoredTensor tensor(Object root) {
             if (!(root instanceof Call(Global callable, Tuple args)) || !(callable.equals(REBUILD_V2) || callable.equals(REBUILD_V3))) {
-                throw fail(where, "pickle is not a tensor rebuilt by _rebuild_tensor_v2 or _v3, but " + TorchDistMetadata.kind(root));
+                throw fail(where, "pickle is not a tensor rebuilt by _rebuild_tensor_v2 or _v3, but " + Pickle.kind(root));
             }
             boolean v3 = callable.equals(REBUILD_V3);
             int required = v3 ? 7 : 6;
@@ -116,7 +116,7 @@ final class TorchSave {
             }
             DType dtype = v3 ? TorchTypes.dtype(args.get(6)) : storageType;
             if (dtype == null) {
-                throw fail(where, "element type " + TorchDistMetadata.kind(args.get(6)) + " is not supported");
+                throw fail(where, "element type " + Pickle.kind(args.get(6)) + " is not supported");
             }
             MemorySegment storage = entries.get(prefix + "data/" + key);
             if (storage == null) {

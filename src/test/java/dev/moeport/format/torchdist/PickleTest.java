@@ -120,4 +120,51 @@ class PickleTest {
                 () -> TorchDistMetadata.parse(MemorySegment.ofArray(deep.toByteArray()), "deep.pkl"));
         assertTrue(deepError.getMessage().contains("found a list"));
     }
+
+    /** {@code depth} nested one-element tuples around None, and what prints them. */
+    private static byte[] deepTuple(int depth) {
+        ByteArrayOutputStream b = new ByteArrayOutputStream();
+        b.write(0x80);
+        b.write(2);
+        b.write('N');
+        for (int i = 0; i < depth; i++) {
+            b.write(0x85); // TUPLE1
+        }
+        b.write('.');
+        return b.toByteArray();
+    }
+
+    @Test
+    void hostileValuesPrintAsTheirKindOnly() {
+        // issue 17: a 3,000-deep tuple and a list holding itself overflowed the stack when a message printed them
+        Object deep = Pickle.load(MemorySegment.ofArray(deepTuple(100_000)), "deep.pkl", TORCH_SIZE, false);
+        assertEquals("a tuple", deep.toString());
+        PyList cycle = (PyList) load(0x80, 2, ']', 'q', 0, 'h', 0, 'a', '.');
+        assertSame(cycle, cycle.items().getFirst());
+        assertEquals("a list", cycle.toString());
+        assertEquals("a call of torch.Size", load(0x80, 2, "ctorch\nSize\n", ')', 'R', '.').toString());
+    }
+
+    @Test
+    void plainDataIsBoundedInDepthAndInValues() {
+        MoeportException deep = assertThrows(MoeportException.class,
+                () -> Pickle.plain(Pickle.load(MemorySegment.ofArray(deepTuple(3000)), "deep.pkl", TORCH_SIZE, false), "deep.pkl", "the common state"));
+        assertEquals("deep.pkl: the common state is nested deeper than 64 levels", deep.getMessage());
+        // "billion laughs": each tuple holds the previous one twice, through the memo; 40 levels name 2^40 values in 200 bytes
+        ByteArrayOutputStream laughs = new ByteArrayOutputStream();
+        laughs.writeBytes(PickleBytes.of(0x80, 2, ']', 'q', 0));
+        for (int i = 1; i <= 40; i++) {
+            laughs.writeBytes(PickleBytes.of('h', i - 1, 0x86, 'q', i)); // (top, memo[i-1]) as TUPLE2
+        }
+        laughs.write('.');
+        Object bomb = Pickle.load(MemorySegment.ofArray(laughs.toByteArray()), "laughs.pkl", TORCH_SIZE, false);
+        MoeportException e = assertThrows(MoeportException.class, () -> Pickle.plain(bomb, "laughs.pkl", "the common state"));
+        assertEquals("laughs.pkl: the common state holds more than 1048576 values", e.getMessage());
+        // the same shape ten levels deep is plain data: 2^10 empty lists at the bottom
+        Object small = bomb;
+        for (int i = 40; i > 10; i--) {
+            small = ((Tuple) small).get(0);
+        }
+        assertEquals(2, ((List<?>) Pickle.plain(small, "laughs.pkl", "x")).size());
+    }
 }
