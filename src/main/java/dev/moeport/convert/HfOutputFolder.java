@@ -62,7 +62,11 @@ public final class HfOutputFolder {
                 if (skip.contains(name) || name.startsWith(".") || WEIGHT_FILES.matcher(name).matches()) {
                     continue;
                 }
-                SafetensorsWriter.copyAtomically(p, out.resolve(name), fsync);
+                try {
+                    SafetensorsWriter.copyAtomically(p, out.resolve(name), fsync);
+                } catch (IOException e) {
+                    throw new MoeportException(p + ": cannot copy (" + IoErrors.why(e) + ")", e);
+                }
                 copied.add(name);
             }
         } catch (IOException e) {
