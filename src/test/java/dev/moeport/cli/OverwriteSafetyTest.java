@@ -184,6 +184,26 @@ class OverwriteSafetyTest {
         }
     }
 
+    @Test
+    void anOverwriteReplacesACheckpointOfTheOtherFormatWhole() throws Exception {
+        Path out = tmp.resolve("out");
+        String hf = FIXTURE.resolve("hf").toString();
+        CliRun.succeeding("import", "--in", hf, "--out", out.toString(), "--ckpt-format", "torch_dist");
+        assertTrue(Files.exists(out.resolve("latest_checkpointed_iteration.txt")));
+        CliRun.succeeding("import", "--in", hf, "--out", out.toString(), "--ckpt-format", "safetensors", "--overwrite");
+        try (Stream<Path> s = Files.list(out)) {
+            List<String> names = s.map(f -> f.getFileName().toString()).toList();
+            assertTrue(names.stream().noneMatch(n -> n.startsWith("iter_") || n.startsWith("latest_") || n.startsWith(".")), names.toString());
+            assertTrue(names.stream().anyMatch(n -> n.endsWith(".safetensors")), names.toString());
+        }
+        CliRun.succeeding("import", "--in", hf, "--out", out.toString(), "--ckpt-format", "torch_dist", "--overwrite");
+        try (Stream<Path> s = Files.list(out)) {
+            List<String> names = s.map(f -> f.getFileName().toString()).toList();
+            assertTrue(names.stream().noneMatch(n -> n.endsWith(".safetensors") || n.endsWith(".index.json") || n.startsWith(".")), names.toString());
+        }
+        assertEquals("0", Files.readString(out.resolve("latest_checkpointed_iteration.txt")).strip());
+    }
+
     private static boolean hasAny(Path dir) throws IOException {
         try (Stream<Path> s = Files.list(dir)) {
             return s.findAny().isPresent();

@@ -122,7 +122,8 @@ class OutputFolderTest {
         // Steps of this switch: the journal, 5 earlier entries aside, 4 new ones in, the aside folder removed.
         int steps = 11;
         for (boolean kill : new boolean[] {true, false}) {
-            for (int stopAt = 0; stopAt <= steps; stopAt++) {
+            // SIGKILL at every step; SIGTERM (which waits for a switch under way) before, at the start, middle and end.
+            for (int stopAt : kill ? java.util.stream.IntStream.rangeClosed(0, steps).toArray() : new int[] {0, 1, 6, steps}) {
                 Path out = tmp.resolve((kill ? "kill-" : "term-") + stopAt);
                 write(out, EARLIER);
                 Files.writeString(out.resolve(KEPT), "kept");
