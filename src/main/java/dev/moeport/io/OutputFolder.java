@@ -147,7 +147,7 @@ public final class OutputFolder implements AutoCloseable {
             committed = true;
         } catch (IOException e) {
             throw new MoeportException(out + ": cannot switch the new checkpoint in (" + IoErrors.why(e)
-                    + "); the next run into this folder finishes or undoes the switch", e);
+                    + "); the next run into this folder finishes the switch", e);
         }
     }
 
