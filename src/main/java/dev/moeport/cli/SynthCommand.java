@@ -99,8 +99,9 @@ final class SynthCommand implements Callable<Integer> {
         }
         Path mcore = output.out.resolve("mcore");
         Path hf = output.out.resolve("hf");
-        try (HfOutputFolder.Prepared folder = HfOutputFolder.prepare(hf, output.overwrite, List.of())) {
-            HfOutputFolder.writeJson(hf, ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims), output.fsync);
+        try (dev.moeport.io.OutputFolder folder = HfOutputFolder.open(hf, output.overwrite, List.of())) {
+            HfOutputFolder.writeJson(folder.staging(), ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims), output.fsync);
+            folder.commit();
         }
         Conversion.Target target = output.target(spec);
         Conversion.Summary s = Conversion.run(plan, new Conversion.Target(mcore, output.overwrite, List.of(), target.threads(), target.fsync(),

@@ -5,6 +5,7 @@ import dev.moeport.exec.Executor;
 import dev.moeport.exec.Progress;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.io.OutputFolder;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernel;
 import java.nio.file.Path;
@@ -17,9 +18,9 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Runs a plan into a Hugging Face-style output folder: shards written as hidden partial files by the
- * executor, then the model files and JSON configs, then the shards renamed into place and the index
- * last. Whatever happens before the last step leaves no folder that looks finished.
+ * Runs a plan into an output folder: the executor writes the shards into the folder's staging area, then
+ * the model files and JSON configs go there, and the whole checkpoint is switched in at once
+ * ({@link OutputFolder#commit()}). Whatever happens, the folder comes back as the earlier checkpoint or the new one.
  */
 public final class Conversion {
 
@@ -68,42 +69,40 @@ public final class Conversion {
 
     public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel, Writer format) {
         Path out = target.out();
-        HfOutputFolder.Prepared folder = HfOutputFolder.prepare(out, target.overwrite(), target.inputs());
         Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), target.bar());
         List<String> copied = new ArrayList<>();
-        try (folder; progress; TensorOutput writer = format.create(out, plan, target.fsync())) {
-            // Ctrl-C or a kill -TERM: remove what this run wrote, as a failure would.
-            Thread cleanup = new Thread(() -> {
-                writer.close();
-                folder.close();
-                System.err.println("\nmoeport: interrupted; the partial output in " + out + " was removed");
-            });
-            Runtime.getRuntime().addShutdownHook(cleanup);
-            try {
-                new Executor(kernel, target.threads()).run(plan, writer, progress);
-                // The new checkpoint is written: the earlier one goes before the new one goes in place,
-                // so that no moment shows a mix of the two.
-                folder.retireEarlier();
-                if (files.copyFrom() != null) {
-                    Set<String> skip = new HashSet<>(files.skip());
-                    skip.addAll(files.json().keySet());
-                    copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), out, skip, target.fsync()));
-                }
-                for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
-                    HfOutputFolder.writeJson(out, e.getKey(), e.getValue(), target.fsync());
-                    copied.add(e.getKey());
-                }
-                writer.commit();
-            } finally {
+        try (OutputFolder folder = HfOutputFolder.open(out, target.overwrite(), target.inputs())) {
+            // The whole new checkpoint is built beside the earlier one, which stays until the switch.
+            Path staging = folder.staging();
+            try (progress; TensorOutput writer = format.create(staging, plan, target.fsync())) {
+                // Ctrl-C or a kill -TERM: remove what this run staged, unless its switch has begun (then it finishes).
+                Thread cleanup = new Thread(() -> {
+                    if (folder.abandon(writer::close)) {
+                        System.err.println("\nmoeport: interrupted; the partial output in " + out + " was removed");
+                    }
+                });
+                Runtime.getRuntime().addShutdownHook(cleanup);
                 try {
-                    Runtime.getRuntime().removeShutdownHook(cleanup);
-                } catch (IllegalStateException shuttingDown) {
-                    // The hook is running already.
+                    new Executor(kernel, target.threads()).run(plan, writer, progress);
+                    if (files.copyFrom() != null) {
+                        Set<String> skip = new HashSet<>(files.skip());
+                        skip.addAll(files.json().keySet());
+                        copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), staging, skip, target.fsync()));
+                    }
+                    for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
+                        HfOutputFolder.writeJson(staging, e.getKey(), e.getValue(), target.fsync());
+                        copied.add(e.getKey());
+                    }
+                    writer.commit();
+                    folder.commit();
+                } finally {
+                    try {
+                        Runtime.getRuntime().removeShutdownHook(cleanup);
+                    } catch (IllegalStateException shuttingDown) {
+                        // The hook is running already.
+                    }
                 }
             }
-        } catch (RuntimeException | Error e) {
-            folder.discardIfEmpty();
-            throw e;
         }
         return new Summary(plan.outputTensorCount(), plan.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
                 progress.elapsed(), copied);
