@@ -155,23 +155,35 @@ class ChildProcessTest {
         for (Path out : List.of(hf, unsynced)) {
             List<String> synced = fsyncedPaths(out.equals(hf), "export", "--in", synth.resolve("mcore").toString(), "--hf-config",
                     synth.resolve("hf").toString(), "--out", out.toString(), "--max-shard-size", "2MB");
-            assertEquals(out.equals(hf) ? expectedFsyncs(out) : List.of(), synced);
+            // Without --fsync no data is flushed; the switch's journal and folders always are (cheap, and they order the switch).
+            assertEquals(out.equals(hf) ? expectedFsyncs(out, "")
+                    : List.of(out.toString(), out.resolve(".moeport-staging").toString(), out.resolve(".moeport-switch.partial").toString()), synced);
         }
         Path megatron = tmp.resolve("megatron");
         List<String> synced = fsyncedPaths(true, "import", "--in", hf.toString(), "--out", megatron.toString());
-        for (String file : expectedFsyncs(megatron.resolve("iter_0000000"))) {
+        for (String file : expectedFsyncs(megatron, "iter_0000000")) {
             assertTrue(synced.contains(file), file + " not flushed: " + synced);
         }
     }
 
-    /** What a run with --fsync must flush: the partial file of each file in {@code out}, and {@code out} itself. */
-    private static List<String> expectedFsyncs(Path out) throws Exception {
+    /**
+     * What a run with --fsync must flush in {@code out/sub}: the partial file of each of its files, written in the
+     * output's staging folder ({@code io.OutputFolder}), that folder, and for the output folder itself the switch
+     * journal and the folder.
+     */
+    private static List<String> expectedFsyncs(Path out, String sub) throws Exception {
         List<String> expected = new ArrayList<>();
-        try (Stream<Path> files = Files.list(out)) {
-            files.filter(Files::isRegularFile).forEach(f -> expected.add(out.resolve("." + f.getFileName() + ".partial").toString()));
+        Path written = sub.isEmpty() ? out : out.resolve(sub);
+        Path staged = sub.isEmpty() ? out.resolve(".moeport-staging") : out.resolve(".moeport-staging").resolve(sub);
+        try (Stream<Path> files = Files.list(written)) {
+            files.filter(Files::isRegularFile).forEach(f -> expected.add(staged.resolve("." + f.getFileName() + ".partial").toString()));
         }
         assertTrue(expected.size() > 2, expected.toString());
-        expected.add(out.toString());
+        expected.add(staged.toString());
+        if (sub.isEmpty()) {
+            expected.add(out.resolve(".moeport-switch.partial").toString());
+            expected.add(out.toString());
+        }
         return expected.stream().sorted().toList();
     }
 
