@@ -13,8 +13,8 @@ import java.util.Set;
 import java.util.function.IntPredicate;
 
 /**
- * The attention + MoE decoders of {@code shared/spec/ARCHITECTURES.md}: Qwen3-MoE, Mixtral, DeepSeek-V3
- * and GPT-OSS. Each is a rule table; they differ in names, in which layers are dense, and in two
+ * The attention + MoE decoders: those of {@code shared/spec/ARCHITECTURES.md} (Qwen3-MoE, Mixtral, DeepSeek-V3
+ * and GPT-OSS), OLMoE and MiniMax-M2. Each is a rule table; they differ in names, in which layers are dense, and in two
  * transforms (DeepSeek's MLA attention needs none, GPT-OSS's fused experts need their own).
  */
 final class MoeTransformers {
@@ -80,6 +80,11 @@ final class MoeTransformers {
         return set;
     }
 
+    /** transformers 5 fuses Mixtral-style experts and names the block {@code mlp} (its "mixtral" conversion pattern). */
+    private static final HfFusedLayout BLOCK_SPARSE_FUSED = HfFusedLayout.gated("block_sparse_moe.experts", "w1", "w3", "w2",
+            List.of(new HfFusedLayout.Rename(
+                    "^(model\\.layers\\.\\d+\\.)mlp\\.", "$1block_sparse_moe.", "^(model\\.layers\\.\\d+\\.)block_sparse_moe\\.", "$1mlp.")));
+
     static final Architecture QWEN3_MOE = new Architecture(
             "qwen3_moe",
             List.of("Qwen3MoeForCausalLM"),
@@ -120,14 +125,19 @@ final class MoeTransformers {
                     List.of(
                             Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
                             Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
-                            Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight").shape("num_local_experts, " + H),
-                            Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}",
-                                    "block_sparse_moe.experts.{e}.w1.weight, block_sparse_moe.experts.{e}.w3.weight").with(new Transform.Gated())
-                                    .shape("intermediate_size, " + H),
-                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "block_sparse_moe.experts.{e}.w2.weight").shape(H + ", intermediate_size")))),
+                            Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight").shape("num_local_experts, " + H)),
+                    blockSparseExperts())),
             Architecture.COMMON_EXCLUSIONS,
-            HfFusedLayout.gated("block_sparse_moe.experts", "w1", "w3", "w2", List.of(new HfFusedLayout.Rename(
-                    "^(model\\.layers\\.\\d+\\.)mlp\\.", "$1block_sparse_moe.", "^(model\\.layers\\.\\d+\\.)block_sparse_moe\\.", "$1mlp."))));
+            BLOCK_SPARSE_FUSED);
+
+    /** Mixtral-style experts ({@code block_sparse_moe.experts.N.w1/w3/w2}), {@code intermediate_size} wide. */
+    private static List<Rule> blockSparseExperts() {
+        return List.of(
+                Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "block_sparse_moe.experts.{e}.w1.weight, block_sparse_moe.experts.{e}.w3.weight")
+                        .with(new Transform.Gated()).shape("intermediate_size, " + H),
+                Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "block_sparse_moe.experts.{e}.w2.weight").shape(H + ", intermediate_size"));
+    }
+
 
     /** MLA's query rows: per head, the part without rotary embedding and the rotary part. */
     private static final String MLA_Q = "num_attention_heads*qk_nope_head_dim + num_attention_heads*qk_rope_head_dim";
@@ -202,4 +212,58 @@ final class MoeTransformers {
                                     .shape("num_local_experts, " + H)))),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.NONE);
+    /**
+     * OLMoE: Qwen3-MoE's rows, but its q/k norms span all heads ({@code [heads x head_dim]}; Megatron-Bridge's
+     * {@code OLMoESelfAttention} builds them that wide), every layer is an MoE, and the experts are
+     * {@code intermediate_size} wide.
+     */
+    static final Architecture OLMOE = new Architecture(
+            "olmoe",
+            List.of("OlmoeForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_experts"),
+            config -> attentionPlus(config, i -> true),
+            concat(List.of(
+                    modelLevel(),
+                    gqaAttention(),
+                    fullWidthQkNorm(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("num_experts, " + H)),
+                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "intermediate_size"))),
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
+
+    /**
+     * MiniMax-M2: Mixtral's experts and names, q/k norms over all heads as OLMoE's, and a sigmoid router
+     * with an expert bias (Megatron-Bridge {@code minimax_m2_bridge.py}).
+     */
+    static final Architecture MINIMAX_M2 = new Architecture(
+            "minimax_m2",
+            List.of("MiniMaxM2ForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_local_experts"),
+            config -> attentionPlus(config, i -> true),
+            concat(List.of(
+                    modelLevel(),
+                    gqaAttention(),
+                    fullWidthQkNorm(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "block_sparse_moe.gate.weight").shape("num_local_experts, " + H),
+                            Rule.of(MOE, "mlp.router.expert_bias", "block_sparse_moe.e_score_correction_bias").keepDtype().shape("num_local_experts")),
+                    blockSparseExperts())),
+            Architecture.COMMON_EXCLUSIONS,
+            BLOCK_SPARSE_FUSED);
+
+    /** q/k RMSNorms over the whole projection (all heads), not per head. */
+    private static List<Rule> fullWidthQkNorm() {
+        return List.of(
+                Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight").shape(Q),
+                Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight").shape(KV));
+    }
 }

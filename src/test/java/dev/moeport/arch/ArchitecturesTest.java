@@ -1,6 +1,7 @@
 package dev.moeport.arch;
 
 import static dev.moeport.testing.TestCheckpoints.assertSameTensors;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -37,7 +38,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2"})
     void importThenExportReproducesTheHfFolderBitForBit(String arch) {
         for (String layout : List.of("te", "sequential", "stacked")) {
             Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
@@ -52,7 +53,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2"})
     void convertToFusedAndBackReproducesTheHfFolder(String arch) {
         Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
         Path back = CliRun.succeeding("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
@@ -69,7 +70,10 @@ class ArchitecturesTest {
                         "model.layers.1.mlp.experts.down_proj", Shape.of(8, 256, 128), "model.layers.0.mlp.gate_proj.weight", Shape.of(512, 256)),
                 "mixtral", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 256, 256), "model.layers.1.mlp.gate.weight", Shape.of(8, 256)),
                 "nemotron_h_tiny", Map.of("model.embeddings.weight", Shape.of(1024, 256), "model.layers.2.mixer.experts.up_proj", Shape.of(8, 128, 256),
-                        "model.layers.5.mixer.experts.down_proj", Shape.of(8, 256, 128), "model.norm_f.weight", Shape.of(256), "lm_head.weight", Shape.of(1024, 256)));
+                        "model.layers.5.mixer.experts.down_proj", Shape.of(8, 256, 128), "model.norm_f.weight", Shape.of(256), "lm_head.weight", Shape.of(1024, 256)),
+                "olmoe", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 128, 128), "model.layers.1.mlp.experts.down_proj", Shape.of(8, 128, 64)),
+                // transformers' minimax_m2 pattern: mixtral's, plus block_sparse_moe.e_score_correction_bias -> mlp.e_score_correction_bias.
+                "minimax_m2", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 128, 128), "model.layers.0.mlp.e_score_correction_bias", Shape.of(8)));
         expected.forEach((arch, shapes) -> {
             Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("f-" + arch).toString(), "--experts", "fused");
             try (Checkpoint c = Checkpoints.open(fused)) {
@@ -344,6 +348,84 @@ class ArchitecturesTest {
         assertFalse(Files.exists(tmp.resolve("exported")) || Files.exists(tmp.resolve("imported")), "nothing written");
     }
 
+    /** Quantized checkpoints of the newer architectures: quantize, import, dequantize, export quantized, verify. */
+    @ParameterizedTest
+    @ValueSource(strings = {"olmoe", "minimax_m2"})
+    void quantizedCheckpointsImportDequantizeAndExport(String arch) {
+        Path quantized = CliRun.succeeding("quantize", "--format", "fp8", "--in", hf(arch).toString(), "--out", tmp.resolve("q").toString());
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", quantized.toString(), "--out", tmp.resolve("m").toString());
+        Path dequantized = CliRun.succeeding("dequantize", "--in", quantized.toString(), "--out", tmp.resolve("dq").toString());
+        CliRun same = CliRun.of("verify", dequantized.toString(), mcore.toString(), "--hf-config", hf(arch).toString());
+        assertEquals(0, same.code(), same.out() + same.err());
+        Path again = CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf(arch).toString(), "--out", tmp.resolve("again").toString(),
+                "--format", "fp8");
+        CliRun requantized = CliRun.of("verify", quantized.toString(), again.toString());
+        assertEquals(0, requantized.code(), requantized.out() + requantized.err());
+    }
+
+    /** Row {@code row} of a 2-D tensor's bytes. */
+    private static byte[] row(byte[] tensor, long rows, long row) {
+        int width = (int) (tensor.length / rows);
+        return java.util.Arrays.copyOfRange(tensor, (int) row * width, (int) (row + 1) * width);
+    }
+
+    private static byte[] bytes(Checkpoint c, String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            return c.tensor(name).bytes(arena).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE);
+        }
+    }
+
+    /** {@code parts} put one after the other. */
+    private static byte[] concat(byte[]... parts) {
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        for (byte[] p : parts) {
+            out.writeBytes(p);
+        }
+        return out.toByteArray();
+    }
+
+    /**
+     * The expected Megatron-Core tensors built here from the HF ones, apart from the rule code. OLMoE: its q/k norms are
+     * as wide as all heads (Megatron-Bridge olmoe_provider.py, OLMoESelfAttention, lines 120-134) and copied as they are;
+     * with 4 KV heads of 32 rows, linear_qkv is [q_g ; k_g ; v_g] per head. MiniMax-M2: fc1 of expert e is [w1 ; w3]
+     * (minimax_m2_bridge.py, GatedMLPMapping gate=w1 up=w3, lines 211-215), the router bias becomes expert_bias in f32.
+     */
+    @Test
+    void newArchitecturesMcoreTensorsComputedIndependently() {
+        Path olmoe = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("olmoe").toString(), "--out", tmp.resolve("o").toString());
+        try (Checkpoint h = Checkpoints.open(hf("olmoe")); Checkpoint m = Checkpoints.open(olmoe)) {
+            assertEquals(Shape.of(128), m.tensor("decoder.layers.1.self_attention.q_layernorm.weight").shape());
+            assertArrayEquals(bytes(h, "model.layers.1.self_attn.k_norm.weight"), bytes(m, "decoder.layers.1.self_attention.k_layernorm.weight"));
+            byte[] q = bytes(h, "model.layers.1.self_attn.q_proj.weight");
+            byte[] k = bytes(h, "model.layers.1.self_attn.k_proj.weight");
+            byte[] v = bytes(h, "model.layers.1.self_attn.v_proj.weight");
+            java.io.ByteArrayOutputStream qkv = new java.io.ByteArrayOutputStream();
+            for (int head = 0; head < 4; head++) {
+                for (byte[] part : List.of(q, k, v)) {
+                    for (int r = 0; r < 32; r++) {
+                        qkv.writeBytes(row(part, 128, head * 32L + r));
+                    }
+                }
+            }
+            assertArrayEquals(qkv.toByteArray(), bytes(m, "decoder.layers.1.self_attention.linear_qkv.weight"));
+            assertArrayEquals(concat(bytes(h, "model.layers.0.mlp.experts.3.gate_proj.weight"), bytes(h, "model.layers.0.mlp.experts.3.up_proj.weight")),
+                    bytes(m, "decoder.layers.0.mlp.experts.linear_fc1.weight3"));
+        }
+        Path minimax = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("minimax_m2").toString(), "--out", tmp.resolve("mm").toString());
+        try (Checkpoint h = Checkpoints.open(hf("minimax_m2")); Checkpoint m = Checkpoints.open(minimax); Arena arena = Arena.ofConfined()) {
+            assertArrayEquals(concat(bytes(h, "model.layers.1.block_sparse_moe.experts.5.w1.weight"), bytes(h, "model.layers.1.block_sparse_moe.experts.5.w3.weight")),
+                    bytes(m, "decoder.layers.1.mlp.experts.linear_fc1.weight5"));
+            assertArrayEquals(bytes(h, "model.layers.1.block_sparse_moe.experts.5.w2.weight"), bytes(m, "decoder.layers.1.mlp.experts.linear_fc2.weight5"));
+            assertArrayEquals(bytes(h, "model.layers.0.self_attn.q_norm.weight"), bytes(m, "decoder.layers.0.self_attention.q_layernorm.weight"));
+            MemorySegment bias = h.tensor("model.layers.1.block_sparse_moe.e_score_correction_bias").bytes(arena);
+            MemorySegment expertBias = m.tensor("decoder.layers.1.mlp.router.expert_bias").bytes(arena);
+            assertEquals(DType.F32, m.tensor("decoder.layers.1.mlp.router.expert_bias").dtype());
+            for (int e = 0; e < 8; e++) {
+                assertEquals(bf16(bias, e), expertBias.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, e), "expert " + e);
+            }
+        }
+    }
+
     @Test
     void anUnknownArchitectureListsTheSupportedOnes() throws Exception {
         ObjectMapper json = new ObjectMapper();
@@ -355,8 +437,9 @@ class ArchitecturesTest {
         CliRun r = CliRun.of("import", "--ckpt-format", "safetensors", "--in", dir.toString(), "--out", tmp.resolve("x").toString());
         assertEquals(1, r.code());
         assertTrue(r.err().contains("architecture 'LlamaForCausalLM' is not supported; supported: nemotron_h (NemotronHForCausalLM), "
-                + "qwen3_moe (Qwen3MoeForCausalLM), mixtral (MixtralForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM)"), r.err());
+                + "qwen3_moe (Qwen3MoeForCausalLM), mixtral (MixtralForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM), "
+                + "olmoe (OlmoeForCausalLM), minimax_m2 (MiniMaxM2ForCausalLM)"), r.err());
         CliRun list = CliRun.of("export", "--list-architectures");
-        assertEquals(5, list.out().lines().count());
+        assertEquals(Architectures.all().size(), list.out().lines().count());
     }
 }
