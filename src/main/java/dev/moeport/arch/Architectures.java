@@ -6,7 +6,8 @@ import java.util.List;
 /** The architectures moeport maps, and the choice of one from a config. */
 public final class Architectures {
     private static final List<Architecture> ALL = List.of(NemotronH.ARCHITECTURE, MoeTransformers.QWEN3_MOE, MoeTransformers.MIXTRAL,
-            MoeTransformers.DEEPSEEK_V3, MoeTransformers.GPT_OSS, MoeTransformers.OLMOE, MoeTransformers.MINIMAX_M2);
+            MoeTransformers.DEEPSEEK_V3, MoeTransformers.GPT_OSS, MoeTransformers.OLMOE, MoeTransformers.MINIMAX_M2,
+            MoeTransformers.GLM4_MOE);
 
     private Architectures() {}
 

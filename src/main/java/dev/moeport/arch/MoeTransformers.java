@@ -14,7 +14,7 @@ import java.util.function.IntPredicate;
 
 /**
  * The attention + MoE decoders: those of {@code shared/spec/ARCHITECTURES.md} (Qwen3-MoE, Mixtral, DeepSeek-V3
- * and GPT-OSS), OLMoE and MiniMax-M2. Each is a rule table; they differ in names, in which layers are dense, and in two
+ * and GPT-OSS), OLMoE, MiniMax-M2 and GLM-4.5. Each is a rule table; they differ in names, in which layers are dense, and in two
  * transforms (DeepSeek's MLA attention needs none, GPT-OSS's fused experts need their own).
  */
 final class MoeTransformers {
@@ -142,17 +142,34 @@ final class MoeTransformers {
     /** MLA's query rows: per head, the part without rotary embedding and the rotary part. */
     private static final String MLA_Q = "num_attention_heads*qk_nope_head_dim + num_attention_heads*qk_rope_head_dim";
 
+    /** DeepSeek-style layers: the first {@code first_k_dense_replace} dense, then an MoE every {@code moe_layer_freq} layers. */
+    private static List<Set<LayerKind>> firstLayersDense(ModelConfig config) {
+        long firstMoe = config.intOr("first_k_dense_replace", 0);
+        long frequency = config.intOr("moe_layer_freq", 1);
+        return attentionPlus(config, i -> i >= firstMoe && frequency > 0 && i % frequency == 0);
+    }
+
+    /** DeepSeek-style feed-forward rows: dense MLPs, and MoEs with a biased router and shared experts. */
+    private static List<Rule> deepSeekMlp() {
+        return concat(List.of(
+                List.of(
+                        // Dense layers fuse the post-attention norm into fc1; MoE layers keep it apart.
+                        Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H),
+                        Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                        Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("n_routed_experts, " + H),
+                        Rule.of(MOE, "mlp.router.expert_bias", "mlp.gate.e_score_correction_bias").keepDtype().shape("n_routed_experts")),
+                gatedMlp(MLP, "mlp", "mlp", "", "intermediate_size"),
+                gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "moe_intermediate_size"),
+                gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", "", "n_shared_experts*moe_intermediate_size")));
+    }
+
     static final Architecture DEEPSEEK_V3 = new Architecture(
             "deepseek_v3",
             List.of("DeepseekV3ForCausalLM"),
             MCORE_LAYER,
             HF_LAYER,
             List.of("n_routed_experts"),
-            config -> {
-                long firstMoe = config.intOr("first_k_dense_replace", 0);
-                long frequency = config.intOr("moe_layer_freq", 1);
-                return attentionPlus(config, i -> i >= firstMoe && frequency > 0 && i % frequency == 0);
-            },
+            MoeTransformers::firstLayersDense,
             concat(List.of(
                     modelLevel(),
                     List.of(
@@ -170,15 +187,8 @@ final class MoeTransformers {
                             Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.layer_norm_weight", "self_attn.kv_a_layernorm.weight").shape("kv_lora_rank"),
                             Rule.of(ATTENTION, "self_attention.linear_kv_up_proj.weight", "self_attn.kv_b_proj.weight")
                                     .shape("num_attention_heads*qk_nope_head_dim + num_attention_heads*v_head_dim, kv_lora_rank"),
-                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", num_attention_heads*v_head_dim"),
-                            // Dense layers fuse the post-attention norm into fc1; MoE layers keep it apart.
-                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H),
-                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
-                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("n_routed_experts, " + H),
-                            Rule.of(MOE, "mlp.router.expert_bias", "mlp.gate.e_score_correction_bias").keepDtype().shape("n_routed_experts")),
-                    gatedMlp(MLP, "mlp", "mlp", "", "intermediate_size"),
-                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "moe_intermediate_size"),
-                    gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", "", "n_shared_experts*moe_intermediate_size"))),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", num_attention_heads*v_head_dim")),
+                    deepSeekMlp())),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
 
@@ -266,4 +276,28 @@ final class MoeTransformers {
                 Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight").shape(Q),
                 Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight").shape(KV));
     }
+    /**
+     * GLM-4.5 / GLM-4.6 (Glm4MoeForCausalLM): DeepSeek-V3's dense-first layers, biased router and shared experts
+     * around GQA attention with a q/k/v bias and, where {@code use_qk_norm}, per-head q/k norms (Megatron-Bridge
+     * {@code glm/glm45_bridge.py}). Partial rotary changes no tensor.
+     */
+    static final Architecture GLM4_MOE = new Architecture(
+            "glm4_moe",
+            List.of("Glm4MoeForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("n_routed_experts"),
+            MoeTransformers::firstLayersDense,
+            concat(List.of(
+                    modelLevel(),
+                    gqaAttention(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_qkv.bias", "self_attn.q_proj.bias, self_attn.k_proj.bias, self_attn.v_proj.bias")
+                                    .with(new Transform.Qkv()).optional().shape(Q, KV, KV),
+                            Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight").optional().shape("head_dim"),
+                            Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight").optional().shape("head_dim"),
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q)),
+                    deepSeekMlp())),
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
 }

@@ -38,7 +38,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2", "glm4_moe"})
     void importThenExportReproducesTheHfFolderBitForBit(String arch) {
         for (String layout : List.of("te", "sequential", "stacked")) {
             Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
@@ -53,7 +53,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2", "glm4_moe"})
     void convertToFusedAndBackReproducesTheHfFolder(String arch) {
         Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
         Path back = CliRun.succeeding("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
@@ -350,7 +350,7 @@ class ArchitecturesTest {
 
     /** Quantized checkpoints of the newer architectures: quantize, import, dequantize, export quantized, verify. */
     @ParameterizedTest
-    @ValueSource(strings = {"olmoe", "minimax_m2"})
+    @ValueSource(strings = {"olmoe", "minimax_m2", "glm4_moe"})
     void quantizedCheckpointsImportDequantizeAndExport(String arch) {
         Path quantized = CliRun.succeeding("quantize", "--format", "fp8", "--in", hf(arch).toString(), "--out", tmp.resolve("q").toString());
         Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", quantized.toString(), "--out", tmp.resolve("m").toString());
@@ -426,6 +426,36 @@ class ArchitecturesTest {
         }
     }
 
+    /**
+     * GLM-4.5, built here from the HF tensors: 4 query heads in 2 KV groups of 32 rows, so linear_qkv's bias is per group
+     * [q heads 2g, 2g+1 ; k_g ; v_g] (glm45_bridge.py QKVMapping of the biases, lines 147-152); layer 0 is dense
+     * (first_k_dense_replace 1) with fc1 = [gate ; up] and its post-attention norm fused into fc1; layer 1 has shared experts.
+     */
+    @Test
+    void glmBiasIsGroupedByKvHeadAndTheFirstLayerIsDense() {
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("glm4_moe").toString(), "--out", tmp.resolve("g").toString());
+        try (Checkpoint h = Checkpoints.open(hf("glm4_moe")); Checkpoint m = Checkpoints.open(mcore)) {
+            byte[] q = bytes(h, "model.layers.1.self_attn.q_proj.bias");
+            byte[] k = bytes(h, "model.layers.1.self_attn.k_proj.bias");
+            byte[] v = bytes(h, "model.layers.1.self_attn.v_proj.bias");
+            int headBytes = 32 * 2;
+            java.io.ByteArrayOutputStream qkv = new java.io.ByteArrayOutputStream();
+            for (int g = 0; g < 2; g++) {
+                qkv.write(q, g * 2 * headBytes, 2 * headBytes);
+                qkv.write(k, g * headBytes, headBytes);
+                qkv.write(v, g * headBytes, headBytes);
+            }
+            assertArrayEquals(qkv.toByteArray(), bytes(m, "decoder.layers.1.self_attention.linear_qkv.bias"));
+            assertArrayEquals(concat(bytes(h, "model.layers.0.mlp.gate_proj.weight"), bytes(h, "model.layers.0.mlp.up_proj.weight")),
+                    bytes(m, "decoder.layers.0.mlp.linear_fc1.weight"));
+            assertArrayEquals(bytes(h, "model.layers.0.post_attention_layernorm.weight"), bytes(m, "decoder.layers.0.mlp.linear_fc1.layer_norm_weight"));
+            assertArrayEquals(concat(bytes(h, "model.layers.1.mlp.shared_experts.gate_proj.weight"), bytes(h, "model.layers.1.mlp.shared_experts.up_proj.weight")),
+                    bytes(m, "decoder.layers.1.mlp.shared_experts.linear_fc1.weight"));
+            assertArrayEquals(bytes(h, "model.layers.1.self_attn.q_norm.weight"), bytes(m, "decoder.layers.1.self_attention.q_layernorm.weight"));
+            assertFalse(m.contains("decoder.layers.0.mlp.router.weight"));
+        }
+    }
+
     @Test
     void anUnknownArchitectureListsTheSupportedOnes() throws Exception {
         ObjectMapper json = new ObjectMapper();
@@ -438,7 +468,7 @@ class ArchitecturesTest {
         assertEquals(1, r.code());
         assertTrue(r.err().contains("architecture 'LlamaForCausalLM' is not supported; supported: nemotron_h (NemotronHForCausalLM), "
                 + "qwen3_moe (Qwen3MoeForCausalLM), mixtral (MixtralForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM), "
-                + "olmoe (OlmoeForCausalLM), minimax_m2 (MiniMaxM2ForCausalLM)"), r.err());
+                + "olmoe (OlmoeForCausalLM), minimax_m2 (MiniMaxM2ForCausalLM), glm4_moe (Glm4MoeForCausalLM)"), r.err());
         CliRun list = CliRun.of("export", "--list-architectures");
         assertEquals(Architectures.all().size(), list.out().lines().count());
     }
