@@ -14,7 +14,7 @@ import java.util.function.IntPredicate;
 
 /**
  * The attention + MoE decoders: those of {@code shared/spec/ARCHITECTURES.md} (Qwen3-MoE, Mixtral, DeepSeek-V3
- * and GPT-OSS), OLMoE, MiniMax-M2 and GLM-4.5. Each is a rule table; they differ in names, in which layers are dense, and in two
+ * and GPT-OSS), OLMoE, MiniMax-M2, GLM-4.5 and ERNIE 4.5. Each is a rule table; they differ in names, in which layers are dense, and in two
  * transforms (DeepSeek's MLA attention needs none, GPT-OSS's fused experts need their own).
  */
 final class MoeTransformers {
@@ -300,4 +300,41 @@ final class MoeTransformers {
                     deepSeekMlp())),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
+    /**
+     * ERNIE 4.5 MoE (Ernie4_5_MoeForCausalLM): GQA attention, dense layers outside
+     * {@code moe_layer_start_index..moe_layer_end_index} (every {@code moe_layer_interval}-th), shared experts, and
+     * the expert bias stored {@code [1, experts]} (Megatron-Bridge {@code ernie/ernie_45_bridge.py}, its
+     * {@code _SqueezeBiasMapping}).
+     */
+    static final Architecture ERNIE4_5_MOE = new Architecture(
+            "ernie4_5_moe",
+            List.of("Ernie4_5_MoeForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("moe_num_experts"),
+            config -> {
+                long last = config.get("moe_layer_end_index") == null ? -1 : config.get("moe_layer_end_index").asLong(-1);
+                long end = last < 0 ? config.requireInt("num_hidden_layers") - 1 : last;
+                long start = config.intOr("moe_layer_start_index", 0);
+                long interval = config.intOr("moe_layer_interval", 1);
+                return attentionPlus(config, i -> interval > 0 && (i + 1) % interval == 0 && i >= start && i <= end);
+            },
+            concat(List.of(
+                    modelLevel(),
+                    gqaAttention(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("moe_num_experts, " + H),
+                            Rule.of(MOE, "mlp.router.expert_bias", "mlp.moe_statics.e_score_correction_bias").with(new Transform.LeadingOne())
+                                    .keepDtype().shape("1, moe_num_experts")),
+                    gatedMlp(MLP, "mlp", "mlp", "", "intermediate_size"),
+                    gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "moe_intermediate_size"),
+                    gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_experts", "", "moe_num_shared_experts*moe_intermediate_size"))),
+            Architecture.COMMON_EXCLUSIONS,
+            // transformers' ernie4_5_moe pattern: qwen2_moe's, and the bias moved under mlp.gate.
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of(new HfFusedLayout.Rename(
+                    "^(model\\.layers\\.\\d+\\.)mlp\\.gate\\.moe_statics\\.", "$1mlp.moe_statics.",
+                    "^(model\\.layers\\.\\d+\\.)mlp\\.moe_statics\\.", "$1mlp.gate.moe_statics."))));
 }

@@ -173,6 +173,27 @@ public sealed interface Transform {
     }
 
     /**
+     * The same elements with a leading dimension of 1 on the HF side only (ERNIE 4.5's {@code [1, experts]} expert
+     * bias, one group, which Megatron keeps as {@code [experts]}).
+     */
+    record LeadingOne() implements Transform {
+        @Override
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            Tensor t = mcore.getFirst();
+            return List.of(new Part(hfNames.getFirst(), t.dtype(), t.shape().prepend(1), List.of(new Piece.Source(t))));
+        }
+
+        @Override
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
+            Tensor t = hf.getFirst();
+            if (t.rank() < 1 || t.shape().dim(0) != 1) {
+                throw new MoeportException(t.where() + " has shape " + t.shape() + "; expected a leading dimension of 1");
+            }
+            return List.of(new Part(mcoreNames.getFirst(), t.dtype(), t.shape().dropFirst(), List.of(new Piece.Source(t))));
+        }
+    }
+
+    /**
      * Experts stored as one HF tensor, each expert's matrix transposed and its [gate ; up] rows
      * interleaved (GPT-OSS). MCore expert e, {@code [split*n, rest...]}, viewed as {@code [split, n, rest...]}
      * with its axes reversed and the last two merged, is slab e of the HF tensor. {@code split} is 2 for

@@ -38,7 +38,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2", "glm4_moe"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe"})
     void importThenExportReproducesTheHfFolderBitForBit(String arch) {
         for (String layout : List.of("te", "sequential", "stacked")) {
             Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
@@ -53,7 +53,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2", "glm4_moe"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe"})
     void convertToFusedAndBackReproducesTheHfFolder(String arch) {
         Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
         Path back = CliRun.succeeding("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
@@ -73,7 +73,10 @@ class ArchitecturesTest {
                         "model.layers.5.mixer.experts.down_proj", Shape.of(8, 256, 128), "model.norm_f.weight", Shape.of(256), "lm_head.weight", Shape.of(1024, 256)),
                 "olmoe", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 128, 128), "model.layers.1.mlp.experts.down_proj", Shape.of(8, 128, 64)),
                 // transformers' minimax_m2 pattern: mixtral's, plus block_sparse_moe.e_score_correction_bias -> mlp.e_score_correction_bias.
-                "minimax_m2", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 128, 128), "model.layers.0.mlp.e_score_correction_bias", Shape.of(8)));
+                "minimax_m2", Map.of("model.layers.0.mlp.experts.gate_up_proj", Shape.of(8, 128, 128), "model.layers.0.mlp.e_score_correction_bias", Shape.of(8)),
+                // transformers' ernie4_5_moe pattern: qwen2_moe's, plus mlp.moe_statics -> mlp.gate.moe_statics.
+                "ernie4_5_moe", Map.of("model.layers.1.mlp.experts.gate_up_proj", Shape.of(8, 128, 128),
+                        "model.layers.1.mlp.gate.moe_statics.e_score_correction_bias", Shape.of(1, 8)));
         expected.forEach((arch, shapes) -> {
             Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("f-" + arch).toString(), "--experts", "fused");
             try (Checkpoint c = Checkpoints.open(fused)) {
@@ -350,7 +353,7 @@ class ArchitecturesTest {
 
     /** Quantized checkpoints of the newer architectures: quantize, import, dequantize, export quantized, verify. */
     @ParameterizedTest
-    @ValueSource(strings = {"olmoe", "minimax_m2", "glm4_moe"})
+    @ValueSource(strings = {"olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe"})
     void quantizedCheckpointsImportDequantizeAndExport(String arch) {
         Path quantized = CliRun.succeeding("quantize", "--format", "fp8", "--in", hf(arch).toString(), "--out", tmp.resolve("q").toString());
         Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", quantized.toString(), "--out", tmp.resolve("m").toString());
@@ -456,6 +459,30 @@ class ArchitecturesTest {
         }
     }
 
+    /**
+     * ERNIE 4.5, built here from the HF tensors: its [1, experts] expert bias is Megatron's flat [experts] expert_bias in f32
+     * (ernie_45_bridge.py, _SqueezeBiasMapping, lines 106-134); moe_layer_start_index 1 leaves layer 0 dense.
+     */
+    @Test
+    void ernieExpertBiasLosesItsGroupDimensionAndTheFirstLayerIsDense() {
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("ernie4_5_moe").toString(), "--out", tmp.resolve("e").toString());
+        try (Checkpoint h = Checkpoints.open(hf("ernie4_5_moe")); Checkpoint m = Checkpoints.open(mcore); Arena arena = Arena.ofConfined()) {
+            Tensor expertBias = m.tensor("decoder.layers.2.mlp.router.expert_bias");
+            assertEquals(Shape.of(8), expertBias.shape());
+            MemorySegment hfBias = h.tensor("model.layers.2.mlp.moe_statics.e_score_correction_bias").bytes(arena);
+            MemorySegment mcoreBias = expertBias.bytes(arena);
+            for (int e = 0; e < 8; e++) {
+                assertEquals(bf16(hfBias, e), mcoreBias.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, e), "expert " + e);
+            }
+            assertArrayEquals(concat(bytes(h, "model.layers.1.mlp.shared_experts.gate_proj.weight"), bytes(h, "model.layers.1.mlp.shared_experts.up_proj.weight")),
+                    bytes(m, "decoder.layers.1.mlp.shared_experts.linear_fc1.weight"));
+            assertArrayEquals(concat(bytes(h, "model.layers.0.mlp.gate_proj.weight"), bytes(h, "model.layers.0.mlp.up_proj.weight")),
+                    bytes(m, "decoder.layers.0.mlp.linear_fc1.weight"));
+            assertFalse(m.contains("decoder.layers.0.mlp.router.weight"));
+            assertFalse(m.contains("output_layer.weight"), "tied embeddings: no output layer");
+        }
+    }
+
     @Test
     void anUnknownArchitectureListsTheSupportedOnes() throws Exception {
         ObjectMapper json = new ObjectMapper();
@@ -468,7 +495,8 @@ class ArchitecturesTest {
         assertEquals(1, r.code());
         assertTrue(r.err().contains("architecture 'LlamaForCausalLM' is not supported; supported: nemotron_h (NemotronHForCausalLM), "
                 + "qwen3_moe (Qwen3MoeForCausalLM), mixtral (MixtralForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM), "
-                + "olmoe (OlmoeForCausalLM), minimax_m2 (MiniMaxM2ForCausalLM), glm4_moe (Glm4MoeForCausalLM)"), r.err());
+                + "olmoe (OlmoeForCausalLM), minimax_m2 (MiniMaxM2ForCausalLM), glm4_moe (Glm4MoeForCausalLM), "
+                + "ernie4_5_moe (Ernie4_5_MoeForCausalLM)"), r.err());
         CliRun list = CliRun.of("export", "--list-architectures");
         assertEquals(Architectures.all().size(), list.out().lines().count());
     }
