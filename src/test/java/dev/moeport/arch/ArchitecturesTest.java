@@ -38,7 +38,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "gpt_oss", "olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe", "nemotron_h_latent"})
     void importThenExportReproducesTheHfFolderBitForBit(String arch) {
         for (String layout : List.of("te", "sequential", "stacked")) {
             Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf(arch).toString(), "--out", tmp.resolve(arch + "-" + layout).toString(), "--experts", layout);
@@ -53,7 +53,7 @@ class ArchitecturesTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe"})
+    @ValueSource(strings = {"qwen3_moe", "mixtral", "deepseek_v3", "nemotron_h_tiny", "olmoe", "minimax_m2", "glm4_moe", "ernie4_5_moe", "nemotron_h_latent"})
     void convertToFusedAndBackReproducesTheHfFolder(String arch) {
         Path fused = CliRun.succeeding("convert", "--in", hf(arch).toString(), "--out", tmp.resolve("fused").toString(), "--experts", "fused");
         Path back = CliRun.succeeding("convert", "--in", fused.toString(), "--out", tmp.resolve("back").toString(), "--experts", "per-expert");
@@ -480,6 +480,22 @@ class ArchitecturesTest {
                     bytes(m, "decoder.layers.0.mlp.linear_fc1.weight"));
             assertFalse(m.contains("decoder.layers.0.mlp.router.weight"));
             assertFalse(m.contains("output_layer.weight"), "tied embeddings: no output layer");
+        }
+    }
+
+    /**
+     * NemotronH with latent MoE: the latent projections are copied under Megatron-Bridge's names (nemotron_h_bridge.py
+     * lines 426-427), and the routed experts work in the latent space: fc1 of expert e is up_proj [moe_intermediate_size,
+     * moe_latent_size] as it is (relu2, not gated).
+     */
+    @Test
+    void nemotronLatentProjectionsAndLatentExperts() {
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf("nemotron_h_latent").toString(), "--out", tmp.resolve("n").toString());
+        try (Checkpoint h = Checkpoints.open(hf("nemotron_h_latent")); Checkpoint m = Checkpoints.open(mcore)) {
+            assertArrayEquals(bytes(h, "backbone.layers.2.mixer.fc1_latent_proj.weight"), bytes(m, "decoder.layers.2.mlp.fc1_latent_proj.weight"));
+            assertArrayEquals(bytes(h, "backbone.layers.4.mixer.fc2_latent_proj.weight"), bytes(m, "decoder.layers.4.mlp.fc2_latent_proj.weight"));
+            assertEquals(Shape.of(64, 64), m.tensor("decoder.layers.2.mlp.experts.linear_fc1.weight6").shape());
+            assertArrayEquals(bytes(h, "backbone.layers.2.mixer.experts.6.up_proj.weight"), bytes(m, "decoder.layers.2.mlp.experts.linear_fc1.weight6"));
         }
     }
 
