@@ -17,10 +17,41 @@ import java.util.function.Function;
  * @param rules the mapping table
  * @param defaultExclusions HF module globs kept unquantized unless the user says otherwise
  * @param hfFused how transformers 5 names the same tensors with fused experts
+ * @param mtp its multi-token-prediction layers, or null for none
  */
 public record Architecture(String name, List<String> hfClasses, String mcoreLayer, String hfLayer,
                            List<String> expertCountKeys, Function<ModelConfig, List<Set<LayerKind>>> layers,
-                           List<Rule> rules, List<String> defaultExclusions, HfFusedLayout hfFused) {
+                           List<Rule> rules, List<String> defaultExclusions, HfFusedLayout hfFused, Mtp mtp) {
+
+    public Architecture(String name, List<String> hfClasses, String mcoreLayer, String hfLayer, List<String> expertCountKeys,
+                        Function<ModelConfig, List<Set<LayerKind>>> layers, List<Rule> rules, List<String> defaultExclusions,
+                        HfFusedLayout hfFused) {
+        this(name, hfClasses, mcoreLayer, hfLayer, expertCountKeys, layers, rules, defaultExclusions, hfFused, null);
+    }
+
+    /**
+     * Multi-token-prediction layers, after the decoder's: MTP layer {@code m} is HF layer {@code num_hidden_layers + m}
+     * and Megatron-Core's {@code mtp.layers.<m>.}. Its transformer layer holds the decoder rows of {@code kinds},
+     * under {@code mtp.layers.<m>.mtp_model_layer.}; {@code rows} are its own tensors (norms of the embedding and
+     * hidden state, their projection, the final norm), under {@code mtp.layers.<m>.}. transformers drops these
+     * weights when it saves, so a folder without them is no error.
+     *
+     * @param countKey the config key for the number of MTP layers
+     */
+    public record Mtp(String countKey, Set<LayerKind> kinds, List<Rule> rows) {
+        public static String mcorePrefix(int m) {
+            return "mtp.layers." + m + ".";
+        }
+
+        public static String mcoreLayerPrefix(int m) {
+            return mcorePrefix(m) + "mtp_model_layer.";
+        }
+    }
+
+    /** This architecture with MTP layers. */
+    public Architecture withMtp(Mtp mtp) {
+        return new Architecture(name, hfClasses, mcoreLayer, hfLayer, expertCountKeys, layers, rules, defaultExclusions, hfFused, mtp);
+    }
 
     /**
      * Modules every architecture keeps unquantized: embeddings, the output layer, routers (their tiny

@@ -190,7 +190,23 @@ final class MoeTransformers {
                             Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", num_attention_heads*v_head_dim")),
                     deepSeekMlp())),
             Architecture.COMMON_EXCLUSIONS,
-            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()))
+            .withMtp(deepSeekMtp());
+
+    /**
+     * DeepSeek-V3's multi-token-prediction layers (Kimi-K2's too), as Megatron-Bridge maps them
+     * (src/megatron/bridge/models/deepseek/common.py, the MTP mappings): the MTP layer's transformer layer holds
+     * the rows of a MoE layer, and its own tensors are the embedding and hidden-state norms, their projection and
+     * the final norm (HF's shared_head.norm). HF's copies of the embedding and output head in the MTP layer
+     * ({@code embed_tokens}, {@code shared_head.head}) have no Megatron-Core tensor: Megatron shares the model's.
+     */
+    private static Architecture.Mtp deepSeekMtp() {
+        return new Architecture.Mtp("num_nextn_predict_layers", java.util.Set.of(ATTENTION, MOE), List.of(
+                Rule.of(null, "enorm.weight", "enorm.weight").shape(H),
+                Rule.of(null, "hnorm.weight", "hnorm.weight").shape(H),
+                Rule.of(null, "eh_proj.weight", "eh_proj.weight").shape(H + ", 2*" + H),
+                Rule.of(null, "final_layernorm.weight", "shared_head.norm.weight").shape(H)));
+    }
 
     static final Architecture GPT_OSS = new Architecture(
             "gpt_oss",

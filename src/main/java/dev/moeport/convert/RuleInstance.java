@@ -32,26 +32,41 @@ public record RuleInstance(Rule rule, List<List<String>> mcore, List<String> hf,
         for (int layer = 0; layer < layers.size(); layer++) {
             String mcorePrefix = arch.mcoreLayer().replace("{L}", Integer.toString(layer));
             String hfPrefix = arch.hfLayer().replace("{L}", Integer.toString(layer));
-            for (Rule rule : arch.rules()) {
-                if (rule.kind() == null || !layers.get(layer).contains(rule.kind())) {
-                    continue;
-                }
-                if (rule.fusedExperts()) {
-                    List<List<String>> mcore = new ArrayList<>();
-                    for (int e = 0; e < experts; e++) {
-                        mcore.add(names(rule.mcore(), mcorePrefix, e));
-                    }
-                    out.add(new RuleInstance(rule, mcore, names(rule.hf(), hfPrefix, -1), layer, -1));
-                } else if (rule.perExpert()) {
-                    for (int e = 0; e < experts; e++) {
-                        out.add(new RuleInstance(rule, List.of(names(rule.mcore(), mcorePrefix, e)), names(rule.hf(), hfPrefix, e), layer, e));
-                    }
-                } else {
-                    out.add(new RuleInstance(rule, List.of(names(rule.mcore(), mcorePrefix, -1)), names(rule.hf(), hfPrefix, -1), layer, -1));
-                }
-            }
+            Set<LayerKind> kinds = layers.get(layer);
+            addLayer(out, arch.rules().stream().filter(r -> r.kind() != null && kinds.contains(r.kind())).toList(),
+                    mcorePrefix, hfPrefix, layer, experts);
+        }
+        Architecture.Mtp mtp = arch.mtp();
+        long mtpLayers = mtp == null ? 0 : config.intOr(mtp.countKey(), 0);
+        for (int m = 0; m < mtpLayers; m++) {
+            int layer = layers.size() + m;
+            String hfPrefix = arch.hfLayer().replace("{L}", Integer.toString(layer));
+            long mtpExperts = mtp.kinds().contains(LayerKind.MOE) ? arch.expertCount(config) : 0;
+            // transformers does not save MTP weights: every MTP row is optional, as a whole.
+            addLayer(out, arch.rules().stream().filter(r -> r.kind() != null && mtp.kinds().contains(r.kind())).map(Rule::optional).toList(),
+                    Architecture.Mtp.mcoreLayerPrefix(m), hfPrefix, layer, mtpExperts);
+            addLayer(out, mtp.rows().stream().map(Rule::optional).toList(), Architecture.Mtp.mcorePrefix(m), hfPrefix, layer, mtpExperts);
         }
         return out;
+    }
+
+    /** The instances of {@code rules} in one layer whose names start with these prefixes. */
+    private static void addLayer(List<RuleInstance> out, List<Rule> rules, String mcorePrefix, String hfPrefix, int layer, long experts) {
+        for (Rule rule : rules) {
+            if (rule.fusedExperts()) {
+                List<List<String>> mcore = new ArrayList<>();
+                for (int e = 0; e < experts; e++) {
+                    mcore.add(names(rule.mcore(), mcorePrefix, e));
+                }
+                out.add(new RuleInstance(rule, mcore, names(rule.hf(), hfPrefix, -1), layer, -1));
+            } else if (rule.perExpert()) {
+                for (int e = 0; e < experts; e++) {
+                    out.add(new RuleInstance(rule, List.of(names(rule.mcore(), mcorePrefix, e)), names(rule.hf(), hfPrefix, e), layer, e));
+                }
+            } else {
+                out.add(new RuleInstance(rule, List.of(names(rule.mcore(), mcorePrefix, -1)), names(rule.hf(), hfPrefix, -1), layer, -1));
+            }
+        }
     }
 
     private static List<String> names(List<String> templates, String prefix, int expert) {
