@@ -70,13 +70,13 @@ public class PassDispatchBenchmark {
     }
 
     @Benchmark
-    @Fork(jvmArgsAppend = "-Dmoeport.panama.passTable=true")
+    @Fork(jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx2g", "-Dmoeport.panama.passTable=true"})
     public void table(QuantBenchmark.Weight w, Case c) {
         run(w, c);
     }
 
     @Benchmark
-    @Fork(jvmArgsAppend = "-Dmoeport.panama.passTable=false")
+    @Fork(jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx2g", "-Dmoeport.panama.passTable=false"})
     public void direct(QuantBenchmark.Weight w, Case c) {
         run(w, c);
     }
