@@ -161,7 +161,7 @@ final class ImportCommand implements Callable<Integer> {
             }
             OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE)
                     .inFloat32(name -> name.endsWith(".router.expert_bias"));
-            Plan plan = Plan.of(planner.plan(tensors), output.maxShardSize);
+            Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
             if (!torchDist && naming != MegatronSpec.TRANSFORMER_ENGINE) {
                 throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec local applies to --ckpt-format torch_dist");
             }
