@@ -86,7 +86,7 @@ final class ConvertCommand implements Callable<Integer> {
                 perExpert.forEach((name, t) -> tensors.add(MappedTensor.identity(name, t)));
             }
             OutputPlanner planner = new OutputPlanner(null, null, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE);
-            Plan plan = Plan.of(planner.plan(tensors), output.maxShardSize);
+            Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;

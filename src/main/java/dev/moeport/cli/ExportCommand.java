@@ -138,9 +138,10 @@ final class ExportCommand implements Callable<Integer> {
             List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
             QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, excluded);
             OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration).withFlavor(flavor);
-            Plan plan = Plan.of(planner.plan(mapped.tensors()), output.maxShardSize);
+            OutputPlanner.Planned planned = planner.plan(mapped.tensors());
+            Plan plan = Plan.of(planned.jobs(), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
-            planner.requireQuantizedModules();
+            planned.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(out, plan, output.json);
                 return 0;
@@ -162,11 +163,11 @@ final class ExportCommand implements Callable<Integer> {
                 }
             }
             if (format != null) {
-                json.putAll(flavor.files(format, modelConfig, planner, Main.Version.number()));
+                json.putAll(flavor.files(format, modelConfig, planned, Main.Version.number()));
             } else if (changed) {
                 json.put(ModelConfig.FILE_NAME, modelConfig);
             }
-            notes.addAll(planner.notes());
+            notes.addAll(planned.notes());
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in, hfConfig),
                     new Conversion.Files(OutputOptions.folderOf(hfConfig), Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
             PlanReport.printSummary(out, "exported", in, output.out, summary, notes, output.json);

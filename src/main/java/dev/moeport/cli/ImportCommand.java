@@ -128,12 +128,10 @@ final class ImportCommand implements Callable<Integer> {
         if (!List.of("auto", "stacked", "per-layer").contains(layerKeys)) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layer-keys must be auto, stacked or per-layer");
         }
-        McoreLayout.Experts layout = switch (torchDist ? "stacked" : experts == null ? "te" : experts.toLowerCase(Locale.ROOT)) {
-            case "te" -> McoreLayout.Experts.TE_GROUPED;
-            case "sequential" -> McoreLayout.Experts.SEQUENTIAL;
-            case "stacked" -> McoreLayout.Experts.STACKED;
-            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts must be te, sequential or stacked");
-        };
+        McoreLayout.Experts layout = McoreLayout.Experts.fromCliName(torchDist ? "stacked" : experts == null ? "te" : experts);
+        if (layout == null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts must be te, sequential or stacked");
+        }
         Path folder = OutputOptions.folderOf(in);
         ModelConfig config = ModelConfig.load(folder);
         Architecture architecture = Architectures.of(config, arch);
@@ -161,7 +159,7 @@ final class ImportCommand implements Callable<Integer> {
             }
             OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE)
                     .inFloat32(name -> name.endsWith(".router.expert_bias"));
-            Plan plan = Plan.of(planner.plan(tensors), output.maxShardSize);
+            Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
             if (!torchDist && naming != MegatronSpec.TRANSFORMER_ENGINE) {
                 throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec local applies to --ckpt-format torch_dist");
             }

@@ -114,16 +114,17 @@ final class QuantizeCommand implements Callable<Integer> {
             QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
             OutputPlanner planner = new OutputPlanner(format, null, selection,
                     Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor);
-            Plan plan = Plan.of(planner.plan(HfQuantizeMapper.map(arch, config, weights)), output.maxShardSize);
+            OutputPlanner.Planned planned = planner.plan(HfQuantizeMapper.map(arch, config, weights));
+            Plan plan = Plan.of(planned.jobs(), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
-            planner.requireQuantizedModules();
+            planned.requireQuantizedModules();
             if (output.dryRun) {
                 PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
                 return 0;
             }
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
-                    new Conversion.Files(folder, Set.of(), flavor.files(format, config == null ? null : config.json(), planner, Main.Version.number())), QuantKernels.get());
-            PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, planner.notes(), output.json);
+                    new Conversion.Files(folder, Set.of(), flavor.files(format, config == null ? null : config.json(), planned, Main.Version.number())), QuantKernels.get());
+            PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, planned.notes(), output.json);
         }
         return 0;
     }

@@ -6,7 +6,7 @@ import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernels;
 import dev.moeport.synth.NemotronHSynth.Dims;
-import dev.moeport.synth.NemotronHSynth.ExpertsLayout;
+import dev.moeport.convert.McoreLayout;
 import dev.moeport.synth.NemotronHSynth.Preset;
 import dev.moeport.synth.NemotronHSynth;
 import dev.moeport.util.Sizes;
@@ -85,12 +85,10 @@ final class SynthCommand implements Callable<Integer> {
             dims = dims.withPattern(pattern);
         }
         dims = dims.with(hidden, experts, expertSize, vocab);
-        ExpertsLayout layout = switch (expertsLayout.toLowerCase(Locale.ROOT)) {
-            case "te" -> ExpertsLayout.TE;
-            case "sequential" -> ExpertsLayout.SEQUENTIAL;
-            case "stacked" -> ExpertsLayout.STACKED;
-            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts-layout must be te, sequential or stacked");
-        };
+        McoreLayout.Experts layout = McoreLayout.Experts.fromCliName(expertsLayout);
+        if (layout == null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts-layout must be te, sequential or stacked");
+        }
         Plan plan = Plan.of(NemotronHSynth.mcoreJobs(dims, layout, seed), output.maxShardSize);
         PrintWriter out = spec.commandLine().getOut();
         if (output.dryRun) {

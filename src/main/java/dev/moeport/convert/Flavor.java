@@ -58,9 +58,9 @@ public enum Flavor {
     }
 
     /** The JSON files that describe the quantization, by name, given the model's {@code config.json} (or null). */
-    public Map<String, JsonNode> files(QuantFormat format, ObjectNode modelConfig, OutputPlanner planner, String version) {
+    public Map<String, JsonNode> files(QuantFormat format, ObjectNode modelConfig, OutputPlanner.Planned planned, String version) {
         if (this == MODELOPT) {
-            return QuantConfig.files(format, modelConfig, planner, version);
+            return QuantConfig.files(format, modelConfig, planned, version);
         }
         if (modelConfig == null) {
             throw new MoeportException("--flavor transformers describes the quantization in config.json, and the input has none");
@@ -72,7 +72,7 @@ public enum Flavor {
         q.putArray("weight_block_size").add(format.rowGranularity()).add(format.blockSize());
         // Every linear left in high precision, so that transformers does not make it an FP8 layer.
         ArrayNode keep = q.putArray("modules_to_not_convert");
-        planner.unquantizedModules().stream().sorted().forEach(keep::add);
+        planned.unquantizedModules().stream().sorted().forEach(keep::add);
         Map<String, JsonNode> files = new LinkedHashMap<>();
         files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         return files;

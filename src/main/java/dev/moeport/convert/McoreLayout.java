@@ -23,8 +23,26 @@ public final class McoreLayout {
     private static final Pattern SEQUENTIAL = Pattern.compile("(.*\\.experts)\\.local_experts\\.(\\d+)\\.(linear_fc\\d)\\.(weight|bias)");
     private static final Pattern GROUPED = Pattern.compile("(.*\\.experts)\\.(linear_fc\\d)\\.(weight|bias)");
 
-    /** The ways of storing experts, for writing (import's {@code --experts}). */
-    public enum Experts { TE_GROUPED, SEQUENTIAL, STACKED }
+    /** The ways of storing experts, for writing (import's {@code --experts}, synth's {@code --experts-layout}). */
+    public enum Experts {
+        TE_GROUPED("te"), SEQUENTIAL("sequential"), STACKED("stacked");
+
+        private final String cliName;
+
+        Experts(String cliName) {
+            this.cliName = cliName;
+        }
+
+        /** The layout of this command-line name ({@code te}, {@code sequential}, {@code stacked}), any case; null if none. */
+        public static Experts fromCliName(String name) {
+            for (Experts e : values()) {
+                if (e.cliName.equalsIgnoreCase(name)) {
+                    return e;
+                }
+            }
+            return null;
+        }
+    }
 
     /**
      * @param tensors model tensors under canonical names

@@ -19,12 +19,8 @@ public final class OutputPlanner {
     private final DType castTo;
     private final QuantSelection selection;
     private final Calibration calibration;
-    private final List<String> quantizedModules = new ArrayList<>();
-    private final List<String> unquantizedModules = new ArrayList<>();
     private java.util.function.Predicate<String> float32 = name -> false;
     private Flavor flavor = Flavor.MODELOPT;
-    private int inputScales;
-    private int fusedExpertsKept;
 
     /**
      * @param format the quantization format, or null for none
@@ -49,12 +45,63 @@ public final class OutputPlanner {
         return this;
     }
 
-    public List<Job> plan(List<MappedTensor> tensors) {
+    /**
+     * The jobs, and what the quantization did.
+     *
+     * @param format the quantization format, or null for none
+     * @param quantizedModules HF module names that were quantized
+     * @param unquantizedModules HF module names of linear weights left unquantized (the quantization config's {@code ignore} list)
+     * @param inputScales how many quantized modules got a static {@code input_scale} (from calibration)
+     * @param fusedExpertsKept fused expert tensors (GPT-OSS) kept unquantized
+     */
+    public record Planned(List<Job> jobs, QuantFormat format, List<String> quantizedModules, List<String> unquantizedModules, int inputScales,
+                          int fusedExpertsKept) {
+
+        /** Refuses a quantizing run that quantizes nothing: the output would claim a quantization it does not hold. */
+        public void requireQuantizedModules() {
+            if (format != null && quantizedModules.isEmpty()) {
+                throw new MoeportException("no linear weight is left to quantize (check --include and --exclude)");
+            }
+        }
+
+        /** Whether every quantized module got a static {@code input_scale} (from calibration): the config then says so. */
+        public boolean staticInputScales() {
+            return !quantizedModules.isEmpty() && inputScales == quantizedModules.size();
+        }
+
+        /** What a user should know about the quantization, one line each. */
+        public List<String> notes() {
+            List<String> notes = new ArrayList<>();
+            if (format == null) {
+                return notes;
+            }
+            notes.add(quantizedModules.size() + " module(s) quantized to " + format.cliName() + ", " + unquantizedModules.size()
+                    + " linear module(s) kept unquantized");
+            if (format.quantizesActivations() && inputScales < quantizedModules.size()) {
+                notes.add((quantizedModules.size() - inputScales) + " module(s) without a calibrated input amax get no input_scale:"
+                        + " engines must quantize their activations dynamically (calibrate with Model Optimizer for static scales)");
+            }
+            if (fusedExpertsKept > 0) {
+                notes.add(fusedExpertsKept + " fused expert tensor(s) (GPT-OSS layout) kept unquantized and listed as such");
+            }
+            return notes;
+        }
+    }
+
+    public Planned plan(List<MappedTensor> tensors) {
         List<Job> jobs = new ArrayList<>();
+        List<String> quantizedModules = new ArrayList<>();
+        List<String> unquantizedModules = new ArrayList<>();
+        int inputScales = 0;
+        int fusedExpertsKept = 0;
         for (MappedTensor t : tensors) {
             if (format != null && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0) {
-                jobs.add(quantize(t));
+                Job.Quantize job = quantize(t);
+                jobs.add(job);
                 quantizedModules.add(QuantSelection.module(t.name()));
+                if (job.inputAmax() != null) {
+                    inputScales++;
+                }
                 continue;
             }
             if (QuantSelection.isLinearWeight(t.name(), t.rank())) {
@@ -71,7 +118,8 @@ public final class OutputPlanner {
                     ? new Job.Copy(out, t.pieces(), copyKind(t))
                     : new Job.Cast(out, t.pieces(), t.dtype(), "cast " + t.dtype() + " -> " + target));
         }
-        return jobs;
+        return new Planned(List.copyOf(jobs), format, List.copyOf(quantizedModules), List.copyOf(unquantizedModules), inputScales,
+                fusedExpertsKept);
     }
 
     /** {@code copy} (same name), {@code rename}, or {@code gather rows} (a part of a tensor, or several put together). */
@@ -84,7 +132,7 @@ public final class OutputPlanner {
         return name.substring(0, name.lastIndexOf('.'));
     }
 
-    private Job quantize(MappedTensor t) {
+    private Job.Quantize quantize(MappedTensor t) {
         String module = QuantSelection.module(t.name());
         long in = t.shape().dim(-1);
         if ((format == QuantFormat.NVFP4 || format == QuantFormat.MXFP4) && in % format.blockSize() != 0) {
@@ -102,9 +150,6 @@ public final class OutputPlanner {
         AmaxSource amax = weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
                 : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), Piece.matrices(t.amaxPieces()))
                 : new AmaxSource.Computed(t.name(), Piece.matrices(t.pieces()));
-        if (inputAmax != null) {
-            inputScales++;
-        }
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), Piece.matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(module + ".weight", format.weightType(), format.weightShape(t.shape())),
                 new OutputTensor(flavor.scaleName(module), format.scaleType(), format.scaleShape(t.shape())),
@@ -114,45 +159,5 @@ public final class OutputPlanner {
 
     private static boolean isQuantizable(DType t) {
         return t == DType.BF16 || t == DType.F16 || t == DType.F32;
-    }
-
-    /** Refuses a quantizing run that quantizes nothing: the output would claim a quantization it does not hold. */
-    public void requireQuantizedModules() {
-        if (format != null && quantizedModules.isEmpty()) {
-            throw new MoeportException("no linear weight is left to quantize (check --include and --exclude)");
-        }
-    }
-
-    /** Whether every quantized module got a static {@code input_scale} (from calibration): the config then says so. */
-    public boolean staticInputScales() {
-        return !quantizedModules.isEmpty() && inputScales == quantizedModules.size();
-    }
-
-    /** What a user should know about the quantization, one line each. */
-    public List<String> notes() {
-        List<String> notes = new ArrayList<>();
-        if (format == null) {
-            return notes;
-        }
-        notes.add(quantizedModules.size() + " module(s) quantized to " + format.cliName() + ", " + unquantizedModules.size()
-                + " linear module(s) kept unquantized");
-        if (format.quantizesActivations() && inputScales < quantizedModules.size()) {
-            notes.add((quantizedModules.size() - inputScales) + " module(s) without a calibrated input amax get no input_scale:"
-                    + " engines must quantize their activations dynamically (calibrate with Model Optimizer for static scales)");
-        }
-        if (fusedExpertsKept > 0) {
-            notes.add(fusedExpertsKept + " fused expert tensor(s) (GPT-OSS layout) kept unquantized and listed as such");
-        }
-        return notes;
-    }
-
-    /** HF module names that were quantized. */
-    public List<String> quantizedModules() {
-        return quantizedModules;
-    }
-
-    /** HF module names of linear weights left unquantized (the {@code ignore} list of the quantization config). */
-    public List<String> unquantizedModules() {
-        return unquantizedModules;
     }
 }

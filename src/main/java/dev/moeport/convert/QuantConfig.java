@@ -69,13 +69,13 @@ public final class QuantConfig {
      * there is one to start from) with its {@code quantization_config}.
      */
     public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, ObjectNode modelConfig,
-                                                                                     OutputPlanner planner, String version) {
+                                                                                     OutputPlanner.Planned planned, String version) {
         java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files = new java.util.LinkedHashMap<>();
         if (modelConfig != null) {
-            modelConfig.set("quantization_config", quantizationConfig(format, planner.unquantizedModules(), planner.staticInputScales(), version));
+            modelConfig.set("quantization_config", quantizationConfig(format, planned.unquantizedModules(), planned.staticInputScales(), version));
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         }
-        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(format, planner.unquantizedModules(), version));
+        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(format, planned.unquantizedModules(), version));
         return files;
     }
 

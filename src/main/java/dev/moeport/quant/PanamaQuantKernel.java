@@ -7,12 +7,7 @@ import dev.moeport.tensor.FloatFormats;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.lang.invoke.MethodHandle;
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.MethodType;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -219,15 +214,16 @@ final class PanamaQuantKernel implements QuantKernel {
     // ---------------------------------------------------------------------------------------------
     // passes
     //
-    // Every loop over elements is a pass, a method (Job, long row) called through PASSES, method
-    // handles that C2 cannot inline: an element of an array is no compile-time constant. The Vector
-    // API costs C2 some 400 IR nodes per operation while it parses, and C2 stops inlining into a
-    // compilation at 18000 (NodeCountInliningCutoff). A row loop that inlined its passes would cross
-    // that line in the middle of one and leave a vector helper out of line, boxing every vector that
-    // goes through it: two to three times slower, depending on which compilation won. Compiled apart,
-    // each pass keeps the budget to itself, for a few percent of call overhead. Passes copy the job's
-    // fields to locals first: C2 cannot tell the loop's stores to native memory from a field, and
-    // would reload every field the loop reads on every iteration.
+    // Every loop over elements is a pass, a method (Job, long row) that the row loops below call
+    // directly. The Vector API costs C2 some 400 IR nodes per operation while it parses, and C2 stops
+    // inlining into a compilation at 18000 (NodeCountInliningCutoff): one method holding a format's
+    // whole row of vector work would cross that line and leave a vector helper out of line, boxing
+    // every vector that goes through it (two to three times slower). Split into passes, each is a
+    // compilation of its own, which C2 does not inline into the row loop. (An earlier version called
+    // them through a MethodHandle table to rule inlining out; JMH found direct calls as fast or
+    // faster, see the README.) Passes copy the job's fields to locals first: C2 cannot tell the loop's
+    // stores to native memory from a field, and would reload every field the loop reads on every
+    // iteration.
 
     /** One quantize or dequantize call: its arguments, and the per-row scratch its passes share. */
     private static final class Job {
@@ -275,59 +271,6 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
-    private static final List<MethodHandle> PASS_LIST = new ArrayList<>();
-    private static final int FP8_ROW = pass("fp8Row");
-    private static final int ROW_SCALE = pass("rowScale");
-    private static final int INT8_ROW = pass("int8Row");
-    private static final int BAND_AMAX = pass("bandAmax");
-    private static final int FP8_BLOCK_ROW = pass("fp8BlockRow");
-    private static final int BLOCK_AMAX = pass("blockAmaxPass");
-    private static final int NVFP4_SCALES = pass("nvfp4Scales");
-    private static final int NVFP4_DIVISORS = pass("nvfp4Divisors");
-    private static final int NVFP4_CODES = pass("nvfp4Codes");
-    private static final int E8M0_SCALES = pass("e8m0Scales");
-    private static final int MXFP4_CODES = pass("mxfp4Codes");
-    private static final int PACK_NIBBLES = pass("packNibbles");
-    private static final int MXFP8_ROW = pass("mxfp8Row");
-    private static final int INT4_SCALES = pass("int4Scales");
-    private static final int INT4_ROWS = pass("int4Rows");
-    private static final int FP8_DEQUANTIZE_ROW = pass("fp8DequantizeRow");
-    private static final int FP8_DEQUANTIZE_BF16_ROW = pass("fp8DequantizeBf16Row");
-    private static final int FP4_DEQUANTIZE_ROW = pass("fp4DequantizeRow");
-    private static final MethodHandle[] PASSES = PASS_LIST.toArray(MethodHandle[]::new);
-
-    /** Registers the pass method of this name; its index in PASSES. */
-    private static int pass(String name) {
-        try {
-            PASS_LIST.add(MethodHandles.lookup().findStatic(PanamaQuantKernel.class, name,
-                    MethodType.methodType(void.class, Job.class, long.class)));
-        } catch (ReflectiveOperationException e) {
-            throw new ExceptionInInitializerError(e);
-        }
-        return PASS_LIST.size() - 1;
-    }
-
-    /** TEMPORARY, for PassDispatchBenchmark: passes through the MethodHandle table (true) or called directly. */
-    private static final boolean PASS_TABLE = Boolean.getBoolean("moeport.panama.passTable");
-
-    private static void run(int pass, Job job, long row) {
-        try {
-            PASSES[pass].invokeExact(job, row);
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new IllegalStateException(t);
-        }
-    }
-
-    /** The passes, in order, on every {@code step}-th row. */
-    private static void eachRow(Job job, int step, int... passes) {
-        for (long r = 0; r < job.rows; r += step) {
-            for (int pass : passes) {
-                run(pass, job, r);
-            }
-        }
-    }
 
     // ---------------------------------------------------------------------------------------------
     // quantize
@@ -337,30 +280,9 @@ final class PanamaQuantKernel implements QuantKernel {
                          MemorySegment weight, MemorySegment scale) {
         QuantMath.checkQuantize(format, src, dtype, rows, cols, tensorScale, weight, scale);
         Job job = new Job(format, dtype, rows, (int) cols, tensorScale, src, weight, scale, null);
-        if (!PASS_TABLE) {
-            quantizeDirect(job);
-            return;
-        }
         switch (format) {
             case FP8 -> {
                 job.factor[0] = tensorScale;
-                eachRow(job, 1, FP8_ROW);
-            }
-            case FP8_PC -> eachRow(job, 1, ROW_SCALE, FP8_ROW);
-            case INT8_WO -> eachRow(job, 1, ROW_SCALE, INT8_ROW);
-            case FP8_PB -> fp8PerBlock(job);
-            case NVFP4 -> withCodeScratch(job, BLOCK_AMAX, NVFP4_SCALES, NVFP4_DIVISORS, NVFP4_CODES, PACK_NIBBLES);
-            case MXFP4 -> withCodeScratch(job, BLOCK_AMAX, E8M0_SCALES, MXFP4_CODES, PACK_NIBBLES);
-            case MXFP8 -> eachRow(job, 1, BLOCK_AMAX, E8M0_SCALES, MXFP8_ROW);
-            case INT4_G128 -> eachRow(job, 2, INT4_SCALES, INT4_ROWS);
-        }
-    }
-
-    private static void quantizeDirect(Job job) {
-        long rows = job.rows;
-        switch (job.format) {
-            case FP8 -> {
-                job.factor[0] = job.tensorScale;
                 for (long r = 0; r < rows; r++) {
                     fp8Row(job, r);
                 }
@@ -380,7 +302,7 @@ final class PanamaQuantKernel implements QuantKernel {
             case FP8_PB -> fp8PerBlock(job);
             case NVFP4 -> {
                 try (Arena arena = Arena.ofConfined()) {
-                    job.codes = arena.allocate(job.padded, 64);
+                    job.codes = codeScratch(arena, job);
                     for (long r = 0; r < rows; r++) {
                         blockAmaxPass(job, r);
                         nvfp4Scales(job, r);
@@ -392,7 +314,7 @@ final class PanamaQuantKernel implements QuantKernel {
             }
             case MXFP4 -> {
                 try (Arena arena = Arena.ofConfined()) {
-                    job.codes = arena.allocate(job.padded, 64);
+                    job.codes = codeScratch(arena, job);
                     for (long r = 0; r < rows; r++) {
                         blockAmaxPass(job, r);
                         e8m0Scales(job, r);
@@ -421,11 +343,8 @@ final class PanamaQuantKernel implements QuantKernel {
      * The E2M1 formats write a row's codes one per byte, then pack pairs. The scratch row is native:
      * vector stores into a heap segment, or a store site that sees both kinds, run several times slower.
      */
-    private static void withCodeScratch(Job job, int... passes) {
-        try (Arena arena = Arena.ofConfined()) {
-            job.codes = arena.allocate(job.padded, 64);
-            eachRow(job, 1, passes);
-        }
+    private static MemorySegment codeScratch(Arena arena, Job job) {
+        return arena.allocate(job.padded, 64);
     }
 
     /** fp8 and fp8_pc: the row divided by {@code factor[0]}, for fp8 the quotient rounded to the dtype first. */
@@ -504,22 +423,14 @@ final class PanamaQuantKernel implements QuantKernel {
             long end = Math.min(j.rows, r0 + block);
             Arrays.fill(j.more, 0.0f);
             for (long r = r0; r < end; r++) {
-                if (PASS_TABLE) {
-                    run(BAND_AMAX, j, r);
-                } else {
-                    bandAmax(j, r);
-                }
+                bandAmax(j, r);
             }
             for (int b = 0; b < j.blocks; b++) {
                 j.factor[b] = QuantMath.nonZero(FloatFormats.roundTo(j.dtype, j.more[b] / FloatFormats.E4M3_MAX));
                 j.scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * j.blocks + b, j.factor[b]);
             }
             for (long r = r0; r < end; r++) {
-                if (PASS_TABLE) {
-                    run(FP8_BLOCK_ROW, j, r);
-                } else {
-                    fp8BlockRow(j, r);
-                }
+                fp8BlockRow(j, r);
             }
         }
     }
@@ -770,47 +681,30 @@ final class PanamaQuantKernel implements QuantKernel {
                            long rows, long cols, DType outType, MemorySegment dst) {
         QuantMath.checkDequantize(format, weight, scale, rows, cols, outType, dst);
         Job job = new Job(format, outType, rows, (int) cols, tensorScale, null, weight, scale, dst);
-        if (!PASS_TABLE) {
-            switch (format) {
-                case FP8 -> {
-                    job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
-                    if (outType == DType.BF16) {
-                        job.bf16Table = bf16Table(job.factor[0]);
-                        for (long r = 0; r < rows; r++) {
-                            fp8DequantizeBf16Row(job, r);
-                        }
-                    } else {
-                        for (long r = 0; r < rows; r++) {
-                            fp8DequantizeRow(job, r);
-                        }
-                    }
-                }
-                case MXFP8 -> {
-                    for (long r = 0; r < rows; r++) {
-                        fp8DequantizeRow(job, r);
-                    }
-                }
-                case NVFP4, MXFP4 -> {
-                    for (long r = 0; r < rows; r++) {
-                        fp4DequantizeRow(job, r);
-                    }
-                }
-                default -> throw new AssertionError(format);
-            }
-            return;
-        }
         switch (format) {
             case FP8 -> {
                 job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
                 if (outType == DType.BF16) {
                     job.bf16Table = bf16Table(job.factor[0]);
-                    eachRow(job, 1, FP8_DEQUANTIZE_BF16_ROW);
+                    for (long r = 0; r < rows; r++) {
+                        fp8DequantizeBf16Row(job, r);
+                    }
                 } else {
-                    eachRow(job, 1, FP8_DEQUANTIZE_ROW);
+                    for (long r = 0; r < rows; r++) {
+                        fp8DequantizeRow(job, r);
+                    }
                 }
             }
-            case MXFP8 -> eachRow(job, 1, FP8_DEQUANTIZE_ROW);
-            case NVFP4, MXFP4 -> eachRow(job, 1, FP4_DEQUANTIZE_ROW);
+            case MXFP8 -> {
+                for (long r = 0; r < rows; r++) {
+                    fp8DequantizeRow(job, r);
+                }
+            }
+            case NVFP4, MXFP4 -> {
+                for (long r = 0; r < rows; r++) {
+                    fp4DequantizeRow(job, r);
+                }
+            }
             default -> throw new AssertionError(format);
         }
     }

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.moeport.MoeportException;
+import dev.moeport.convert.McoreLayout;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
 import dev.moeport.tensor.DType;
@@ -20,7 +21,6 @@ import java.util.Locale;
 public final class NemotronHSynth {
 
     /** How the routed experts are stored. */
-    public enum ExpertsLayout { TE, SEQUENTIAL, STACKED }
 
     /** Model dimensions; {@code pattern} is the hybrid_override_pattern (M Mamba, * attention, - MLP, E MoE). */
     public record Dims(String pattern, int hidden, int heads, int kvHeads, int headDim, int mambaHeads, int mambaHeadDim,
@@ -91,7 +91,7 @@ public final class NemotronHSynth {
     private NemotronHSynth() {}
 
     /** The jobs that write every MCore tensor of a model of {@code dims}. */
-    public static List<Job> mcoreJobs(Dims d, ExpertsLayout layout, long seed) {
+    public static List<Job> mcoreJobs(Dims d, McoreLayout.Experts layout, long seed) {
         List<Job> jobs = new ArrayList<>();
         Gen g = new Gen(jobs, seed);
         g.weight("embedding.word_embeddings.weight", d.vocab, d.hidden);
@@ -135,7 +135,7 @@ public final class NemotronHSynth {
                         List<Long> seeds = new ArrayList<>();
                         for (int e = 0; e < d.experts; e++) {
                             String name = switch (layout) {
-                                case TE -> grouped + e;
+                                case TE_GROUPED -> grouped + e;
                                 case SEQUENTIAL -> p + "mlp.experts.local_experts." + e + "." + fc + ".weight";
                                 case STACKED -> null;
                             };
@@ -144,7 +144,7 @@ public final class NemotronHSynth {
                             }
                             seeds.add(g.seedOf(grouped + e));
                         }
-                        if (layout == ExpertsLayout.STACKED) {
+                        if (layout == McoreLayout.Experts.STACKED) {
                             g.seeded(grouped, seeds, d.experts, rows, cols);
                         }
                     }

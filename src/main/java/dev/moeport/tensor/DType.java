@@ -70,13 +70,4 @@ public enum DType {
     public static DType fromName(String name) {
         return BY_NAME.get(name);
     }
-
-    /** Parses a user-facing dtype option ({@code bf16}, {@code F32}, ...), case-insensitively. */
-    public static DType parseOption(String text) {
-        DType type = BY_NAME.get(text.toUpperCase(java.util.Locale.ROOT));
-        if (type == null) {
-            throw new IllegalArgumentException("unknown dtype '" + text + "'");
-        }
-        return type;
-    }
 }

@@ -50,10 +50,6 @@ public record TensorView(String name, DType dtype, Shape shape, MemorySegment da
         return new TensorView(newName, dtype, shape.dropFirst(), one.data, file, one.region);
     }
 
-    public TensorView renamed(String newName) {
-        return new TensorView(newName, dtype, shape, data, file, region);
-    }
-
     @Override
     public String where() {
         return "tensor '" + name + "'" + (file == null ? "" : " in " + file);

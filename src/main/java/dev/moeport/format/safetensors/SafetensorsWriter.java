@@ -60,14 +60,6 @@ public final class SafetensorsWriter implements TensorOutput {
             this.size = size;
         }
 
-        public String name() {
-            return name;
-        }
-
-        public long byteSize() {
-            return size;
-        }
-
         @Override
         public void write(long offset, MemorySegment bytes) {
             long n = bytes.byteSize();
@@ -148,10 +140,6 @@ public final class SafetensorsWriter implements TensorOutput {
         } catch (IOException e) {
             throw new MoeportException(partial + ": cannot create (" + IoErrors.why(e) + ")", e);
         }
-    }
-
-    public ShardLayout layout() {
-        return layout;
     }
 
     @Override
