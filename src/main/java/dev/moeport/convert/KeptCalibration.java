@@ -122,7 +122,7 @@ public final class KeptCalibration {
             segment.setAtIndex(FloatFormats.FLOAT_LE, i, values[i]);
         }
         Shape shape = values.length == 1 ? Shape.of() : Shape.of(values.length);
-        TensorView view = new TensorView(name, DType.F32, shape, segment, null, null);
+        TensorView view = new TensorView(name, DType.F32, shape, segment, null);
         return new MappedTensor(name, DType.F32, shape, List.of(new Piece.Source(view)), List.of(name), null, null, true);
     }
 }

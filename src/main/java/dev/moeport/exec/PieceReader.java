@@ -38,22 +38,15 @@ public final class PieceReader {
     }
 
     /**
-     * Rows {@code [start, start + count)} of {@code p}: a tensor that lies in a file is read by position into
-     * {@code scratch} (valid until its next read); other sources' bytes live as long as {@code arena}; zeros
-     * live in {@code scratch}.
+     * Rows {@code [start, start + count)} of {@code p}: a source's bytes live as long as {@code arena}
+     * (zero-copy for mapped tensors); zeros live in {@code scratch}.
      */
     public static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch) {
         return switch (p) {
             case Piece.Source s -> {
                 Tensor t = s.tensor();
                 boolean whole = t.rank() == 0 || (start == 0 && count == t.shape().dim(0));
-                Tensor rows = whole ? t : t.narrow(start, count, t.name());
-                if (rows instanceof TensorView view && view.region() != null) {
-                    MemorySegment into = scratch.buffer(Scratch.INPUT, view.data().byteSize());
-                    view.region().read(into, view.name());
-                    yield into;
-                }
-                yield rows.bytes(arena);
+                yield (whole ? t : t.narrow(start, count, t.name())).bytes(arena);
             }
             case Piece.Zeros z -> scratch.zeros(count * z.rowBytes());
         };
@@ -80,12 +73,9 @@ public final class PieceReader {
         void accept(MemorySegment bytes, long firstRow, long rows);
     }
 
-    /**
-     * Asks the kernel to start reading the next chunk of a tensor read through its mapping while this one is being
-     * worked on (positioned reads get the kernel's own read-ahead).
-     */
+    /** Asks the kernel to start reading the next chunk of a mapped tensor while this one is being worked on. */
     private static void prefetch(Piece p, long start, long count) {
-        if (count > 0 && p instanceof Piece.Source s && s.tensor() instanceof TensorView view && view.region() == null) {
+        if (count > 0 && p instanceof Piece.Source s && s.tensor() instanceof TensorView view) {
             NativeIO.advise(view.narrow(start, count, view.name()).data(), NativeIO.Advice.WILLNEED);
         }
     }

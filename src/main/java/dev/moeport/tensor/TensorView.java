@@ -11,9 +11,8 @@ import java.nio.file.Path;
  * dimension (an expert of a stack, a range of rows) stays zero-copy.
  *
  * @param file the file that holds the bytes, for error messages
- * @param region where the bytes lie in the open file, for positioned reads; null when they are not in a file
  */
-public record TensorView(String name, DType dtype, Shape shape, MemorySegment data, Path file, FileRegion region) implements Tensor {
+public record TensorView(String name, DType dtype, Shape shape, MemorySegment data, Path file) implements Tensor {
 
     public TensorView {
         long expected = dtype.byteSize(shape.numel());
@@ -40,14 +39,13 @@ public record TensorView(String name, DType dtype, Shape shape, MemorySegment da
         if (stride < 0) {
             throw new MoeportException(where() + ": rows of " + dtype + " do not end on a byte boundary");
         }
-        return new TensorView(newName, dtype, shape.with(0, count), data.asSlice(start * stride, count * stride), file,
-                region == null ? null : region.plus(start * stride));
+        return new TensorView(newName, dtype, shape.with(0, count), data.asSlice(start * stride, count * stride), file);
     }
 
     @Override
     public TensorView select(long index, String newName) {
         TensorView one = narrow(index, 1, newName);
-        return new TensorView(newName, dtype, shape.dropFirst(), one.data, file, one.region);
+        return new TensorView(newName, dtype, shape.dropFirst(), one.data, file);
     }
 
     @Override

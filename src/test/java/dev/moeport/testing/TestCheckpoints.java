@@ -37,7 +37,7 @@ public final class TestCheckpoints {
 
     /** A tensor over these bytes. */
     public static dev.moeport.tensor.TensorView bytes(String name, dev.moeport.tensor.DType dtype, Shape shape, byte[] bytes) {
-        return new dev.moeport.tensor.TensorView(name, dtype, shape, java.lang.foreign.MemorySegment.ofArray(bytes), null, null);
+        return new dev.moeport.tensor.TensorView(name, dtype, shape, java.lang.foreign.MemorySegment.ofArray(bytes), null);
     }
 
     /** An F32 tensor of these values: a 0-d one for a single value, else 1-d. */
@@ -47,7 +47,7 @@ public final class TestCheckpoints {
         for (int i = 0; i < values.length; i++) {
             bytes.setAtIndex(dev.moeport.tensor.FloatFormats.FLOAT_LE, i, values[i]);
         }
-        return new dev.moeport.tensor.TensorView(name, dev.moeport.tensor.DType.F32, values.length == 1 ? Shape.of() : Shape.of(values.length), bytes, null, null);
+        return new dev.moeport.tensor.TensorView(name, dev.moeport.tensor.DType.F32, values.length == 1 ? Shape.of() : Shape.of(values.length), bytes, null);
     }
 
     /** Writes {@code entries} as a safetensors checkpoint in {@code dir} (created). */

@@ -67,8 +67,8 @@ public final class SafetensorsCheckpoint implements Checkpoint {
             throw new MoeportException(path + ": no such file or folder");
         }
         Arena arena = Arena.ofShared();
-        List<SafetensorsFile> files = new ArrayList<>();
         try {
+            List<SafetensorsFile> files = new ArrayList<>();
             Map<String, String> weightMap = null;
             Path index = Files.isDirectory(path) ? findIndex(path) : path.toString().endsWith(".json") ? path : null;
             if (index != null) {
@@ -95,7 +95,6 @@ public final class SafetensorsCheckpoint implements Checkpoint {
             SequencedMap<String, Tensor> tensors = merge(files, weightMap, index);
             return new SafetensorsCheckpoint(path, arena, files, tensors);
         } catch (RuntimeException e) {
-            files.forEach(SafetensorsFile::close);
             arena.close();
             throw e;
         }
@@ -209,7 +208,6 @@ public final class SafetensorsCheckpoint implements Checkpoint {
 
     @Override
     public void close() {
-        files.forEach(SafetensorsFile::close);
         arena.close();
     }
 }

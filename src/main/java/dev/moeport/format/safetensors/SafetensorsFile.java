@@ -5,7 +5,6 @@ import static dev.moeport.format.safetensors.SafetensorsHeader.fail;
 import dev.moeport.MoeportException;
 import dev.moeport.io.IoErrors;
 import dev.moeport.io.NativeIO;
-import dev.moeport.tensor.FileRegion;
 import dev.moeport.tensor.TensorView;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -30,23 +29,16 @@ public final class SafetensorsFile {
     private final Path path;
     private final Map<String, String> metadata;
     private final SequencedMap<String, TensorView> tensors;
-    private final FileChannel channel;
 
-    private SafetensorsFile(Path path, Map<String, String> metadata, SequencedMap<String, TensorView> tensors, FileChannel channel) {
+    private SafetensorsFile(Path path, Map<String, String> metadata, SequencedMap<String, TensorView> tensors) {
         this.path = path;
         this.metadata = metadata;
         this.tensors = tensors;
-        this.channel = channel;
     }
 
-    /**
-     * Opens and validates {@code path}; its mapping is released when {@code arena} closes, and the file (read by
-     * position as well) by {@link #close()}.
-     */
+    /** Opens and validates {@code path}; its mapping is released when {@code arena} closes. */
     public static SafetensorsFile open(Path path, Arena arena) {
-        FileChannel channel = null;
-        try {
-            channel = FileChannel.open(path, StandardOpenOption.READ);
+        try (FileChannel channel = FileChannel.open(path, StandardOpenOption.READ)) {
             long fileSize = channel.size();
             if (fileSize < 8) {
                 throw fail(path, "file of " + fileSize + " bytes is too short for a safetensors header");
@@ -74,35 +66,15 @@ public final class SafetensorsFile {
             NativeIO.advise(data, NativeIO.Advice.SEQUENTIAL);
             SequencedMap<String, TensorView> tensors = new LinkedHashMap<>();
             for (SafetensorsHeader.Entry e : header.entries()) {
-                tensors.put(e.name(), new TensorView(e.name(), e.dtype(), e.shape(), data.asSlice(e.begin(), e.byteSize()), path,
-                        new FileRegion(channel, path, dataStart + e.begin())));
+                tensors.put(e.name(), new TensorView(e.name(), e.dtype(), e.shape(), data.asSlice(e.begin(), e.byteSize()), path));
             }
-            return new SafetensorsFile(path, header.metadata(), tensors, channel);
-        } catch (RuntimeException e) {
-            closeQuietly(channel);
-            throw e;
+            return new SafetensorsFile(path, header.metadata(), tensors);
         } catch (NoSuchFileException e) {
             throw new MoeportException(path + ": no such file");
         } catch (AccessDeniedException e) {
             throw new MoeportException(path + ": permission denied");
         } catch (IOException e) {
-            closeQuietly(channel);
             throw new MoeportException(path + ": cannot read (" + IoErrors.why(e) + ")", e);
-        }
-    }
-
-    /** Closes the file (the mapping lives on with its arena). */
-    public void close() {
-        closeQuietly(channel);
-    }
-
-    private static void closeQuietly(FileChannel channel) {
-        try {
-            if (channel != null) {
-                channel.close();
-            }
-        } catch (IOException ignored) {
-            // Nothing was written; the descriptor is gone either way.
         }
     }
 
