@@ -221,4 +221,31 @@ class ChildProcessTest {
         assertTrue(err.contains("bad.safetensors: header length"), err);
     }
 
+
+    /** A legal safetensors file of {@code n} one-byte tensors: a header of about 100 bytes a tensor. */
+    private static Path manyTensors(Path file, int n) throws Exception {
+        StringBuilder header = new StringBuilder("{");
+        for (int i = 0; i < n; i++) {
+            header.append(i == 0 ? "" : ",").append("\"model.layers.").append(i).append(".mlp.experts.weight\":{\"dtype\":\"U8\","
+                    + "\"shape\":[1],\"data_offsets\":[").append(i).append(',').append(i + 1).append("]}");
+        }
+        return dev.moeport.testing.RawSafetensors.write(file, header.append('}').toString(), n);
+    }
+
+    @Test
+    void aLargeHeaderNeedsLittleHeapAndTooLittleHeapSaysWhatToRaise() throws Exception {
+        // issue 17 item 6: a header parsed as one JSON tree took ~30 times its size. 200,000 tensors (a 19 MB
+        // header) ran out of memory with 128 MB of heap; streamed, 96 MB do.
+        Path file = manyTensors(tmp.resolve("many.safetensors"), 200_000);
+        Result r = moeport("", "96m", "inspect", file.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("total: 200000 tensors"), r.out());
+        Result starved = moeport("", "24m", "inspect", file.toString());
+        assertEquals(1, starved.code(), starved.err());
+        String err = errorLines(starved.err());
+        assertEquals(1, err.lines().count(), err);
+        // the heap the JVM reports may be a survivor space short of -Xmx
+        assertTrue(err.matches("moeport: error: out of memory \\(.*\\) with a Java heap of 2\\d MiB: raise it through JAVA_OPTS,"
+                + " e.g. JAVA_OPTS=-Xmx[45]\\dm .*"), err);
+    }
 }
