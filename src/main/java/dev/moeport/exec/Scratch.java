@@ -19,7 +19,7 @@ public final class Scratch implements AutoCloseable {
     static final int SCALES = 2;
     /** Input rounded to the export dtype before quantization. */
     static final int CAST = 3;
-    /** Input read from a file by position. */
+    /** Input read from a file by position, or copied out of a mapping for a kernel. */
     static final int INPUT = 4;
     private static final int SLOTS = 5;
 
