@@ -85,8 +85,18 @@ public final class Executor {
                 long base = offset;
                 long rowBytes = PieceReader.rowBytes(piece);
                 long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
-                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
-                    sink.write(base + first * rowBytes, bytes);
+                PieceReader.forEachChunk(piece, scratch, false, (bytes, first, rows) -> {
+                    try {
+                        sink.write(base + first * rowBytes, bytes);
+                    } catch (MoeportException e) {
+                        // EFAULT: the kernel could not read the source pages, a mapped input that shrank
+                        if (piece instanceof Piece.Source source && e.getCause() instanceof java.io.IOException io
+                                && "Bad address".equals(io.getMessage())) {
+                            throw new MoeportException(source.tensor().where()
+                                    + ": could not be read: the file shrank or changed while moeport read it", e);
+                        }
+                        throw e;
+                    }
                     progress.addBytes(rows * rowInput);
                 });
                 offset += piece.byteSize();
@@ -101,7 +111,7 @@ public final class Executor {
             for (Piece piece : job.pieces()) {
                 long base = offset;
                 long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
-                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, true, (bytes, first, rows) -> {
                     long count = bytes.byteSize() / from.byteWidth();
                     MemorySegment out = scratch.buffer(Scratch.OUTPUT, count * to.byteWidth());
                     ElementCast.convert(bytes, from, out, to, count);
@@ -230,7 +240,7 @@ public final class Executor {
                 }
                 DType dtype = source.tensor().dtype();
                 long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / dtype.byteWidth();
-                PieceReader.forEachChunk(piece, scratch, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, true, (bytes, first, rows) -> {
                     try {
                         max[0] = Math.max(max[0], kernel.amax(bytes, dtype, bytes.byteSize() / dtype.byteWidth()));
                     } catch (NonFiniteValueException e) {

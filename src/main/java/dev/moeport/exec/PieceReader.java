@@ -1,5 +1,6 @@
 package dev.moeport.exec;
 
+import dev.moeport.MoeportException;
 import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Tensor;
@@ -42,18 +43,49 @@ public final class PieceReader {
      * (zero-copy for mapped tensors); zeros live in {@code scratch}.
      */
     public static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch) {
+        return read(p, start, count, arena, scratch, false);
+    }
+
+    /**
+     * Like {@link #read(Piece, long, long, Arena, Scratch)}, but with {@code staged}, the bytes of a
+     * mapped tensor are copied into {@code scratch} and their pages dropped. If the file shrinks under the mapping, reading it faults: the JDK
+     * turns a fault inside a MemorySegment copy into an InternalError, but a fault inside compiled
+     * Vector API code crashes the JVM (SIGBUS). So kernels read only copies, which stay in cache for
+     * them; plain copies to the output keep reading the mapping (a fault there fails the write with EFAULT).
+     */
+    static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch, boolean staged) {
         return switch (p) {
             case Piece.Source s -> {
                 Tensor t = s.tensor();
                 boolean whole = t.rank() == 0 || (start == 0 && count == t.shape().dim(0));
-                yield (whole ? t : t.narrow(start, count, t.name())).bytes(arena);
+                Tensor rows = whole ? t : t.narrow(start, count, t.name());
+                try {
+                    MemorySegment bytes = rows.bytes(arena);
+                    if (!staged || !bytes.isMapped()) {
+                        yield bytes;
+                    }
+                    MemorySegment copy = scratch.buffer(Scratch.INPUT, bytes.byteSize());
+                    MemorySegment.copy(bytes, 0, copy, 0, bytes.byteSize());
+                    release(bytes);
+                    yield copy;
+                } catch (InternalError fault) {
+                    throw new MoeportException(t.where() + ": could not be read: the file shrank or changed while moeport read it");
+                }
             }
             case Piece.Zeros z -> scratch.zeros(count * z.rowBytes());
         };
     }
 
-    /** Calls {@code action} with consecutive chunks of {@code p}'s rows and each chunk's first row. */
+    /** Calls {@code action} with consecutive chunks of {@code p}'s rows, as a kernel may read them, and each chunk's first row. */
     public static void forEachChunk(Piece p, Scratch scratch, ChunkAction action) {
+        forEachChunk(p, scratch, true, action);
+    }
+
+    /**
+     * Calls {@code action} with consecutive chunks of {@code p}'s rows and each chunk's first row;
+     * {@code staged}: for a kernel (see {@link #read(Piece, long, long, Arena, Scratch, boolean)}).
+     */
+    public static void forEachChunk(Piece p, Scratch scratch, boolean staged, ChunkAction action) {
         long rows = p.rows();
         long step = rowsPerChunk(rowBytes(p), 1);
         for (long r = 0; r < Math.max(rows, 1); r += step) {
@@ -61,7 +93,7 @@ public final class PieceReader {
             long n = Math.min(step, rows - r);
             prefetch(p, r + step, Math.min(step, rows - r - step));
             try (Arena arena = Arena.ofConfined()) {
-                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch);
+                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch, staged);
                 action.accept(bytes, r, n);
                 release(bytes);
             }
@@ -116,21 +148,20 @@ public final class PieceReader {
             return rowBytes;
         }
 
-        /** Rows {@code [start, start + count)}, valid until the next read with this scratch. */
+        /** Rows {@code [start, start + count)}, staged for kernels, valid until the next read with this scratch. */
         public MemorySegment read(long start, long count, Arena arena, Scratch scratch) {
             if (start < 0 || count < 0 || start + count > count()) {
                 throw new IllegalArgumentException("rows [" + start + ", " + (start + count) + ") out of " + count());
             }
             List<Piece> parts = slice(start, count);
             if (parts.size() == 1) {
-                return PieceReader.read(parts.getFirst(), 0, parts.getFirst().rows(), arena, scratch);
+                return PieceReader.read(parts.getFirst(), 0, parts.getFirst().rows(), arena, scratch, true);
             }
             MemorySegment gathered = scratch.buffer(Scratch.GATHER, count * rowBytes);
             long at = 0;
             for (Piece part : parts) {
-                MemorySegment bytes = PieceReader.read(part, 0, part.rows(), arena, scratch);
+                MemorySegment bytes = PieceReader.read(part, 0, part.rows(), arena, scratch, true);
                 MemorySegment.copy(bytes, 0, gathered, at, bytes.byteSize());
-                release(bytes);
                 at += bytes.byteSize();
             }
             return gathered;

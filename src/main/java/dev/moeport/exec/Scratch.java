@@ -19,7 +19,9 @@ public final class Scratch implements AutoCloseable {
     static final int SCALES = 2;
     /** Input rounded to the export dtype before quantization. */
     static final int CAST = 3;
-    private static final int SLOTS = 4;
+    /** Input copied out of a mapping for a kernel. */
+    static final int INPUT = 4;
+    private static final int SLOTS = 5;
 
     private final Arena arena = Arena.ofShared();
     private final MemorySegment[] buffers = new MemorySegment[SLOTS];

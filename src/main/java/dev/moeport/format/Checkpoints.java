@@ -14,6 +14,10 @@ public final class Checkpoints {
         if (!Files.exists(path)) {
             throw new MoeportException(path + ": no such file or folder");
         }
+        if (!Files.isRegularFile(path) && !Files.isDirectory(path)) {
+            // reading a FIFO would wait for a writer forever
+            throw new MoeportException(path + ": not a regular file or folder (a pipe or a device?)");
+        }
         if (TorchDistCheckpoint.recognizes(path)) {
             return TorchDistCheckpoint.open(path);
         }

@@ -221,4 +221,96 @@ class ChildProcessTest {
         assertTrue(err.contains("bad.safetensors: header length"), err);
     }
 
+
+    /** A legal safetensors file of {@code n} one-byte tensors: a header of about 100 bytes a tensor. */
+    private static Path manyTensors(Path file, int n) throws Exception {
+        StringBuilder header = new StringBuilder("{");
+        for (int i = 0; i < n; i++) {
+            header.append(i == 0 ? "" : ",").append("\"model.layers.").append(i).append(".mlp.experts.weight\":{\"dtype\":\"U8\","
+                    + "\"shape\":[1],\"data_offsets\":[").append(i).append(',').append(i + 1).append("]}");
+        }
+        return dev.moeport.testing.RawSafetensors.write(file, header.append('}').toString(), n);
+    }
+
+    @Test
+    void aLargeHeaderNeedsLittleHeapAndTooLittleHeapSaysWhatToRaise() throws Exception {
+        // issue 17 item 6: a header parsed as one JSON tree took ~30 times its size. 200,000 tensors (a 19 MB
+        // header) ran out of memory with 128 MB of heap; streamed, 96 MB do.
+        Path file = manyTensors(tmp.resolve("many.safetensors"), 200_000);
+        Result r = moeport("", "96m", "inspect", file.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("total: 200000 tensors"), r.out());
+        Result starved = moeport("", "24m", "inspect", file.toString());
+        assertEquals(1, starved.code(), starved.err());
+        String err = errorLines(starved.err());
+        assertEquals(1, err.lines().count(), err);
+        // the heap the JVM reports may be a survivor space short of -Xmx
+        assertTrue(err.matches("moeport: error: out of memory \\(.*\\) with a Java heap of 2\\d MiB: raise it through JAVA_OPTS,"
+                + " e.g. JAVA_OPTS=-Xmx[45]\\dm .*"), err);
+    }
+
+    @Test
+    void anInputThatShrinksDuringAQuantizingExportIsOneLineNotACrash() throws Exception {
+        // issue 17 item 2: Vector API loads from a mapping whose file shrank crashed the JVM (SIGBUS, hs_err)
+        // in 3 of 13 trials. Each trial truncates the largest input shard once the export writes its output.
+        Path synth = tmp.resolve("synth");
+        assertEquals(0, moeport("", "256m", "synth", "--preset", "small", "--out", synth.toString()).code());
+        Path pristine = synth.resolve("mcore");
+        int interrupted = 0;
+        for (int trial = 0; trial < 3; trial++) {
+            Path input = tmp.resolve("in" + trial);
+            copyFolder(pristine, input);
+            Path largest;
+            try (Stream<Path> files = Files.list(input)) {
+                largest = files.filter(f -> f.toString().endsWith(".safetensors")).max(java.util.Comparator.comparingLong(f -> f.toFile().length()))
+                        .orElseThrow();
+            }
+            Path out = tmp.resolve("out" + trial);
+            String javaCommand = ProcessHandle.current().info().command().orElse("java");
+            Process p = new ProcessBuilder(javaCommand, "-Xmx256m", "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED",
+                    "-XX:ErrorFile=" + tmp.resolve("hs_err_%p.log"), "-cp", System.getProperty("java.class.path"), Main.class.getName(),
+                    "export", "--in", input.toString(), "--hf-config", synth.resolve("hf").toString(), "--out", out.toString(),
+                    "--format", "nvfp4", "--no-progress")
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectError(tmp.resolve("err" + trial).toFile()).start();
+            while (p.isAlive() && !(Files.isDirectory(out) && hasFiles(out))) {
+                Thread.sleep(5);
+            }
+            try (var channel = java.nio.channels.FileChannel.open(largest, java.nio.file.StandardOpenOption.WRITE)) {
+                channel.truncate(channel.size() / 3);
+            }
+            assertTrue(p.waitFor(120, TimeUnit.SECONDS));
+            String err = errorLines(Files.readString(tmp.resolve("err" + trial)));
+            try (Stream<Path> crashes = Files.list(tmp)) {
+                assertFalse(crashes.anyMatch(f -> f.getFileName().toString().startsWith("hs_err")), "the JVM crashed: " + err);
+            }
+            if (p.exitValue() == 0) {
+                continue; // it finished before the truncation reached it
+            }
+            assertEquals(1, p.exitValue(), err);
+            assertEquals(1, err.lines().count(), err);
+            // before: "<out>/model.safetensors: cannot write tensor ... (Bad address)", blaming the output
+            assertTrue(err.startsWith("moeport: error: " + largest + ": ") && err.contains("changed or truncated while moeport read it"), err);
+            interrupted++;
+            try (Stream<Path> left = Files.exists(out) ? Files.list(out) : Stream.empty()) {
+                List<Path> files = left.toList();
+                assertTrue(files.stream().allMatch(SafetensorsWriter::isPartial), "only partial files, if any: " + files);
+            }
+        }
+        assertTrue(interrupted > 0, "no trial was interrupted by the truncation");
+    }
+
+    private static boolean hasFiles(Path dir) throws java.io.IOException {
+        try (Stream<Path> s = Files.list(dir)) {
+            return s.findAny().isPresent();
+        }
+    }
+
+    private static void copyFolder(Path from, Path to) throws java.io.IOException {
+        Files.createDirectories(to);
+        try (Stream<Path> s = Files.list(from)) {
+            for (Path f : s.toList()) {
+                Files.copy(f, to.resolve(f.getFileName()));
+            }
+        }
+    }
 }

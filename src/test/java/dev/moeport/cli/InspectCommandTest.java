@@ -62,4 +62,15 @@ class InspectCommandTest {
         assertEquals(0, help.code());
         assertTrue(help.out().contains("inspect"));
     }
+
+    @Test
+    void controlCharactersInNamesAreEscaped(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        // issue 17 item 7: a name holding ESC [ 2 J (clear screen) went to the terminal raw; JSON escapes it by itself
+        java.nio.file.Path file = dev.moeport.testing.RawSafetensors.write(dir.resolve("x.safetensors"),
+                "{\"a\\u001b[2Jb\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+        CliRun r = CliRun.of("inspect", file.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("a\\x1b[2Jb "), r.out());
+        assertTrue(r.out().chars().noneMatch(c -> c == 0x1b), r.out());
+    }
 }

@@ -125,9 +125,19 @@ public final class SafetensorsCheckpoint implements Checkpoint {
         }
     }
 
+    /** Ten times the index of the largest published model (DeepSeek-V3's is 9 MB); more would only fill the heap. */
+    private static final long MAX_INDEX_BYTES = 100_000_000L;
+
     private static Map<String, String> readWeightMap(Path index) {
         JsonNode root;
         try {
+            if (!Files.isRegularFile(index)) {
+                throw new MoeportException(index + ": not a regular file (a pipe or a device?)");
+            }
+            if (Files.size(index) > MAX_INDEX_BYTES) {
+                throw new MoeportException(index + ": index of " + Files.size(index) + " bytes is larger than the limit of "
+                        + MAX_INDEX_BYTES + " bytes");
+            }
             root = JSON.readTree(Files.readAllBytes(index));
         } catch (NoSuchFileException e) {
             throw new MoeportException(index + ": no such file");

@@ -12,6 +12,7 @@ import java.lang.foreign.ValueLayout;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -63,6 +64,45 @@ class SafetensorsFuzzTest {
             Files.write(index, text);
             check(dir, text);
         }
+    }
+
+    /**
+     * The same mutations through the command line, as a user meets them: exit 0 with what the header
+     * says (read here by plain Jackson, not by moeport), or exit 1 with one line naming the file and
+     * no internal error.
+     */
+    @Test
+    void mutatedHeadersThroughTheCommandLine() throws IOException {
+        Random random = new Random(17);
+        Path file = dir.resolve("cli.safetensors");
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        int cliAccepted = 0;
+        for (int i = 0; i < 300; i++) {
+            byte[] header = mutate(SEED_HEADER.getBytes(StandardCharsets.UTF_8), random);
+            RawSafetensors.write(file, header.length, header, 20);
+            dev.moeport.cli.CliRun r = dev.moeport.cli.CliRun.of("inspect", "--json", file.toString());
+            String input = new String(header, StandardCharsets.UTF_8);
+            if (r.code() == 0) {
+                cliAccepted++;
+                var expected = new java.util.TreeMap<String, Long>();
+                json.readTree(header).properties().forEach(e -> {
+                    if (!e.getKey().equals("__metadata__")) {
+                        var offsets = e.getValue().get("data_offsets");
+                        expected.put(e.getKey(), offsets.get(1).asLong() - offsets.get(0).asLong());
+                    }
+                });
+                var actual = new java.util.TreeMap<String, Long>();
+                json.readTree(r.out()).get("tensors").forEach(t -> actual.put(t.get("name").asText(), t.get("bytes").asLong()));
+                org.junit.jupiter.api.Assertions.assertEquals(expected, actual, input);
+            } else {
+                org.junit.jupiter.api.Assertions.assertEquals(1, r.code(), input + "\n" + r.err());
+                List<String> lines = r.err().lines().toList();
+                org.junit.jupiter.api.Assertions.assertEquals(1, lines.size(), input + "\n" + r.err());
+                assertTrue(lines.getFirst().startsWith("moeport: error: " + file + ": ") && !lines.getFirst().contains("internal error"),
+                        input + "\n" + r.err());
+            }
+        }
+        assertTrue(cliAccepted > 5, "the fuzzer should also produce valid files, got " + cliAccepted);
     }
 
     private void check(Path path, byte[] input) {

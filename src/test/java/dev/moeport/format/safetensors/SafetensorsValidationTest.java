@@ -173,4 +173,24 @@ class SafetensorsValidationTest {
         assertTrue(assertThrows(MoeportException.class, () -> SafetensorsCheckpoint.open(empty))
                 .getMessage().contains("no *.safetensors files"));
     }
+
+    @Test
+    void indexLargerThanTheLimit() throws IOException {
+        // issue 17 item 6: a 3 GiB sparse index ran out of memory; it is refused before it is read
+        try (var f = new java.io.RandomAccessFile(dir.resolve(SafetensorsCheckpoint.INDEX_NAME).toFile(), "rw")) {
+            f.setLength(3L << 30);
+        }
+        assertEquals(dir.resolve(SafetensorsCheckpoint.INDEX_NAME) + ": index of 3221225472 bytes is larger than the limit of 100000000 bytes",
+                assertThrows(MoeportException.class, () -> SafetensorsCheckpoint.open(dir)).getMessage());
+    }
+
+    @Test
+    void aPipeIsRefusedNotWaitedOn() throws Exception {
+        // issue 17 item 7: a FIFO as input hung, waiting for a writer
+        Path fifo = dir.resolve("model.safetensors");
+        assertEquals(0, new ProcessBuilder("mkfifo", fifo.toString()).start().waitFor());
+        MoeportException e = org.junit.jupiter.api.Assertions.assertTimeoutPreemptively(java.time.Duration.ofSeconds(30),
+                () -> assertThrows(MoeportException.class, () -> dev.moeport.format.Checkpoints.open(fifo).close()));
+        assertEquals(fifo + ": not a regular file or folder (a pipe or a device?)", e.getMessage());
+    }
 }
