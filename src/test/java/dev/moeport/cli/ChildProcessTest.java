@@ -289,7 +289,9 @@ class ChildProcessTest {
             assertEquals(1, p.exitValue(), err);
             assertEquals(1, err.lines().count(), err);
             // before: "<out>/model.safetensors: cannot write tensor ... (Bad address)", blaming the output
-            assertTrue(err.startsWith("moeport: error: " + largest + ": ") && err.contains("changed or truncated while moeport read it"), err);
+            // now: the tensor and the input file it lies in
+            assertTrue(err.startsWith("moeport: error: tensor '") && err.contains(" in " + largest + ": ")
+                    && err.endsWith("could not be read: the file shrank or changed while moeport read it"), err);
             interrupted++;
             try (Stream<Path> left = Files.exists(out) ? Files.list(out) : Stream.empty()) {
                 List<Path> files = left.toList();
