@@ -44,14 +44,16 @@ public final class OutputFolder implements AutoCloseable {
     private final Path out;
     private final boolean created;
     private final Predicate<String> earlierCheckpointFile;
+    private final Predicate<String> marksComplete;
     private final FileChannel lock;
     private boolean committed;
     private boolean abandoned;
 
-    private OutputFolder(Path out, boolean created, Predicate<String> earlierCheckpointFile, FileChannel lock) {
+    private OutputFolder(Path out, boolean created, Predicate<String> earlierCheckpointFile, Predicate<String> marksComplete, FileChannel lock) {
         this.out = out;
         this.created = created;
         this.earlierCheckpointFile = earlierCheckpointFile;
+        this.marksComplete = marksComplete;
         this.lock = lock;
     }
 
@@ -63,8 +65,12 @@ public final class OutputFolder implements AutoCloseable {
      *
      * @param earlierCheckpointFile which names in the folder belong to an earlier checkpoint that the new
      *     one replaces (the new checkpoint's own names always do); other files stay
+     * @param marksComplete the files that make a folder look like a finished checkpoint (an index, a tracker
+     *     file): during a switch they leave first and come in last, so no moment shows an index naming a
+     *     file that is not there
      */
-    public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, Predicate<String> earlierCheckpointFile) {
+    public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, Predicate<String> earlierCheckpointFile,
+            Predicate<String> marksComplete) {
         try {
             Path target = canonical(out);
             for (Path input : inputs) {
@@ -84,7 +90,7 @@ public final class OutputFolder implements AutoCloseable {
                 lock.close();
                 throw new MoeportException(out + ": another moeport run is writing to this folder");
             }
-            OutputFolder folder = new OutputFolder(out, created, earlierCheckpointFile, lock);
+            OutputFolder folder = new OutputFolder(out, created, earlierCheckpointFile, marksComplete, lock);
             try {
                 cleanLeftovers(out);
                 List<Path> entries;
@@ -123,13 +129,16 @@ public final class OutputFolder implements AutoCloseable {
             throw new MoeportException(out + ": the run was interrupted before its checkpoint was switched in");
         }
         try {
-            List<String> fresh = names(staging());
+            List<String> fresh = new ArrayList<>(names(staging()));
             List<String> earlier = new ArrayList<>();
             for (String name : names(out)) {
                 if (!isOwn(name) && (fresh.contains(name) || earlierCheckpointFile.test(name))) {
                     earlier.add(name);
                 }
             }
+            // The switch goes in journal order: the earlier checkpoint's markers leave first, the new one's come in last.
+            earlier.sort(java.util.Comparator.comparing(n -> !marksComplete.test(n)));
+            fresh.sort(java.util.Comparator.comparing(marksComplete::test));
             // Staged files reach the disk before the journal names them.
             syncFolder(staging());
             StringBuilder journal = new StringBuilder();
