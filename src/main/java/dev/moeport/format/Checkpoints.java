@@ -3,6 +3,7 @@ package dev.moeport.format;
 import dev.moeport.MoeportException;
 import dev.moeport.format.safetensors.SafetensorsCheckpoint;
 import dev.moeport.format.torchdist.TorchDistCheckpoint;
+import dev.moeport.io.OutputFolder;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
@@ -14,6 +15,7 @@ public final class Checkpoints {
         if (!Files.exists(path)) {
             throw new MoeportException(path + ": no such file or folder");
         }
+        OutputFolder.finishInterruptedSwitch(path);
         if (TorchDistCheckpoint.recognizes(path)) {
             return TorchDistCheckpoint.open(path);
         }
