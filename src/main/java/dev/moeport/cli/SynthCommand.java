@@ -97,7 +97,7 @@ final class SynthCommand implements Callable<Integer> {
         }
         Path mcore = output.out.resolve("mcore");
         Path hf = output.out.resolve("hf");
-        try (dev.moeport.io.OutputFolder folder = HfOutputFolder.open(hf, output.overwrite, List.of())) {
+        try (dev.moeport.io.OutputFolder folder = HfOutputFolder.open(hf, output.overwrite, List.of(), output.fsync)) {
             HfOutputFolder.writeJson(folder.staging(), ModelConfig.FILE_NAME, NemotronHSynth.hfConfig(dims), output.fsync);
             folder.commit();
         }

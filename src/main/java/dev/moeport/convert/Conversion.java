@@ -71,7 +71,7 @@ public final class Conversion {
         Path out = target.out();
         Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), target.bar());
         List<String> copied = new ArrayList<>();
-        try (OutputFolder folder = HfOutputFolder.open(out, target.overwrite(), target.inputs())) {
+        try (OutputFolder folder = HfOutputFolder.open(out, target.overwrite(), target.inputs(), target.fsync())) {
             // The whole new checkpoint is built beside the earlier one, which stays until the switch.
             Path staging = folder.staging();
             try (progress; TensorOutput writer = format.create(staging, plan, target.fsync())) {

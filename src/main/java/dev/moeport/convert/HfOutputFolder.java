@@ -45,8 +45,9 @@ public final class HfOutputFolder {
     }
 
     /** Opens {@code out} for a run that writes a checkpoint: see {@link OutputFolder#open}. */
-    public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs) {
-        return OutputFolder.open(out, overwrite, inputs, HfOutputFolder::isCheckpointFile);
+    public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, boolean fsync) {
+        return OutputFolder.open(out, overwrite, inputs, HfOutputFolder::isCheckpointFile,
+                name -> name.endsWith(".index.json") || name.equals("latest_checkpointed_iteration.txt"), fsync);
     }
 
     /**

@@ -3,6 +3,7 @@ package dev.moeport.format;
 import dev.moeport.MoeportException;
 import dev.moeport.format.safetensors.SafetensorsCheckpoint;
 import dev.moeport.format.torchdist.TorchDistCheckpoint;
+import dev.moeport.io.OutputFolder;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
@@ -18,6 +19,7 @@ public final class Checkpoints {
             // reading a FIFO would wait for a writer forever
             throw new MoeportException(path + ": not a regular file or folder (a pipe or a device?)");
         }
+        OutputFolder.finishInterruptedSwitch(path);
         if (TorchDistCheckpoint.recognizes(path)) {
             return TorchDistCheckpoint.open(path);
         }

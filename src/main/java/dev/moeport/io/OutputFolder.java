@@ -44,14 +44,19 @@ public final class OutputFolder implements AutoCloseable {
     private final Path out;
     private final boolean created;
     private final Predicate<String> earlierCheckpointFile;
+    private final Predicate<String> marksComplete;
+    private final boolean fsync;
     private final FileChannel lock;
     private boolean committed;
     private boolean abandoned;
 
-    private OutputFolder(Path out, boolean created, Predicate<String> earlierCheckpointFile, FileChannel lock) {
+    private OutputFolder(Path out, boolean created, Predicate<String> earlierCheckpointFile, Predicate<String> marksComplete, boolean fsync,
+            FileChannel lock) {
+        this.fsync = fsync;
         this.out = out;
         this.created = created;
         this.earlierCheckpointFile = earlierCheckpointFile;
+        this.marksComplete = marksComplete;
         this.lock = lock;
     }
 
@@ -63,8 +68,14 @@ public final class OutputFolder implements AutoCloseable {
      *
      * @param earlierCheckpointFile which names in the folder belong to an earlier checkpoint that the new
      *     one replaces (the new checkpoint's own names always do); other files stay
+     * @param marksComplete the files that make a folder look like a finished checkpoint (an index, a tracker
+     *     file): during a switch they leave first and come in last, so no moment shows an index naming a
+     *     file that is not there
+     * @param fsync flush the journal and the folders to disk (with {@code --fsync}: survives power loss; any
+     *     killed process is survived without it)
      */
-    public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, Predicate<String> earlierCheckpointFile) {
+    public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, Predicate<String> earlierCheckpointFile,
+            Predicate<String> marksComplete, boolean fsync) {
         try {
             Path target = canonical(out);
             for (Path input : inputs) {
@@ -84,7 +95,7 @@ public final class OutputFolder implements AutoCloseable {
                 lock.close();
                 throw new MoeportException(out + ": another moeport run is writing to this folder");
             }
-            OutputFolder folder = new OutputFolder(out, created, earlierCheckpointFile, lock);
+            OutputFolder folder = new OutputFolder(out, created, earlierCheckpointFile, marksComplete, fsync, lock);
             try {
                 cleanLeftovers(out);
                 List<Path> entries;
@@ -123,27 +134,36 @@ public final class OutputFolder implements AutoCloseable {
             throw new MoeportException(out + ": the run was interrupted before its checkpoint was switched in");
         }
         try {
-            List<String> fresh = names(staging());
+            List<String> fresh = new ArrayList<>(names(staging()));
             List<String> earlier = new ArrayList<>();
             for (String name : names(out)) {
                 if (!isOwn(name) && (fresh.contains(name) || earlierCheckpointFile.test(name))) {
                     earlier.add(name);
                 }
             }
-            // Staged files reach the disk before the journal names them.
-            syncFolder(staging());
+            // The switch goes in journal order: the earlier checkpoint's markers leave first, the new one's come in last.
+            earlier.sort(java.util.Comparator.comparing(n -> !marksComplete.test(n)));
+            fresh.sort(java.util.Comparator.comparing(marksComplete::test));
+            if (fsync) {
+                // Staged files reach the disk before the journal names them.
+                syncFolder(staging());
+            }
             StringBuilder journal = new StringBuilder();
             earlier.forEach(n -> journal.append("earlier\t").append(n).append('\n'));
             fresh.forEach(n -> journal.append("new\t").append(n).append('\n'));
             Path partial = out.resolve("." + JOURNAL.substring(1) + PARTIAL_SUFFIX);
             Files.write(partial, journal.toString().getBytes(StandardCharsets.UTF_8));
-            try (FileChannel c = FileChannel.open(partial, StandardOpenOption.WRITE)) {
-                c.force(true);
+            if (fsync) {
+                try (FileChannel c = FileChannel.open(partial, StandardOpenOption.WRITE)) {
+                    c.force(true);
+                }
             }
             Files.move(partial, out.resolve(JOURNAL), StandardCopyOption.ATOMIC_MOVE);
-            syncFolder(out);
+            if (fsync) {
+                syncFolder(out);
+            }
             afterSwitchStep.run();
-            finishSwitch(out);
+            finishSwitch(out, fsync);
             committed = true;
         } catch (IOException e) {
             throw new MoeportException(out + ": cannot switch the new checkpoint in (" + IoErrors.why(e)
@@ -216,10 +236,21 @@ public final class OutputFolder implements AutoCloseable {
         }
     }
 
+    /**
+     * For readers: a folder that an interrupted run left in the middle of a recorded switch is brought to the
+     * new checkpoint first (the journal is only written once that checkpoint is complete). Refused while a
+     * run is switching it.
+     */
+    public static void finishInterruptedSwitch(Path dir) {
+        if (Files.isDirectory(dir) && Files.exists(dir.resolve(JOURNAL)) && !recover(dir)) {
+            throw new MoeportException(dir + ": a moeport run is switching a new checkpoint into this folder; try again when it ends");
+        }
+    }
+
     /** With the lock held: finishes a recorded switch, then removes what dead runs left (staging, partial files). */
     private static void cleanLeftovers(Path out) throws IOException {
         if (Files.exists(out.resolve(JOURNAL))) {
-            finishSwitch(out);
+            finishSwitch(out, true);
             Warnings.warn(out + ": finished switching in the checkpoint an interrupted run had completed");
         }
         List<String> left = new ArrayList<>();
@@ -239,7 +270,7 @@ public final class OutputFolder implements AutoCloseable {
      * Carries out the journal's switch from wherever it stopped: each step is done only if it was not yet,
      * so it may be repeated after any interruption.
      */
-    private static void finishSwitch(Path out) throws IOException {
+    private static void finishSwitch(Path out, boolean fsync) throws IOException {
         Path staging = out.resolve(STAGING);
         Path aside = out.resolve(ASIDE);
         List<String> earlier = new ArrayList<>();
@@ -266,12 +297,14 @@ public final class OutputFolder implements AutoCloseable {
                 afterSwitchStep.run();
             }
         }
-        syncFolder(out);
+        if (fsync) {
+            // The new files are in place on disk before the journal that could redo it goes.
+            syncFolder(out);
+        }
         deleteTree(aside);
         afterSwitchStep.run();
         deleteTree(staging);
         Files.deleteIfExists(out.resolve(JOURNAL));
-        syncFolder(out);
     }
 
     private static boolean isOwn(String name) {

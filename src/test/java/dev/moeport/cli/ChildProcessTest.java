@@ -141,8 +141,8 @@ class ChildProcessTest {
 
     /**
      * {@code --fsync} seen where it happens, in the system calls (strace): every file of the output
-     * is flushed while still a partial file, then the folder, whose entries the renames changed;
-     * without it, nothing is.
+     * is flushed while still a partial file in the staging folder, then that folder, the switch's journal
+     * and the output folder, whose entries the renames changed; without it, nothing is.
      */
     @Test
     void fsyncFlushesEveryOutputFileAndTheFolder() throws Exception {
@@ -155,36 +155,30 @@ class ChildProcessTest {
         for (Path out : List.of(hf, unsynced)) {
             List<String> synced = fsyncedPaths(out.equals(hf), "export", "--in", synth.resolve("mcore").toString(), "--hf-config",
                     synth.resolve("hf").toString(), "--out", out.toString(), "--max-shard-size", "2MB");
-            // Without --fsync no data is flushed; the switch's journal and folders always are (cheap, and they order the switch).
-            assertEquals(out.equals(hf) ? expectedFsyncs(out, "")
-                    : List.of(out.toString(), out.resolve(".moeport-staging").toString(), out.resolve(".moeport-switch.partial").toString()), synced);
+            List<String> expected = new ArrayList<>(stagedFsyncs(out, ""));
+            expected.addAll(List.of(out.resolve(".moeport-switch.partial").toString(), out.toString()));
+            assertEquals(out.equals(hf) ? expected.stream().sorted().toList() : List.of(), synced);
         }
         Path megatron = tmp.resolve("megatron");
         List<String> synced = fsyncedPaths(true, "import", "--in", hf.toString(), "--out", megatron.toString());
-        for (String file : expectedFsyncs(megatron, "iter_0000000")) {
+        for (String file : stagedFsyncs(megatron, "iter_0000000")) {
             assertTrue(synced.contains(file), file + " not flushed: " + synced);
         }
     }
 
     /**
-     * What a run with --fsync must flush in {@code out/sub}: the partial file of each of its files, written in the
-     * output's staging folder ({@code io.OutputFolder}), that folder, and for the output folder itself the switch
-     * journal and the folder.
+     * What a run with --fsync must flush for the folder {@code dir} of its finished output {@code out}: the
+     * partial file of each file in it, as staged, and the staged folder.
      */
-    private static List<String> expectedFsyncs(Path out, String sub) throws Exception {
+    private static List<String> stagedFsyncs(Path out, String dir) throws Exception {
+        Path staged = out.resolve(".moeport-staging").resolve(dir);
         List<String> expected = new ArrayList<>();
-        Path written = sub.isEmpty() ? out : out.resolve(sub);
-        Path staged = sub.isEmpty() ? out.resolve(".moeport-staging") : out.resolve(".moeport-staging").resolve(sub);
-        try (Stream<Path> files = Files.list(written)) {
+        try (Stream<Path> files = Files.list(out.resolve(dir))) {
             files.filter(Files::isRegularFile).forEach(f -> expected.add(staged.resolve("." + f.getFileName() + ".partial").toString()));
         }
         assertTrue(expected.size() > 2, expected.toString());
         expected.add(staged.toString());
-        if (sub.isEmpty()) {
-            expected.add(out.resolve(".moeport-switch.partial").toString());
-            expected.add(out.toString());
-        }
-        return expected.stream().sorted().toList();
+        return expected;
     }
 
     /** The paths under the output folder that the run fsyncs, sorted. */

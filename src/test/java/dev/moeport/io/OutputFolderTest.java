@@ -37,6 +37,11 @@ class OutputFolderTest {
     private static final Map<String, String> NEW = Map.of("a.safetensors", "new a", "config.json", "new config",
             "iter_0000000/.metadata", "new metadata", "iter_0000000/__0_0.distcp", "new data", "tokenizer.json", "new tokenizer");
 
+    /** The earlier checkpoint's index and the new one's tracker-like file: the last to go in, the first to leave. */
+    private static boolean marksComplete(String name) {
+        return name.equals("index.json") || name.equals("tokenizer.json");
+    }
+
     private static boolean checkpointFile(String name) {
         return name.endsWith(".safetensors") || name.equals("index.json") || name.startsWith("iter_");
     }
@@ -65,7 +70,7 @@ class OutputFolderTest {
                 stop.run();
             }
         };
-        OutputFolder folder = OutputFolder.open(out, true, List.of(), OutputFolderTest::checkpointFile);
+        OutputFolder folder = OutputFolder.open(out, true, List.of(), OutputFolderTest::checkpointFile, OutputFolderTest::marksComplete, false);
         // As Conversion does: a signal before the switch removes the staged files; one during the switch waits for it.
         Runtime.getRuntime().addShutdownHook(new Thread(() -> folder.abandon(() -> {})));
         write(folder.staging(), NEW);
@@ -135,6 +140,17 @@ class OutputFolderTest {
                     p.destroy();
                 }
                 assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+                // Even before recovery, a marker never stands beside the other checkpoint's files.
+                Map<String, String> before = contents(out);
+                if (before.containsKey("index.json")) {
+                    assertEquals("old a", before.get("a.safetensors"), "stop point " + stopAt + ": " + before);
+                    assertEquals("old b", before.get("b.safetensors"), "stop point " + stopAt + ": " + before);
+                }
+                if (before.containsKey("tokenizer.json")) {
+                    assertEquals(with(NEW), before.entrySet().stream().filter(e -> !e.getKey().startsWith("."))
+                            .collect(java.util.stream.Collectors.toMap(Map.Entry::getKey, Map.Entry::getValue, (x, y) -> x, TreeMap::new)),
+                            "stop point " + stopAt);
+                }
                 assertTrue(OutputFolder.recover(out));
                 Map<String, String> left = contents(out);
                 String at = (kill ? "SIGKILL" : "SIGTERM") + " at step " + stopAt + ": " + left;
@@ -153,7 +169,7 @@ class OutputFolderTest {
         Files.writeString(out.resolve(OutputFolder.LOCK), "");
         java.io.StringWriter warnings = new java.io.StringWriter();
         dev.moeport.Warnings.to(new java.io.PrintWriter(warnings, true));
-        try (OutputFolder folder = OutputFolder.open(out, false, List.of(), OutputFolderTest::checkpointFile)) {
+        try (OutputFolder folder = OutputFolder.open(out, false, List.of(), OutputFolderTest::checkpointFile, OutputFolderTest::marksComplete, false)) {
             write(folder.staging(), NEW);
             folder.commit();
         } finally {
@@ -166,7 +182,7 @@ class OutputFolderTest {
     @Test
     void aFolderAnotherRunHoldsIsRefusedAndLeftAlone() throws Exception {
         Path out = tmp.resolve("out");
-        try (OutputFolder first = OutputFolder.open(out, false, List.of(), OutputFolderTest::checkpointFile)) {
+        try (OutputFolder first = OutputFolder.open(out, false, List.of(), OutputFolderTest::checkpointFile, OutputFolderTest::marksComplete, false)) {
             write(first.staging(), NEW);
             // The lock is per process: a second run is a second JVM.
             Process second = new ProcessBuilder(ProcessHandle.current().info().command().orElse("java"), "-cp",
@@ -183,7 +199,7 @@ class OutputFolderTest {
     void anInterruptBeforeTheSwitchRemovesOnlyWhatWasStaged() throws Exception {
         Path out = tmp.resolve("out");
         write(out, EARLIER);
-        OutputFolder folder = OutputFolder.open(out, true, List.of(), OutputFolderTest::checkpointFile);
+        OutputFolder folder = OutputFolder.open(out, true, List.of(), OutputFolderTest::checkpointFile, OutputFolderTest::marksComplete, false);
         write(folder.staging(), NEW);
         assertTrue(folder.abandon(() -> {}));
         MoeportException e = assertThrows(MoeportException.class, folder::commit);
@@ -191,11 +207,50 @@ class OutputFolderTest {
         folder.close();
         assertEquals(new TreeMap<>(EARLIER), contents(out));
         // After a commit, the hook has nothing to remove.
-        try (OutputFolder again = OutputFolder.open(out, true, List.of(), OutputFolderTest::checkpointFile)) {
+        try (OutputFolder again = OutputFolder.open(out, true, List.of(), OutputFolderTest::checkpointFile, OutputFolderTest::marksComplete, false)) {
             write(again.staging(), NEW);
             again.commit();
             assertFalse(again.abandon(() -> {}));
         }
         assertEquals(new TreeMap<>(NEW), contents(out));
+    }
+
+    @Test
+    void aReaderFindsTheNewCheckpointWhereARunDiedDuringItsSwitch() throws Exception {
+        Path fixture = dev.moeport.testing.Shared.fixture("nemotron_h_tiny");
+        Path out = tmp.resolve("out");
+        copy(fixture.resolve("hf"), out);
+        OutputFolder folder = dev.moeport.convert.HfOutputFolder.open(out, true, List.of(), false);
+        copy(fixture.resolve("mcore_seq"), folder.staging());
+        // The run dies after the journal, the earlier index and its first shard went aside: three shards are left in place.
+        AtomicInteger step = new AtomicInteger();
+        OutputFolder.afterSwitchStep = () -> {
+            if (step.incrementAndGet() == 3) {
+                throw new IllegalStateException("died");
+            }
+        };
+        try {
+            assertThrows(IllegalStateException.class, folder::commit);
+        } finally {
+            OutputFolder.afterSwitchStep = () -> {};
+            folder.close();
+        }
+        assertFalse(Files.exists(out.resolve("model.safetensors.index.json")));
+        // Reading it (Checkpoints.open) completes the switch first.
+        dev.moeport.testing.TestCheckpoints.assertSameTensors(fixture.resolve("mcore_seq"), out);
+        try (Stream<Path> s = Files.list(out)) {
+            List<String> names = s.map(p -> p.getFileName().toString()).toList();
+            assertTrue(names.stream().noneMatch(n -> n.startsWith("model-") || n.startsWith(".")), names.toString());
+        }
+        assertTrue(Files.exists(out.resolve("config.json")), "files that are not the checkpoint's stay");
+    }
+
+    private static void copy(Path from, Path to) throws IOException {
+        Files.createDirectories(to);
+        try (Stream<Path> s = Files.list(from)) {
+            for (Path p : s.toList()) {
+                Files.copy(p, to.resolve(p.getFileName().toString()));
+            }
+        }
     }
 }
