@@ -116,16 +116,28 @@ public final class OutputPlanner {
             OutputTensor out = new OutputTensor(t.name(), target, t.shape());
             jobs.add(target == t.dtype()
                     ? new Job.Copy(out, t.pieces(), copyKind(t))
-                    : new Job.Cast(out, t.pieces(), t.dtype(), "cast " + t.dtype() + " -> " + target));
+                    : new Job.Cast(out, t.pieces(), t.dtype(), (transforms(t).isEmpty() ? "" : transforms(t) + ", ") + "cast " + t.dtype() + " -> " + target));
         }
         return new Planned(List.copyOf(jobs), format, List.copyOf(quantizedModules), List.copyOf(unquantizedModules), inputScales,
                 fusedExpertsKept);
     }
 
-    /** {@code copy} (same name), {@code rename}, or {@code gather rows} (a part of a tensor, or several put together). */
+    /**
+     * {@code copy} (same name), {@code rename}, or {@code gather rows} (a part of a tensor, or several put
+     * together); or what is done to the sources on the way ({@code decode nvfp4}, {@code transpose}).
+     */
     private static String copyKind(MappedTensor t) {
+        if (!transforms(t).isEmpty()) {
+            return transforms(t);
+        }
         boolean whole = t.pieces().size() == 1 && t.pieces().getFirst() instanceof Piece.Source s && s.tensor().shape().equals(t.shape());
         return !whole ? "gather rows" : t.sources().equals(List.of(t.name())) ? "copy" : "rename";
+    }
+
+    /** What is done to the sources besides reading them, or "". */
+    private static String transforms(MappedTensor t) {
+        return t.pieces().stream().map(p -> p instanceof Piece.Source s ? s.tensor().transform() : null)
+                .filter(java.util.Objects::nonNull).distinct().collect(java.util.stream.Collectors.joining("; "));
     }
 
     private static String parent(String name) {

@@ -48,6 +48,11 @@ public sealed interface Piece {
         }
 
         @Override
+        public long inputBytes() {
+            return tensor.storedBytes();
+        }
+
+        @Override
         public String describe() {
             return tensor.name();
         }

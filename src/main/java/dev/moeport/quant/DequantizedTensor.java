@@ -47,6 +47,16 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
         return weight.where();
     }
 
+    @Override
+    public long storedBytes() {
+        return weight.storedBytes() + scale.storedBytes() + (scale2 == null ? 0 : scale2.storedBytes());
+    }
+
+    @Override
+    public String transform() {
+        return "decode " + format.cliName();
+    }
+
     /** Whether the scale follows the outermost dimension of the weight when it is narrowed. */
     private boolean scaleFollowsRows() {
         return switch (format) {

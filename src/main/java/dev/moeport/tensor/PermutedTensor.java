@@ -52,6 +52,18 @@ public record PermutedTensor(String name, Tensor source, Shape view, int[] perm,
                 && rowCount == fullShape.dim(0);
     }
 
+    /** The source's share for this view's rows (a transpose reads the columns that make them). */
+    @Override
+    public long storedBytes() {
+        long rows = fullShape.dim(0);
+        return rows == 0 ? 0 : source.storedBytes() / rows * rowCount;
+    }
+
+    @Override
+    public String transform() {
+        return source.transform() == null ? "transpose" : source.transform() + ", transpose";
+    }
+
     @Override
     public Tensor narrow(long start, long count, String newName) {
         if (start < 0 || count < 0 || start + count > rowCount) {

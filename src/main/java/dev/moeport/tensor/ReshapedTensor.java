@@ -43,6 +43,16 @@ public record ReshapedTensor(Tensor source, Shape shape) implements Tensor {
     }
 
     @Override
+    public long storedBytes() {
+        return source.storedBytes();
+    }
+
+    @Override
+    public String transform() {
+        return source.transform();
+    }
+
+    @Override
     public Tensor narrow(long start, long count, String newName) {
         if (wrapsOne(shape, source)) {
             if (start != 0 || count != 1) {

@@ -39,6 +39,16 @@ public interface Tensor {
         return shape().rank();
     }
 
+    /** Bytes read from storage to make this tensor's bytes: a decoded tensor reads its packed bytes and scales. */
+    default long storedBytes() {
+        return byteSize();
+    }
+
+    /** What is done to the stored bytes besides reading them ({@code decode nvfp4}, {@code transpose}), or null. */
+    default String transform() {
+        return null;
+    }
+
     /** {@code BF16[128, 256]}. */
     default String describe() {
         return dtype() + shape().toString();
