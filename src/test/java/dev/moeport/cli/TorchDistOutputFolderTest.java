@@ -17,9 +17,10 @@ import org.junit.jupiter.api.io.TempDir;
  * Megatron-LM takes a folder holding {@code latest_checkpointed_iteration.txt} for a finished checkpoint.
  * An import to torch_dist killed (SIGKILL) at spread-out moments must therefore never leave the tracker file
  * beside an incomplete checkpoint: whenever the tracker is there, the checkpoint exports to the Hugging Face
- * fixture exactly.
+ * fixture exactly. And an {@code --overwrite} run replaces an earlier training checkpoint whole: its
+ * iteration folder goes, so no tracker can name it again.
  */
-class TorchDistInterruptTest {
+class TorchDistOutputFolderTest {
     private static final Path HF = Shared.fixture("nemotron_h_tiny").resolve("hf");
 
     @TempDir
@@ -58,6 +59,28 @@ class TorchDistInterruptTest {
         Path out = tmp.resolve("out0");
         CliRun again = CliRun.of("import", "--in", HF.toString(), "--out", out.toString(), "--ckpt-format", "torch_dist", "--overwrite");
         assertEquals(0, again.code(), again.err());
+        TestCheckpoints.assertSameTensors(HF, CliRun.succeeding("export", "--in", out.toString(), "--hf-config", HF.toString(),
+                "--out", tmp.resolve("back").toString()));
+    }
+
+    @Test
+    void anOverwriteReplacesAnEarlierTrainingCheckpointWhole() throws Exception {
+        Path out = tmp.resolve("out");
+        CliRun.succeeding("import", "--in", HF.toString(), "--out", out.toString(), "--ckpt-format", "torch_dist", "--megatron-spec", "local");
+        // What a training run leaves: iteration 100 and its tracker, and a file of the user's.
+        Files.move(out.resolve("iter_0000000"), out.resolve("iter_0000100"));
+        Files.writeString(out.resolve("latest_checkpointed_iteration.txt"), "100");
+        Files.writeString(out.resolve("README.md"), "notes");
+        CliRun refused = CliRun.of("import", "--in", HF.toString(), "--out", out.toString(), "--ckpt-format", "torch_dist");
+        assertTrue(refused.code() != 0 && Files.exists(out.resolve("iter_0000100")), refused.err());
+
+        CliRun.succeeding("import", "--in", HF.toString(), "--out", out.toString(), "--ckpt-format", "torch_dist", "--overwrite");
+        try (var s = Files.list(out)) {
+            assertEquals(List.of("README.md", "iter_0000000", "latest_checkpointed_iteration.txt"),
+                    s.map(f -> f.getFileName().toString()).sorted().toList());
+        }
+        assertEquals("0", Files.readString(out.resolve("latest_checkpointed_iteration.txt")).strip());
+        assertEquals("notes", Files.readString(out.resolve("README.md")));
         TestCheckpoints.assertSameTensors(HF, CliRun.succeeding("export", "--in", out.toString(), "--hf-config", HF.toString(),
                 "--out", tmp.resolve("back").toString()));
     }
