@@ -1,0 +1,149 @@
+package dev.moeport.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.moeport.testing.Shared;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * {@code moeport check}: every output moeport writes passes; outputs broken the way issue 12 lists (edited here by
+ * hand in the safetensors bytes, independently of the code under test) fail with a line naming the tensor.
+ */
+class CheckCommandTest {
+    private static final Path HF = Shared.fixture("qwen3_moe").resolve("hf");
+    private static final String EXPERT = "model.layers.1.mlp.experts.3.";
+
+    @TempDir
+    Path tmp;
+
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"fp8", "fp8_pc", "fp8_pb", "nvfp4", "mxfp4", "mxfp8", "int8_wo", "int4_g128"})
+    void everyFormatMoeportWritesPasses(String format) {
+        Path q = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve(format).toString());
+        CliRun r = CliRun.of("check", q.toString());
+        assertEquals(0, r.code(), r.out() + r.err());
+    }
+
+    @Test
+    void transformersFlavorAndTheBf16InputPass() {
+        Path q = CliRun.succeeding("quantize", "--format", "fp8_pb", "--flavor", "transformers", "--in", HF.toString(), "--out", tmp.resolve("t").toString());
+        assertEquals(0, CliRun.of("check", q.toString()).code());
+        assertEquals(0, CliRun.of("check", HF.toString()).code());
+    }
+
+    @Test
+    void zeroAndNanScalesFail() throws Exception {
+        Path q = nvfp4();
+        overwrite(q, EXPERT + "up_proj.weight_scale_2", 0f);
+        overwrite(q, EXPERT + "down_proj.weight_scale_2", Float.NaN);
+        CliRun r = CliRun.of("check", q.toString());
+        assertEquals(1, r.code(), r.out());
+        assertTrue(r.out().contains(EXPERT + "up_proj.weight_scale_2: 1 of 1 scale value(s) are zero"), r.out());
+        assertTrue(r.out().contains(EXPERT + "down_proj.weight_scale_2: 1 of 1 scale value(s) are NaN or infinite"), r.out());
+    }
+
+    @Test
+    void gateAndUpGlobalScalesThatDifferFail() throws Exception {
+        Path q = nvfp4();
+        overwrite(q, EXPERT + "up_proj.weight_scale_2", 1234.5f);
+        CliRun r = CliRun.of("check", "--json", q.toString());
+        assertEquals(1, r.code(), r.out());
+        JsonNode problems = new ObjectMapper().readTree(r.out()).get("problems");
+        assertEquals(1, problems.size(), r.out());
+        assertEquals(EXPERT + "up_proj.weight_scale_2", problems.get(0).get("tensor").asText());
+        assertTrue(problems.get(0).get("problem").asText().contains("gate_proj/up_proj"), r.out());
+    }
+
+    @Test
+    void anExpertMissingAScaleItsSiblingsHaveFails() throws Exception {
+        Path q = nvfp4();
+        // Renamed in the header (same length), so the expert's weight_scale_2 is gone.
+        renameInHeader(q, EXPERT + "up_proj.weight_scale_2", EXPERT + "up_proj.weight_scalX_2");
+        CliRun r = CliRun.of("check", q.toString());
+        assertEquals(1, r.code(), r.out());
+        assertTrue(r.out().contains(EXPERT + "up_proj.weight_scale_2: is missing"), r.out());
+    }
+
+    @Test
+    void excludeModulesNamingAQuantizedModuleAndMissingConfigKeysFail() throws Exception {
+        Path q = nvfp4();
+        Path file = q.resolve("hf_quant_config.json");
+        ObjectNode root = (ObjectNode) new ObjectMapper().readTree(file.toFile());
+        ObjectNode quant = (ObjectNode) root.get("quantization");
+        quant.withArray("exclude_modules").add("model.layers.1.mlp.experts.*");
+        quant.remove("group_size");
+        Files.writeString(file, root.toString());
+        CliRun r = CliRun.of("check", q.toString());
+        assertEquals(1, r.code(), r.out());
+        assertTrue(r.out().contains(EXPERT + "up_proj: is quantized, but the exclusion list names it ('model.layers.1.mlp.experts.*')"), r.out());
+        assertTrue(r.out().contains("hf_quant_config.json: quantization config has no 'group_size'"), r.out());
+    }
+
+    private Path nvfp4() {
+        return CliRun.succeeding("quantize", "--format", "nvfp4", "--in", HF.toString(), "--out", tmp.resolve("nvfp4").toString());
+    }
+
+    /** The shard of {@code q} whose header names {@code tensor}. */
+    private static Path shardOf(Path q, String tensor) throws Exception {
+        try (Stream<Path> files = Files.list(q)) {
+            for (Path f : files.filter(p -> p.toString().endsWith(".safetensors")).toList()) {
+                if (header(f).contains("\"" + tensor + "\"")) {
+                    return f;
+                }
+            }
+        }
+        throw new AssertionError("no shard holds " + tensor);
+    }
+
+    private static String header(Path shard) throws Exception {
+        try (RandomAccessFile f = new RandomAccessFile(shard.toFile(), "r")) {
+            byte[] len = new byte[8];
+            f.readFully(len);
+            byte[] h = new byte[(int) ByteBuffer.wrap(len).order(ByteOrder.LITTLE_ENDIAN).getLong()];
+            f.readFully(h);
+            return new String(h, StandardCharsets.UTF_8);
+        }
+    }
+
+    /** Writes one f32 value over a scalar F32 tensor, at the offset the safetensors header gives. */
+    private static void overwrite(Path q, String tensor, float value) throws Exception {
+        Path shard = shardOf(q, tensor);
+        String header = header(shard);
+        JsonNode entry = new ObjectMapper().readTree(header).get(tensor);
+        assertEquals("F32", entry.get("dtype").asText());
+        long offset = 8 + header.getBytes(StandardCharsets.UTF_8).length + entry.get("data_offsets").get(0).asLong();
+        try (RandomAccessFile f = new RandomAccessFile(shard.toFile(), "rw")) {
+            f.seek(offset);
+            f.write(ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN).putFloat(value).array());
+        }
+    }
+
+    private static void renameInHeader(Path q, String from, String to) throws Exception {
+        assertEquals(from.length(), to.length());
+        Path shard = shardOf(q, from);
+        String header = header(shard);
+        byte[] renamed = header.replace("\"" + from + "\"", "\"" + to + "\"").getBytes(StandardCharsets.UTF_8);
+        try (RandomAccessFile f = new RandomAccessFile(shard.toFile(), "rw")) {
+            f.seek(8);
+            f.write(renamed);
+        }
+        Path index = q.resolve("model.safetensors.index.json");
+        if (Files.exists(index)) {
+            Files.writeString(index, Files.readString(index).replace("\"" + from + "\"", "\"" + to + "\""));
+        }
+    }
+}
