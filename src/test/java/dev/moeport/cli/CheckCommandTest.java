@@ -13,10 +13,13 @@ import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Set;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
@@ -36,6 +39,36 @@ class CheckCommandTest {
         Path q = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve(format).toString());
         CliRun r = CliRun.of("check", q.toString());
         assertEquals(0, r.code(), r.out() + r.err());
+    }
+
+    /**
+     * Architectures whose nvfp4 output gives q_proj, k_proj and v_proj different weight_scale_2 (their attention is
+     * quantized from separate HF tensors with no shared amax); vLLM fuses them into one qkv_proj with one global
+     * scale. A known defect of moeport's output that check finds: when it is fixed, this test says so.
+     */
+    private static final Set<String> QKV_SCALES_DIFFER = Set.of("llama4", "qwen3_5_moe", "qwen3_next");
+
+    /** Every architecture fixture with a transformers-written HF folder. */
+    static Stream<String> hfFixtures() throws Exception {
+        try (Stream<Path> dirs = Files.list(Shared.root().resolve("fixtures"))) {
+            return dirs.filter(d -> Files.isDirectory(d.resolve("hf"))).map(d -> d.getFileName().toString()).sorted().toList().stream();
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("hfFixtures")
+    void everyArchitecturesOutputPasses(String arch) {
+        Path hf = Shared.fixture(arch).resolve("hf");
+        for (String format : List.of("fp8", "nvfp4", "mxfp4")) {
+            Path q = CliRun.succeeding("quantize", "--format", format, "--in", hf.toString(), "--out", tmp.resolve(arch + "-" + format).toString());
+            CliRun r = CliRun.of("check", q.toString());
+            if (format.equals("nvfp4") && QKV_SCALES_DIFFER.contains(arch)) {
+                assertEquals(1, r.code(), arch + " " + format + " now passes check: remove it from QKV_SCALES_DIFFER");
+                assertTrue(r.out().contains("self_attn.k_proj.weight_scale_2: is "), r.out());
+            } else {
+                assertEquals(0, r.code(), arch + " " + format + ": " + r.out() + r.err());
+            }
+        }
     }
 
     @Test
