@@ -14,11 +14,15 @@ import java.util.SequencedMap;
  * A Hugging Face checkpoint as the input of {@code moeport quantize}: every tensor keeps its name, but
  * the projections that one Megatron-Core tensor splits into (q/k/v of a fused QKV, gate and up of a
  * gated fc1) share one per-tensor scale, the largest amax of the group, as serving engines fuse them
- * into one GEMM. The groups come from the architecture's rule table; without a known architecture
- * every tensor scales on its own.
+ * into one GEMM. The groups come from the architecture's rule table; without a known architecture, from
+ * the names transformers' models give such siblings in one module ({@link #SIBLINGS}).
  */
 public final class HfQuantizeMapper {
     private HfQuantizeMapper() {}
+
+    /** Projections that engines fuse into one GEMM, by their names in one parent module. */
+    private static final List<List<String>> SIBLINGS = List.of(
+            List.of("q_proj", "k_proj", "v_proj"), List.of("gate_proj", "up_proj"), List.of("w1", "w3"));
 
     public static List<MappedTensor> map(Architecture arch, ModelConfig config, SequencedMap<String, Tensor> tensors) {
         Map<String, List<String>> groupOf = new HashMap<>();
@@ -27,6 +31,21 @@ public final class HfQuantizeMapper {
                 List<String> members = instance.hf();
                 if (members.size() > 1 && members.stream().allMatch(tensors::containsKey)) {
                     members.forEach(m -> groupOf.put(m, members));
+                }
+            }
+        } else {
+            for (String name : tensors.keySet()) {
+                int dot = name.lastIndexOf('.', name.length() - ".weight".length() - 1);
+                if (!name.endsWith(".weight") || dot < 0) {
+                    continue;
+                }
+                String parent = name.substring(0, dot + 1);
+                String leaf = name.substring(dot + 1, name.length() - ".weight".length());
+                for (List<String> siblings : SIBLINGS) {
+                    List<String> members = siblings.stream().map(s -> parent + s + ".weight").toList();
+                    if (siblings.getFirst().equals(leaf) && members.stream().allMatch(tensors::containsKey)) {
+                        members.forEach(m -> groupOf.put(m, members));
+                    }
                 }
             }
         }
