@@ -15,20 +15,54 @@ import java.util.Map;
  */
 public enum Flavor {
     /** Model Optimizer's: {@code weight_scale}, {@code hf_quant_config.json} and {@code quant_method: modelopt} (vLLM, SGLang, TensorRT-LLM). */
-    MODELOPT("modelopt", ".weight_scale"),
+    MODELOPT("modelopt", ".weight", ".weight_scale", ".weight_scale_2", ".input_scale"),
     /**
      * transformers' own fine-grained FP8, the layout DeepSeek-V3 and Qwen3's FP8 checkpoints are published in: an
      * E4M3 {@code weight} and its f32 {@code weight_scale_inv}, one per 128 x 128 block, the value being the E4M3
      * value times its block's scale (fp8_pb's numerics under another name), and {@code quant_method: fp8}.
      */
-    TRANSFORMERS("transformers", ".weight_scale_inv");
+    TRANSFORMERS("transformers", ".weight", ".weight_scale_inv", null, null),
+    /**
+     * llm-compressor's compressed-tensors, NVFP4 as {@code nvfp4-pack-quantized}: Model Optimizer's bytes under the names
+     * compressed-tensors' own converter from Model Optimizer gives them (vllm-project/compressed-tensors,
+     * src/compressed_tensors/entrypoints/convert/converters/modelopt_nvfp4.py): {@code weight} becomes
+     * {@code weight_packed}, {@code weight_scale} stays, and the per-tensor {@code weight_scale_2} and
+     * {@code input_scale} become their reciprocals {@code weight_global_scale} and {@code input_global_scale}.
+     */
+    COMPRESSED_TENSORS("compressed-tensors", ".weight_packed", ".weight_scale", ".weight_global_scale", ".input_global_scale");
 
     private final String cliName;
+    private final String weightSuffix;
     private final String scaleSuffix;
+    private final String scale2Suffix;
+    private final String inputScaleSuffix;
 
-    Flavor(String cliName, String scaleSuffix) {
+    Flavor(String cliName, String weightSuffix, String scaleSuffix, String scale2Suffix, String inputScaleSuffix) {
         this.cliName = cliName;
+        this.weightSuffix = weightSuffix;
         this.scaleSuffix = scaleSuffix;
+        this.scale2Suffix = scale2Suffix;
+        this.inputScaleSuffix = inputScaleSuffix;
+    }
+
+    /** The name of a module's quantized weight. */
+    public String weightName(String module) {
+        return module + weightSuffix;
+    }
+
+    /** The name of a module's second-level (per-tensor) weight scale. */
+    public String scale2Name(String module) {
+        return module + scale2Suffix;
+    }
+
+    /** The name of a module's static input scale. */
+    public String inputScaleName(String module) {
+        return module + inputScaleSuffix;
+    }
+
+    /** Whether per-tensor scales are stored as their reciprocals (compressed-tensors' global scales). */
+    public boolean reciprocalTensorScales() {
+        return this == COMPRESSED_TENSORS;
     }
 
     public String cliName() {
@@ -46,11 +80,15 @@ public enum Flavor {
                 return f;
             }
         }
-        throw new IllegalArgumentException("--flavor must be modelopt or transformers");
+        throw new IllegalArgumentException("--flavor must be modelopt, transformers or compressed-tensors");
     }
 
     /** Refuses a format this flavor cannot describe, in one line. */
     public void requireSupports(QuantFormat format) {
+        if (this == COMPRESSED_TENSORS && format != QuantFormat.NVFP4) {
+            throw new MoeportException("--flavor compressed-tensors writes nvfp4 (nvfp4-pack-quantized) so far; for "
+                    + format.cliName() + " use --flavor modelopt, which vLLM and SGLang load too");
+        }
         if (this == TRANSFORMERS && format != QuantFormat.FP8_PB) {
             throw new MoeportException("--flavor transformers writes fp8_pb (transformers' fine-grained FP8, DeepSeek-V3's published layout);"
                     + " transformers 5.17 cannot load " + format.cliName() + " as moeport writes it: use --flavor modelopt for vLLM, SGLang or TensorRT-LLM");
@@ -63,7 +101,13 @@ public enum Flavor {
             return QuantConfig.files(format, modelConfig, planned, version);
         }
         if (modelConfig == null) {
-            throw new MoeportException("--flavor transformers describes the quantization in config.json, and the input has none");
+            throw new MoeportException("--flavor " + cliName + " describes the quantization in config.json, and the input has none");
+        }
+        if (this == COMPRESSED_TENSORS) {
+            modelConfig.set("quantization_config", compressedTensorsConfig(planned));
+            Map<String, JsonNode> files = new LinkedHashMap<>();
+            files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
+            return files;
         }
         ObjectNode q = modelConfig.putObject("quantization_config");
         q.put("quant_method", "fp8");
@@ -76,5 +120,48 @@ public enum Flavor {
         Map<String, JsonNode> files = new LinkedHashMap<>();
         files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         return files;
+    }
+
+    /**
+     * compressed-tensors' {@code quantization_config} for NVFP4: one config group of the NVFP4 preset
+     * (src/compressed_tensors/quantization/quant_scheme.py, {@code NVFP4}: 4-bit float weights and inputs,
+     * {@code tensor_group} strategy, groups of 16, symmetric; weights static, inputs dynamic {@code local}) targeting
+     * {@code Linear}, format {@code nvfp4-pack-quantized}, status {@code compressed}, and every linear left in high
+     * precision in {@code ignore}, as the converter's {@code create_config} describes it.
+     */
+    private static ObjectNode compressedTensorsConfig(OutputPlanner.Planned planned) {
+        ObjectNode q = com.fasterxml.jackson.databind.node.JsonNodeFactory.instance.objectNode();
+        ObjectNode group = q.putObject("config_groups").putObject("config_group_0");
+        group.put("format", "nvfp4-pack-quantized");
+        group.set("input_activations", fp4Args(planned.inputScales() > 0 ? "static" : "local"));
+        group.putNull("output_activations");
+        group.putArray("targets").add("Linear");
+        group.set("weights", fp4Args(null));
+        q.put("format", "nvfp4-pack-quantized");
+        ArrayNode ignore = q.putArray("ignore");
+        planned.unquantizedModules().stream().sorted().forEach(ignore::add);
+        q.putNull("kv_cache_scheme");
+        q.put("quant_method", "compressed-tensors");
+        q.put("quantization_status", "compressed");
+        return q;
+    }
+
+    /** NVFP4's quantization arguments; {@code dynamic}: null for static weights, else the inputs' mode. */
+    private static ObjectNode fp4Args(String inputs) {
+        ObjectNode a = com.fasterxml.jackson.databind.node.JsonNodeFactory.instance.objectNode();
+        if (inputs == null || inputs.equals("static")) {
+            a.put("dynamic", false);
+        } else {
+            a.put("dynamic", inputs);
+        }
+        a.put("group_size", 16);
+        a.put("num_bits", 4);
+        if (inputs != null) {
+            a.put("observer", "static_minmax");
+        }
+        a.put("strategy", "tensor_group");
+        a.put("symmetric", true);
+        a.put("type", "float");
+        return a;
     }
 }

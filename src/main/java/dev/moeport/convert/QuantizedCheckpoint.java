@@ -34,7 +34,8 @@ public final class QuantizedCheckpoint {
 
     /** The name of a tensor that only a quantized checkpoint holds (a scale of some format), or null. */
     public static String quantizedMarker(java.util.Collection<String> names) {
-        return names.stream().filter(n -> n.endsWith(".weight_scale") || n.endsWith(".weight_scale_inv") || n.endsWith(BLOCKS))
+        return names.stream().filter(n -> n.endsWith(".weight_scale") || n.endsWith(".weight_scale_inv") || n.endsWith(BLOCKS)
+                        || n.endsWith(PACKED))
                 .findFirst().orElse(null);
     }
 
@@ -116,6 +117,14 @@ public final class QuantizedCheckpoint {
                 seen = QuantFormat.FP8_PB;
                 continue;
             }
+            if (name.endsWith(PACKED)) {
+                String packedModule = name.substring(0, name.length() - PACKED.length());
+                out.put(packedModule + ".weight", compressedTensorsNvfp4(packedModule, tensors, dtype, kernel));
+                modules.add(packedModule);
+                scales.addAll(List.of(name, packedModule + ".weight_scale", packedModule + GLOBAL_SCALE, packedModule + ".input_global_scale"));
+                seen = QuantFormat.NVFP4;
+                continue;
+            }
             if (name.endsWith(BLOCKS) && tensors.containsKey(stem(name) + SCALES)) {
                 String fused = stem(name);
                 out.put(fused, gptOssMxfp4(weight, tensors.get(fused + SCALES), dtype, kernel));
@@ -149,6 +158,38 @@ public final class QuantizedCheckpoint {
         }
         out.keySet().removeAll(scales);
         return new Decoded(out, modules, seen);
+    }
+
+    private static final String PACKED = ".weight_packed";
+    private static final String GLOBAL_SCALE = ".weight_global_scale";
+
+    /**
+     * compressed-tensors' NVFP4 ({@code nvfp4-pack-quantized}): {@code weight_packed} (E2M1 pairs), the E4M3 block
+     * {@code weight_scale} and {@code weight_global_scale}, the reciprocal of Model Optimizer's {@code weight_scale_2}
+     * (compressed-tensors' converter from Model Optimizer, modelopt_nvfp4.py). Decoded with {@code 1 / global} as the
+     * second-level scale, an f32 division, so values may differ from a division by the global scale in the last bit.
+     */
+    private static Tensor compressedTensorsNvfp4(String module, Map<String, Tensor> tensors, DType dtype, QuantKernel kernel) {
+        Tensor packed = tensors.get(module + PACKED);
+        Tensor scale = tensors.get(module + ".weight_scale");
+        Tensor global = tensors.get(module + GLOBAL_SCALE);
+        if (scale == null || global == null || global.dtype() != DType.F32 || global.numel() != 1) {
+            throw new MoeportException(packed.where() + ": a compressed-tensors NVFP4 weight needs its weight_scale and an f32 weight_global_scale");
+        }
+        float g;
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            g = global.bytes(arena).get(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN), 0);
+        }
+        if (!(g > 0) || Float.isInfinite(g)) {
+            throw new MoeportException(global.where() + ": global scale " + g + " is not a positive finite number");
+        }
+        byte[] inverse = java.nio.ByteBuffer.allocate(4).order(java.nio.ByteOrder.LITTLE_ENDIAN).putFloat(1f / g).array();
+        Tensor scale2 = new dev.moeport.tensor.TensorView(module + ".weight_scale_2", DType.F32, Shape.of(),
+                java.lang.foreign.MemorySegment.ofArray(inverse), null);
+        if (packed.dtype() != QuantFormat.NVFP4.weightType() || scale.dtype() != QuantFormat.NVFP4.scaleType()) {
+            throw new MoeportException(packed.where() + ": " + packed.describe() + " with scale " + scale.describe() + " is not an nvfp4 weight");
+        }
+        return new DequantizedTensor(kernel, QuantFormat.NVFP4, packed, scale, scale2, dtype);
     }
 
     private static final String BLOCKS = "_blocks";

@@ -150,11 +150,16 @@ public final class Executor {
                         format == QuantFormat.FP8 ? null : scale, slab * scaleSlabBytes);
             }
             if (job.weightScale2() != null) {
-                writer.sink(job.weightScale2().name()).write(0, scratch.f32(tensorScale));
+                writer.sink(job.weightScale2().name()).write(0, scratch.f32(stored(job, tensorScale)));
             }
             if (job.inputScale() != null) {
-                writer.sink(job.inputScale().name()).write(0, scratch.f32(format.tensorScale(job.inputAmax())));
+                writer.sink(job.inputScale().name()).write(0, scratch.f32(stored(job, format.tensorScale(job.inputAmax()))));
             }
+        }
+
+        /** A per-tensor scale as the output stores it: itself, or its reciprocal (an IEEE f32 division, as PyTorch's 1 / x). */
+        private static float stored(Job.Quantize job, float scale) {
+            return job.reciprocalTensorScales() ? 1f / scale : scale;
         }
 
         private void quantizeSlab(Job.Quantize job, PieceReader.Rows rows, long firstRow, long out, long in, float tensorScale,

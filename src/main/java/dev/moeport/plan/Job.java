@@ -51,7 +51,8 @@ public sealed interface Job {
      */
     record Quantize(QuantFormat format, Shape weightShape, DType sourceType, DType exportType, List<Piece> pieces,
                     AmaxSource amax, Float inputAmax,
-                    OutputTensor weight, OutputTensor weightScale, OutputTensor weightScale2, OutputTensor inputScale)
+                    OutputTensor weight, OutputTensor weightScale, OutputTensor weightScale2, OutputTensor inputScale,
+                    boolean reciprocalTensorScales)
             implements Job {
         @Override
         public List<OutputTensor> outputs() {
