@@ -194,7 +194,7 @@ final class MoeTransformers {
             .withMtp(deepSeekMtp());
 
     /**
-     * DeepSeek-V3's multi-token-prediction layers (Kimi-K2's too), as Megatron-Bridge maps them
+     * DeepSeek-V3's multi-token-prediction layers (Kimi-K2's and GLM-4.5's too), as Megatron-Bridge maps them
      * (src/megatron/bridge/models/deepseek/common.py, the MTP mappings): the MTP layer's transformer layer holds
      * the rows of a MoE layer, and its own tensors are the embedding and hidden-state norms, their projection and
      * the final norm (HF's shared_head.norm). HF's copies of the embedding and output head in the MTP layer
@@ -315,7 +315,10 @@ final class MoeTransformers {
                             Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q)),
                     deepSeekMlp())),
             Architecture.COMMON_EXCLUSIONS,
-            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()));
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()))
+            // GLM-4.5's MTP layers map as DeepSeek-V3's (Megatron-Bridge glm/glm45_bridge.py, its MTP mappings).
+            .withMtp(deepSeekMtp());
+
     /**
      * ERNIE 4.5 MoE (Ernie4_5_MoeForCausalLM): GQA attention, dense layers outside
      * {@code moe_layer_start_index..moe_layer_end_index} (every {@code moe_layer_interval}-th), shared experts, and

@@ -69,11 +69,15 @@ public enum MegatronSpec {
         return layers;
     }
 
+    /** Some Megatron-Core versions call an MTP layer's transformer layer {@code transformer_layer}. */
+    private static final Pattern MTP_TRANSFORMER_LAYER = Pattern.compile("(mtp\\.layers\\.\\d+\\.)transformer_layer\\.");
+
     /** {@code tensors} under the Transformer Engine names the rule tables use, whichever spec wrote them. */
     public static SequencedMap<String, Tensor> toTransformerEngineNames(SequencedMap<String, Tensor> tensors) {
         Map<String, Set<String>> layers = layers(tensors.keySet());
         SequencedMap<String, Tensor> out = new LinkedHashMap<>();
-        tensors.forEach((name, t) -> {
+        tensors.forEach((original, t) -> {
+            String name = MTP_TRANSFORMER_LAYER.matcher(original).replaceFirst("$1mtp_model_layer.");
             Matcher m = LAYER.matcher(name);
             String renamed = name;
             if (m.matches()) {

@@ -31,7 +31,6 @@ import org.junit.jupiter.api.io.TempDir;
  * mtp.layers.0.final_layernorm).
  */
 class MtpTest {
-    private static final Path FIXTURE = Shared.fixture("deepseek_v3").resolve("hf");
 
     @TempDir
     Path tmp;
@@ -43,10 +42,12 @@ class MtpTest {
     }
 
     /** The fixture plus an MTP layer: layer 2's tensors under layer 3 with fresh values, and the MTP layer's own. */
-    private Path hfWithMtp() throws Exception {
+    private Path hfWithMtp(String arch) throws Exception {
+        Path fixture = Shared.fixture(arch).resolve("hf");
+        int hidden = new com.fasterxml.jackson.databind.ObjectMapper().readTree(fixture.resolve("config.json").toFile()).get("hidden_size").asInt();
         Random random = new Random(61);
         List<TestCheckpoints.Entry> entries = new ArrayList<>();
-        try (Checkpoint c = Checkpoints.open(FIXTURE)) {
+        try (Checkpoint c = Checkpoints.open(fixture)) {
             for (String name : c.tensors().keySet()) {
                 Tensor t = c.tensor(name);
                 entries.add(TestCheckpoints.Entry.of(name, TestCheckpoints.bytes(name, t.dtype(), t.shape(), bytes(c, name))));
@@ -57,11 +58,11 @@ class MtpTest {
             }
         }
         for (String norm : List.of("enorm.weight", "hnorm.weight", "shared_head.norm.weight")) {
-            entries.add(entry(random, "model.layers.3." + norm, Shape.of(256)));
+            entries.add(entry(random, "model.layers.3." + norm, Shape.of(hidden)));
         }
-        entries.add(entry(random, "model.layers.3.eh_proj.weight", Shape.of(256, 512)));
-        Path dir = TestCheckpoints.write(tmp.resolve("hf"), entries, 2_000_000);
-        Files.copy(FIXTURE.resolve("config.json"), dir.resolve("config.json"));
+        entries.add(entry(random, "model.layers.3.eh_proj.weight", Shape.of(hidden, 2L * hidden)));
+        Path dir = TestCheckpoints.write(tmp.resolve("hf-" + arch), entries, 2_000_000);
+        Files.copy(fixture.resolve("config.json"), dir.resolve("config.json"));
         return dir;
     }
 
@@ -91,7 +92,7 @@ class MtpTest {
 
     @Test
     void theMtpLayerMapsAsMegatronBridgeMapsIt() throws Exception {
-        Path hf = hfWithMtp();
+        Path hf = hfWithMtp("deepseek_v3");
         Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--experts", "sequential", "--in", hf.toString(),
                 "--out", tmp.resolve("m").toString());
         try (Checkpoint h = Checkpoints.open(hf); Checkpoint m = Checkpoints.open(mcore)) {
@@ -115,5 +116,30 @@ class MtpTest {
         // And through Megatron-LM's own format.
         Path td = CliRun.succeeding("import", "--in", hf.toString(), "--out", tmp.resolve("td").toString());
         assertSameTensors(hf, CliRun.succeeding("export", "--in", td.toString(), "--hf-config", hf.toString(), "--out", tmp.resolve("back2").toString()));
+    }
+
+    /**
+     * GLM-4.5's MTP layer maps as DeepSeek-V3's (Megatron-Bridge glm/glm45_bridge.py), and a Megatron-Core that calls the
+     * MTP layer's transformer layer {@code transformer_layer} (the bridge accepts both names) exports the same.
+     */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"deepseek_v3", "glm4_moe"})
+    void mtpRoundTripsAndReadsEitherLayerName(String arch) throws Exception {
+        Path hf = hfWithMtp(arch);
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf.toString(), "--out", tmp.resolve("m").toString());
+        List<TestCheckpoints.Entry> renamed = new ArrayList<>();
+        try (Checkpoint m = Checkpoints.open(mcore)) {
+            assertEquals(true, m.contains("mtp.layers.0.eh_proj.weight"));
+            for (String name : m.tensors().keySet()) {
+                String other = name.replace(".mtp_model_layer.", ".transformer_layer.");
+                Tensor t = m.tensor(name);
+                renamed.add(TestCheckpoints.Entry.of(other, TestCheckpoints.bytes(other, t.dtype(), t.shape(), bytes(m, name))));
+            }
+        }
+        Path other = TestCheckpoints.write(tmp.resolve("m-transformer-layer"), renamed, Long.MAX_VALUE);
+        for (Path in : List.of(mcore, other, CliRun.succeeding("import", "--in", hf.toString(), "--out", tmp.resolve("td").toString()))) {
+            assertSameTensors(hf, CliRun.succeeding("export", "--in", in.toString(), "--hf-config", hf.toString(),
+                    "--out", tmp.resolve("back-" + in.getFileName()).toString()));
+        }
     }
 }
