@@ -23,11 +23,13 @@ public enum Flavor {
      */
     TRANSFORMERS("transformers", ".weight", ".weight_scale_inv", null, null),
     /**
-     * llm-compressor's compressed-tensors, NVFP4 as {@code nvfp4-pack-quantized}: Model Optimizer's bytes under the names
+     * llm-compressor's compressed-tensors. NVFP4 as {@code nvfp4-pack-quantized}: Model Optimizer's bytes under the names
      * compressed-tensors' own converter from Model Optimizer gives them (vllm-project/compressed-tensors,
      * src/compressed_tensors/entrypoints/convert/converters/modelopt_nvfp4.py): {@code weight} becomes
      * {@code weight_packed}, {@code weight_scale} stays, and the per-tensor {@code weight_scale_2} and
      * {@code input_scale} become their reciprocals {@code weight_global_scale} and {@code input_global_scale}.
+     * FP8 per tensor as {@code float-quantized}: {@code weight}, {@code weight_scale} and {@code input_scale} as Model
+     * Optimizer's (the same amax / 448 scales).
      */
     COMPRESSED_TENSORS("compressed-tensors", ".weight_packed", ".weight_scale", ".weight_global_scale", ".input_global_scale");
 
@@ -45,9 +47,14 @@ public enum Flavor {
         this.inputScaleSuffix = inputScaleSuffix;
     }
 
+    /** compressed-tensors' NVFP4 packs and inverts; its FP8 keeps Model Optimizer's names and scales. */
+    private boolean packedNvfp4(QuantFormat format) {
+        return this == COMPRESSED_TENSORS && format == QuantFormat.NVFP4;
+    }
+
     /** The name of a module's quantized weight. */
-    public String weightName(String module) {
-        return module + weightSuffix;
+    public String weightName(String module, QuantFormat format) {
+        return module + (this == COMPRESSED_TENSORS && !packedNvfp4(format) ? ".weight" : weightSuffix);
     }
 
     /** The name of a module's second-level (per-tensor) weight scale. */
@@ -56,13 +63,13 @@ public enum Flavor {
     }
 
     /** The name of a module's static input scale. */
-    public String inputScaleName(String module) {
-        return module + inputScaleSuffix;
+    public String inputScaleName(String module, QuantFormat format) {
+        return module + (this == COMPRESSED_TENSORS && !packedNvfp4(format) ? ".input_scale" : inputScaleSuffix);
     }
 
-    /** Whether per-tensor scales are stored as their reciprocals (compressed-tensors' global scales). */
-    public boolean reciprocalTensorScales() {
-        return this == COMPRESSED_TENSORS;
+    /** Whether per-tensor scales are stored as their reciprocals (compressed-tensors' NVFP4 global scales). */
+    public boolean reciprocalTensorScales(QuantFormat format) {
+        return packedNvfp4(format);
     }
 
     public String cliName() {
@@ -85,8 +92,8 @@ public enum Flavor {
 
     /** Refuses a format this flavor cannot describe, in one line. */
     public void requireSupports(QuantFormat format) {
-        if (this == COMPRESSED_TENSORS && format != QuantFormat.NVFP4) {
-            throw new MoeportException("--flavor compressed-tensors writes nvfp4 (nvfp4-pack-quantized) so far; for "
+        if (this == COMPRESSED_TENSORS && format != QuantFormat.NVFP4 && format != QuantFormat.FP8) {
+            throw new MoeportException("--flavor compressed-tensors writes nvfp4 (nvfp4-pack-quantized) and fp8 (float-quantized) so far; for "
                     + format.cliName() + " use --flavor modelopt, which vLLM and SGLang load too");
         }
         if (this == TRANSFORMERS && format != QuantFormat.FP8_PB) {
@@ -104,7 +111,7 @@ public enum Flavor {
             throw new MoeportException("--flavor " + cliName + " describes the quantization in config.json, and the input has none");
         }
         if (this == COMPRESSED_TENSORS) {
-            modelConfig.set("quantization_config", compressedTensorsConfig(planned));
+            modelConfig.set("quantization_config", compressedTensorsConfig(format, planned));
             Map<String, JsonNode> files = new LinkedHashMap<>();
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
             return files;
@@ -123,21 +130,25 @@ public enum Flavor {
     }
 
     /**
-     * compressed-tensors' {@code quantization_config} for NVFP4: one config group of the NVFP4 preset
-     * (src/compressed_tensors/quantization/quant_scheme.py, {@code NVFP4}: 4-bit float weights and inputs,
-     * {@code tensor_group} strategy, groups of 16, symmetric; weights static, inputs dynamic {@code local}) targeting
-     * {@code Linear}, format {@code nvfp4-pack-quantized}, status {@code compressed}, and every linear left in high
-     * precision in {@code ignore}, as the converter's {@code create_config} describes it.
+     * compressed-tensors' {@code quantization_config}: one config group of its preset targeting {@code Linear}
+     * (src/compressed_tensors/quantization/quant_scheme.py: {@code NVFP4}, 4-bit float weights and inputs in
+     * {@code tensor_group}s of 16, inputs dynamic {@code local}; {@code FP8}, 8-bit float per tensor, inputs static, or
+     * {@code FP8_DYNAMIC}'s per-token dynamic inputs when no input scale was calibrated), status {@code compressed}, and
+     * every linear left in high precision in {@code ignore}, as the Model Optimizer converter's {@code create_config}.
      */
-    private static ObjectNode compressedTensorsConfig(OutputPlanner.Planned planned) {
+    private static ObjectNode compressedTensorsConfig(QuantFormat format, OutputPlanner.Planned planned) {
+        boolean nvfp4 = format == QuantFormat.NVFP4;
+        String compression = nvfp4 ? "nvfp4-pack-quantized" : "float-quantized";
         ObjectNode q = com.fasterxml.jackson.databind.node.JsonNodeFactory.instance.objectNode();
         ObjectNode group = q.putObject("config_groups").putObject("config_group_0");
-        group.put("format", "nvfp4-pack-quantized");
-        group.set("input_activations", fp4Args(planned.inputScales() > 0 ? "static" : "local"));
+        group.put("format", compression);
+        boolean staticInputs = planned.inputScales() > 0;
+        group.set("input_activations", nvfp4 ? floatArgs(4, "tensor_group", "local", true)
+                : floatArgs(8, staticInputs ? "tensor" : "token", staticInputs ? null : "true", true));
         group.putNull("output_activations");
         group.putArray("targets").add("Linear");
-        group.set("weights", fp4Args(null));
-        q.put("format", "nvfp4-pack-quantized");
+        group.set("weights", floatArgs(nvfp4 ? 4 : 8, nvfp4 ? "tensor_group" : "tensor", null, false));
+        q.put("format", compression);
         ArrayNode ignore = q.putArray("ignore");
         planned.unquantizedModules().stream().sorted().forEach(ignore::add);
         q.putNull("kv_cache_scheme");
@@ -146,20 +157,24 @@ public enum Flavor {
         return q;
     }
 
-    /** NVFP4's quantization arguments; {@code dynamic}: null for static weights, else the inputs' mode. */
-    private static ObjectNode fp4Args(String inputs) {
+    /** Quantization arguments of a float format; {@code dynamic}: null for static, "true" or "local". */
+    private static ObjectNode floatArgs(int bits, String strategy, String dynamic, boolean inputs) {
         ObjectNode a = com.fasterxml.jackson.databind.node.JsonNodeFactory.instance.objectNode();
-        if (inputs == null || inputs.equals("static")) {
+        if (dynamic == null) {
             a.put("dynamic", false);
+        } else if (dynamic.equals("true")) {
+            a.put("dynamic", true);
         } else {
-            a.put("dynamic", inputs);
+            a.put("dynamic", dynamic);
         }
-        a.put("group_size", 16);
-        a.put("num_bits", 4);
-        if (inputs != null) {
+        if (strategy.equals("tensor_group")) {
+            a.put("group_size", 16);
+        }
+        a.put("num_bits", bits);
+        if (inputs && dynamic == null || inputs && bits == 4) {
             a.put("observer", "static_minmax");
         }
-        a.put("strategy", "tensor_group");
+        a.put("strategy", strategy);
         a.put("symmetric", true);
         a.put("type", "float");
         return a;

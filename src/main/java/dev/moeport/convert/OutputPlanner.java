@@ -163,11 +163,11 @@ public final class OutputPlanner {
                 : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), Piece.matrices(t.amaxPieces()))
                 : new AmaxSource.Computed(t.name(), Piece.matrices(t.pieces()));
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), Piece.matrices(t.pieces()), amax, inputAmax,
-                new OutputTensor(flavor.weightName(module), format.weightType(), format.weightShape(t.shape())),
+                new OutputTensor(flavor.weightName(module, format), format.weightType(), format.weightShape(t.shape())),
                 new OutputTensor(flavor.scaleName(module), format.scaleType(), format.scaleShape(t.shape())),
                 format.hasScale2() ? new OutputTensor(flavor.scale2Name(module), DType.F32, dev.moeport.tensor.Shape.of()) : null,
-                inputAmax != null ? new OutputTensor(flavor.inputScaleName(module), DType.F32, dev.moeport.tensor.Shape.of()) : null,
-                flavor.reciprocalTensorScales());
+                inputAmax != null ? new OutputTensor(flavor.inputScaleName(module, format), DType.F32, dev.moeport.tensor.Shape.of()) : null,
+                flavor.reciprocalTensorScales(format));
     }
 
     private static boolean isQuantizable(DType t) {

@@ -85,10 +85,25 @@ class CompressedTensorsFlavorTest {
                 CliRun.succeeding("dequantize", "--in", ct.toString(), "--out", tmp.resolve("dc").toString()));
     }
 
+    /** FP8 per tensor as float-quantized: Model Optimizer's names and bytes, the FP8 presets' config group (quant_scheme.py). */
+    @Test
+    void fp8AsFloatQuantized() throws Exception {
+        Path ct = CliRun.succeeding("quantize", "--format", "fp8", "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("ct").toString());
+        Path mo = CliRun.succeeding("quantize", "--format", "fp8", "--in", HF.toString(), "--out", tmp.resolve("mo").toString());
+        assertSameTensors(mo, ct);
+        JsonNode group = new ObjectMapper().readTree(ct.resolve("config.json").toFile()).get("quantization_config").get("config_groups").get("config_group_0");
+        assertEquals("float-quantized", group.get("format").asText());
+        assertEquals("tensor", group.get("weights").get("strategy").asText());
+        assertEquals(8, group.get("weights").get("num_bits").asInt());
+        // No calibrated input scale: FP8_DYNAMIC's per-token dynamic activations.
+        assertEquals("token", group.get("input_activations").get("strategy").asText());
+        assertTrue(group.get("input_activations").get("dynamic").asBoolean());
+    }
+
     @Test
     void otherFormatsAreRefusedInOneLine() {
-        CliRun r = CliRun.of("quantize", "--format", "fp8", "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("x").toString());
+        CliRun r = CliRun.of("quantize", "--format", "fp8_pc", "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("x").toString());
         assertEquals(2, r.code(), r.err());
-        assertTrue(r.err().startsWith("moeport: --flavor compressed-tensors writes nvfp4"), r.err());
+        assertTrue(r.err().startsWith("moeport: --flavor compressed-tensors writes nvfp4 (nvfp4-pack-quantized) and fp8"), r.err());
     }
 }
