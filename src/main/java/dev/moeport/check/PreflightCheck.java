@@ -41,10 +41,14 @@ public final class PreflightCheck {
         }
     }
 
-    /** Suffixes of the scale tensors of the layouts moeport reads (Model Optimizer's, DeepSeek's FP8 blocks, GPT-OSS's MXFP4). */
-    private static final List<String> SCALE_SUFFIXES = List.of(".weight_scale_inv", ".weight_scale_2", ".weight_scale", ".input_scale", "_scales");
+    /**
+     * Suffixes of the scale tensors of the layouts moeport reads (Model Optimizer's, compressed-tensors' NVFP4 global
+     * scales, DeepSeek's FP8 blocks, GPT-OSS's MXFP4).
+     */
+    private static final List<String> SCALE_SUFFIXES = List.of(".weight_scale_inv", ".weight_scale_2", ".weight_global_scale",
+            ".input_global_scale", ".weight_scale", ".input_scale", "_scales");
     /** Scales that stand for a whole tensor (or one per expert): a zero one makes the dequantized weight or input zero. */
-    private static final Set<String> GLOBAL_SCALES = Set.of(".weight_scale_2", ".input_scale");
+    private static final Set<String> GLOBAL_SCALES = Set.of(".weight_scale_2", ".input_scale", ".weight_global_scale", ".input_global_scale");
     private static final Pattern EXPERT = Pattern.compile("^(.*\\.experts\\.)(\\d+)(\\..*)$");
     /** Projections engines fuse into one weight, and so read with one global and one input scale. */
     private static final List<List<String>> FUSED = List.of(List.of("gate_proj", "up_proj"), List.of("w1", "w3"), List.of("q_proj", "k_proj", "v_proj"));
@@ -207,7 +211,7 @@ public final class PreflightCheck {
                 String parent = name.substring(0, at + 1);
                 String suffix = name.substring(at + first.length() - 1);
                 // Per-tensor FP8 weight scales may differ: vLLM requantizes the fused weight with their maximum.
-                if (!suffix.equals(".weight_scale_2") && !suffix.equals(".input_scale")) {
+                if (!GLOBAL_SCALES.contains(suffix)) {
                     continue;
                 }
                 Tensor a = tensors.get(name);
@@ -246,8 +250,9 @@ public final class PreflightCheck {
             if (suffix == null || suffix.equals("_scales")) {
                 continue;
             }
-            String weightKey = key.substring(0, key.length() - suffix.length()) + ".weight";
-            Set<Integer> withWeight = have.getOrDefault(weightKey, Set.of());
+            String module = key.substring(0, key.length() - suffix.length());
+            // compressed-tensors' NVFP4 weight is weight_packed
+            Set<Integer> withWeight = have.getOrDefault(module + ".weight", have.getOrDefault(module + ".weight_packed", Set.of()));
             for (int expert : withWeight) {
                 if (!e.getValue().contains(expert)) {
                     problems.add(new Problem(key.replace("*", Integer.toString(expert)), "is missing, but " + e.getValue().size()

@@ -119,6 +119,17 @@ class CheckCommandTest {
     }
 
     /** The shard of {@code q} whose header names {@code tensor}. */
+    @Test
+    void compressedTensorsGlobalScalesAreCheckedToo() throws Exception {
+        Path q = CliRun.succeeding("quantize", "--format", "nvfp4", "--flavor", "compressed-tensors", "--in", HF.toString(),
+                "--out", tmp.resolve("ct").toString());
+        assertEquals(0, CliRun.of("check", q.toString()).code());
+        overwrite(q, EXPERT + "up_proj.weight_global_scale", 0f);
+        CliRun r = CliRun.of("check", q.toString());
+        assertEquals(1, r.code(), r.out());
+        assertTrue(r.out().contains(EXPERT + "up_proj.weight_global_scale: "), r.out());
+    }
+
     private static Path shardOf(Path q, String tensor) throws Exception {
         try (Stream<Path> files = Files.list(q)) {
             for (Path f : files.filter(p -> p.toString().endsWith(".safetensors")).toList()) {

@@ -80,6 +80,7 @@ class CompressedTensorsFlavorTest {
         List<String> ignore = new ArrayList<>();
         q.get("ignore").forEach(n -> ignore.add(n.asText()));
         assertTrue(ignore.containsAll(List.of("lm_head", "model.layers.1.mlp.gate")), ignore.toString());
+        assertEquals(0, CliRun.of("check", ct.toString()).code(), CliRun.of("check", ct.toString()).out());
         // dequantize reads the compressed-tensors names back to the same values.
         assertSameTensors(CliRun.succeeding("dequantize", "--in", mo.toString(), "--out", tmp.resolve("dm").toString()),
                 CliRun.succeeding("dequantize", "--in", ct.toString(), "--out", tmp.resolve("dc").toString()));
