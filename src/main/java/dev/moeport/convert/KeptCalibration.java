@@ -5,11 +5,9 @@ import dev.moeport.plan.Piece;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
-import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.tensor.TensorView;
 import java.lang.foreign.Arena;
-import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -116,13 +114,7 @@ public final class KeptCalibration {
     }
 
     private static MappedTensor amax(String name, float... values) {
-        byte[] bytes = new byte[values.length * 4];
-        MemorySegment segment = MemorySegment.ofArray(bytes);
-        for (int i = 0; i < values.length; i++) {
-            segment.setAtIndex(FloatFormats.FLOAT_LE, i, values[i]);
-        }
-        Shape shape = values.length == 1 ? Shape.of() : Shape.of(values.length);
-        TensorView view = new TensorView(name, DType.F32, shape, segment, null);
-        return new MappedTensor(name, DType.F32, shape, List.of(new Piece.Source(view)), List.of(name), null, null, true);
+        TensorView view = TensorView.ofFloats(name, values);
+        return new MappedTensor(name, DType.F32, view.shape(), List.of(new Piece.Source(view)), List.of(name), null, null, true);
     }
 }

@@ -176,19 +176,17 @@ public final class QuantizedCheckpoint {
         if (scale == null || global == null || global.dtype() != DType.F32 || global.numel() != 1) {
             throw new MoeportException(packed.where() + ": a compressed-tensors NVFP4 weight needs its weight_scale and an f32 weight_global_scale");
         }
+        if (packed.dtype() != QuantFormat.NVFP4.weightType() || scale.dtype() != QuantFormat.NVFP4.scaleType()) {
+            throw new MoeportException(packed.where() + ": " + packed.describe() + " with scale " + scale.describe() + " is not an nvfp4 weight");
+        }
         float g;
         try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
-            g = global.bytes(arena).get(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN), 0);
+            g = global.bytes(arena).get(dev.moeport.tensor.FloatFormats.FLOAT_LE, 0);
         }
         if (!(g > 0) || Float.isInfinite(g)) {
             throw new MoeportException(global.where() + ": global scale " + g + " is not a positive finite number");
         }
-        byte[] inverse = java.nio.ByteBuffer.allocate(4).order(java.nio.ByteOrder.LITTLE_ENDIAN).putFloat(1f / g).array();
-        Tensor scale2 = new dev.moeport.tensor.TensorView(module + ".weight_scale_2", DType.F32, Shape.of(),
-                java.lang.foreign.MemorySegment.ofArray(inverse), null);
-        if (packed.dtype() != QuantFormat.NVFP4.weightType() || scale.dtype() != QuantFormat.NVFP4.scaleType()) {
-            throw new MoeportException(packed.where() + ": " + packed.describe() + " with scale " + scale.describe() + " is not an nvfp4 weight");
-        }
+        Tensor scale2 = dev.moeport.tensor.TensorView.ofFloats(module + ".weight_scale_2", 1f / g);
         return new DequantizedTensor(kernel, QuantFormat.NVFP4, packed, scale, scale2, dtype);
     }
 

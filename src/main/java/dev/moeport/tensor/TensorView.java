@@ -22,6 +22,16 @@ public record TensorView(String name, DType dtype, Shape shape, MemorySegment da
         }
     }
 
+    /** An F32 tensor of {@code values} in heap memory: 0-d for a single value, else 1-d. */
+    public static TensorView ofFloats(String name, float... values) {
+        // A byte[]-backed segment: writers hand segments to FileChannel as ByteBuffers.
+        MemorySegment bytes = MemorySegment.ofArray(new byte[values.length * 4]);
+        for (int i = 0; i < values.length; i++) {
+            bytes.setAtIndex(FloatFormats.FLOAT_LE, i, values[i]);
+        }
+        return new TensorView(name, DType.F32, values.length == 1 ? Shape.of() : Shape.of(values.length), bytes, null);
+    }
+
     @Override
     public MemorySegment bytes(Arena scratch) {
         return data;

@@ -42,12 +42,7 @@ public final class TestCheckpoints {
 
     /** An F32 tensor of these values: a 0-d one for a single value, else 1-d. */
     public static dev.moeport.tensor.TensorView f32(String name, float... values) {
-        // A byte[]-backed segment: the writer hands segments to FileChannel as ByteBuffers.
-        java.lang.foreign.MemorySegment bytes = java.lang.foreign.MemorySegment.ofArray(new byte[values.length * 4]);
-        for (int i = 0; i < values.length; i++) {
-            bytes.setAtIndex(dev.moeport.tensor.FloatFormats.FLOAT_LE, i, values[i]);
-        }
-        return new dev.moeport.tensor.TensorView(name, dev.moeport.tensor.DType.F32, values.length == 1 ? Shape.of() : Shape.of(values.length), bytes, null);
+        return dev.moeport.tensor.TensorView.ofFloats(name, values);
     }
 
     /** Writes {@code entries} as a safetensors checkpoint in {@code dir} (created). */
