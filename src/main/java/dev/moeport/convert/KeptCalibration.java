@@ -29,11 +29,11 @@ public final class KeptCalibration {
      * quantized modules of {@code hf}.
      */
     public static List<MappedTensor> of(QuantFormat format, Map<String, Tensor> hf, List<MappedTensor> mapped) {
-        if (format != QuantFormat.FP8 && format != QuantFormat.NVFP4) {
+        if (!format.usesTensorAmax()) {
             throw new MoeportException(format.cliName() + " has no per-tensor calibration to keep: its scales are per block or row and an"
                     + " export recomputes them (drop --keep-quantized)");
         }
-        String global = format == QuantFormat.FP8 ? ".weight_scale" : ".weight_scale_2";
+        String global = format.hasScale2() ? ".weight_scale_2" : ".weight_scale";
         List<MappedTensor> out = new ArrayList<>();
         // TEGroupedMLP keeps one weight amax per expert in one vector, and one input amax per module.
         Map<String, float[]> grouped = new LinkedHashMap<>();
@@ -97,7 +97,7 @@ public final class KeptCalibration {
 
     /** An amax whose scale, as {@link QuantFormat#tensorScale} computes it, is exactly {@code scale}. */
     static float amaxFor(QuantFormat format, float scale) {
-        float amax = format == QuantFormat.NVFP4 ? scale * (6.0f * 448.0f) : scale * 448.0f;
+        float amax = scale * format.tensorScaleRange();
         for (int step = 0; step < 8 && format.tensorScale(amax) != scale; step++) {
             amax = format.tensorScale(amax) < scale ? Math.nextUp(amax) : Math.nextDown(amax);
         }

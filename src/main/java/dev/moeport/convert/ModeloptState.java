@@ -202,33 +202,18 @@ public record ModeloptState(QuantFormat format, String version, List<Rule> rules
     }
 
     /**
-     * The format of a weight quantizer's attributes, after Model Optimizer's presets
-     * (modelopt_recipes/configs/numerics/*.yaml): FP8 E4M3 per tensor ({@code axis} None) or per
-     * channel ({@code axis} 0) or in 128x128 blocks; NVFP4 (E2M1, 16-element blocks, E4M3 scales);
-     * MXFP4 / MXFP8 (32-element blocks, E8M0 scales); INT8 per channel; INT4 in 128-element blocks.
-     * Null for anything else.
+     * The format of a weight quantizer's attributes, as each format states them ({@link QuantFormat.Quantizer}):
+     * FP8 E4M3 per tensor ({@code axis} None) or per channel ({@code axis} 0) or in 128x128 blocks; NVFP4 (E2M1,
+     * 16-element blocks, E4M3 scales); MXFP4 / MXFP8 (32-element blocks, E8M0 scales); INT8 per channel; INT4 in
+     * 128-element blocks. Null for anything else.
      */
     static QuantFormat formatOf(Map<?, ?> a) {
         String bits = bits(a.get("num_bits"));
-        Object axis = a.get("axis");
-        Map<?, ?> blocks = a.get("block_sizes") instanceof Map<?, ?> b ? b : null;
-        Object last = blocks == null ? null : blocks.get(-1L);
-        Object secondLast = blocks == null ? null : blocks.get(-2L);
-        String scaleBits = blocks == null ? null : bits(blocks.get("scale_bits"));
         if (bits == null || a.containsKey("sequential")) {
             return null;
         }
-        return switch (bits) {
-            case "e4m3" -> blocks == null ? (axis == null ? QuantFormat.FP8 : axis.equals(0L) ? QuantFormat.FP8_PC : null)
-                    : Long.valueOf(128).equals(last) && Long.valueOf(128).equals(secondLast) ? QuantFormat.FP8_PB
-                    : Long.valueOf(32).equals(last) && "e8m0".equals(scaleBits) ? QuantFormat.MXFP8 : null;
-            case "e2m1" -> blocks == null ? null
-                    : Long.valueOf(16).equals(last) && "e4m3".equals(scaleBits) ? QuantFormat.NVFP4
-                    : Long.valueOf(32).equals(last) && "e8m0".equals(scaleBits) ? QuantFormat.MXFP4 : null;
-            case "8" -> blocks == null && Long.valueOf(0).equals(axis) ? QuantFormat.INT8_WO : null;
-            case "4" -> blocks != null && Long.valueOf(128).equals(last) && secondLast == null ? QuantFormat.INT4_G128 : null;
-            default -> null;
-        };
+        Map<?, ?> blocks = a.get("block_sizes") instanceof Map<?, ?> b ? b : null;
+        return QuantFormat.fromModeloptQuantizer(bits, a.get("axis"), blocks, blocks == null ? null : bits(blocks.get("scale_bits")));
     }
 
     /** {@code num_bits} / {@code scale_bits} as {@code e4m3} (from a tuple (4, 3) or the string "E4M3") or {@code 8}. */

@@ -147,12 +147,12 @@ public final class OutputPlanner {
     private Job.Quantize quantize(MappedTensor t) {
         String module = QuantSelection.module(t.name());
         long in = t.shape().dim(-1);
-        if ((format == QuantFormat.NVFP4 || format == QuantFormat.MXFP4) && in % format.blockSize() != 0) {
+        if (format.padsWeight(in)) {
             // Padding would change the weight's shape, which loaders check against the config.
             throw new MoeportException("tensor '" + t.name() + "' has " + in + " columns, not a multiple of " + format.cliName() + "'s block of "
                     + format.blockSize() + " (keep it unquantized with --exclude)");
         }
-        if (format.rowGranularity() == 2 && t.shape().dim(-2) % 2 != 0) {
+        if (format.packing() == QuantFormat.Packing.ROW_PAIRS && t.shape().dim(-2) % 2 != 0) {
             throw new MoeportException("tensor '" + t.name() + "' has an odd number of rows (" + t.shape().dim(-2) + "); "
                     + format.cliName() + " packs two rows a byte (keep it unquantized with --exclude)");
         }

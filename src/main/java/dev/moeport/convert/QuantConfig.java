@@ -17,30 +17,6 @@ public final class QuantConfig {
 
     private QuantConfig() {}
 
-    /** ModelOpt's {@code quant_algo} for a format, with its exact casing. */
-    public static String quantAlgo(QuantFormat format) {
-        return switch (format) {
-            case FP8 -> "FP8";
-            case FP8_PC -> "FP8_PER_CHANNEL_PER_TOKEN";
-            case FP8_PB -> "fp8_pb_wo";
-            case NVFP4 -> "NVFP4";
-            case MXFP4 -> "mxfp4";
-            case MXFP8 -> "MXFP8";
-            case INT8_WO -> "W8A16";
-            case INT4_G128 -> "W4A16_AWQ";
-        };
-    }
-
-    /** The {@code group_size} ModelOpt records, or 0 when it records none. */
-    private static int groupSize(QuantFormat format) {
-        return switch (format) {
-            case NVFP4 -> 16;
-            case MXFP8 -> 32;
-            case INT4_G128 -> 128;
-            default -> 0;
-        };
-    }
-
     private static ObjectNode producer(String version) {
         return JSON.createObjectNode().put("name", "moeport").put("version", version);
     }
@@ -50,12 +26,13 @@ public final class QuantConfig {
         ObjectNode root = JSON.createObjectNode();
         root.set("producer", producer(version));
         ObjectNode q = root.putObject("quantization");
-        q.put("quant_algo", quantAlgo(format));
+        QuantFormat.Modelopt names = format.modelopt();
+        q.put("quant_algo", names.quantAlgo());
         q.putNull("kv_cache_quant_algo");
-        if (groupSize(format) > 0) {
-            q.put("group_size", groupSize(format));
+        if (names.groupSize() > 0) {
+            q.put("group_size", names.groupSize());
         }
-        if (format == QuantFormat.INT4_G128) {
+        if (names.awq()) {
             q.put("has_zero_point", false);
             q.put("pre_quant_scale", false);
         }
@@ -79,23 +56,25 @@ public final class QuantConfig {
         return files;
     }
 
-    /** {@code quantization_config} for {@code config.json}; {@code config_groups} for the formats ModelOpt describes so (fp8, nvfp4). */
+    /**
+     * {@code quantization_config} for {@code config.json}; {@code config_groups} for the formats with static input
+     * scales (fp8, nvfp4), as ModelOpt describes them: float weights and inputs of the format's element bits, in
+     * groups of its block size where it has blocks.
+     */
     public static ObjectNode quantizationConfig(QuantFormat format, List<String> excluded, boolean staticInputScales, String version) {
         ObjectNode root = JSON.createObjectNode();
         root.put("quant_method", "modelopt");
-        root.put("quant_algo", quantAlgo(format));
+        root.put("quant_algo", format.modelopt().quantAlgo());
         ArrayNode ignore = root.putArray("ignore");
         excluded.stream().sorted().forEach(ignore::add);
-        if (format == QuantFormat.FP8 || format == QuantFormat.NVFP4) {
+        if (format.quantizesActivations()) {
             ObjectNode group = root.putObject("config_groups").putObject("group_0");
-            ObjectNode weights = group.putObject("weights").put("dynamic", false).put("num_bits", format == QuantFormat.FP8 ? 8 : 4).put("type", "float");
-            if (format == QuantFormat.NVFP4) {
-                weights.put("group_size", 16);
-            }
+            ObjectNode weights = group.putObject("weights").put("dynamic", false).put("num_bits", format.elementBits()).put("type", "float");
             ObjectNode inputs = group.putObject("input_activations").put("dynamic", !staticInputScales)
-                    .put("num_bits", format == QuantFormat.FP8 ? 8 : 4).put("type", "float");
-            if (format == QuantFormat.NVFP4) {
-                inputs.put("group_size", 16);
+                    .put("num_bits", format.elementBits()).put("type", "float");
+            if (format.blockSize() > 0) {
+                weights.put("group_size", format.blockSize());
+                inputs.put("group_size", format.blockSize());
             }
             group.putArray("targets").add("Linear");
         }

@@ -16,12 +16,14 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SequencedMap;
 import java.util.Set;
+import java.util.function.Function;
 
 /**
  * A quantized Hugging Face checkpoint read back: which modules are quantized, in which format, and
@@ -56,43 +58,34 @@ public final class QuantizedCheckpoint {
             if (algo == null) {
                 return null;
             }
-            for (QuantFormat f : QuantFormat.values()) {
-                if (QuantConfig.quantAlgo(f).equalsIgnoreCase(algo)) {
-                    return f;
-                }
+            QuantFormat format = QuantFormat.fromModeloptAlgo(algo);
+            if (format == null) {
+                throw new MoeportException(folder + ": quant_algo '" + algo + "' is not one moeport reads");
             }
-            throw new MoeportException(folder + ": quant_algo '" + algo + "' is not one moeport reads");
+            return format;
         } catch (IOException e) {
             throw new MoeportException(folder + ": cannot read the quantization config (" + IoErrors.why(e) + ")", e);
         }
     }
 
-    /** The format of one module, from the dtypes and ranks of its weight and scales (as moeport and Model Optimizer write them). */
+    /**
+     * The format of one module, from the dtypes of its weight and scales and the shape of its scale, as each
+     * format states them: among the formats of these dtypes (and a {@code weight_scale_2} where the format has
+     * one), the one whose scale shape fits the weight, else the one whose scale has the rank of this scale (its
+     * shape is then reported as not fitting), else the first.
+     */
     static QuantFormat inferFormat(Tensor weight, Tensor scale, boolean hasScale2) {
-        DType w = weight.dtype();
-        DType s = scale.dtype();
-        int perMatrix = scale.rank() - (weight.rank() - 2);
-        if (w == DType.U8 && s == DType.F8_E4M3 && hasScale2) {
-            return QuantFormat.NVFP4;
+        List<QuantFormat> candidates = Arrays.stream(QuantFormat.values())
+                .filter(f -> f.weightType() == weight.dtype() && f.scaleType() == scale.dtype() && (hasScale2 || !f.hasScale2()))
+                .toList();
+        if (candidates.isEmpty() || weight.rank() < 2) {
+            throw new MoeportException(weight.where() + ": cannot tell its quantization format from " + weight.dtype() + " weight and "
+                    + scale.dtype() + scale.shape() + " scale");
         }
-        if (w == DType.U8 && s == DType.U8) {
-            return QuantFormat.MXFP4;
-        }
-        if (w == DType.F8_E4M3 && s == DType.U8) {
-            return QuantFormat.MXFP8;
-        }
-        if (w == DType.F8_E4M3 && s == DType.F32) {
-            return perMatrix <= 0 || (perMatrix == 1 && weight.rank() > 2 && scale.rank() == 1) ? QuantFormat.FP8
-                    : perMatrix == 1 ? QuantFormat.FP8_PC : QuantFormat.FP8_PB;
-        }
-        if (w == DType.I8 && s == DType.F32) {
-            return QuantFormat.INT8_WO;
-        }
-        if (w == DType.U8 && s == DType.F32) {
-            return QuantFormat.INT4_G128;
-        }
-        throw new MoeportException(weight.where() + ": cannot tell its quantization format from " + w + " weight and " + s + scale.shape()
-                + " scale");
+        Function<QuantFormat, Shape> scaleShape = f -> f.scaleShape(f.decodedShape(weight.shape()));
+        return candidates.stream().filter(f -> scaleShape.apply(f).equals(scale.shape())).findFirst()
+                .or(() -> candidates.stream().filter(f -> scaleShape.apply(f).rank() == scale.rank()).findFirst())
+                .orElse(candidates.getFirst());
     }
 
     /**
@@ -140,14 +133,13 @@ public final class QuantizedCheckpoint {
             Tensor scale = tensors.get(module + ".weight_scale");
             Tensor scale2 = tensors.get(module + ".weight_scale_2");
             QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
-            if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format == QuantFormat.NVFP4 && scale2 == null)) {
+            if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format.hasScale2() && scale2 == null)) {
                 throw new MoeportException(weight.where() + ": " + weight.describe() + " with scale " + scale.describe()
                         + " is not a " + format.cliName() + " weight");
             }
             DequantizedTensor decoded = new DequantizedTensor(kernel, format, weight, scale, scale2, dtype);
             Shape expectedScale = format.scaleShape(decoded.shape());
-            boolean perExpertFp8 = format == QuantFormat.FP8 && weight.rank() > 2 && scale.shape().equals(Shape.of(weight.shape().dim(0)));
-            if (!expectedScale.equals(scale.shape()) && !perExpertFp8) {
+            if (!expectedScale.equals(scale.shape())) {
                 throw new MoeportException(scale.where() + ": shape " + scale.shape() + " does not fit weight " + weight.shape()
                         + " in " + format.cliName() + " (expected " + expectedScale + ")");
             }

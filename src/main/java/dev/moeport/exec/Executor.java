@@ -130,8 +130,9 @@ public final class Executor {
             long slabs = shape.numel() / (out * in);
             PieceReader.Rows rows = new PieceReader.Rows(job.pieces());
             float tensorScale = 0;
-            // fp8 scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
-            boolean perSlabScale = format == QuantFormat.FP8 && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
+            // fp8's weight_scale scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
+            boolean scaleIsTensorScale = format.scaleIsTensorScale();
+            boolean perSlabScale = scaleIsTensorScale && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
             if (format.usesTensorAmax() && !perSlabScale) {
                 tensorScale = format.tensorScale(exportAmax(job, amax(job.amax())));
             }
@@ -143,11 +144,11 @@ public final class Executor {
                 float slabScale = perSlabScale
                         ? format.tensorScale(exportAmax(job, amaxOver(rows.slice(slab * out, out), job.weight().name() + "[" + slab + "]")))
                         : tensorScale;
-                if (format == QuantFormat.FP8) {
-                    scale.write(slab * 4, scratch.f32(slabScale));
+                if (scaleIsTensorScale) {
+                    scale.write(slab * Float.BYTES, scratch.f32(slabScale));
                 }
                 quantizeSlab(job, rows, slab * out, out, in, slabScale, weight, slab * weightSlabBytes,
-                        format == QuantFormat.FP8 ? null : scale, slab * scaleSlabBytes);
+                        scaleIsTensorScale ? null : scale, slab * scaleSlabBytes);
             }
             if (job.weightScale2() != null) {
                 writer.sink(job.weightScale2().name()).write(0, scratch.f32(stored(job, tensorScale)));

@@ -24,7 +24,6 @@ import java.nio.ByteOrder;
 public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype,
                                 long firstRow) implements Tensor {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final int BLOCK = 128;
 
     public DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor weight, Tensor scale, Tensor scale2, DType dtype) {
         this(kernel, format, weight, scale, scale2, dtype, 0);
@@ -37,9 +36,7 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
 
     @Override
     public Shape shape() {
-        Shape packed = weight.shape().with(-1, format.unpackedColumns(weight.shape().dim(-1)));
-        // int4_g128 packs two rows a byte.
-        return format == QuantFormat.INT4_G128 ? packed.with(-2, packed.dim(-2) * 2) : packed;
+        return format.decodedShape(weight.shape());
     }
 
     @Override
@@ -62,33 +59,28 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
         return switch (format) {
             case FP8 -> scale.rank() == 1 && weight.rank() > 2;
             case FP8_PB -> weight.rank() > 2;
-            default -> true;
+            case FP8_PC, NVFP4, MXFP4, MXFP8, INT8_WO, INT4_G128 -> true;
         };
-    }
-
-    /** Whether the kernel decodes the format; the others are decoded here, row by row. */
-    private boolean kernelDecodes() {
-        return format == QuantFormat.FP8 || format == QuantFormat.NVFP4 || format == QuantFormat.MXFP4 || format == QuantFormat.MXFP8;
     }
 
     @Override
     public Tensor narrow(long start, long count, String newName) {
-        if (format == QuantFormat.INT4_G128 && weight.rank() == 2) {
+        if (format.packing() == QuantFormat.Packing.ROW_PAIRS && weight.rank() == 2) {
             if (start % 2 != 0 || count % 2 != 0) {
-                throw new IllegalArgumentException(where() + ": int4_g128 rows are read in pairs, not [" + start + ", " + (start + count) + ")");
+                throw new IllegalArgumentException(where() + ": " + format.cliName() + " rows are read in pairs, not [" + start + ", " + (start + count) + ")");
             }
             return new DequantizedTensor(kernel, format, weight.narrow(start / 2, count / 2, newName), scale.narrow(start, count, scale.name()),
                     scale2, dtype, 0);
         }
         Tensor s = scaleFollowsRows() ? scale.narrow(start, count, scale.name()) : scale;
-        long row = format == QuantFormat.FP8_PB && weight.rank() == 2 ? firstRow + start : firstRow;
+        long row = weight.rank() == 2 ? firstRow + start : firstRow;
         return new DequantizedTensor(kernel, format, weight.narrow(start, count, newName), s, scale2, dtype, row);
     }
 
     @Override
     public Tensor select(long index, String newName) {
         Tensor s = scaleFollowsRows() ? scale.select(index, scale.name() + "[" + index + "]") : scale;
-        long row = format == QuantFormat.FP8_PB && weight.rank() == 2 ? firstRow + index : 0;
+        long row = weight.rank() == 2 ? firstRow + index : 0;
         return new DequantizedTensor(kernel, format, weight.select(index, newName), s, scale2, dtype, row);
     }
 
@@ -110,32 +102,33 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
         long rows = weight.rank() == 1 ? 1 : weight.shape().dim(0);
         long cols = shape().dim(-1);
         MemorySegment packed = weight.bytes(scratch);
-        if (!kernelDecodes()) {
-            MemorySegment scales = scale.bytes(scratch);
-            switch (format) {
-                case FP8_PB -> decodeBlocks(packed, scales, rows, cols, out);
-                case FP8_PC -> decodeFp8Rows(packed, scales, rows, cols, out);
-                case INT8_WO -> decodeInt8(packed, scales, rows, cols, out);
-                case INT4_G128 -> decodeInt4(packed, scales, rows * 2, cols, out);
-                default -> throw new IllegalStateException(format.name());
-            }
+        if (QuantMath.kernelDecodes(format)) {
+            Tensor perTensor = !format.usesTensorAmax() ? null : format.scaleIsTensorScale() ? scale : scale2;
+            float tensorScale = perTensor == null ? 1f : scalar(perTensor, scratch);
+            MemorySegment scales = format.scaleIsTensorScale() ? MemorySegment.NULL : scale.bytes(scratch);
+            kernel.dequantize(format, packed, scales, tensorScale, rows, cols, dtype, out);
             return;
         }
-        Tensor perTensor = format == QuantFormat.FP8 ? scale : scale2;
-        float tensorScale = perTensor == null ? 1f : scalar(perTensor, scratch);
-        MemorySegment scales = format == QuantFormat.FP8 ? MemorySegment.NULL : scale.bytes(scratch);
-        kernel.dequantize(format, packed, scales, tensorScale, rows, cols, dtype, out);
+        MemorySegment scales = scale.bytes(scratch);
+        switch (format) {
+            case FP8_PB -> decodeBlocks(packed, scales, rows, cols, out);
+            case FP8_PC -> decodeFp8Rows(packed, scales, rows, cols, out);
+            case INT8_WO -> decodeInt8(packed, scales, rows, cols, out);
+            case INT4_G128 -> decodeInt4(packed, scales, rows * 2, cols, out);
+            case FP8, NVFP4, MXFP4, MXFP8 -> throw new AssertionError(format); // the kernel decodes these, above
+        }
     }
 
     /** 128 x 128 blocks, each an fp8 tensor of its own scale: the kernel's fp8 decoding, one block-row segment at a time. */
     private void decodeBlocks(MemorySegment packed, MemorySegment blockScales, long rows, long cols, MemorySegment out) {
-        long blocksPerRow = (cols + BLOCK - 1) / BLOCK;
+        int block = format.blockSize();
+        long blocksPerRow = (cols + block - 1) / block;
         int width = dtype.byteWidth();
         for (long r = 0; r < rows; r++) {
-            long scaleRow = (firstRow + r) / BLOCK;
+            long scaleRow = (firstRow + r) / block;
             for (long b = 0; b < blocksPerRow; b++) {
-                long c0 = b * BLOCK;
-                long n = Math.min(BLOCK, cols - c0);
+                long c0 = b * block;
+                long n = Math.min(block, cols - c0);
                 float blockScale = blockScales.getAtIndex(F32, scaleRow * blocksPerRow + b);
                 kernel.dequantize(QuantFormat.FP8, packed.asSlice(r * cols + c0, n), MemorySegment.NULL, blockScale, 1, n, dtype,
                         out.asSlice((r * cols + c0) * width, n * width));
@@ -167,12 +160,13 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
      * complement); value = q * the scale of its row and group of 128 columns.
      */
     private void decodeInt4(MemorySegment packed, MemorySegment groupScales, long rows, long cols, MemorySegment out) {
-        long groups = (cols + BLOCK - 1) / BLOCK;
+        int group = format.blockSize();
+        long groups = (cols + group - 1) / group;
         for (long r = 0; r < rows; r++) {
             for (long c = 0; c < cols; c++) {
                 int b = packed.get(ValueLayout.JAVA_BYTE, r / 2 * cols + c);
                 int q = (r % 2 == 0 ? b << 28 : b << 24) >> 28;
-                FloatFormats.write(out, dtype, r * cols + c, q * groupScales.getAtIndex(F32, r * groups + c / BLOCK));
+                FloatFormats.write(out, dtype, r * cols + c, q * groupScales.getAtIndex(F32, r * groups + c / group));
             }
         }
     }

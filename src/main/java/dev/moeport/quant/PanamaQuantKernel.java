@@ -393,8 +393,7 @@ final class PanamaQuantKernel implements QuantKernel {
         if (bits >= INF_BITS) {
             QuantMath.requireFinite(src, dtype, rows * cols);
         }
-        float max = format == QuantFormat.INT8_WO ? 127.0f : FloatFormats.E4M3_MAX;
-        float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / max);
+        float s = QuantMath.nonZero(Float.intBitsToFloat(bits) / format.elementMax());
         scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
         factor[0] = s;
     }
@@ -409,10 +408,10 @@ final class PanamaQuantKernel implements QuantKernel {
         float s = factor[0];
         int c = 0;
         for (; c + N <= cols; c += N) {
-            storeBytes(intCodes(load(src, dtype, row + c).div(s), -128, 127), weight, row + c);
+            storeBytes(intCodes(load(src, dtype, row + c).div(s), QuantMath.INT8_MIN, QuantMath.INT8_MAX), weight, row + c);
         }
         for (; c < cols; c++) {
-            weight.set(BYTE, row + c, (byte) QuantMath.intCode(element(j, row, c) / s, -128, 127));
+            weight.set(BYTE, row + c, (byte) QuantMath.intCode(element(j, row, c) / s, QuantMath.INT8_MIN, QuantMath.INT8_MAX));
         }
     }
 
@@ -474,7 +473,7 @@ final class PanamaQuantKernel implements QuantKernel {
         MemorySegment scale = j.scale;
         int blocks = j.blocks;
         float[] amax = j.amax;
-        float scaleDivisor = 6.0f * tensorScale;
+        float scaleDivisor = FloatFormats.E2M1_MAX * tensorScale;
         long index = r * blocks;
         int b = 0;
         for (; b + N <= blocks; b += N) {
@@ -573,7 +572,7 @@ final class PanamaQuantKernel implements QuantKernel {
         float[] amax = j.amax;
         float[] factor = j.factor;
         boolean mxfp8 = format == QuantFormat.MXFP8;
-        float divisor = mxfp8 ? FloatFormats.E4M3_MAX : 6.0f;
+        float divisor = format.elementMax();
         long index = r * blocks;
         int b = 0;
         for (; b + N <= blocks; b += N) {
@@ -582,7 +581,7 @@ final class PanamaQuantKernel implements QuantKernel {
             IntVector biased = bits.lanewise(VectorOperators.LSHR, 23);
             IntVector fraction = bits.and(0x7FFFFF);
             IntVector e = biased.sub(127).add(1, fraction.compare(VectorOperators.NE, 0));
-            e = e.blend(-127, bits.compare(VectorOperators.EQ, 0));
+            e = e.blend(-FloatFormats.E8M0_BIAS, bits.compare(VectorOperators.EQ, 0));
             VectorMask<Integer> rare = biased.compare(VectorOperators.EQ, 0).and(bits.compare(VectorOperators.NE, 0))
                     .or(fraction.compare(VectorOperators.NE, 0).and(fraction.compare(VectorOperators.LT, LOG2_SAFE_FRACTION)));
             if (rare.anyTrue()) {
@@ -592,17 +591,17 @@ final class PanamaQuantKernel implements QuantKernel {
                 }
                 e = IntVector.fromArray(I, lanes, 0);
             }
-            e = e.max(-127);
+            e = e.max(-FloatFormats.E8M0_BIAS);
             if (mxfp8) {
-                e = e.min(127);
+                e = e.min(FloatFormats.E8M0_BIAS);
             }
-            storeBytes(e.add(127), scale, index + b);
+            storeBytes(e.add(FloatFormats.E8M0_BIAS), scale, index + b);
             // 2^-e is a normal float: e <= 126 for any finite amax.
             IntVector.broadcast(I, 127).sub(e).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats().intoArray(factor, b);
         }
         for (; b < blocks; b++) {
             int e = mxfp8 ? QuantMath.mxfp8Exponent(amax[b]) : QuantMath.mxfp4Exponent(amax[b]);
-            scale.set(BYTE, index + b, (byte) (e + 127));
+            scale.set(BYTE, index + b, QuantMath.e8m0Byte(e));
             factor[b] = QuantMath.pow2(-e);
         }
     }
@@ -638,7 +637,7 @@ final class PanamaQuantKernel implements QuantKernel {
             float[] s = k == 0 ? factor : more;
             blockAmaxPass(j, r + k);
             for (int g = 0; g < blocks; g++) {
-                s[g] = QuantMath.nonZero(amax[g] / 7.0f);
+                s[g] = QuantMath.nonZero(amax[g] / QuantFormat.INT4_G128.elementMax());
                 scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * blocks + g, s[g]);
             }
         }
@@ -657,13 +656,13 @@ final class PanamaQuantKernel implements QuantKernel {
         int group = QuantFormat.INT4_G128.blockSize();
         int c = 0;
         for (; c + N <= cols; c += N) {
-            IntVector lo = intCodes(load(src, dtype, row + c).div(factor[c / group]), -8, 7).and(0xF);
-            IntVector hi = intCodes(load(src, dtype, row + cols + c).div(more[c / group]), -8, 7).and(0xF);
+            IntVector lo = intCodes(load(src, dtype, row + c).div(factor[c / group]), QuantMath.INT4_MIN, QuantMath.INT4_MAX).and(0xF);
+            IntVector hi = intCodes(load(src, dtype, row + cols + c).div(more[c / group]), QuantMath.INT4_MIN, QuantMath.INT4_MAX).and(0xF);
             storeBytes(lo.or(hi.lanewise(VectorOperators.LSHL, 4)), weight, out + c);
         }
         for (; c < cols; c++) {
-            int lo = QuantMath.intCode(element(j, row, c) / factor[c / group], -8, 7);
-            int hi = QuantMath.intCode(element(j, row + cols, c) / more[c / group], -8, 7);
+            int lo = QuantMath.intCode(element(j, row, c) / factor[c / group], QuantMath.INT4_MIN, QuantMath.INT4_MAX);
+            int hi = QuantMath.intCode(element(j, row + cols, c) / more[c / group], QuantMath.INT4_MIN, QuantMath.INT4_MAX);
             weight.set(BYTE, out + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
         }
     }
@@ -705,7 +704,7 @@ final class PanamaQuantKernel implements QuantKernel {
                     fp4DequantizeRow(job, r);
                 }
             }
-            default -> throw new AssertionError(format);
+            case FP8_PC, FP8_PB, INT8_WO, INT4_G128 -> throw new AssertionError(format); // checked above: decoded outside the kernel
         }
     }
 

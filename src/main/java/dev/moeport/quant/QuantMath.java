@@ -16,6 +16,11 @@ final class QuantMath {
     /** nvfp4 dequantizes through a table whose code 8 is +0.0 (mxfp4 keeps the sign: -0.0). */
     private static final float[] NVFP4_VALUES = new float[16];
     static final float NVFP4_MIN_BLOCK_SCALE = 0x1p-9f;
+    /** The integer formats' code ranges (symmetric scales: amax / 127 and amax / 7; the codes -128 and -8 only by rounding). */
+    static final int INT8_MIN = -128;
+    static final int INT8_MAX = 127;
+    static final int INT4_MIN = -8;
+    static final int INT4_MAX = 7;
 
     static {
         for (int c = 0; c < 16; c++) {
@@ -53,7 +58,7 @@ final class QuantMath {
 
     /** nvfp4's E4M3 block scale from the block's amax and the tensor's {@code weight_scale_2}. */
     static byte nvfp4BlockScale(float blockAmax, float scale2) {
-        float s = blockAmax / (6.0f * scale2);
+        float s = blockAmax / (FloatFormats.E2M1_MAX * scale2);
         if (s == 0) {
             s = 1.0f;
         }
@@ -103,14 +108,19 @@ final class QuantMath {
 
     /** mxfp4's exponent: ceil(max(log2(amax / 6), -127)). */
     static int mxfp4Exponent(float blockAmax) {
-        float y = blockAmax / 6.0f;
-        return y == 0 ? -127 : Math.max(ceilLog2(y), -127);
+        float y = blockAmax / FloatFormats.E2M1_MAX;
+        return y == 0 ? -FloatFormats.E8M0_BIAS : Math.max(ceilLog2(y), -FloatFormats.E8M0_BIAS);
     }
 
     /** mxfp8's exponent: ceil(log2(amax / 448)) (-127 for a zero block), within [-127, 127]. */
     static int mxfp8Exponent(float blockAmax) {
         float y = blockAmax / FloatFormats.E4M3_MAX;
-        return y == 0 ? -127 : Math.min(Math.max(ceilLog2(y), -127), 127);
+        return y == 0 ? -FloatFormats.E8M0_BIAS : Math.min(Math.max(ceilLog2(y), -FloatFormats.E8M0_BIAS), FloatFormats.E8M0_BIAS);
+    }
+
+    /** The E8M0 byte of exponent {@code e}. */
+    static byte e8m0Byte(int e) {
+        return (byte) (e + FloatFormats.E8M0_BIAS);
     }
 
     /** 2^e, exact for every E8M0 exponent (-127 gives a subnormal float). */
@@ -163,8 +173,8 @@ final class QuantMath {
                               float tensorScale, MemorySegment weight, MemorySegment scale) {
         checkInput(dtype);
         checkShape(rows, cols);
-        if (format == QuantFormat.INT4_G128 && rows % 2 != 0) {
-            throw new IllegalArgumentException("int4_g128 packs pairs of rows, so it needs an even number of rows, not " + rows);
+        if (format.packing() == QuantFormat.Packing.ROW_PAIRS && rows % 2 != 0) {
+            throw new IllegalArgumentException(format.cliName() + " packs pairs of rows, so it needs an even number of rows, not " + rows);
         }
         if (format.usesTensorAmax() && !(tensorScale > 0 && tensorScale < Float.POSITIVE_INFINITY)) {
             throw new IllegalArgumentException(format.cliName() + " needs a positive finite tensor scale, not " + tensorScale
@@ -173,17 +183,27 @@ final class QuantMath {
         requireBytes("src", src, dtype.byteSize(rows * cols));
         Shape shape = Shape.of(rows, cols);
         requireBytes("weight", weight, format.weightType().byteSize(format.weightShape(shape).numel()));
-        if (format != QuantFormat.FP8) {
+        if (!format.scaleIsTensorScale()) {
             requireBytes("scale", scale, format.scaleType().byteSize(format.scaleShape(shape).numel()));
         }
+    }
+
+    /**
+     * Whether {@link QuantKernel#dequantize} decodes the format; {@link DequantizedTensor} decodes the others
+     * through the kernel's fp8 decoding or by itself.
+     */
+    static boolean kernelDecodes(QuantFormat format) {
+        return switch (format) {
+            case FP8, NVFP4, MXFP4, MXFP8 -> true;
+            case FP8_PC, FP8_PB, INT8_WO, INT4_G128 -> false;
+        };
     }
 
     /** Checks the arguments of {@link QuantKernel#dequantize}. */
     static void checkDequantize(QuantFormat format, MemorySegment weight, MemorySegment scale, long rows, long cols,
                                 DType outType, MemorySegment dst) {
-        switch (format) {
-            case FP8, NVFP4, MXFP4, MXFP8 -> { }
-            default -> throw new UnsupportedOperationException("no dequantization for " + format.cliName());
+        if (!kernelDecodes(format)) {
+            throw new UnsupportedOperationException("no dequantization for " + format.cliName());
         }
         if (outType != DType.BF16 && outType != DType.F32) {
             throw new IllegalArgumentException("dequantizes to BF16 or F32, not " + outType);
@@ -191,7 +211,7 @@ final class QuantMath {
         checkShape(rows, cols);
         Shape shape = Shape.of(rows, cols);
         requireBytes("weight", weight, format.weightType().byteSize(format.weightShape(shape).numel()));
-        if (format != QuantFormat.FP8) {
+        if (!format.scaleIsTensorScale()) {
             requireBytes("scale", scale, format.scaleType().byteSize(format.scaleShape(shape).numel()));
         }
         requireBytes("dst", dst, outType.byteSize(rows * cols));

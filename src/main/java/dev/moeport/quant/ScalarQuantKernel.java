@@ -161,7 +161,7 @@ final class ScalarQuantKernel implements QuantKernel {
         for (long r = 0; r < w.rows; r++) {
             for (long c0 = 0; c0 < padded; c0 += block) {
                 int e = QuantMath.mxfp4Exponent(w.amax(r, c0, block));
-                scale.set(BYTE, (r * padded + c0) / block, (byte) (e + 127));
+                scale.set(BYTE, (r * padded + c0) / block, QuantMath.e8m0Byte(e));
                 float divisor = QuantMath.pow2(e);
                 for (long c = c0; c < c0 + block; c += 2) {
                     int lo = QuantMath.mxfp4Code(w.get(r, c) / divisor);
@@ -178,7 +178,7 @@ final class ScalarQuantKernel implements QuantKernel {
         for (long r = 0; r < w.rows; r++) {
             for (long c0 = 0; c0 < padded; c0 += block) {
                 int e = QuantMath.mxfp8Exponent(w.amax(r, c0, block));
-                scale.set(BYTE, (r * padded + c0) / block, (byte) (e + 127));
+                scale.set(BYTE, (r * padded + c0) / block, QuantMath.e8m0Byte(e));
                 float multiplier = QuantMath.pow2(-e);
                 for (long c = c0; c < Math.min(c0 + block, w.cols); c++) {
                     float x = Math.min(Math.max(w.get(r, c) * multiplier, -FloatFormats.E4M3_MAX), FloatFormats.E4M3_MAX);
@@ -190,10 +190,10 @@ final class ScalarQuantKernel implements QuantKernel {
 
     private static void int8(Rows w, MemorySegment weight, MemorySegment scale) {
         for (long r = 0; r < w.rows; r++) {
-            float s = QuantMath.nonZero(w.amax(r, 0, w.cols) / 127.0f);
+            float s = QuantMath.nonZero(w.amax(r, 0, w.cols) / QuantFormat.INT8_WO.elementMax());
             scale.setAtIndex(FloatFormats.FLOAT_LE, r, s);
             for (long c = 0; c < w.cols; c++) {
-                weight.set(BYTE, r * w.cols + c, (byte) QuantMath.intCode(w.get(r, c) / s, -128, 127));
+                weight.set(BYTE, r * w.cols + c, (byte) QuantMath.intCode(w.get(r, c) / s, QuantMath.INT8_MIN, QuantMath.INT8_MAX));
             }
         }
     }
@@ -203,7 +203,7 @@ final class ScalarQuantKernel implements QuantKernel {
         long padded = QuantFormat.INT4_G128.paddedIn(w.cols);
         for (long r = 0; r < w.rows; r++) {
             for (long c0 = 0; c0 < padded; c0 += group) {
-                float s = QuantMath.nonZero(w.amax(r, c0, group) / 7.0f);
+                float s = QuantMath.nonZero(w.amax(r, c0, group) / QuantFormat.INT4_G128.elementMax());
                 scale.setAtIndex(FloatFormats.FLOAT_LE, (r * padded + c0) / group, s);
             }
         }
@@ -213,8 +213,8 @@ final class ScalarQuantKernel implements QuantKernel {
                 long g = c / group;
                 float s0 = scale.getAtIndex(FloatFormats.FLOAT_LE, r * (padded / group) + g);
                 float s1 = scale.getAtIndex(FloatFormats.FLOAT_LE, (r + 1) * (padded / group) + g);
-                int lo = QuantMath.intCode(w.get(r, c) / s0, -8, 7);
-                int hi = QuantMath.intCode(w.get(r + 1, c) / s1, -8, 7);
+                int lo = QuantMath.intCode(w.get(r, c) / s0, QuantMath.INT4_MIN, QuantMath.INT4_MAX);
+                int hi = QuantMath.intCode(w.get(r + 1, c) / s1, QuantMath.INT4_MIN, QuantMath.INT4_MAX);
                 weight.set(BYTE, r / 2 * w.cols + c, (byte) ((lo & 0xF) | (hi & 0xF) << 4));
             }
         }
@@ -238,7 +238,7 @@ final class ScalarQuantKernel implements QuantKernel {
                             * FloatFormats.e8m0ToFloat(scale.get(BYTE, blockIndex));
                     case MXFP8 -> FloatFormats.e4m3ToFloat(weight.get(BYTE, r * cols + c))
                             * FloatFormats.e8m0ToFloat(scale.get(BYTE, blockIndex));
-                    default -> throw new AssertionError(format);
+                    case FP8_PC, FP8_PB, INT8_WO, INT4_G128 -> throw new AssertionError(format); // checked above: decoded outside the kernel
                 };
                 QuantMath.writeDequantized(dst, outType, r * cols + c, value);
             }

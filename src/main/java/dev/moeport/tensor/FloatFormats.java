@@ -15,6 +15,10 @@ import java.nio.ByteOrder;
 public final class FloatFormats {
     /** Largest finite E4M3FN value. */
     public static final float E4M3_MAX = 448.0f;
+    /** Largest E2M1 value. */
+    public static final float E2M1_MAX = 6.0f;
+    /** The exponent bias of an E8M0 scale byte (as of a float's exponent field): byte = e + 127, e in [-127, 127]. */
+    public static final int E8M0_BIAS = 127;
     /** Magnitudes of the E2M1 codes 0..7 (bit 3 is the sign). */
     private static final float[] E2M1 = {0f, 0.5f, 1f, 1.5f, 2f, 3f, 4f, 6f};
     private static final float[] E4M3_TO_FLOAT = new float[256];

@@ -56,7 +56,7 @@ final class QuantTesting {
         static Quantized allocate(Arena arena, QuantFormat format, long rows, long cols) {
             Shape shape = Shape.of(rows, cols);
             long weightBytes = format.weightType().byteSize(format.weightShape(shape).numel());
-            long scaleBytes = format == QuantFormat.FP8 ? 0 : format.scaleType().byteSize(format.scaleShape(shape).numel());
+            long scaleBytes = format.scaleIsTensorScale() ? 0 : format.scaleType().byteSize(format.scaleShape(shape).numel());
             // Odd sizes on purpose: the kernels must not depend on alignment.
             return new Quantized(arena.allocate(weightBytes + 1, 1).asSlice(1),
                     arena.allocate(scaleBytes + 1, 1).asSlice(1));
