@@ -45,9 +45,13 @@ public final class Executor {
         List<Job> order = new ArrayList<>(plan.jobs());
         // Largest first: the long jobs start early instead of leaving one thread busy at the end.
         order.sort(Comparator.comparingLong(Job::inputBytes).reversed());
+        ReadAhead readAhead = new ReadAhead(order);
         List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
-        for (Job job : order) {
+        for (int i = 0; i < order.size(); i++) {
+            Job job = order.get(i);
+            int index = i;
             tasks.add(scratch -> {
+                readAhead.starting(index);
                 new Worker(writer, progress, scratch).run(job);
                 return null;
             });
