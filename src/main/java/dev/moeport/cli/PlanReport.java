@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.moeport.convert.Conversion;
 import dev.moeport.format.safetensors.ShardLayout;
+import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
 import dev.moeport.plan.Piece;
@@ -44,6 +45,14 @@ final class PlanReport {
                 ArrayNode sources = t.putArray("sources");
                 r.job.pieces().forEach(p -> sources.add(p.describe()));
             }
+            ArrayNode amaxes = root.putArray("shared_amaxes");
+            for (AmaxSource.SharedAmax a : plan.sharedAmaxes()) {
+                ObjectNode entry = amaxes.addObject();
+                entry.put("key", a.key());
+                entry.put("input_bytes", a.inputBytes());
+                ArrayNode sources = entry.putArray("sources");
+                a.pieces().forEach(p -> sources.add(p.describe()));
+            }
             Json.print(out, root);
             return;
         }
@@ -53,6 +62,11 @@ final class PlanReport {
                     shardNumber(plan.layout(), r.tensor.name()), r.job.transform(), sources(r.job));
         }
         table.print(out);
+        List<AmaxSource.SharedAmax> amaxes = plan.sharedAmaxes();
+        if (!amaxes.isEmpty()) {
+            out.println("shared amax: " + amaxes.size() + " group(s) of fused siblings carry one per-tensor scale; each group's amax is read ("
+                    + Sizes.format(amaxes.stream().mapToLong(AmaxSource.SharedAmax::inputBytes).sum()) + " in all) before its jobs run");
+        }
         out.println("plan: " + plan.outputTensorCount() + " tensors, " + Sizes.format(plan.outputBytes()) + " in "
                 + plan.layout().shards().size() + " shard(s), from " + Sizes.format(plan.inputBytes()) + " of input; nothing written (dry run)");
     }

@@ -8,6 +8,8 @@ import dev.moeport.plan.Piece;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.tensor.DType;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Map;
 import java.util.List;
 
 /**
@@ -94,9 +96,10 @@ public final class OutputPlanner {
         List<String> unquantizedModules = new ArrayList<>();
         int inputScales = 0;
         int fusedExpertsKept = 0;
+        Map<String, AmaxSource.SharedAmax> sharedAmaxes = new HashMap<>();
         for (MappedTensor t : tensors) {
             if (format != null && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0) {
-                Job.Quantize job = quantize(t);
+                Job.Quantize job = quantize(t, sharedAmaxes);
                 jobs.add(job);
                 quantizedModules.add(QuantSelection.module(t.name()));
                 if (job.inputAmax() != null) {
@@ -144,7 +147,7 @@ public final class OutputPlanner {
         return name.substring(0, name.lastIndexOf('.'));
     }
 
-    private Job.Quantize quantize(MappedTensor t) {
+    private Job.Quantize quantize(MappedTensor t, Map<String, AmaxSource.SharedAmax> sharedAmaxes) {
         String module = QuantSelection.module(t.name());
         long in = t.shape().dim(-1);
         if (format.padsWeight(in)) {
@@ -159,9 +162,14 @@ public final class OutputPlanner {
         Float weightAmax = calibration.weightAmax(t.sources());
         // Only formats that quantize activations with a static scale carry one.
         Float inputAmax = format.quantizesActivations() ? calibration.inputAmax(t.sources()) : null;
-        AmaxSource amax = weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
-                : t.amaxGroup() != null ? new AmaxSource.Computed(t.amaxGroup(), Piece.matrices(t.amaxPieces()))
-                : new AmaxSource.Computed(t.name(), Piece.matrices(t.pieces()));
+        long experts = t.rank() > 2 ? t.shape().numel() / (t.shape().dim(-2) * t.shape().dim(-1)) : 1;
+        AmaxSource amax = !format.usesTensorAmax() ? new AmaxSource.None()
+                : weightAmax != null ? new AmaxSource.Calibrated(weightAmax)
+                // fp8 scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
+                : format.scaleIsTensorScale() && experts > 1 ? new AmaxSource.PerExpert()
+                : t.amaxGroup() != null ? new AmaxSource.Shared(sharedAmaxes.computeIfAbsent(t.amaxGroup(),
+                        key -> new AmaxSource.SharedAmax(key, Piece.matrices(t.amaxPieces()))))
+                : new AmaxSource.Own();
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), Piece.matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(flavor.weightName(module, format), format.weightType(), format.weightShape(t.shape())),
                 new OutputTensor(flavor.scaleName(module), format.scaleType(), format.scaleShape(t.shape())),

@@ -18,22 +18,24 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutionException;
 
 /**
  * Runs a {@link Plan}: jobs on a pool of worker threads, biggest first, each streaming its sources in
  * chunks of bounded size straight from the mapped input into the output file. No tensor is ever held
  * in the heap; each worker's scratch memory is a few chunks of native memory, and source pages are
  * released from the process (madvise DONTNEED) as soon as a chunk is written.
+ *
+ * <p>A shared amax ({@link AmaxSource.Shared}) and the jobs that need it are one task: the amax is computed
+ * first, then those jobs run on the same thread, while their sources are still in the page cache. No
+ * worker ever waits for another.
  */
 public final class Executor {
     private final QuantKernel kernel;
     private final int threads;
-    private final Map<String, CompletableFuture<Float>> amaxCache = new ConcurrentHashMap<>();
 
     public Executor(QuantKernel kernel, int threads) {
         this.kernel = kernel;
@@ -42,21 +44,46 @@ public final class Executor {
 
     /** Runs every job of {@code plan} into {@code writer} (which the caller commits). */
     public void run(Plan plan, TensorOutput writer, Progress progress) {
-        List<Job> order = new ArrayList<>(plan.jobs());
-        // Largest first: the long jobs start early instead of leaving one thread busy at the end.
-        order.sort(Comparator.comparingLong(Job::inputBytes).reversed());
-        ReadAhead readAhead = new ReadAhead(order);
+        Map<AmaxSource.SharedAmax, Task> byAmax = new LinkedHashMap<>();
+        List<Task> order = new ArrayList<>();
+        for (Job job : plan.jobs()) {
+            if (job instanceof Job.Quantize q && q.amax() instanceof AmaxSource.Shared shared) {
+                byAmax.computeIfAbsent(shared.amax(), a -> {
+                    Task t = new Task(a, new ArrayList<>());
+                    order.add(t);
+                    return t;
+                }).jobs().add(job);
+            } else {
+                order.add(new Task(null, List.of(job)));
+            }
+        }
+        // Largest first: the long tasks start early instead of leaving one thread busy at the end.
+        order.sort(Comparator.comparingLong(Task::inputBytes).reversed());
+        List<Job> jobOrder = order.stream().flatMap(t -> t.jobs().stream()).toList();
+        ReadAhead readAhead = new ReadAhead(jobOrder);
         List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
-        for (int i = 0; i < order.size(); i++) {
-            Job job = order.get(i);
-            int index = i;
+        int firstJob = 0;
+        for (Task task : order) {
+            int index = firstJob;
+            firstJob += task.jobs().size();
             tasks.add(scratch -> {
                 readAhead.starting(index);
-                new Worker(writer, progress, scratch).run(job);
+                Worker worker = new Worker(writer, progress, scratch);
+                if (task.amax() != null) {
+                    worker.shared.put(task.amax(), worker.amaxOver(task.amax().pieces(), task.amax().key()));
+                }
+                task.jobs().forEach(worker::run);
                 return null;
             });
         }
         WorkerPool.run(threads, "moeport-worker", tasks);
+    }
+
+    /** What one thread runs in one go: a shared amax (or none) and the jobs that need it. */
+    private record Task(AmaxSource.SharedAmax amax, List<Job> jobs) {
+        long inputBytes() {
+            return jobs.stream().mapToLong(Job::inputBytes).sum() + (amax == null ? 0 : amax.inputBytes());
+        }
     }
 
     /** One job's work, on its thread's scratch buffers. */
@@ -64,6 +91,8 @@ public final class Executor {
         final TensorOutput writer;
         final Progress progress;
         final Scratch scratch;
+        /** The shared amaxes this worker's task computed, for its jobs. */
+        final Map<AmaxSource.SharedAmax, Float> shared = new HashMap<>();
 
         Worker(TensorOutput writer, Progress progress, Scratch scratch) {
             this.writer = writer;
@@ -133,13 +162,15 @@ public final class Executor {
             long out = shape.dim(-2);
             long slabs = shape.numel() / (out * in);
             PieceReader.Rows rows = new PieceReader.Rows(job.pieces());
-            float tensorScale = 0;
-            // fp8's weight_scale scales a stack of experts expert by expert; nvfp4's global scale covers the whole tensor.
             boolean scaleIsTensorScale = format.scaleIsTensorScale();
-            boolean perSlabScale = scaleIsTensorScale && slabs > 1 && job.amax() instanceof AmaxSource.Computed;
-            if (format.usesTensorAmax() && !perSlabScale) {
-                tensorScale = format.tensorScale(exportAmax(job, amax(job.amax())));
-            }
+            boolean perSlabScale = job.amax() instanceof AmaxSource.PerExpert;
+            float tensorScale = switch (job.amax()) {
+                case AmaxSource.None none -> 0;
+                case AmaxSource.PerExpert perExpert -> 0;
+                case AmaxSource.Calibrated c -> format.tensorScale(c.amax());
+                case AmaxSource.Own own -> format.tensorScale(exportAmax(job, amaxOver(job.pieces(), job.weight().name())));
+                case AmaxSource.Shared s -> format.tensorScale(exportAmax(job, sharedAmax(s.amax())));
+            };
             Sink weight = writer.sink(job.weight().name());
             Sink scale = writer.sink(job.weightScale().name());
             long weightSlabBytes = format.weightType().byteSize(format.weightShape(Shape.of(out, in)).numel());
@@ -206,40 +237,19 @@ public final class Executor {
         /**
          * The amax of the weight in its export dtype, from the amax of its source values: rounding to
          * nearest is monotonic and symmetric, so the largest rounded magnitude is the rounded largest
-         * one. A calibrated amax is taken as it is.
+         * one. (A calibrated amax is taken as it is.)
          */
-        private float exportAmax(Job.Quantize job, float sourceAmax) {
-            boolean computed = job.amax() instanceof AmaxSource.Computed;
-            return computed && job.exportType() != job.sourceType() ? FloatFormats.roundTo(job.exportType(), sourceAmax) : sourceAmax;
+        private static float exportAmax(Job.Quantize job, float sourceAmax) {
+            return job.exportType() != job.sourceType() ? FloatFormats.roundTo(job.exportType(), sourceAmax) : sourceAmax;
         }
 
-        /** A shared amax is computed once, by whichever job needs it first; the others wait for it. */
-        private float amax(AmaxSource source) {
-            return switch (source) {
-                case AmaxSource.Calibrated c -> c.amax();
-                case AmaxSource.Computed c -> {
-                    CompletableFuture<Float> mine = new CompletableFuture<>();
-                    CompletableFuture<Float> existing = amaxCache.putIfAbsent(c.key(), mine);
-                    if (existing != null) {
-                        try {
-                            yield existing.get();
-                        } catch (ExecutionException e) {
-                            throw WorkerPool.unwrap(e);
-                        } catch (InterruptedException e) {
-                            Thread.currentThread().interrupt();
-                            throw new java.util.concurrent.CancellationException("interrupted");
-                        }
-                    }
-                    try {
-                        float value = amaxOver(c.pieces(), c.key());
-                        mine.complete(value);
-                        yield value;
-                    } catch (Throwable t) {
-                        mine.completeExceptionally(t);
-                        throw t;
-                    }
-                }
-            };
+        /** A shared amax, which the task computed before its jobs. */
+        private float sharedAmax(AmaxSource.SharedAmax amax) {
+            Float value = shared.get(amax);
+            if (value == null) {
+                throw new IllegalStateException(amax.key() + ": a job ran before its shared amax");
+            }
+            return value;
         }
 
         private float amaxOver(List<Piece> pieces, String name) {

@@ -44,7 +44,7 @@ public sealed interface Job {
      * first rounded to {@code exportType} when they differ (the format's numerics are defined on the
      * weight in its export dtype).
      *
-     * @param amax where the per-tensor scale (fp8, nvfp4) comes from
+     * @param amax where the per-tensor scale (fp8, nvfp4) comes from; {@link AmaxSource.None} for the other formats
      * @param inputAmax calibrated activation amax for {@code input_scale}, or null when there is none
      * @param weightScale2 the {@code weight_scale_2} output (nvfp4), else null
      * @param inputScale the {@code input_scale} output, else null
@@ -61,7 +61,7 @@ public sealed interface Job {
 
         @Override
         public String transform() {
-            return "quantize " + format.cliName();
+            return "quantize " + format.cliName() + (amax instanceof AmaxSource.Shared ? ", shared amax" : "");
         }
     }
 

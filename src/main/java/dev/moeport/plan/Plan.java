@@ -24,6 +24,15 @@ public record Plan(List<Job> jobs, ShardLayout layout) {
         return new Plan(List.copyOf(jobs), ShardLayout.plan(specs, maxShardBytes));
     }
 
+    /**
+     * The amaxes that several quantize jobs share, each once, in job order: the executor computes each before
+     * the jobs that need it.
+     */
+    public List<AmaxSource.SharedAmax> sharedAmaxes() {
+        return jobs.stream().map(j -> j instanceof Job.Quantize q && q.amax() instanceof AmaxSource.Shared s ? s.amax() : null)
+                .filter(java.util.Objects::nonNull).distinct().toList();
+    }
+
     public long inputBytes() {
         return jobs.stream().mapToLong(Job::inputBytes).sum();
     }

@@ -14,7 +14,7 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** A dry run says what a run will do: decoding and transposing are named, and input bytes are the bytes read. */
+/** A dry run says what a run will do: decoding, transposing and shared amaxes are named, and input bytes are the bytes read. */
 class PlanTruthTest {
     @TempDir
     Path tmp;
@@ -47,6 +47,40 @@ class PlanTruthTest {
             decoded += t.get("transform").asText().contains("decode nvfp4") ? 1 : 0;
         }
         assertTrue(decoded >= 10, "decoded tensors named: " + decoded);
+    }
+
+    /**
+     * q/k/v of one attention and gate/up of one expert must carry one per-tensor scale (engines fuse them into one
+     * GEMM): the plan lists each group's amax once, over exactly the group's weights, and its jobs say they use it.
+     * Formats without a per-tensor scale have none.
+     */
+    @Test
+    void sharedAmaxesAreInThePlanOncePerGroupOfFusedSiblings() throws Exception {
+        String hf = Shared.fixture("qwen3_moe").resolve("hf").toString();
+        JsonNode plan = dryRun("quantize", "--format", "nvfp4", "--in", hf, "--out", tmp.resolve("n").toString(), "--dry-run", "--json");
+        java.util.Map<String, java.util.List<String>> groups = new java.util.HashMap<>();
+        for (JsonNode a : plan.get("shared_amaxes")) {
+            java.util.List<String> sources = new java.util.ArrayList<>();
+            a.get("sources").forEach(n -> sources.add(n.asText()));
+            assertEquals(null, groups.put(a.get("key").asText(), sources), "one entry per group: " + a);
+        }
+        String attention = "model.layers.0.self_attn.";
+        assertEquals(java.util.List.of(attention + "q_proj.weight", attention + "k_proj.weight", attention + "v_proj.weight"),
+                groups.get(attention + "q_proj.weight+" + attention + "k_proj.weight+" + attention + "v_proj.weight"), groups.keySet().toString());
+        String expert = "model.layers.1.mlp.experts.3.";
+        assertEquals(java.util.List.of(expert + "gate_proj.weight", expert + "up_proj.weight"),
+                groups.get(expert + "gate_proj.weight+" + expert + "up_proj.weight"), groups.keySet().toString());
+        for (JsonNode t : plan.get("tensors")) {
+            String name = t.get("name").asText();
+            if (name.equals(attention + "k_proj.weight") || name.equals(expert + "up_proj.weight")) {
+                assertEquals("quantize nvfp4, shared amax", t.get("transform").asText(), t.toString());
+            }
+            if (name.equals(attention + "o_proj.weight")) {
+                assertEquals("quantize nvfp4", t.get("transform").asText(), t.toString());
+            }
+        }
+        JsonNode local = dryRun("quantize", "--format", "mxfp4", "--in", hf, "--out", tmp.resolve("m").toString(), "--dry-run", "--json");
+        assertEquals(0, local.get("shared_amaxes").size(), "mxfp4 has no per-tensor scale to share");
     }
 
     @Test

@@ -59,6 +59,13 @@ final class ChunkedTensor implements Tensor {
         return name.equals(saved.fqn) ? saved.where() : "tensor '" + name + "' (of " + saved.where() + ")";
     }
 
+    /** {@code gather N chunks} when the box spans several chunks, which {@link #bytes} copies into place; else none. */
+    @Override
+    public String transform() {
+        long spanned = saved.chunks.stream().filter(c -> c.volume() > 0 && intersects(c)).count();
+        return spanned > 1 ? "gather " + spanned + " chunks" : null;
+    }
+
     @Override
     public ChunkedTensor narrow(long start, long count, String newName) {
         if (dropped == extent.length) {

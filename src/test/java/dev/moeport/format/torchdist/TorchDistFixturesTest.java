@@ -40,6 +40,23 @@ class TorchDistFixturesTest {
         }
     }
 
+    /**
+     * scripts/fixtures/make_torch_dist.py, experts_tp: fc1 [4, 16, 12] is saved as 4 chunks an expert (its gate and up
+     * halves, each split over 2 tensor-parallel ranks), fc2 [4, 12, 8] as 2 an expert (columns split), the router
+     * replicated whole. A view spanning several chunks is put together from them, and says so to the plan.
+     */
+    @Test
+    void aViewSpanningSeveralChunksSaysItIsGathered() {
+        try (Checkpoint ckpt = Checkpoints.open(TorchDistFixtures.fixture("experts_tp"))) {
+            Tensor fc1 = ckpt.tensor("decoder.layers.3.mlp.experts.linear_fc1.weight");
+            assertEquals("gather 16 chunks", fc1.transform());
+            assertEquals("gather 4 chunks", fc1.select(1, "e1").transform());
+            assertEquals("gather 2 chunks", fc1.select(1, "e1").narrow(8, 8, "up").transform());
+            assertEquals("gather 2 chunks", ckpt.tensor("decoder.layers.3.mlp.experts.linear_fc2.weight").select(0, "e0").transform());
+            assertEquals(null, ckpt.tensor("decoder.layers.3.mlp.router.weight").transform());
+        }
+    }
+
     @Test
     void narrowAndSelectGiveTheSameBytesAsTheExpectedSlices() {
         try (Checkpoint ckpt = Checkpoints.open(TorchDistFixtures.fixture("experts_tp"));
