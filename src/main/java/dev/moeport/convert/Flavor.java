@@ -23,15 +23,10 @@ public enum Flavor {
      */
     TRANSFORMERS("transformers", ".weight", ".weight_scale_inv", null, null),
     /**
-     * llm-compressor's compressed-tensors. NVFP4 as {@code nvfp4-pack-quantized}: Model Optimizer's bytes under the names
-     * compressed-tensors' own converter from Model Optimizer gives them (vllm-project/compressed-tensors,
-     * src/compressed_tensors/entrypoints/convert/converters/modelopt_nvfp4.py): {@code weight} becomes
-     * {@code weight_packed}, {@code weight_scale} stays, and the per-tensor {@code weight_scale_2} and
-     * {@code input_scale} become their reciprocals {@code weight_global_scale} and {@code input_global_scale}.
-     * FP8 per tensor as {@code float-quantized}: {@code weight}, {@code weight_scale} and {@code input_scale} as Model
-     * Optimizer's (the same amax / 448 scales).
+     * llm-compressor's compressed-tensors: Model Optimizer's bytes under compressed-tensors' names, with its
+     * {@code quantization_config}; what each format is called and configured there is {@link CompressedTensorsScheme}'s table.
      */
-    COMPRESSED_TENSORS("compressed-tensors", ".weight_packed", ".weight_scale", ".weight_global_scale", ".input_global_scale");
+    COMPRESSED_TENSORS("compressed-tensors", ".weight", ".weight_scale", null, ".input_scale");
 
     private final String cliName;
     private final String weightSuffix;
@@ -47,29 +42,29 @@ public enum Flavor {
         this.inputScaleSuffix = inputScaleSuffix;
     }
 
-    /** compressed-tensors' NVFP4 packs and inverts; its FP8 keeps Model Optimizer's names and scales. */
-    private boolean packedNvfp4(QuantFormat format) {
-        return this == COMPRESSED_TENSORS && format == QuantFormat.NVFP4;
-    }
-
     /** The name of a module's quantized weight. */
     public String weightName(String module, QuantFormat format) {
-        return module + (this == COMPRESSED_TENSORS && !packedNvfp4(format) ? ".weight" : weightSuffix);
+        return module + (this == COMPRESSED_TENSORS ? CompressedTensorsScheme.of(format).weightSuffix() : weightSuffix);
     }
 
     /** The name of a module's second-level (per-tensor) weight scale. */
-    public String scale2Name(String module) {
-        return module + scale2Suffix;
+    public String scale2Name(String module, QuantFormat format) {
+        return module + (this == COMPRESSED_TENSORS ? CompressedTensorsScheme.of(format).globalScaleSuffix() : scale2Suffix);
     }
 
     /** The name of a module's static input scale. */
     public String inputScaleName(String module, QuantFormat format) {
-        return module + (this == COMPRESSED_TENSORS && !packedNvfp4(format) ? ".input_scale" : inputScaleSuffix);
+        return module + (this == COMPRESSED_TENSORS ? CompressedTensorsScheme.of(format).inputScaleSuffix() : inputScaleSuffix);
+    }
+
+    /** The shape of a module's (first) scale tensor for a weight of shape {@code weight}. */
+    public dev.moeport.tensor.Shape scaleShape(QuantFormat format, dev.moeport.tensor.Shape weight) {
+        return this == COMPRESSED_TENSORS ? CompressedTensorsScheme.of(format).scaleShape(weight) : format.scaleShape(weight);
     }
 
     /** Whether per-tensor scales are stored as their reciprocals (compressed-tensors' NVFP4 global scales). */
     public boolean reciprocalTensorScales(QuantFormat format) {
-        return packedNvfp4(format);
+        return this == COMPRESSED_TENSORS && CompressedTensorsScheme.of(format).globalScaleSuffix() != null;
     }
 
     public String cliName() {
@@ -92,9 +87,8 @@ public enum Flavor {
 
     /** Refuses a format this flavor cannot describe, in one line. */
     public void requireSupports(QuantFormat format) {
-        if (this == COMPRESSED_TENSORS && format != QuantFormat.NVFP4 && format != QuantFormat.FP8) {
-            throw new MoeportException("--flavor compressed-tensors writes nvfp4 (nvfp4-pack-quantized) and fp8 (float-quantized) so far; for "
-                    + format.cliName() + " use --flavor modelopt, which vLLM and SGLang load too");
+        if (this == COMPRESSED_TENSORS) {
+            CompressedTensorsScheme.of(format);
         }
         if (this == TRANSFORMERS && format != QuantFormat.FP8_PB) {
             throw new MoeportException("--flavor transformers writes fp8_pb (transformers' fine-grained FP8, DeepSeek-V3's published layout);"
@@ -111,7 +105,9 @@ public enum Flavor {
             throw new MoeportException("--flavor " + cliName + " describes the quantization in config.json, and the input has none");
         }
         if (this == COMPRESSED_TENSORS) {
-            modelConfig.set("quantization_config", compressedTensorsConfig(format, planned));
+            ObjectNode group = CompressedTensorsScheme.of(format).configGroup(planned.staticInputScales(), java.util.List.of("Linear"));
+            modelConfig.set("quantization_config", CompressedTensorsScheme.quantizationConfig(java.util.List.of(group),
+                    planned.unquantizedModules().stream().sorted().toList()));
             Map<String, JsonNode> files = new LinkedHashMap<>();
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
             return files;
@@ -127,56 +123,5 @@ public enum Flavor {
         Map<String, JsonNode> files = new LinkedHashMap<>();
         files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         return files;
-    }
-
-    /**
-     * compressed-tensors' {@code quantization_config}: one config group of its preset targeting {@code Linear}
-     * (src/compressed_tensors/quantization/quant_scheme.py: {@code NVFP4}, 4-bit float weights and inputs in
-     * {@code tensor_group}s of 16, inputs dynamic {@code local}; {@code FP8}, 8-bit float per tensor, inputs static, or
-     * {@code FP8_DYNAMIC}'s per-token dynamic inputs when no input scale was calibrated), status {@code compressed}, and
-     * every linear left in high precision in {@code ignore}, as the Model Optimizer converter's {@code create_config}.
-     */
-    private static ObjectNode compressedTensorsConfig(QuantFormat format, OutputPlanner.Planned planned) {
-        boolean nvfp4 = format == QuantFormat.NVFP4;
-        String compression = nvfp4 ? "nvfp4-pack-quantized" : "float-quantized";
-        ObjectNode q = com.fasterxml.jackson.databind.node.JsonNodeFactory.instance.objectNode();
-        ObjectNode group = q.putObject("config_groups").putObject("config_group_0");
-        group.put("format", compression);
-        boolean staticInputs = planned.inputScales() > 0;
-        group.set("input_activations", nvfp4 ? floatArgs(4, "tensor_group", "local", true)
-                : floatArgs(8, staticInputs ? "tensor" : "token", staticInputs ? null : "true", true));
-        group.putNull("output_activations");
-        group.putArray("targets").add("Linear");
-        group.set("weights", floatArgs(nvfp4 ? 4 : 8, nvfp4 ? "tensor_group" : "tensor", null, false));
-        q.put("format", compression);
-        ArrayNode ignore = q.putArray("ignore");
-        planned.unquantizedModules().stream().sorted().forEach(ignore::add);
-        q.putNull("kv_cache_scheme");
-        q.put("quant_method", "compressed-tensors");
-        q.put("quantization_status", "compressed");
-        return q;
-    }
-
-    /** Quantization arguments of a float format; {@code dynamic}: null for static, "true" or "local". */
-    private static ObjectNode floatArgs(int bits, String strategy, String dynamic, boolean inputs) {
-        ObjectNode a = com.fasterxml.jackson.databind.node.JsonNodeFactory.instance.objectNode();
-        if (dynamic == null) {
-            a.put("dynamic", false);
-        } else if (dynamic.equals("true")) {
-            a.put("dynamic", true);
-        } else {
-            a.put("dynamic", dynamic);
-        }
-        if (strategy.equals("tensor_group")) {
-            a.put("group_size", 16);
-        }
-        a.put("num_bits", bits);
-        if (inputs && dynamic == null || inputs && bits == 4) {
-            a.put("observer", "static_minmax");
-        }
-        a.put("strategy", strategy);
-        a.put("symmetric", true);
-        a.put("type", "float");
-        return a;
     }
 }

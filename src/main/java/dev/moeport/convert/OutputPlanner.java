@@ -172,8 +172,8 @@ public final class OutputPlanner {
                 : new AmaxSource.Own();
         return new Job.Quantize(format, t.shape(), t.dtype(), castTo != null ? castTo : t.dtype(), Piece.matrices(t.pieces()), amax, inputAmax,
                 new OutputTensor(flavor.weightName(module, format), format.weightType(), format.weightShape(t.shape())),
-                new OutputTensor(flavor.scaleName(module), format.scaleType(), format.scaleShape(t.shape())),
-                format.hasScale2() ? new OutputTensor(flavor.scale2Name(module), DType.F32, dev.moeport.tensor.Shape.of()) : null,
+                new OutputTensor(flavor.scaleName(module), format.scaleType(), flavor.scaleShape(format, t.shape())),
+                format.hasScale2() ? new OutputTensor(flavor.scale2Name(module, format), DType.F32, dev.moeport.tensor.Shape.of()) : null,
                 inputAmax != null ? new OutputTensor(flavor.inputScaleName(module, format), DType.F32, dev.moeport.tensor.Shape.of()) : null,
                 flavor.reciprocalTensorScales(format));
     }

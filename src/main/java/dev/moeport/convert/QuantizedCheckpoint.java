@@ -53,7 +53,13 @@ public final class QuantizedCheckpoint {
             if (Files.exists(hfQuant)) {
                 algo = JSON.readTree(hfQuant.toFile()).at("/quantization/quant_algo").asText(null);
             } else if (Files.exists(config)) {
-                algo = JSON.readTree(config.toFile()).at("/quantization_config/quant_algo").asText(null);
+                com.fasterxml.jackson.databind.JsonNode q = JSON.readTree(config.toFile()).path("quantization_config");
+                if (q.path("quant_method").asText().equals("compressed-tensors")) {
+                    // One config group names the format; several (mixed precision) leave it to each module's tensors.
+                    com.fasterxml.jackson.databind.JsonNode groups = q.path("config_groups");
+                    return groups.size() == 1 ? CompressedTensorsScheme.formatOf(groups.elements().next(), config.toString()) : null;
+                }
+                algo = q.path("quant_algo").asText(null);
             }
             if (algo == null) {
                 return null;
@@ -82,10 +88,19 @@ public final class QuantizedCheckpoint {
             throw new MoeportException(weight.where() + ": cannot tell its quantization format from " + weight.dtype() + " weight and "
                     + scale.dtype() + scale.shape() + " scale");
         }
+        if (candidates.contains(QuantFormat.FP8_PC) && isChannelColumn(weight, scale)) {
+            return QuantFormat.FP8_PC;
+        }
         Function<QuantFormat, Shape> scaleShape = f -> f.scaleShape(f.decodedShape(weight.shape()));
         return candidates.stream().filter(f -> scaleShape.apply(f).equals(scale.shape())).findFirst()
                 .or(() -> candidates.stream().filter(f -> scaleShape.apply(f).rank() == scale.rank()).findFirst())
                 .orElse(candidates.getFirst());
+    }
+
+    /** compressed-tensors' channel scales: one column {@code [..., out, 1]} beside a weight {@code [..., out, in]}. */
+    private static boolean isChannelColumn(Tensor weight, Tensor scale) {
+        return scale.rank() == weight.rank() && scale.shape().dim(-1) == 1 && scale.shape().dim(-2) == weight.shape().dim(-2)
+                && scale.shape().dropLast().equals(weight.shape().dropLast());
     }
 
     /**
@@ -112,10 +127,12 @@ public final class QuantizedCheckpoint {
             }
             if (name.endsWith(PACKED)) {
                 String packedModule = name.substring(0, name.length() - PACKED.length());
-                out.put(packedModule + ".weight", compressedTensorsNvfp4(packedModule, tensors, dtype, kernel));
+                boolean nvfp4 = tensors.containsKey(packedModule + GLOBAL_SCALE);
+                out.put(packedModule + ".weight", nvfp4 ? compressedTensorsNvfp4(packedModule, tensors, dtype, kernel)
+                        : compressedTensorsMxfp4(packedModule, tensors, dtype, kernel));
                 modules.add(packedModule);
                 scales.addAll(List.of(name, packedModule + ".weight_scale", packedModule + GLOBAL_SCALE, packedModule + ".input_global_scale"));
-                seen = QuantFormat.NVFP4;
+                seen = nvfp4 ? QuantFormat.NVFP4 : QuantFormat.MXFP4;
                 continue;
             }
             if (name.endsWith(BLOCKS) && tensors.containsKey(stem(name) + SCALES)) {
@@ -133,6 +150,9 @@ public final class QuantizedCheckpoint {
             Tensor scale = tensors.get(module + ".weight_scale");
             Tensor scale2 = tensors.get(module + ".weight_scale_2");
             QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
+            if (format == QuantFormat.FP8_PC && isChannelColumn(weight, scale)) {
+                scale = new ReshapedTensor(scale, scale.shape().dropLast());
+            }
             if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format.hasScale2() && scale2 == null)) {
                 throw new MoeportException(weight.where() + ": " + weight.describe() + " with scale " + scale.describe()
                         + " is not a " + format.cliName() + " weight");
@@ -180,6 +200,25 @@ public final class QuantizedCheckpoint {
         }
         Tensor scale2 = dev.moeport.tensor.TensorView.ofFloats(module + ".weight_scale_2", 1f / g);
         return new DequantizedTensor(kernel, QuantFormat.NVFP4, packed, scale, scale2, dtype);
+    }
+
+    /**
+     * compressed-tensors' MXFP4 ({@code mxfp4-pack-quantized}): {@code weight_packed} (E2M1 pairs, low nibble first) and
+     * the E8M0 exponents {@code weight_scale} (uint8), no global scale (compressors/mxfp4/base.py, mx_utils.py).
+     */
+    private static Tensor compressedTensorsMxfp4(String module, Map<String, Tensor> tensors, DType dtype, QuantKernel kernel) {
+        Tensor packed = tensors.get(module + PACKED);
+        Tensor scale = tensors.get(module + ".weight_scale");
+        if (scale == null || packed.dtype() != QuantFormat.MXFP4.weightType() || scale.dtype() != QuantFormat.MXFP4.scaleType()) {
+            throw new MoeportException(packed.where() + ": " + packed.describe() + " with scale " + (scale == null ? "none" : scale.describe())
+                    + " is neither an nvfp4 weight (it has no weight_global_scale) nor an mxfp4 one (U8 weight_scale)");
+        }
+        Tensor decoded = new DequantizedTensor(kernel, QuantFormat.MXFP4, packed, scale, null, dtype);
+        if (!QuantFormat.MXFP4.scaleShape(decoded.shape()).equals(scale.shape())) {
+            throw new MoeportException(scale.where() + ": shape " + scale.shape() + " does not fit weight " + packed.shape() + " in mxfp4 (expected "
+                    + QuantFormat.MXFP4.scaleShape(decoded.shape()) + ")");
+        }
+        return decoded;
     }
 
     private static final String BLOCKS = "_blocks";

@@ -74,6 +74,13 @@ public final class Shape {
         return of(copy);
     }
 
+    /** The shape with {@code size} appended as a new innermost dimension ({@code [out]} as the column {@code [out, 1]}). */
+    public Shape append(long size) {
+        long[] copy = Arrays.copyOf(dims, dims.length + 1);
+        copy[dims.length] = size;
+        return of(copy);
+    }
+
     @Override
     public boolean equals(Object o) {
         return o instanceof Shape other && Arrays.equals(dims, other.dims);

@@ -64,7 +64,7 @@ class CompressedTensorsFlavorTest {
         assertEquals("compressed-tensors", q.get("quant_method").asText());
         assertEquals("nvfp4-pack-quantized", q.get("format").asText());
         assertEquals("compressed", q.get("quantization_status").asText());
-        JsonNode group = q.get("config_groups").get("config_group_0");
+        JsonNode group = q.get("config_groups").get("group_0");
         assertEquals("nvfp4-pack-quantized", group.get("format").asText());
         assertEquals("[\"Linear\"]", group.get("targets").toString());
         for (String args : List.of("weights", "input_activations")) {
@@ -92,7 +92,7 @@ class CompressedTensorsFlavorTest {
         Path ct = CliRun.succeeding("quantize", "--format", "fp8", "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("ct").toString());
         Path mo = CliRun.succeeding("quantize", "--format", "fp8", "--in", HF.toString(), "--out", tmp.resolve("mo").toString());
         assertSameTensors(mo, ct);
-        JsonNode group = new ObjectMapper().readTree(ct.resolve("config.json").toFile()).get("quantization_config").get("config_groups").get("config_group_0");
+        JsonNode group = new ObjectMapper().readTree(ct.resolve("config.json").toFile()).get("quantization_config").get("config_groups").get("group_0");
         assertEquals("float-quantized", group.get("format").asText());
         assertEquals("tensor", group.get("weights").get("strategy").asText());
         assertEquals(8, group.get("weights").get("num_bits").asInt());
@@ -103,8 +103,104 @@ class CompressedTensorsFlavorTest {
 
     @Test
     void otherFormatsAreRefusedInOneLine() {
-        CliRun r = CliRun.of("quantize", "--format", "fp8_pc", "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("x").toString());
+        CliRun r = CliRun.of("quantize", "--format", "int8_wo", "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("x").toString());
         assertEquals(2, r.code(), r.err());
-        assertTrue(r.err().startsWith("moeport: --flavor compressed-tensors writes nvfp4 (nvfp4-pack-quantized) and fp8"), r.err());
+        assertTrue(r.err().startsWith("moeport: --flavor compressed-tensors has no form for int8_wo (it writes fp8, fp8_pc, fp8_pb, nvfp4, mxfp4)"), r.err());
+    }
+
+    /**
+     * A QuantizationArgs as compressed-tensors 0.18.0 dumps it (src/compressed_tensors/quantization/quant_args.py): the
+     * fields of lines 193-216 with the preset's values; {@code observer} as the validator of lines 365-399 sets it
+     * (none when dynamic, {@code minmax} when "local" without one, else {@code memoryless_minmax}); {@code zp_dtype}
+     * null, its serializer (lines 218-222) dropping it when symmetric; {@code scale_dtype} as {@code str(torch dtype)}
+     * (utils/type.py line 52). Keys sorted, as ModelCompressor.update_config writes them (sort_keys=True).
+     */
+    private static String args(int bits, String strategy, String dynamic, String groupSize, String block, String scaleDtype, String observer) {
+        return "{\"actorder\":null,\"block_structure\":" + block + ",\"dynamic\":" + dynamic + ",\"group_size\":" + groupSize
+                + ",\"num_bits\":" + bits + ",\"observer\":" + observer + ",\"observer_kwargs\":{},\"scale_dtype\":" + scaleDtype
+                + ",\"strategy\":\"" + strategy + "\",\"symmetric\":true,\"type\":\"float\",\"zp_dtype\":null}";
+    }
+
+    private static final String NONE = "null";
+    private static final String STATIC_OBSERVER = "\"memoryless_minmax\"";
+
+    /** The config group moeport writes for {@code format} (uncalibrated inputs), against the preset of quant_scheme.py it follows. */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource(delimiter = '|', value = {
+        // FP8 weights (quant_scheme.py lines 346-353) with FP8_DYNAMIC's per-token dynamic inputs (lines 373-379)
+        "fp8|float-quantized|tensor|-|-|-|token|false|-",
+        // FP8_DYNAMIC, lines 365-380
+        "fp8_pc|float-quantized|channel|-|-|-|token|false|-",
+        // FP8_BLOCK, lines 385-402
+        "fp8_pb|float-quantized|block|-|[128,128]|-|group|false|128",
+        // NVFP4, lines 180-202: E4M3 scales, inputs tensor_group "local" with observer static_minmax
+        "nvfp4|nvfp4-pack-quantized|tensor_group|16|-|\"torch.float8_e4m3fn\"|tensor_group|true|16",
+        // MXFP4, lines 217-238: uint8 (E8M0) scales, inputs MXFP4 dynamic
+        "mxfp4|mxfp4-pack-quantized|group|32|-|\"torch.uint8\"|group|false|32",
+    })
+    void configGroupIsThePresetAsPydanticDumpsIt(String format, String compression, String strategy, String group, String block, String scaleDtype,
+                                                 String inputStrategy, boolean local, String inputGroup) throws Exception {
+        Path ct = CliRun.succeeding("quantize", "--format", format, "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("ct").toString());
+        JsonNode q = new ObjectMapper().readTree(ct.resolve("config.json").toFile()).get("quantization_config");
+        String groupSize = group.equals("-") ? NONE : group;
+        String scale = scaleDtype.equals("-") ? NONE : scaleDtype;
+        String weights = args(format.equals("nvfp4") || format.equals("mxfp4") ? 4 : 8, strategy, "false", groupSize, block.equals("-") ? NONE : block, scale,
+                STATIC_OBSERVER);
+        String inputs = args(format.equals("nvfp4") || format.equals("mxfp4") ? 4 : 8, inputStrategy, local ? "\"local\"" : "true",
+                inputGroup.equals("-") ? NONE : inputGroup, NONE, scale, local ? "\"static_minmax\"" : NONE);
+        ObjectMapper json = new ObjectMapper();
+        // QuantizationScheme's fields (quant_scheme.py lines 39-43).
+        JsonNode expectedGroup = json.readTree("{\"format\":\"" + compression + "\",\"input_activations\":" + inputs
+                + ",\"output_activations\":null,\"targets\":[\"Linear\"],\"weights\":" + weights + "}");
+        assertEquals(expectedGroup, q.get("config_groups").get("group_0"));
+        // QuantizationConfig's dump (quant_config.py lines 157-166; run_compressed excluded) with what
+        // ModelCompressor.update_config adds (compressors/model_compressors/model_compressor.py lines 236-242).
+        List<String> keys = new ArrayList<>();
+        q.fieldNames().forEachRemaining(keys::add);
+        assertEquals(List.of("config_groups", "format", "global_compression_ratio", "ignore", "kv_cache_scheme", "quant_method",
+                "quantization_status", "sparsity_config", "transform_config", "version"), keys);
+        assertEquals(compression, q.get("format").asText());
+        assertEquals("{}", q.get("sparsity_config").toString());
+        assertEquals("0.18.0", q.get("version").asText());
+        assertEquals(0, CliRun.of("check", ct.toString()).code(), CliRun.of("check", ct.toString()).out());
+    }
+
+    /**
+     * fp8_pc, fp8_pb and mxfp4: Model Optimizer's bytes under compressed-tensors' names and shapes; the channel scales as a
+     * column {@code [out, 1]} (lifecycle/initialize.py lines 205-209), the blocks' {@code [ceil(out/128), ceil(in/128)]}
+     * (lines 228-240), MXFP4's {@code weight_packed} and uint8 {@code weight_scale} without a global scale
+     * (compressors/mxfp4/base.py lines 35-43). dequantize and import read them to what they read from the modelopt flavor.
+     */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"fp8_pc", "fp8_pb", "mxfp4"})
+    void modelOptimizersBytesUnderCompressedTensorsNames(String format) throws Exception {
+        Path ct = CliRun.succeeding("quantize", "--format", format, "--flavor", "compressed-tensors", "--in", HF.toString(), "--out", tmp.resolve("ct").toString());
+        Path mo = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve("mo").toString());
+        String weight = format.equals("mxfp4") ? ".weight_packed" : ".weight";
+        int modules = 0;
+        try (Checkpoint c = Checkpoints.open(ct); Checkpoint m = Checkpoints.open(mo); Arena arena = Arena.ofConfined()) {
+            for (String name : m.tensors().keySet()) {
+                if (!name.endsWith(".weight_scale")) {
+                    continue;
+                }
+                String module = name.substring(0, name.length() - ".weight_scale".length());
+                assertArrayEquals(bytes(m, module + ".weight", arena), bytes(c, module + weight, arena), module);
+                assertArrayEquals(bytes(m, name, arena), bytes(c, name, arena), module);
+                long[] expected = m.tensor(name).shape().toArray();
+                if (format.equals("fp8_pc")) {
+                    expected = java.util.Arrays.copyOf(expected, expected.length + 1);
+                    expected[expected.length - 1] = 1;
+                }
+                assertArrayEquals(expected, c.tensor(name).shape().toArray(), module);
+                assertEquals(m.tensor(name).dtype(), c.tensor(name).dtype(), module);
+                modules++;
+            }
+            assertEquals(m.tensors().size(), c.tensors().size());
+        }
+        assertTrue(modules > 50, "modules compared: " + modules);
+        assertSameTensors(CliRun.succeeding("dequantize", "--in", mo.toString(), "--out", tmp.resolve("dm").toString()),
+                CliRun.succeeding("dequantize", "--in", ct.toString(), "--out", tmp.resolve("dc").toString()));
+        assertSameTensors(CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", mo.toString(), "--out", tmp.resolve("im").toString()),
+                CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", ct.toString(), "--out", tmp.resolve("ic").toString()));
     }
 }
