@@ -3,7 +3,10 @@ package dev.moeport.check;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.MoeportException;
+import dev.moeport.convert.QuantizedCheckpoint;
 import dev.moeport.format.Checkpoint;
+import dev.moeport.quant.QuantFormat;
+import dev.moeport.tensor.Shape;
 import dev.moeport.io.IoErrors;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
@@ -60,12 +63,49 @@ public final class PreflightCheck {
 
     private PreflightCheck() {}
 
-    /** Every problem of {@code ckpt} (its folder {@code folder} holds the config files), sorted by tensor name. */
+    /**
+     * The serving engines, and the {@code quant_algo} values their Model Optimizer loaders accept (null: not encoded).
+     * vLLM: {@code QUANT_ALGOS} of model_executor/layers/quantization/modelopt.py, compared upper-cased as its
+     * from_config does. TensorRT-LLM: its {@code QuantAlgo} enum (tensorrt_llm/quantization/mode.py), exactly, plus
+     * Model Optimizer's {@code fp8_pb_wo}, which its load_modelopt_quant_config maps to FP8_BLOCK_SCALES; it reads a
+     * MIXED_PRECISION checkpoint's layers from {@code quant_cfg.json}. SGLang's list is not encoded.
+     */
+    public enum Engine {
+        vllm(Set.of("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "NVFP4", "W4A16_NVFP4", "MXFP8", "MIXED_PRECISION"), true),
+        sglang(null, false),
+        trtllm(Set.of("fp8_pb_wo", "W8A16", "W4A16", "W4A16_AWQ", "W4A8_AWQ", "W8A16_GPTQ", "W4A16_GPTQ", "W8A8_SQ_PER_CHANNEL", "FP8",
+                "FP8_PER_CHANNEL_PER_TOKEN", "FP8_BLOCK_SCALES", "MIXED_PRECISION", "NVFP4", "W4A8_NVFP4_FP8", "W4A8_MXFP4_FP8",
+                "W4A8_MXFP4_MXFP8", "W4A16_MXFP4"), false);
+
+        private final Set<String> quantAlgos;
+        private final boolean upperCases;
+
+        Engine(Set<String> quantAlgos, boolean upperCases) {
+            this.quantAlgos = quantAlgos;
+            this.upperCases = upperCases;
+        }
+
+        /** Whether this engine's Model Optimizer loader accepts {@code algo} (true where the list is not encoded). */
+        public boolean loads(String algo) {
+            return quantAlgos == null || quantAlgos.contains(upperCases ? algo.toUpperCase(java.util.Locale.ROOT) : algo);
+        }
+
+        private String accepted() {
+            return String.join(", ", new TreeSet<>(quantAlgos));
+        }
+    }
+
+    /** Every problem of {@code ckpt} for vLLM (its folder {@code folder} holds the config files), sorted by tensor name. */
     public static List<Problem> run(Checkpoint ckpt, Path folder) {
+        return run(ckpt, folder, Engine.vllm);
+    }
+
+    /** Every problem of {@code ckpt} for {@code engine} (its folder {@code folder} holds the config files), sorted by tensor name. */
+    public static List<Problem> run(Checkpoint ckpt, Path folder, Engine engine) {
         List<Problem> problems = new ArrayList<>();
         Map<String, Tensor> tensors = ckpt.tensors();
         Set<String> quantized = quantizedModules(tensors.keySet());
-        List<String> excluded = checkConfig(folder, quantized, problems);
+        List<String> excluded = checkConfig(folder, quantized, engine, problems);
         try (Arena arena = Arena.ofConfined()) {
             for (Tensor t : tensors.values()) {
                 String suffix = scaleSuffix(t.name());
@@ -76,6 +116,7 @@ public final class PreflightCheck {
             checkFusedSiblings(tensors, arena, problems);
         }
         checkExpertSiblings(tensors, problems);
+        checkLayouts(tensors, quantized, declaredFormat(folder, problems), problems);
         for (String module : quantized) {
             String pattern = excluded.stream().filter(e -> names(e, module)).findFirst().orElse(null);
             if (pattern != null) {
@@ -115,7 +156,7 @@ public final class PreflightCheck {
      * The required keys of the quantization config (Model Optimizer's {@code hf_quant_config.json}, else
      * {@code config.json}'s {@code quantization_config}); returns its exclusion list.
      */
-    private static List<String> checkConfig(Path folder, Set<String> quantized, List<Problem> problems) {
+    private static List<String> checkConfig(Path folder, Set<String> quantized, Engine engine, List<Problem> problems) {
         Path hfQuant = folder.resolve("hf_quant_config.json");
         Path config = folder.resolve("config.json");
         JsonNode q = null;
@@ -148,6 +189,13 @@ public final class PreflightCheck {
             if (!q.has(key)) {
                 problems.add(new Problem(file, "quantization config has no '" + key + "' (required for quant_method " + method + ")"));
             }
+        }
+        String algo = q.path("quant_algo").asText(null);
+        if (method.equals("modelopt") && algo != null && !engine.loads(algo)) {
+            problems.add(new Problem(file, engine + "'s Model Optimizer loader refuses quant_algo '" + algo + "' (it reads " + engine.accepted() + ")"));
+        }
+        if (engine == Engine.trtllm && "MIXED_PRECISION".equals(algo) && !Files.exists(folder.resolve("quant_cfg.json"))) {
+            problems.add(new Problem(file, "quant_algo MIXED_PRECISION, but no quant_cfg.json beside it (TensorRT-LLM reads the layers' formats there)"));
         }
         for (String key : List.of("exclude_modules", "modules_to_not_convert", "ignore")) {
             q.path(key).forEach(e -> excluded.add(e.asText()));
@@ -228,6 +276,71 @@ public final class PreflightCheck {
                                     + ": engines fuse " + String.join("/", group) + " and use one of them for both"));
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /** The format the config declares, or null (none, several, or one moeport does not know: reported). */
+    private static QuantFormat declaredFormat(Path folder, List<Problem> problems) {
+        try {
+            return QuantizedCheckpoint.declaredFormat(folder);
+        } catch (MoeportException e) {
+            problems.add(new Problem(folder.toString(), e.getMessage().startsWith(folder.toString()) ? e.getMessage().substring(folder.toString().length() + 2) : e.getMessage()));
+            return null;
+        }
+    }
+
+    /** Float scales engines read as f32 whatever their dtype: Model Optimizer writes F32, compressed-tensors the model's. */
+    private static final Set<DType> FLOAT_SCALES = Set.of(DType.F32, DType.BF16, DType.F16);
+
+    /**
+     * Each quantized module's tensors against its format (the config's, else told by its tensors): the weight's dtype,
+     * the scale's dtype and shape (Model Optimizer's, or compressed-tensors' channel column {@code [out, 1]}), one
+     * f32 value for each per-tensor scale. Engines size their parameters from the config and the weight, and refuse
+     * or misread a scale of another shape.
+     */
+    private static void checkLayouts(Map<String, Tensor> tensors, Set<String> quantized, QuantFormat declared, List<Problem> problems) {
+        for (String module : quantized) {
+            Tensor weight = tensors.getOrDefault(module + ".weight_packed", tensors.get(module + ".weight"));
+            Tensor scale = tensors.getOrDefault(module + ".weight_scale", tensors.get(module + ".weight_scale_inv"));
+            if (weight == null || scale == null) {
+                // GPT-OSS's _blocks/_scales, or a scale without its weight (reported as a missing sibling).
+                continue;
+            }
+            Tensor global = tensors.getOrDefault(module + ".weight_scale_2", tensors.get(module + ".weight_global_scale"));
+            QuantFormat format;
+            try {
+                format = declared != null ? declared : QuantizedCheckpoint.inferFormat(weight, scale, global != null);
+            } catch (MoeportException e) {
+                problems.add(new Problem(weight.name(), "cannot tell its format: " + weight.describe() + " with scale " + scale.describe()));
+                continue;
+            }
+            if (weight.dtype() != format.weightType()) {
+                problems.add(new Problem(weight.name(), "is " + weight.dtype() + ", but a " + format.cliName() + " weight is " + format.weightType()));
+                continue;
+            }
+            boolean floatScale = format.scaleType() == DType.F32;
+            if (floatScale ? !FLOAT_SCALES.contains(scale.dtype()) : scale.dtype() != format.scaleType()) {
+                problems.add(new Problem(scale.name(), "is " + scale.dtype() + ", but " + format.cliName() + " scales are "
+                        + (floatScale ? "F32 (or BF16/F16)" : format.scaleType())));
+            }
+            Shape expected = format.scaleShape(format.decodedShape(weight.shape()));
+            boolean fits = scale.shape().equals(expected)
+                    || (format == QuantFormat.FP8 && scale.numel() == 1)
+                    || (format == QuantFormat.FP8 && weight.rank() > 2 && scale.shape().equals(Shape.of(weight.shape().dim(0))))
+                    || (format == QuantFormat.FP8_PC && scale.shape().equals(expected.append(1)));
+            if (!fits) {
+                problems.add(new Problem(scale.name(), "has shape " + scale.shape() + ", but " + format.cliName() + " of weight " + weight.shape()
+                        + " has " + expected));
+            }
+            if (format.hasScale2() && global == null) {
+                problems.add(new Problem(module, "has no per-tensor scale (weight_scale_2 or weight_global_scale), which " + format.cliName() + " needs"));
+            }
+            for (String suffix : List.of(".weight_scale_2", ".weight_global_scale", ".input_scale", ".input_global_scale")) {
+                Tensor t = tensors.get(module + suffix);
+                if (t != null && (t.dtype() != DType.F32 && t.dtype() != DType.BF16 || t.numel() != 1)) {
+                    problems.add(new Problem(t.name(), "is " + t.describe() + ", but a per-tensor scale is one F32 value"));
                 }
             }
         }

@@ -34,16 +34,16 @@ import picocli.CommandLine.Spec;
             "  moeport check out/nvfp4 --engine sglang --json | jq '.problems'"
         })
 final class CheckCommand implements Callable<Integer> {
-    enum Engine { vllm, sglang, trtllm }
-
     @Spec
     CommandSpec spec;
 
     @Parameters(paramLabel = "CKPT", converter = CheckpointPath.class, description = "The quantized checkpoint folder.")
     Path path;
 
-    @Option(names = "--engine", paramLabel = "ENGINE", description = "The engine to check for: ${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE}; today the same checks apply to all three).")
-    Engine engine = Engine.vllm;
+    @Option(names = "--engine", paramLabel = "ENGINE", description = "The engine to check for: ${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE})."
+            + " The quant_algo values its Model Optimizer loader accepts (vLLM's and TensorRT-LLM's, read in their sources), and"
+            + " TensorRT-LLM's quant_cfg.json for mixed precision; the other checks apply to all three.")
+    PreflightCheck.Engine engine = PreflightCheck.Engine.vllm;
 
     @Option(names = "--json", description = "Print JSON for scripts: the problems as {tensor, problem}.")
     boolean json;
@@ -54,7 +54,7 @@ final class CheckCommand implements Callable<Integer> {
         Path folder = Files.isDirectory(path) ? path : path.toAbsolutePath().getParent();
         List<PreflightCheck.Problem> problems;
         try (Checkpoint ckpt = Checkpoints.open(path)) {
-            problems = PreflightCheck.run(ckpt, folder);
+            problems = PreflightCheck.run(ckpt, folder, engine);
         }
         if (json) {
             ObjectNode doc = Json.document();

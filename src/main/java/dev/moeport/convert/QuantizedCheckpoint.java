@@ -80,7 +80,7 @@ public final class QuantizedCheckpoint {
      * one), the one whose scale shape fits the weight, else the one whose scale has the rank of this scale (its
      * shape is then reported as not fitting), else the first.
      */
-    static QuantFormat inferFormat(Tensor weight, Tensor scale, boolean hasScale2) {
+    public static QuantFormat inferFormat(Tensor weight, Tensor scale, boolean hasScale2) {
         List<QuantFormat> candidates = Arrays.stream(QuantFormat.values())
                 .filter(f -> f.weightType() == weight.dtype() && f.scaleType() == scale.dtype() && (hasScale2 || !f.hasScale2()))
                 .toList();

@@ -32,12 +32,26 @@ class CheckCommandTest {
     @TempDir
     Path tmp;
 
+    /**
+     * Every format in the modelopt flavor passes for the engines whose Model Optimizer loader reads its quant_algo, and
+     * is refused in one line naming hf_quant_config.json for the others: vLLM's QUANT_ALGOS
+     * (model_executor/layers/quantization/modelopt.py) hold neither W8A16, W4A16_AWQ nor mxfp4; TensorRT-LLM's QuantAlgo
+     * (tensorrt_llm/quantization/mode.py) neither mxfp4 nor MXFP8.
+     */
     @ParameterizedTest(name = "{0}")
-    @ValueSource(strings = {"fp8", "fp8_pc", "fp8_pb", "nvfp4", "mxfp4", "mxfp8", "int8_wo", "int4_g128"})
-    void everyFormatMoeportWritesPasses(String format) {
+    @org.junit.jupiter.params.provider.CsvSource({"fp8,vllm trtllm,", "fp8_pc,vllm trtllm,", "fp8_pb,vllm trtllm,", "nvfp4,vllm trtllm,",
+        "mxfp4,,vllm trtllm", "mxfp8,vllm,trtllm", "int8_wo,trtllm,vllm", "int4_g128,trtllm,vllm"})
+    void everyFormatMoeportWritesPassesForTheEnginesThatLoadIt(String format, String loading, String refusing) {
         Path q = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve(format).toString());
-        CliRun r = CliRun.of("check", q.toString());
-        assertEquals(0, r.code(), r.out() + r.err());
+        for (String engine : loading == null ? new String[0] : loading.split(" ")) {
+            CliRun r = CliRun.of("check", q.toString(), "--engine", engine);
+            assertEquals(0, r.code(), engine + ": " + r.out() + r.err());
+        }
+        for (String engine : refusing == null ? new String[0] : refusing.split(" ")) {
+            CliRun r = CliRun.of("check", q.toString(), "--engine", engine);
+            assertEquals(1, r.code(), engine + ": " + r.out());
+            assertTrue(r.out().startsWith("hf_quant_config.json: " + engine + "'s Model Optimizer loader refuses quant_algo '"), r.out());
+        }
     }
 
     /** Every architecture fixture with a transformers-written HF folder. */
@@ -52,10 +66,8 @@ class CheckCommandTest {
     void everyArchitecturesOutputPasses(String arch) {
         Path hf = Shared.fixture(arch).resolve("hf");
         for (String format : List.of("fp8", "nvfp4", "mxfp4")) {
-            Path q = CliRun.succeeding("quantize", "--format", format, "--in", hf.toString(), "--out", tmp.resolve(arch + "-" + format).toString());
-            CliRun r = CliRun.of("check", q.toString());
-            // Architectures without a table too (llama4, qwen3_5_moe, qwen3_next): q/k/v share one scale by name.
-            assertEquals(0, r.code(), arch + " " + format + ": " + r.out() + r.err());
+            // CliRun.succeeding checks it. Architectures without a table too (llama4, qwen3_5_moe, qwen3_next): q/k/v share one scale by name.
+            CliRun.succeeding("quantize", "--format", format, "--in", hf.toString(), "--out", tmp.resolve(arch + "-" + format).toString());
         }
     }
 
@@ -128,6 +140,44 @@ class CheckCommandTest {
         CliRun r = CliRun.of("check", q.toString());
         assertEquals(1, r.code(), r.out());
         assertTrue(r.out().contains(EXPERT + "up_proj.weight_global_scale: "), r.out());
+    }
+
+    /**
+     * Scales of the wrong dtype or shape for their format, edited in the header by hand: an NVFP4 block scale typed U8
+     * (E8M0's byte, not E4M3), and compressed-tensors' FP8 channel scales turned from the column {@code [out, 1]} its
+     * lifecycle/initialize.py (lines 205-209) gives them to a row {@code [1, out]}.
+     */
+    @Test
+    void scalesOfTheWrongDtypeOrShapeFail() throws Exception {
+        Path q = nvfp4();
+        editHeader(q, EXPERT + "up_proj.weight_scale", "\"F8_E4M3\"", "\"U8\"");
+        CliRun r = CliRun.of("check", q.toString());
+        assertEquals(1, r.code(), r.out());
+        assertTrue(r.out().contains(EXPERT + "up_proj.weight_scale: is U8, but nvfp4 scales are F8_E4M3"), r.out());
+        Path pc = CliRun.succeeding("quantize", "--format", "fp8_pc", "--flavor", "compressed-tensors", "--in", HF.toString(),
+                "--out", tmp.resolve("pc").toString());
+        String scale = EXPERT + "down_proj.weight_scale";
+        JsonNode entry = new ObjectMapper().readTree(header(shardOf(pc, scale))).get(scale);
+        long out = entry.get("shape").get(0).asLong();
+        assertEquals(1, entry.get("shape").get(1).asLong());
+        editHeader(pc, scale, "[" + out + ",1]", "[1," + out + "]");
+        r = CliRun.of("check", pc.toString());
+        assertEquals(1, r.code(), r.out());
+        assertTrue(r.out().contains(scale + ": has shape [1, " + out + "], but fp8_pc of weight "), r.out());
+    }
+
+    /** Replaces {@code from} by {@code to} (padded with spaces to its length) in {@code tensor}'s entry of the safetensors header. */
+    private static void editHeader(Path q, String tensor, String from, String to) throws Exception {
+        Path shard = shardOf(q, tensor);
+        String header = header(shard);
+        int entry = header.indexOf("\"" + tensor + "\":");
+        int at = header.indexOf(from, entry);
+        assertTrue(entry >= 0 && at > entry && to.length() <= from.length(), header);
+        String edited = header.substring(0, at) + to + " ".repeat(from.length() - to.length()) + header.substring(at + from.length());
+        try (RandomAccessFile f = new RandomAccessFile(shard.toFile(), "rw")) {
+            f.seek(8);
+            f.write(edited.getBytes(StandardCharsets.UTF_8));
+        }
     }
 
     private static Path shardOf(Path q, String tensor) throws Exception {

@@ -5,11 +5,38 @@ import java.io.StringWriter;
 
 /** Output, error and exit code of one in-process run of the command line. */
 public record CliRun(int code, String out, String err) {
-    /** Runs a command that must succeed and returns its {@code --out} folder. */
+    /**
+     * Runs a command that must succeed and returns its {@code --out} folder. A quantized output ({@code quantize}, or
+     * {@code export --format}) must also pass {@code moeport check}: every quantized checkpoint the tests write is checked.
+     */
     public static java.nio.file.Path succeeding(String... args) {
         CliRun r = of(args);
         org.junit.jupiter.api.Assertions.assertEquals(0, r.code(), r.err());
-        return java.nio.file.Path.of(args[java.util.Arrays.asList(args).indexOf("--out") + 1]);
+        java.util.List<String> list = java.util.Arrays.asList(args);
+        java.nio.file.Path out = java.nio.file.Path.of(args[list.indexOf("--out") + 1]);
+        boolean quantized = (list.getFirst().equals("quantize") || list.getFirst().equals("export") && list.contains("--format"))
+                && !list.contains("--dry-run");
+        if (quantized) {
+            CliRun check = of("check", out.toString(), "--engine", engineFor(list));
+            org.junit.jupiter.api.Assertions.assertEquals(0, check.code(), "moeport check " + out + ":\n" + check.out() + check.err());
+        }
+        return out;
+    }
+
+    /**
+     * The engine a quantized output is checked for: vLLM, except where its Model Optimizer loader refuses the
+     * quant_algo (W8A16, W4A16_AWQ: TensorRT-LLM's reads them; Model Optimizer's lower-case mxfp4, which neither vLLM's
+     * nor TensorRT-LLM's list holds: SGLang, whose list check does not encode).
+     */
+    private static String engineFor(java.util.List<String> args) {
+        int at = args.indexOf("--format");
+        String format = at < 0 ? "" : args.get(at + 1);
+        boolean modelopt = !args.contains("--flavor") || args.get(args.indexOf("--flavor") + 1).equals("modelopt");
+        return !modelopt ? "vllm" : switch (format) {
+            case "int8_wo", "int4_g128" -> "trtllm";
+            case "mxfp4" -> "sglang";
+            default -> "vllm";
+        };
     }
 
     public static CliRun of(String... args) {
