@@ -60,6 +60,23 @@ public record Architecture(String name, List<String> hfClasses, String mcoreLaye
     public static final List<String> COMMON_EXCLUSIONS = List.of(
             "*embeddings", "*embed_tokens", "*word_embeddings", "lm_head", "*output_layer", "*.gate", "*.router", "*.conv1d");
 
+    /**
+     * The modules kept unquantized unless the user says otherwise: {@link #defaultExclusions}, and every MTP layer,
+     * which Model Optimizer keeps in BF16 and lists as {@code <layer>*} (modelopt/torch/export/unified_export_hf.py,
+     * {@code _add_mtp_exclusions}).
+     */
+    public List<String> quantizationExclusions(ModelConfig config) {
+        if (mtp == null || config == null) {
+            return defaultExclusions;
+        }
+        List<String> all = new java.util.ArrayList<>(defaultExclusions);
+        long decoderLayers = config.requireInt("num_hidden_layers");
+        for (long m = 0; m < config.intOr(mtp.countKey(), 0); m++) {
+            all.add(hfLayer.replace("{L}", Long.toString(decoderLayers + m)) + "*");
+        }
+        return List.copyOf(all);
+    }
+
     public long expertCount(ModelConfig config) {
         return config.requireIntOf(expertCountKeys.toArray(String[]::new));
     }

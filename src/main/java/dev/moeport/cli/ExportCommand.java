@@ -136,7 +136,7 @@ final class ExportCommand implements Callable<Integer> {
             Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
             // The recipe's disabled quantizers (output layer, router, a whole MLP-only recipe's attention) stay unquantized.
             List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
-            QuantSelection selection = QuantSelection.of(architecture.defaultExclusions(), include, excluded);
+            QuantSelection selection = QuantSelection.of(architecture.quantizationExclusions(config), include, excluded);
             OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration).withFlavor(flavor);
             OutputPlanner.Planned planned = planner.plan(mapped.tensors());
             Plan plan = Plan.of(planned.jobs(), output.maxShardSize);

@@ -110,7 +110,7 @@ final class QuantizeCommand implements Callable<Integer> {
             });
             // Fused experts are quantized expert by expert, and written so, as Model Optimizer does.
             SequencedMap<String, Tensor> weights = arch != null ? HfLayout.toPerExpert(arch, tensors) : tensors;
-            List<String> exclusions = arch != null ? arch.defaultExclusions() : Architecture.COMMON_EXCLUSIONS;
+            List<String> exclusions = arch != null ? arch.quantizationExclusions(config) : Architecture.COMMON_EXCLUSIONS;
             QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
             OutputPlanner planner = new OutputPlanner(format, null, selection,
                     Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor);

@@ -48,12 +48,63 @@ public final class QuantConfig {
     public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, ObjectNode modelConfig,
                                                                                      OutputPlanner.Planned planned, String version) {
         java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files = new java.util.LinkedHashMap<>();
+        List<String> excluded = excludeModules(planned.unquantizedModules(), planned.quantizedModules());
         if (modelConfig != null) {
-            modelConfig.set("quantization_config", quantizationConfig(format, planned.unquantizedModules(), planned.staticInputScales(), version));
+            modelConfig.set("quantization_config", quantizationConfig(format, excluded, planned.staticInputScales(), version));
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         }
-        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(format, planned.unquantizedModules(), version));
+        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(format, excluded, version));
         return files;
+    }
+
+    /**
+     * {@code exclude_modules} in Model Optimizer's wildcard forms (0.47, modelopt/torch/export/quant_utils.py,
+     * {@code _prefix_wildcard_summarize_exclude_modules}): each unquantized module, in order, becomes the first of
+     * {@code <prefix>*} and {@code <prefix>.*} (prefixes cut at each dot, shortest first), or else its own name, that
+     * names no quantized module and its prefixes, unless what it would add is already there. So a whole unquantized
+     * layer is one {@code model.layers.61*}, while a router among quantized experts keeps its name. Sorted.
+     */
+    public static List<String> excludeModules(List<String> unquantized, List<String> quantized) {
+        java.util.NavigableSet<String> quantizedNames = new java.util.TreeSet<>(quantized);
+        java.util.Set<String> summary = new java.util.TreeSet<>();
+        for (String module : unquantized) {
+            List<String> chosen = List.of();
+            for (List<String> wildcards : prefixWildcards(module)) {
+                if (wildcards.stream().anyMatch(w -> namesQuantized(w, quantizedNames))) {
+                    continue;
+                }
+                chosen = summary.containsAll(wildcards) ? List.of() : wildcards;
+                break;
+            }
+            // The pair {prefix, prefix.*} is written as prefix.* alone (its last), as Model Optimizer deploys it.
+            if (!chosen.isEmpty()) {
+                summary.add(chosen.getLast());
+            }
+        }
+        return List.copyOf(summary);
+    }
+
+    /** {@code <prefix>*}, then {@code {<prefix>, <prefix>.*}} for each prefix ending before a dot, then the name itself. */
+    private static List<List<String>> prefixWildcards(String name) {
+        List<List<String>> out = new java.util.ArrayList<>();
+        for (int i = 0; i < name.length(); i++) {
+            if (name.charAt(i) == '.') {
+                out.add(List.of(name.substring(0, i) + "*"));
+                out.add(List.of(name.substring(0, i), name.substring(0, i) + ".*"));
+            }
+        }
+        out.add(List.of(name));
+        return out;
+    }
+
+    /** Whether a prefix wildcard (or exact name) is one Model Optimizer rules out: it names a quantized module or a prefix of one. */
+    private static boolean namesQuantized(String wildcard, java.util.NavigableSet<String> quantized) {
+        if (!wildcard.endsWith("*")) {
+            return quantized.contains(wildcard);
+        }
+        String prefix = wildcard.substring(0, wildcard.length() - 1);
+        String next = quantized.ceiling(prefix);
+        return next != null && next.startsWith(prefix);
     }
 
     /**

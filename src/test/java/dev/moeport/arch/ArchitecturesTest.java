@@ -243,7 +243,12 @@ class ArchitecturesTest {
         var excluded = new ObjectMapper().readTree(out.resolve("hf_quant_config.json").toFile()).at("/quantization/exclude_modules");
         List<String> names = new java.util.ArrayList<>();
         excluded.forEach(n -> names.add(n.asText()));
-        assertTrue(names.containsAll(List.of("model.layers.0.mlp.experts", "model.layers.1.mlp.experts", "model.layers.0.mlp.router")), names.toString());
+        // In Model Optimizer's wildcard forms (quant_utils.py, _prefix_wildcard_summarize_exclude_modules), matched as fnmatch does.
+        List<dev.moeport.util.Glob> globs = names.stream().map(dev.moeport.util.Glob::of).toList();
+        for (String module : List.of("model.layers.0.mlp.experts", "model.layers.1.mlp.experts", "model.layers.0.mlp.router")) {
+            assertTrue(dev.moeport.util.Glob.anyMatches(globs, module), module + " not in " + names);
+        }
+        assertFalse(dev.moeport.util.Glob.anyMatches(globs, "model.layers.0.self_attn.q_proj"), names.toString());
     }
 
     @Test

@@ -119,6 +119,29 @@ class MtpTest {
     }
 
     /**
+     * quantize keeps the MTP layer in BF16 and lists it as Model Optimizer 0.47 does: {@code model.layers.3*}
+     * (modelopt/torch/export/unified_export_hf.py, _add_mtp_exclusions, the pattern {@code f"{prefix}*"}), beside the
+     * routers of the decoder's layers, which keep their names among quantized experts (quant_utils.py,
+     * _get_unquantized_moe_router_names and the prefix-wildcard summary).
+     */
+    @Test
+    void quantizeKeepsTheMtpLayerUnquantizedAndExcludesItAsModelOptimizerDoes() throws Exception {
+        Path hf = hfWithMtp("deepseek_v3");
+        Path q = CliRun.succeeding("quantize", "--format", "nvfp4", "--in", hf.toString(), "--out", tmp.resolve("q").toString());
+        try (Checkpoint c = Checkpoints.open(q)) {
+            assertEquals(DType.BF16, c.tensor("model.layers.3.mlp.experts.5.gate_proj.weight").dtype());
+            assertEquals(DType.BF16, c.tensor("model.layers.3.eh_proj.weight").dtype());
+            assertEquals(DType.U8, c.tensor("model.layers.2.mlp.experts.5.gate_proj.weight").dtype());
+        }
+        com.fasterxml.jackson.databind.JsonNode hfQuant = new com.fasterxml.jackson.databind.ObjectMapper().readTree(q.resolve("hf_quant_config.json").toFile());
+        List<String> excluded = new ArrayList<>();
+        hfQuant.at("/quantization/exclude_modules").forEach(n -> excluded.add(n.asText()));
+        assertEquals(true, excluded.contains("model.layers.3*"), excluded.toString());
+        assertEquals(true, excluded.contains("model.layers.2.mlp.gate"), excluded.toString());
+        assertEquals(true, excluded.stream().noneMatch(e -> e.startsWith("model.layers.3.")), excluded.toString());
+    }
+
+    /**
      * GLM-4.5's MTP layer maps as DeepSeek-V3's (Megatron-Bridge glm/glm45_bridge.py), and a Megatron-Core that calls the
      * MTP layer's transformer layer {@code transformer_layer} (the bridge accepts both names) exports the same.
      */
