@@ -3,6 +3,7 @@ package dev.moeport.check;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.MoeportException;
+import dev.moeport.convert.QuantConfig;
 import dev.moeport.convert.QuantizedCheckpoint;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.quant.QuantFormat;
@@ -105,7 +106,8 @@ public final class PreflightCheck {
         List<Problem> problems = new ArrayList<>();
         Map<String, Tensor> tensors = ckpt.tensors();
         Set<String> quantized = quantizedModules(tensors.keySet());
-        List<String> excluded = checkConfig(folder, quantized, engine, problems);
+        Map<String, QuantFormat> listedLayers = new TreeMap<>();
+        List<String> excluded = checkConfig(folder, quantized, engine, listedLayers, problems);
         try (Arena arena = Arena.ofConfined()) {
             for (Tensor t : tensors.values()) {
                 String suffix = scaleSuffix(t.name());
@@ -116,7 +118,7 @@ public final class PreflightCheck {
             checkFusedSiblings(tensors, arena, problems);
         }
         checkExpertSiblings(tensors, problems);
-        checkLayouts(tensors, quantized, declaredFormat(folder, problems), problems);
+        checkLayouts(tensors, quantized, declaredFormat(folder, problems), listedLayers, problems);
         for (String module : quantized) {
             String pattern = excluded.stream().filter(e -> names(e, module)).findFirst().orElse(null);
             if (pattern != null) {
@@ -156,7 +158,8 @@ public final class PreflightCheck {
      * The required keys of the quantization config (Model Optimizer's {@code hf_quant_config.json}, else
      * {@code config.json}'s {@code quantization_config}); returns its exclusion list.
      */
-    private static List<String> checkConfig(Path folder, Set<String> quantized, Engine engine, List<Problem> problems) {
+    private static List<String> checkConfig(Path folder, Set<String> quantized, Engine engine, Map<String, QuantFormat> listedLayers,
+                                            List<Problem> problems) {
         Path hfQuant = folder.resolve("hf_quant_config.json");
         Path config = folder.resolve("config.json");
         JsonNode q = null;
@@ -178,7 +181,10 @@ public final class PreflightCheck {
         String method = q.path("quant_method").asText("modelopt");
         List<String> required = switch (method) {
             // Model Optimizer's keys, which vLLM's modelopt loader reads (an NVFP4 checkpoint without them is refused).
-            case "modelopt" -> q.path("quant_algo").asText("").contains("FP4") || q.path("quant_algo").asText("").startsWith("W4")
+            // MIXED_PRECISION: each layer's own description instead of an exclusion list (a layer not listed stays unquantized).
+            case "modelopt" -> q.path("quant_algo").asText("").equals(QuantConfig.MIXED_PRECISION)
+                    ? List.of("quant_algo", "kv_cache_quant_algo", "quantized_layers")
+                    : q.path("quant_algo").asText("").contains("FP4") || q.path("quant_algo").asText("").startsWith("W4")
                     ? List.of("quant_algo", "kv_cache_quant_algo", "group_size", "exclude_modules")
                     : List.of("quant_algo", "kv_cache_quant_algo", "exclude_modules");
             // transformers' fine-grained FP8 (DeepSeek-V3's layout): blocks need their size.
@@ -190,6 +196,7 @@ public final class PreflightCheck {
                 problems.add(new Problem(file, "quantization config has no '" + key + "' (required for quant_method " + method + ")"));
             }
         }
+        checkQuantizedLayers(file, q.path("quantized_layers"), quantized, listedLayers, problems);
         String algo = q.path("quant_algo").asText(null);
         if (method.equals("modelopt") && algo != null && !engine.loads(algo)) {
             problems.add(new Problem(file, engine + "'s Model Optimizer loader refuses quant_algo '" + algo + "' (it reads " + engine.accepted() + ")"));
@@ -201,6 +208,32 @@ public final class PreflightCheck {
             q.path(key).forEach(e -> excluded.add(e.asText()));
         }
         return excluded;
+    }
+
+    /**
+     * MIXED_PRECISION's {@code quantized_layers} against the tensors: every module with scales listed (engines load
+     * one that is not as unquantized), every listed module quantized, every quant_algo one moeport knows. Fills
+     * {@code listed} with each listed module's format, which its tensors are then checked against.
+     */
+    private static void checkQuantizedLayers(String file, JsonNode layers, Set<String> quantized, Map<String, QuantFormat> listed,
+                                             List<Problem> problems) {
+        if (!layers.isObject()) {
+            return;
+        }
+        layers.properties().forEach(e -> {
+            String algo = e.getValue().path("quant_algo").asText("");
+            QuantFormat format = QuantFormat.fromModeloptAlgo(algo);
+            if (format == null) {
+                problems.add(new Problem(e.getKey(), "quantized_layers gives quant_algo '" + algo + "', not one moeport reads"));
+            } else {
+                listed.put(e.getKey(), format);
+            }
+            if (!quantized.contains(e.getKey())) {
+                problems.add(new Problem(e.getKey(), "is listed in " + file + " quantized_layers, but has no scale tensors"));
+            }
+        });
+        quantized.stream().filter(m -> !layers.has(m)).forEach(m -> problems.add(new Problem(m,
+                "is quantized, but " + file + " quantized_layers does not list it: engines load it as unquantized")));
     }
 
     private static JsonNode read(Path file) {
@@ -300,7 +333,8 @@ public final class PreflightCheck {
      * f32 value for each per-tensor scale. Engines size their parameters from the config and the weight, and refuse
      * or misread a scale of another shape.
      */
-    private static void checkLayouts(Map<String, Tensor> tensors, Set<String> quantized, QuantFormat declared, List<Problem> problems) {
+    private static void checkLayouts(Map<String, Tensor> tensors, Set<String> quantized, QuantFormat declared, Map<String, QuantFormat> listedLayers,
+                                     List<Problem> problems) {
         for (String module : quantized) {
             Tensor weight = tensors.getOrDefault(module + ".weight_packed", tensors.get(module + ".weight"));
             Tensor scale = tensors.getOrDefault(module + ".weight_scale", tensors.get(module + ".weight_scale_inv"));
@@ -311,7 +345,8 @@ public final class PreflightCheck {
             Tensor global = tensors.getOrDefault(module + ".weight_scale_2", tensors.get(module + ".weight_global_scale"));
             QuantFormat format;
             try {
-                format = declared != null ? declared : QuantizedCheckpoint.inferFormat(weight, scale, global != null);
+                format = declared != null ? declared : listedLayers.containsKey(module) ? listedLayers.get(module)
+                        : QuantizedCheckpoint.inferFormat(weight, scale, global != null);
             } catch (MoeportException e) {
                 problems.add(new Problem(weight.name(), "cannot tell its format: " + weight.describe() + " with scale " + scale.describe()));
                 continue;

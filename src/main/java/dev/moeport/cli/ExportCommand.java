@@ -82,6 +82,11 @@ final class ExportCommand implements Callable<Integer> {
             description = "Quantize linear weights: ${COMPLETION-CANDIDATES}. Default: the recipe of a Model Optimizer-quantized checkpoint (its modelopt_state/), else no quantization.", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
 
+    @Option(names = "--recipe", paramLabel = "FILE", description = "Mixed precision: a JSON file of rules {\"rules\": [{\"modules\": GLOB, \"format\": FORMAT}, ...]},"
+            + " the first rule matching an HF module giving its format (bf16: keep it); modules no rule matches stay unquantized."
+            + " Written as Model Optimizer's MIXED_PRECISION (or compressed-tensors' config groups).")
+    Path recipeFile;
+
     @Option(names = "--dtype", paramLabel = "DTYPE", converter = DtypeConverter.class,
             description = "Cast unquantized floating-point weights to bf16, f16 or f32 (round to nearest even); A_log, D, dt_bias and the router's expert bias keep theirs.")
     DType dtype;
@@ -110,7 +115,7 @@ final class ExportCommand implements Callable<Integer> {
         }
         require(in != null, "--in");
         require(hfConfig != null, "--hf-config");
-        if (format == null && (!include.isEmpty() || !exclude.isEmpty())) {
+        if (format == null && recipeFile == null && (!include.isEmpty() || !exclude.isEmpty())) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--include and --exclude choose what --format quantizes; give --format");
         }
         output.requireOut(spec);
@@ -123,21 +128,22 @@ final class ExportCommand implements Callable<Integer> {
             }
             List<String> notes = new ArrayList<>();
             QuantFormat format = this.format;
-            ModeloptState recipe = format == null ? ModeloptState.beside(in) : null;
+            ModeloptState recipe = format == null && recipeFile == null ? ModeloptState.beside(in) : null;
             if (recipe != null) {
                 format = recipe.format();
                 notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
                         + ModeloptState.FOLDER + "/ (--format overrides it)");
             }
-            dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format);
+            dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format, recipeFile != null);
+            dev.moeport.convert.Recipe mixed = FormatConverter.recipe(spec, recipeFile, this.format, flavor);
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
             ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
             notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
-            Calibration calibration = format == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
+            Calibration calibration = format == null && mixed == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
             // The recipe's disabled quantizers (output layer, router, a whole MLP-only recipe's attention) stay unquantized.
             List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
             QuantSelection selection = QuantSelection.of(architecture.quantizationExclusions(config), include, excluded);
-            OutputPlanner planner = new OutputPlanner(format, dtype, selection, calibration).withFlavor(flavor);
+            OutputPlanner planner = new OutputPlanner(mixed == null ? format : null, dtype, selection, calibration).withFlavor(flavor).withRecipe(mixed);
             OutputPlanner.Planned planned = planner.plan(mapped.tensors());
             Plan plan = Plan.of(planned.jobs(), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
@@ -162,7 +168,7 @@ final class ExportCommand implements Callable<Integer> {
                     }
                 }
             }
-            if (format != null) {
+            if (format != null || mixed != null) {
                 json.putAll(flavor.files(format, modelConfig, planned, Main.Version.number()));
             } else if (changed) {
                 json.put(ModelConfig.FILE_NAME, modelConfig);

@@ -16,17 +16,41 @@ final class FormatConverter implements ITypeConverter<QuantFormat> {
         }
     }
 
-    /** {@code --flavor NAME} for output in {@code format} (null: none), refused as a usage error where it cannot describe it. */
-    static dev.moeport.convert.Flavor flavor(picocli.CommandLine.Model.CommandSpec spec, String name, QuantFormat format) {
+    /**
+     * {@code --flavor NAME} for output in {@code format} (null: none, or a recipe's formats when {@code recipe}), refused
+     * as a usage error where it cannot describe it.
+     */
+    static dev.moeport.convert.Flavor flavor(picocli.CommandLine.Model.CommandSpec spec, String name, QuantFormat format, boolean recipe) {
         try {
             dev.moeport.convert.Flavor flavor = dev.moeport.convert.Flavor.of(name);
-            if (format == null && flavor != dev.moeport.convert.Flavor.MODELOPT) {
+            if (format == null && !recipe && flavor != dev.moeport.convert.Flavor.MODELOPT) {
                 throw new IllegalArgumentException("--flavor describes a quantized output; give --format");
             }
             if (format != null) {
                 flavor.requireSupports(format);
             }
             return flavor;
+        } catch (IllegalArgumentException | dev.moeport.MoeportException e) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+        }
+    }
+
+    /**
+     * {@code --recipe FILE} (null: none), read and checked against {@code --format} (one or the other) and the flavor,
+     * refused as a usage error in one line naming the file.
+     */
+    static dev.moeport.convert.Recipe recipe(picocli.CommandLine.Model.CommandSpec spec, java.nio.file.Path file, QuantFormat format,
+                                             dev.moeport.convert.Flavor flavor) {
+        if (file == null) {
+            return null;
+        }
+        try {
+            if (format != null) {
+                throw new IllegalArgumentException("--recipe gives each module its format; give it or --format, not both");
+            }
+            dev.moeport.convert.Recipe recipe = dev.moeport.convert.Recipe.read(file);
+            recipe.formats().forEach(flavor::requireSupports);
+            return recipe;
         } catch (IllegalArgumentException | dev.moeport.MoeportException e) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), e.getMessage());
         }

@@ -65,9 +65,14 @@ final class QuantizeCommand implements Callable<Integer> {
             description = "How the output describes its quantization: modelopt (Model Optimizer's hf_quant_config.json and quant_method modelopt, read by vLLM, SGLang and TensorRT-LLM) or transformers (quant_method fp8 in config.json and weight_scale_inv, the fine-grained FP8 layout DeepSeek-V3 publishes, which transformers loads; fp8_pb only) or compressed-tensors (llm-compressor's layout, which vLLM loads: nvfp4 as nvfp4-pack-quantized, fp8 as float-quantized). Default: ${DEFAULT-VALUE}.")
     String flavorName;
 
-    @Option(names = "--format", required = true, paramLabel = "FORMAT", converter = FormatConverter.class,
-            description = "${COMPLETION-CANDIDATES}", completionCandidates = FormatConverter.Names.class)
+    @Option(names = "--format", paramLabel = "FORMAT", converter = FormatConverter.class,
+            description = "${COMPLETION-CANDIDATES} (or --recipe)", completionCandidates = FormatConverter.Names.class)
     QuantFormat format;
+
+    @Option(names = "--recipe", paramLabel = "FILE", description = "Mixed precision: a JSON file of rules {\"rules\": [{\"modules\": GLOB, \"format\": FORMAT}, ...]},"
+            + " the first rule matching a module giving its format (bf16: keep it), e.g. routed experts nvfp4 and attention fp8;"
+            + " modules no rule matches stay unquantized. Written as Model Optimizer's MIXED_PRECISION (or compressed-tensors' config groups).")
+    Path recipeFile;
 
     @Option(names = "--in", required = true, converter = CheckpointPath.class, paramLabel = "CKPT", description = "The Hugging Face checkpoint: a folder, index or .safetensors file.")
     Path in;
@@ -88,7 +93,11 @@ final class QuantizeCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         output.requireOut(spec);
-        dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format);
+        if (format == null && recipeFile == null) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "give --format or --recipe");
+        }
+        dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format, recipeFile != null);
+        dev.moeport.convert.Recipe recipe = FormatConverter.recipe(spec, recipeFile, format, flavor);
         Path folder = OutputOptions.folderOf(in);
         ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
         Architecture arch = config == null ? null : Architectures.find(config);
@@ -113,7 +122,7 @@ final class QuantizeCommand implements Callable<Integer> {
             List<String> exclusions = arch != null ? arch.quantizationExclusions(config) : Architecture.COMMON_EXCLUSIONS;
             QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
             OutputPlanner planner = new OutputPlanner(format, null, selection,
-                    Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor);
+                    Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor).withRecipe(recipe);
             OutputPlanner.Planned planned = planner.plan(HfQuantizeMapper.map(arch, config, weights));
             Plan plan = Plan.of(planned.jobs(), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));

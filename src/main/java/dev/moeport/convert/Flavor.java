@@ -96,8 +96,14 @@ public enum Flavor {
         }
     }
 
-    /** The JSON files that describe the quantization, by name, given the model's {@code config.json} (or null). */
+    /**
+     * The JSON files that describe the quantization, by name, given the model's {@code config.json} (or null).
+     * {@code format} is null for a recipe's output: its formats are the planned ones.
+     */
     public Map<String, JsonNode> files(QuantFormat format, ObjectNode modelConfig, OutputPlanner.Planned planned, String version) {
+        if (format == null && !planned.usedFormats().isEmpty()) {
+            return files(planned.usedFormats().getFirst(), modelConfig, planned, version);
+        }
         if (this == MODELOPT) {
             return QuantConfig.files(format, modelConfig, planned, version);
         }
@@ -105,8 +111,12 @@ public enum Flavor {
             throw new MoeportException("--flavor " + cliName + " describes the quantization in config.json, and the input has none");
         }
         if (this == COMPRESSED_TENSORS) {
-            ObjectNode group = CompressedTensorsScheme.of(format).configGroup(planned.staticInputScales(), java.util.List.of("Linear"));
-            modelConfig.set("quantization_config", CompressedTensorsScheme.quantizationConfig(java.util.List.of(group),
+            // One format: one group targeting Linear. Several: a group per format targeting its modules by name.
+            java.util.List<ObjectNode> groups = planned.mixed()
+                    ? planned.usedFormats().stream().map(f -> CompressedTensorsScheme.of(f).configGroup(planned.staticInputScales(f),
+                            planned.modulesOf(f).stream().sorted().toList())).toList()
+                    : java.util.List.of(CompressedTensorsScheme.of(format).configGroup(planned.staticInputScales(), java.util.List.of("Linear")));
+            modelConfig.set("quantization_config", CompressedTensorsScheme.quantizationConfig(groups,
                     planned.unquantizedModules().stream().sorted().toList()));
             Map<String, JsonNode> files = new LinkedHashMap<>();
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);

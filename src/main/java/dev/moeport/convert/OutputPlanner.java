@@ -23,6 +23,7 @@ public final class OutputPlanner {
     private final Calibration calibration;
     private java.util.function.Predicate<String> float32 = name -> false;
     private Flavor flavor = Flavor.MODELOPT;
+    private Recipe recipe;
 
     /**
      * @param format the quantization format, or null for none
@@ -41,6 +42,12 @@ public final class OutputPlanner {
         return this;
     }
 
+    /** Quantizes each module to the format {@code recipe} gives it (mixed precision), instead of one format. */
+    public OutputPlanner withRecipe(Recipe recipe) {
+        this.recipe = recipe;
+        return this;
+    }
+
     /** Tensors written in f32 whatever their input dtype (Megatron keeps the router's expert_bias in f32). */
     public OutputPlanner inFloat32(java.util.function.Predicate<String> names) {
         this.float32 = names;
@@ -50,37 +57,64 @@ public final class OutputPlanner {
     /**
      * The jobs, and what the quantization did.
      *
-     * @param format the quantization format, or null for none
-     * @param quantizedModules HF module names that were quantized
+     * @param quantizing whether the run was asked to quantize (a format or a recipe)
+     * @param formats the format of each quantized HF module, in order
      * @param unquantizedModules HF module names of linear weights left unquantized (the quantization config's {@code ignore} list)
-     * @param inputScales how many quantized modules got a static {@code input_scale} (from calibration)
+     * @param withInputScale the quantized modules that got a static {@code input_scale} (from calibration)
      * @param fusedExpertsKept fused expert tensors (GPT-OSS) kept unquantized
      */
-    public record Planned(List<Job> jobs, QuantFormat format, List<String> quantizedModules, List<String> unquantizedModules, int inputScales,
-                          int fusedExpertsKept) {
+    public record Planned(List<Job> jobs, boolean quantizing, java.util.SequencedMap<String, QuantFormat> formats, List<String> unquantizedModules,
+                          java.util.Set<String> withInputScale, int fusedExpertsKept) {
+
+        /** HF module names that were quantized. */
+        public List<String> quantizedModules() {
+            return List.copyOf(formats.keySet());
+        }
+
+        /** The formats used, in the order of their first module. */
+        public List<QuantFormat> usedFormats() {
+            return formats.values().stream().distinct().toList();
+        }
+
+        /** Whether more than one format was used (Model Optimizer's MIXED_PRECISION). */
+        public boolean mixed() {
+            return usedFormats().size() > 1;
+        }
+
+        /** The modules of {@code format}, in order. */
+        public List<String> modulesOf(QuantFormat format) {
+            return formats.entrySet().stream().filter(e -> e.getValue() == format).map(java.util.Map.Entry::getKey).toList();
+        }
 
         /** Refuses a quantizing run that quantizes nothing: the output would claim a quantization it does not hold. */
         public void requireQuantizedModules() {
-            if (format != null && quantizedModules.isEmpty()) {
-                throw new MoeportException("no linear weight is left to quantize (check --include and --exclude)");
+            if (quantizing && formats.isEmpty()) {
+                throw new MoeportException("no linear weight is left to quantize (check --include, --exclude and the recipe)");
             }
         }
 
         /** Whether every quantized module got a static {@code input_scale} (from calibration): the config then says so. */
         public boolean staticInputScales() {
-            return !quantizedModules.isEmpty() && inputScales == quantizedModules.size();
+            return !formats.isEmpty() && withInputScale.size() == formats.size();
+        }
+
+        /** Whether every module of {@code format} got a static {@code input_scale}. */
+        public boolean staticInputScales(QuantFormat format) {
+            List<String> modules = modulesOf(format);
+            return !modules.isEmpty() && withInputScale.containsAll(modules);
         }
 
         /** What a user should know about the quantization, one line each. */
         public List<String> notes() {
             List<String> notes = new ArrayList<>();
-            if (format == null) {
+            if (!quantizing) {
                 return notes;
             }
-            notes.add(quantizedModules.size() + " module(s) quantized to " + format.cliName() + ", " + unquantizedModules.size()
-                    + " linear module(s) kept unquantized");
-            if (format.quantizesActivations() && inputScales < quantizedModules.size()) {
-                notes.add((quantizedModules.size() - inputScales) + " module(s) without a calibrated input amax get no input_scale:"
+            String counts = String.join(", ", usedFormats().stream().map(f -> modulesOf(f).size() + " module(s) quantized to " + f.cliName()).toList());
+            notes.add((counts.isEmpty() ? "no module quantized" : counts) + ", " + unquantizedModules.size() + " linear module(s) kept unquantized");
+            long dynamic = formats.entrySet().stream().filter(e -> e.getValue().quantizesActivations() && !withInputScale.contains(e.getKey())).count();
+            if (dynamic > 0) {
+                notes.add(dynamic + " module(s) without a calibrated input amax get no input_scale:"
                         + " engines must quantize their activations dynamically (calibrate with Model Optimizer for static scales)");
             }
             if (fusedExpertsKept > 0) {
@@ -92,24 +126,27 @@ public final class OutputPlanner {
 
     public Planned plan(List<MappedTensor> tensors) {
         List<Job> jobs = new ArrayList<>();
-        List<String> quantizedModules = new ArrayList<>();
+        java.util.SequencedMap<String, QuantFormat> formats = new java.util.LinkedHashMap<>();
         List<String> unquantizedModules = new ArrayList<>();
-        int inputScales = 0;
+        java.util.Set<String> withInputScale = new java.util.HashSet<>();
         int fusedExpertsKept = 0;
         Map<String, AmaxSource.SharedAmax> sharedAmaxes = new HashMap<>();
+        boolean quantizing = format != null || recipe != null;
         for (MappedTensor t : tensors) {
-            if (format != null && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0) {
-                Job.Quantize job = quantize(t, sharedAmaxes);
+            QuantFormat f = quantizing && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0
+                    ? formatOf(QuantSelection.module(t.name())) : null;
+            if (f != null) {
+                Job.Quantize job = quantize(t, f, sharedAmaxes);
                 jobs.add(job);
-                quantizedModules.add(QuantSelection.module(t.name()));
+                formats.put(QuantSelection.module(t.name()), f);
                 if (job.inputAmax() != null) {
-                    inputScales++;
+                    withInputScale.add(QuantSelection.module(t.name()));
                 }
                 continue;
             }
             if (QuantSelection.isLinearWeight(t.name(), t.rank())) {
                 unquantizedModules.add(QuantSelection.module(t.name()));
-            } else if (format != null && QuantSelection.isFusedExperts(t.name(), t.rank()) && !unquantizedModules.contains(parent(t.name()))) {
+            } else if (quantizing && QuantSelection.isFusedExperts(t.name(), t.rank()) && !unquantizedModules.contains(parent(t.name()))) {
                 // Experts stored fused (GPT-OSS) stay in their dtype: serving engines must be told so.
                 unquantizedModules.add(parent(t.name()));
                 fusedExpertsKept++;
@@ -121,8 +158,16 @@ public final class OutputPlanner {
                     ? new Job.Copy(out, t.pieces(), copyKind(t))
                     : new Job.Cast(out, t.pieces(), t.dtype(), (transforms(t).isEmpty() ? "" : transforms(t) + ", ") + "cast " + t.dtype() + " -> " + target));
         }
-        return new Planned(List.copyOf(jobs), format, List.copyOf(quantizedModules), List.copyOf(unquantizedModules), inputScales,
-                fusedExpertsKept);
+        if (recipe != null) {
+            recipe.requireEveryRuleMatched();
+        }
+        return new Planned(List.copyOf(jobs), quantizing, java.util.Collections.unmodifiableSequencedMap(formats), List.copyOf(unquantizedModules),
+                java.util.Set.copyOf(withInputScale), fusedExpertsKept);
+    }
+
+    /** The format of a module the selection quantizes: the recipe's, else {@code --format}'s. */
+    private QuantFormat formatOf(String module) {
+        return recipe != null ? recipe.formatOf(module) : format;
     }
 
     /**
@@ -147,7 +192,7 @@ public final class OutputPlanner {
         return name.substring(0, name.lastIndexOf('.'));
     }
 
-    private Job.Quantize quantize(MappedTensor t, Map<String, AmaxSource.SharedAmax> sharedAmaxes) {
+    private Job.Quantize quantize(MappedTensor t, QuantFormat format, Map<String, AmaxSource.SharedAmax> sharedAmaxes) {
         String module = QuantSelection.module(t.name());
         long in = t.shape().dim(-1);
         if (format.padsWeight(in)) {

@@ -26,19 +26,102 @@ public final class QuantConfig {
         ObjectNode root = JSON.createObjectNode();
         root.set("producer", producer(version));
         ObjectNode q = root.putObject("quantization");
-        QuantFormat.Modelopt names = format.modelopt();
-        q.put("quant_algo", names.quantAlgo());
+        ObjectNode layer = layerConfig(format);
+        q.set("quant_algo", layer.get("quant_algo"));
         q.putNull("kv_cache_quant_algo");
-        if (names.groupSize() > 0) {
-            q.put("group_size", names.groupSize());
-        }
-        if (names.awq()) {
-            q.put("has_zero_point", false);
-            q.put("pre_quant_scale", false);
-        }
+        layer.properties().stream().skip(1).forEach(e -> q.set(e.getKey(), e.getValue()));
         ArrayNode list = q.putArray("exclude_modules");
         excluded.stream().sorted().forEach(list::add);
         return root;
+    }
+
+    /**
+     * One layer's description, as Model Optimizer's process_layer_quant_config (quant_utils.py) writes it into a
+     * single format's {@code quantization} and into MIXED_PRECISION's {@code quantized_layers}: {@code quant_algo},
+     * {@code group_size} where the format has one, and the AWQ fields (moeport writes no pre-quant scale).
+     */
+    private static ObjectNode layerConfig(QuantFormat format) {
+        QuantFormat.Modelopt names = format.modelopt();
+        ObjectNode layer = JSON.createObjectNode().put("quant_algo", names.quantAlgo());
+        if (names.groupSize() > 0) {
+            layer.put("group_size", names.groupSize());
+        }
+        if (names.awq()) {
+            layer.put("has_zero_point", false);
+            layer.put("pre_quant_scale", false);
+        }
+        return layer;
+    }
+
+    /**
+     * MIXED_PRECISION's {@code hf_quant_config.json}, as Model Optimizer 0.47 writes it (quant_utils.py,
+     * process_layer_quant_config, more than one format): {@code quant_algo}, {@code kv_cache_quant_algo} and every
+     * quantized module's own description under {@code quantized_layers}; no exclusion list (a layer not listed stays
+     * unquantized).
+     */
+    private static ObjectNode mixedHfQuantConfig(OutputPlanner.Planned planned, String version) {
+        ObjectNode root = JSON.createObjectNode();
+        root.set("producer", producer(version));
+        ObjectNode q = root.putObject("quantization");
+        q.put("quant_algo", MIXED_PRECISION);
+        q.putNull("kv_cache_quant_algo");
+        ObjectNode layers = q.putObject("quantized_layers");
+        planned.formats().forEach((module, format) -> layers.set(module, layerConfig(format)));
+        return root;
+    }
+
+    /** Model Optimizer's quant_algo of a checkpoint whose modules have several formats. */
+    public static final String MIXED_PRECISION = "MIXED_PRECISION";
+
+    /**
+     * MIXED_PRECISION's {@code quantization_config}, as Model Optimizer's convert_hf_config.py writes it: one config
+     * group per layer description, in the order first met, targeting its modules sorted, with
+     * {@code _quant_algo_to_group_config}'s arguments (a quant_algo it has none for gets only its name), the
+     * {@code quantized_layers}, an empty {@code ignore} (MIXED_PRECISION lists no exclusions) and the quant_algo.
+     */
+    private static ObjectNode mixedQuantizationConfig(OutputPlanner.Planned planned, String version) {
+        ObjectNode root = JSON.createObjectNode();
+        ObjectNode groups = root.putObject("config_groups");
+        List<QuantFormat> used = planned.usedFormats();
+        for (int i = 0; i < used.size(); i++) {
+            ObjectNode group = groupArguments(used.get(i));
+            ArrayNode targets = group.putArray("targets");
+            planned.modulesOf(used.get(i)).stream().sorted().forEach(targets::add);
+            groups.set("group_" + i, group);
+        }
+        ObjectNode layers = root.putObject("quantized_layers");
+        planned.formats().forEach((module, format) -> layers.set(module, layerConfig(format)));
+        root.putArray("ignore");
+        root.put("quant_algo", MIXED_PRECISION);
+        root.set("producer", producer(version));
+        root.put("quant_method", "modelopt");
+        return root;
+    }
+
+    /** convert_hf_config.py's _quant_algo_to_group_config for the quant_algo of {@code format}. */
+    private static ObjectNode groupArguments(QuantFormat format) {
+        ObjectNode g = JSON.createObjectNode();
+        int groupSize = format.modelopt().groupSize();
+        java.util.function.Function<Integer, ObjectNode> args = bits -> JSON.createObjectNode().put("dynamic", false).put("num_bits", bits);
+        switch (format) {
+            case FP8, FP8_PC, NVFP4, MXFP8 -> {
+                ObjectNode inputs = args.apply(format.elementBits()).put("type", "float");
+                ObjectNode weights = args.apply(format.elementBits()).put("type", "float");
+                if (groupSize > 0) {
+                    inputs.put("group_size", groupSize);
+                    weights.put("group_size", groupSize);
+                }
+                if (format == QuantFormat.FP8_PC) {
+                    weights.put("strategy", "channel");
+                }
+                g.set("input_activations", inputs);
+                g.set("weights", weights);
+            }
+            case INT8_WO -> g.set("weights", args.apply(8).put("type", "int"));
+            case INT4_G128 -> g.set("weights", args.apply(4).put("type", "int").put("group_size", groupSize));
+            case FP8_PB, MXFP4 -> g.put("quant_algo", format.modelopt().quantAlgo());
+        }
+        return g;
     }
 
     /**
@@ -48,6 +131,14 @@ public final class QuantConfig {
     public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, ObjectNode modelConfig,
                                                                                      OutputPlanner.Planned planned, String version) {
         java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files = new java.util.LinkedHashMap<>();
+        if (planned.mixed()) {
+            if (modelConfig != null) {
+                modelConfig.set("quantization_config", mixedQuantizationConfig(planned, version));
+                files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
+            }
+            files.put(HfOutputFolder.QUANT_CONFIG, mixedHfQuantConfig(planned, version));
+            return files;
+        }
         List<String> excluded = excludeModules(planned.unquantizedModules(), planned.quantizedModules());
         if (modelConfig != null) {
             modelConfig.set("quantization_config", quantizationConfig(format, excluded, planned.staticInputScales(), version));

@@ -61,7 +61,8 @@ public final class QuantizedCheckpoint {
                 }
                 algo = q.path("quant_algo").asText(null);
             }
-            if (algo == null) {
+            if (algo == null || algo.equals(QuantConfig.MIXED_PRECISION)) {
+                // Mixed precision: each module's format is told by its tensors.
                 return null;
             }
             QuantFormat format = QuantFormat.fromModeloptAlgo(algo);

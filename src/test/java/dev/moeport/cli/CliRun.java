@@ -14,7 +14,7 @@ public record CliRun(int code, String out, String err) {
         org.junit.jupiter.api.Assertions.assertEquals(0, r.code(), r.err());
         java.util.List<String> list = java.util.Arrays.asList(args);
         java.nio.file.Path out = java.nio.file.Path.of(args[list.indexOf("--out") + 1]);
-        boolean quantized = (list.getFirst().equals("quantize") || list.getFirst().equals("export") && list.contains("--format"))
+        boolean quantized = (list.getFirst().equals("quantize") || list.getFirst().equals("export") && (list.contains("--format") || list.contains("--recipe")))
                 && !list.contains("--dry-run");
         if (quantized) {
             CliRun check = of("check", out.toString(), "--engine", engineFor(list));
