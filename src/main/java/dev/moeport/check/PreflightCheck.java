@@ -222,7 +222,7 @@ public final class PreflightCheck {
         }
         layers.properties().forEach(e -> {
             String algo = e.getValue().path("quant_algo").asText("");
-            QuantFormat format = QuantFormat.fromModeloptAlgo(algo);
+            QuantFormat format = QuantConfig.formatOfAlgo(algo);
             if (format == null) {
                 problems.add(new Problem(e.getKey(), "quantized_layers gives quant_algo '" + algo + "', not one moeport reads"));
             } else {

@@ -22,7 +22,7 @@ import java.util.List;
  * @param inputScaleSuffix the static input scale written when calibrated, or null where the inputs are dynamic
  * @param weights the weights' QuantizationArgs of the preset (only the fields that differ from the defaults)
  * @param staticInputs the input activations' QuantizationArgs when an input scale was calibrated (null: none)
- * @param dynamicInputs the input activations' QuantizationArgs otherwise
+ * @param dynamicInputs the input activations' QuantizationArgs otherwise (null: the weights alone)
  */
 public record CompressedTensorsScheme(QuantFormat format, String compression, String weightSuffix, String globalScaleSuffix,
                                       String inputScaleSuffix, boolean channelScaleColumn, Args weights, Args staticInputs,
@@ -102,10 +102,11 @@ public record CompressedTensorsScheme(QuantFormat format, String compression, St
             // FP8_BLOCK: 128 x 128 weight blocks, weight_scale [ceil(out/128), ceil(in/128)]; inputs per group of 128, dynamic.
             new CompressedTensorsScheme(QuantFormat.FP8_PB, "float-quantized", ".weight", null, null, false,
                     new Args(8, "block", "false", 0, 128, null, null), null, new Args(8, "group", "true", 128, 0, null, null)),
-            // NVFP4: E4M3 block scales, a global scale per tensor (the reciprocal of Model Optimizer's), inputs locally dynamic.
+            // NVFP4: E4M3 block scales, a global scale per tensor (the reciprocal of Model Optimizer's), inputs locally dynamic
+            // under their calibrated input_global_scale; without one, NVFP4A16's weights alone (vLLM's W4A4 scheme reads it).
             new CompressedTensorsScheme(QuantFormat.NVFP4, "nvfp4-pack-quantized", ".weight_packed", ".weight_global_scale", ".input_global_scale",
                     false, new Args(4, "tensor_group", "false", 16, 0, E4M3, null), new Args(4, "tensor_group", "local", 16, 0, E4M3, "static_minmax"),
-                    new Args(4, "tensor_group", "local", 16, 0, E4M3, "static_minmax")),
+                    null),
             // MXFP4: E8M0 (uint8) scales per 32, no global scale, inputs MXFP4 dynamic as Model Optimizer's MXFP4 recipe quantizes them.
             new CompressedTensorsScheme(QuantFormat.MXFP4, "mxfp4-pack-quantized", ".weight_packed", null, null, false,
                     new Args(4, "group", "false", 32, 0, UINT8, null), null, new Args(4, "group", "true", 32, 0, UINT8, null)));
@@ -133,7 +134,7 @@ public record CompressedTensorsScheme(QuantFormat format, String compression, St
         ObjectNode g = JSON.objectNode();
         g.put("format", compression);
         Args inputs = calibratedInputs && staticInputs != null ? staticInputs : dynamicInputs;
-        g.set("input_activations", inputs.dump());
+        g.set("input_activations", inputs == null ? JSON.nullNode() : inputs.dump());
         g.putNull("output_activations");
         ArrayNode t = g.putArray("targets");
         targets.forEach(t::add);

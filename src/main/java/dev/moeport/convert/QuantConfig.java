@@ -21,12 +21,11 @@ public final class QuantConfig {
         return JSON.createObjectNode().put("name", "moeport").put("version", version);
     }
 
-    /** {@code hf_quant_config.json}. */
-    public static ObjectNode hfQuantConfig(QuantFormat format, List<String> excluded, String version) {
+    /** {@code hf_quant_config.json} of one layer description {@code layer} (see {@link #layerConfig}). */
+    private static ObjectNode hfQuantConfig(ObjectNode layer, List<String> excluded, String version) {
         ObjectNode root = JSON.createObjectNode();
         root.set("producer", producer(version));
         ObjectNode q = root.putObject("quantization");
-        ObjectNode layer = layerConfig(format);
         q.set("quant_algo", layer.get("quant_algo"));
         q.putNull("kv_cache_quant_algo");
         layer.properties().stream().skip(1).forEach(e -> q.set(e.getKey(), e.getValue()));
@@ -40,9 +39,10 @@ public final class QuantConfig {
      * single format's {@code quantization} and into MIXED_PRECISION's {@code quantized_layers}: {@code quant_algo},
      * {@code group_size} where the format has one, and the AWQ fields (moeport writes no pre-quant scale).
      */
-    private static ObjectNode layerConfig(QuantFormat format) {
+    private static ObjectNode layerConfig(QuantFormat format, boolean inputScale) {
         QuantFormat.Modelopt names = format.modelopt();
-        ObjectNode layer = JSON.createObjectNode().put("quant_algo", names.quantAlgo());
+        boolean weightOnly = format.quantizesActivations() && !inputScale && WEIGHT_ONLY_ALGOS.containsKey(format);
+        ObjectNode layer = JSON.createObjectNode().put("quant_algo", weightOnly ? WEIGHT_ONLY_ALGOS.get(format) : names.quantAlgo());
         if (names.groupSize() > 0) {
             layer.put("group_size", names.groupSize());
         }
@@ -54,19 +54,39 @@ public final class QuantConfig {
     }
 
     /**
+     * Model Optimizer's quant_algo for a format's weights when its activations are not quantized, which is what a
+     * module without a calibrated input scale is: NVFP4's W4A16_NVFP4 (quant_utils.py get_quantization_format: NVFP4
+     * weights with the input quantizer disabled), the same weight bytes. vLLM's NVFP4 method reads a static
+     * input_scale for every module, and one missing is never set.
+     */
+    private static final java.util.Map<QuantFormat, String> WEIGHT_ONLY_ALGOS = java.util.Map.of(QuantFormat.NVFP4, "W4A16_NVFP4");
+
+    /** The format of Model Optimizer's {@code quant_algo} (any casing, W4A16_NVFP4 included), or null. */
+    public static QuantFormat formatOfAlgo(String algo) {
+        return WEIGHT_ONLY_ALGOS.entrySet().stream().filter(e -> e.getValue().equalsIgnoreCase(algo)).map(java.util.Map.Entry::getKey)
+                .findFirst().orElseGet(() -> QuantFormat.fromModeloptAlgo(algo));
+    }
+
+    /** Each quantized module's layer description, in order. */
+    private static java.util.SequencedMap<String, ObjectNode> layers(OutputPlanner.Planned planned) {
+        java.util.SequencedMap<String, ObjectNode> layers = new java.util.LinkedHashMap<>();
+        planned.formats().forEach((module, format) -> layers.put(module, layerConfig(format, planned.withInputScale().contains(module))));
+        return layers;
+    }
+
+    /**
      * MIXED_PRECISION's {@code hf_quant_config.json}, as Model Optimizer 0.47 writes it (quant_utils.py,
      * process_layer_quant_config, more than one format): {@code quant_algo}, {@code kv_cache_quant_algo} and every
      * quantized module's own description under {@code quantized_layers}; no exclusion list (a layer not listed stays
      * unquantized).
      */
-    private static ObjectNode mixedHfQuantConfig(OutputPlanner.Planned planned, String version) {
+    private static ObjectNode mixedHfQuantConfig(java.util.SequencedMap<String, ObjectNode> layers, String version) {
         ObjectNode root = JSON.createObjectNode();
         root.set("producer", producer(version));
         ObjectNode q = root.putObject("quantization");
         q.put("quant_algo", MIXED_PRECISION);
         q.putNull("kv_cache_quant_algo");
-        ObjectNode layers = q.putObject("quantized_layers");
-        planned.formats().forEach((module, format) -> layers.set(module, layerConfig(format)));
+        layers.forEach(q.putObject("quantized_layers")::set);
         return root;
     }
 
@@ -79,18 +99,18 @@ public final class QuantConfig {
      * {@code _quant_algo_to_group_config}'s arguments (a quant_algo it has none for gets only its name), the
      * {@code quantized_layers}, an empty {@code ignore} (MIXED_PRECISION lists no exclusions) and the quant_algo.
      */
-    private static ObjectNode mixedQuantizationConfig(OutputPlanner.Planned planned, String version) {
+    private static ObjectNode mixedQuantizationConfig(java.util.SequencedMap<String, ObjectNode> layers, String version) {
         ObjectNode root = JSON.createObjectNode();
         ObjectNode groups = root.putObject("config_groups");
-        List<QuantFormat> used = planned.usedFormats();
-        for (int i = 0; i < used.size(); i++) {
-            ObjectNode group = groupArguments(used.get(i));
+        List<ObjectNode> descriptions = layers.values().stream().distinct().toList();
+        for (int i = 0; i < descriptions.size(); i++) {
+            ObjectNode description = descriptions.get(i);
+            ObjectNode group = groupArguments(description);
             ArrayNode targets = group.putArray("targets");
-            planned.modulesOf(used.get(i)).stream().sorted().forEach(targets::add);
+            layers.entrySet().stream().filter(e -> e.getValue().equals(description)).map(java.util.Map.Entry::getKey).sorted().forEach(targets::add);
             groups.set("group_" + i, group);
         }
-        ObjectNode layers = root.putObject("quantized_layers");
-        planned.formats().forEach((module, format) -> layers.set(module, layerConfig(format)));
+        layers.forEach(root.putObject("quantized_layers")::set);
         root.putArray("ignore");
         root.put("quant_algo", MIXED_PRECISION);
         root.set("producer", producer(version));
@@ -98,11 +118,18 @@ public final class QuantConfig {
         return root;
     }
 
-    /** convert_hf_config.py's _quant_algo_to_group_config for the quant_algo of {@code format}. */
-    private static ObjectNode groupArguments(QuantFormat format) {
+    /** convert_hf_config.py's _quant_algo_to_group_config for a layer description. */
+    private static ObjectNode groupArguments(ObjectNode description) {
         ObjectNode g = JSON.createObjectNode();
+        String algo = description.get("quant_algo").asText();
+        QuantFormat format = formatOfAlgo(algo);
         int groupSize = format.modelopt().groupSize();
         java.util.function.Function<Integer, ObjectNode> args = bits -> JSON.createObjectNode().put("dynamic", false).put("num_bits", bits);
+        if (!algo.equals(format.modelopt().quantAlgo())) {
+            // W4A16_NVFP4: the weights alone.
+            g.set("weights", args.apply(format.elementBits()).put("type", "float").put("group_size", groupSize));
+            return g;
+        }
         switch (format) {
             case FP8, FP8_PC, NVFP4, MXFP8 -> {
                 ObjectNode inputs = args.apply(format.elementBits()).put("type", "float");
@@ -131,20 +158,23 @@ public final class QuantConfig {
     public static java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files(QuantFormat format, ObjectNode modelConfig,
                                                                                      OutputPlanner.Planned planned, String version) {
         java.util.Map<String, com.fasterxml.jackson.databind.JsonNode> files = new java.util.LinkedHashMap<>();
-        if (planned.mixed()) {
+        java.util.SequencedMap<String, ObjectNode> layers = layers(planned);
+        List<ObjectNode> descriptions = layers.values().stream().distinct().toList();
+        if (descriptions.size() > 1) {
             if (modelConfig != null) {
-                modelConfig.set("quantization_config", mixedQuantizationConfig(planned, version));
+                modelConfig.set("quantization_config", mixedQuantizationConfig(layers, version));
                 files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
             }
-            files.put(HfOutputFolder.QUANT_CONFIG, mixedHfQuantConfig(planned, version));
+            files.put(HfOutputFolder.QUANT_CONFIG, mixedHfQuantConfig(layers, version));
             return files;
         }
+        ObjectNode layer = descriptions.isEmpty() ? layerConfig(format, false) : descriptions.getFirst();
         List<String> excluded = excludeModules(planned.unquantizedModules(), planned.quantizedModules());
         if (modelConfig != null) {
-            modelConfig.set("quantization_config", quantizationConfig(format, excluded, planned.staticInputScales(), version));
+            modelConfig.set("quantization_config", quantizationConfig(format, layer, excluded, planned.staticInputScales(), version));
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         }
-        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(format, excluded, version));
+        files.put(HfOutputFolder.QUANT_CONFIG, hfQuantConfig(layer, excluded, version));
         return files;
     }
 
@@ -203,13 +233,19 @@ public final class QuantConfig {
      * scales (fp8, nvfp4), as ModelOpt describes them: float weights and inputs of the format's element bits, in
      * groups of its block size where it has blocks.
      */
-    public static ObjectNode quantizationConfig(QuantFormat format, List<String> excluded, boolean staticInputScales, String version) {
+    private static ObjectNode quantizationConfig(QuantFormat format, ObjectNode layer, List<String> excluded, boolean staticInputScales,
+                                                 String version) {
         ObjectNode root = JSON.createObjectNode();
         root.put("quant_method", "modelopt");
-        root.put("quant_algo", format.modelopt().quantAlgo());
+        root.set("quant_algo", layer.get("quant_algo"));
         ArrayNode ignore = root.putArray("ignore");
         excluded.stream().sorted().forEach(ignore::add);
-        if (format.quantizesActivations()) {
+        if (!layer.get("quant_algo").asText().equals(format.modelopt().quantAlgo())) {
+            // W4A16_NVFP4: convert_hf_config.py's weights-only group.
+            ObjectNode group = groupArguments(layer);
+            group.putArray("targets").add("Linear");
+            root.putObject("config_groups").set("group_0", group);
+        } else if (format.quantizesActivations()) {
             ObjectNode group = root.putObject("config_groups").putObject("group_0");
             ObjectNode weights = group.putObject("weights").put("dynamic", false).put("num_bits", format.elementBits()).put("type", "float");
             ObjectNode inputs = group.putObject("input_activations").put("dynamic", !staticInputScales)

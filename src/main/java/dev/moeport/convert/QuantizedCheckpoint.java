@@ -65,7 +65,7 @@ public final class QuantizedCheckpoint {
                 // Mixed precision: each module's format is told by its tensors.
                 return null;
             }
-            QuantFormat format = QuantFormat.fromModeloptAlgo(algo);
+            QuantFormat format = QuantConfig.formatOfAlgo(algo);
             if (format == null) {
                 throw new MoeportException(folder + ": quant_algo '" + algo + "' is not one moeport reads");
             }

@@ -36,10 +36,10 @@ class CheckCommandTest {
      * Every format in the modelopt flavor passes for the engines whose Model Optimizer loader reads its quant_algo, and
      * is refused in one line naming hf_quant_config.json for the others: vLLM's QUANT_ALGOS
      * (model_executor/layers/quantization/modelopt.py) hold neither W8A16, W4A16_AWQ nor mxfp4; TensorRT-LLM's QuantAlgo
-     * (tensorrt_llm/quantization/mode.py) neither mxfp4 nor MXFP8.
+     * (tensorrt_llm/quantization/mode.py) neither mxfp4, MXFP8 nor W4A16_NVFP4 (uncalibrated nvfp4).
      */
     @ParameterizedTest(name = "{0}")
-    @org.junit.jupiter.params.provider.CsvSource({"fp8,vllm trtllm,", "fp8_pc,vllm trtllm,", "fp8_pb,vllm trtllm,", "nvfp4,vllm trtllm,",
+    @org.junit.jupiter.params.provider.CsvSource({"fp8,vllm trtllm,", "fp8_pc,vllm trtllm,", "fp8_pb,vllm trtllm,", "nvfp4,vllm,trtllm",
         "mxfp4,,vllm trtllm", "mxfp8,vllm,trtllm", "int8_wo,trtllm,vllm", "int4_g128,trtllm,vllm"})
     void everyFormatMoeportWritesPassesForTheEnginesThatLoadIt(String format, String loading, String refusing) {
         Path q = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve(format).toString());

@@ -67,16 +67,15 @@ class CompressedTensorsFlavorTest {
         JsonNode group = q.get("config_groups").get("group_0");
         assertEquals("nvfp4-pack-quantized", group.get("format").asText());
         assertEquals("[\"Linear\"]", group.get("targets").toString());
-        for (String args : List.of("weights", "input_activations")) {
-            JsonNode a = group.get(args);
-            assertEquals(4, a.get("num_bits").asInt(), args);
-            assertEquals("float", a.get("type").asText(), args);
-            assertEquals("tensor_group", a.get("strategy").asText(), args);
-            assertEquals(16, a.get("group_size").asInt(), args);
-            assertTrue(a.get("symmetric").asBoolean(), args);
-        }
-        assertFalse(group.get("weights").get("dynamic").asBoolean());
-        assertEquals("local", group.get("input_activations").get("dynamic").asText());
+        JsonNode a = group.get("weights");
+        assertEquals(4, a.get("num_bits").asInt());
+        assertEquals("float", a.get("type").asText());
+        assertEquals("tensor_group", a.get("strategy").asText());
+        assertEquals(16, a.get("group_size").asInt());
+        assertTrue(a.get("symmetric").asBoolean());
+        assertFalse(a.get("dynamic").asBoolean());
+        // No calibrated input scale: NVFP4A16's weights alone (quant_scheme.py lines 166-177).
+        assertTrue(group.get("input_activations").isNull(), group.toString());
         List<String> ignore = new ArrayList<>();
         q.get("ignore").forEach(n -> ignore.add(n.asText()));
         assertTrue(ignore.containsAll(List.of("lm_head", "model.layers.1.mlp.gate")), ignore.toString());
@@ -133,8 +132,8 @@ class CompressedTensorsFlavorTest {
         "fp8_pc|float-quantized|channel|-|-|-|token|false|-",
         // FP8_BLOCK, lines 385-402
         "fp8_pb|float-quantized|block|-|[128,128]|-|group|false|128",
-        // NVFP4, lines 180-202: E4M3 scales, inputs tensor_group "local" with observer static_minmax
-        "nvfp4|nvfp4-pack-quantized|tensor_group|16|-|\"torch.float8_e4m3fn\"|tensor_group|true|16",
+        // NVFP4A16, lines 166-177 (no calibrated input scale): NVFP4's weights, E4M3 scales, no input quantization
+        "nvfp4|nvfp4-pack-quantized|tensor_group|16|-|\"torch.float8_e4m3fn\"|-|false|-",
         // MXFP4, lines 217-238: uint8 (E8M0) scales, inputs MXFP4 dynamic
         "mxfp4|mxfp4-pack-quantized|group|32|-|\"torch.uint8\"|group|false|32",
     })
@@ -146,8 +145,8 @@ class CompressedTensorsFlavorTest {
         String scale = scaleDtype.equals("-") ? NONE : scaleDtype;
         String weights = args(format.equals("nvfp4") || format.equals("mxfp4") ? 4 : 8, strategy, "false", groupSize, block.equals("-") ? NONE : block, scale,
                 STATIC_OBSERVER);
-        String inputs = args(format.equals("nvfp4") || format.equals("mxfp4") ? 4 : 8, inputStrategy, local ? "\"local\"" : "true",
-                inputGroup.equals("-") ? NONE : inputGroup, NONE, scale, local ? "\"static_minmax\"" : NONE);
+        String inputs = inputStrategy.equals("-") ? NONE : args(format.equals("nvfp4") || format.equals("mxfp4") ? 4 : 8, inputStrategy,
+                local ? "\"local\"" : "true", inputGroup.equals("-") ? NONE : inputGroup, NONE, scale, local ? "\"static_minmax\"" : NONE);
         ObjectMapper json = new ObjectMapper();
         // QuantizationScheme's fields (quant_scheme.py lines 39-43).
         JsonNode expectedGroup = json.readTree("{\"format\":\"" + compression + "\",\"input_activations\":" + inputs

@@ -129,7 +129,9 @@ class QuantizeCommandTest {
             }
         }
         JsonNode hfQuant = new ObjectMapper().readTree(out.resolve("hf_quant_config.json").toFile());
-        assertEquals("NVFP4", hfQuant.at("/quantization/quant_algo").asText());
+        // No calibrated input scale: NVFP4's weights with unquantized activations, Model Optimizer's W4A16_NVFP4
+        // (quant_utils.py get_quantization_format; convert_hf_config.py's weights-only group below).
+        assertEquals("W4A16_NVFP4", hfQuant.at("/quantization/quant_algo").asText());
         assertEquals(16, hfQuant.at("/quantization/group_size").asInt());
         List<String> excluded = new ArrayList<>();
         hfQuant.at("/quantization/exclude_modules").forEach(n -> excluded.add(n.asText()));
@@ -140,6 +142,7 @@ class QuantizeCommandTest {
         assertEquals("modelopt", config.at("/quantization_config/quant_method").asText());
         assertEquals(excluded.size(), config.at("/quantization_config/ignore").size());
         assertEquals(4, config.at("/quantization_config/config_groups/group_0/weights/num_bits").asInt());
+        assertTrue(config.at("/quantization_config/config_groups/group_0/input_activations").isMissingNode());
         assertTrue(Files.exists(out.resolve("generation_config.json")));
     }
 

@@ -116,8 +116,11 @@ class ExportQuantizedTest {
             assertTrue(q.tensors().keySet().stream().noneMatch(n -> n.contains("_quantizer")));
         }
         JsonNode config = new ObjectMapper().readTree(out.resolve("config.json").toFile());
-        assertTrue(config.at("/quantization_config/config_groups/group_0/input_activations/dynamic").asBoolean(),
-                "most modules have no calibrated input: activations are dynamic");
+        // Most modules have no calibrated input: their NVFP4 weights go with unquantized activations, Model Optimizer's
+        // W4A16_NVFP4, beside the calibrated NVFP4 ones: MIXED_PRECISION, layer by layer (quant_utils.py process_layer_quant_config).
+        assertEquals("MIXED_PRECISION", config.at("/quantization_config/quant_algo").asText());
+        assertEquals("NVFP4", config.at("/quantization_config/quantized_layers/backbone.layers.2.mixer.experts.3.up_proj/quant_algo").asText());
+        assertEquals("W4A16_NVFP4", config.at("/quantization_config/quantized_layers/backbone.layers.2.mixer.experts.3.down_proj/quant_algo").asText());
         // Quantizing only the calibrated modules: every one has a static input scale, and the config says so.
         Path calibratedOnly = CliRun.succeeding("export", "--in", calibrated.toString(), "--hf-config", HF.toString(), "--out",
                 tmp.resolve("static").toString(), "--format", "nvfp4", "--include", "*layers.1.mixer.[qkv]_proj", "--include", "*layers.2.mixer.experts.*.up_proj");
