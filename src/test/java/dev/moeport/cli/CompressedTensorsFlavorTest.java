@@ -165,6 +165,38 @@ class CompressedTensorsFlavorTest {
     }
 
     /**
+     * NVFP4 with every input calibrated: the NVFP4 preset's locally dynamic inputs (quant_scheme.py lines 191-201) and
+     * each module's {@code input_global_scale}, the reciprocal of Model Optimizer's {@code input_scale} = amax / (6 * 448)
+     * (converters/modelopt_nvfp4.py lines 55-61).
+     */
+    @Test
+    void calibratedNvfp4HasLocallyDynamicInputsUnderTheirGlobalScale() throws Exception {
+        Path calibrated = tmp.resolve("hf-calibrated");
+        try (Checkpoint hf = Checkpoints.open(HF)) {
+            List<dev.moeport.testing.TestCheckpoints.Entry> entries = new ArrayList<>(dev.moeport.testing.TestCheckpoints.entries(hf, n -> true));
+            for (String name : hf.tensors().keySet()) {
+                if (name.endsWith("_proj.weight")) {
+                    String amax = name.substring(0, name.length() - ".weight".length()) + ".input_quantizer._amax";
+                    entries.add(dev.moeport.testing.TestCheckpoints.Entry.of(amax, dev.moeport.testing.TestCheckpoints.f32("i", 4.0f)));
+                }
+            }
+            dev.moeport.testing.TestCheckpoints.write(calibrated, entries, 1L << 30);
+            Files.copy(HF.resolve("config.json"), calibrated.resolve("config.json"));
+        }
+        Path ct = CliRun.succeeding("quantize", "--format", "nvfp4", "--flavor", "compressed-tensors", "--in", calibrated.toString(),
+                "--out", tmp.resolve("ct").toString());
+        JsonNode group = new ObjectMapper().readTree(ct.resolve("config.json").toFile()).at("/quantization_config/config_groups/group_0");
+        assertEquals(new ObjectMapper().readTree(args(4, "tensor_group", "\"local\"", "16", NONE, "\"torch.float8_e4m3fn\"", "\"static_minmax\"")),
+                group.get("input_activations"));
+        try (Checkpoint c = Checkpoints.open(ct); Arena arena = Arena.ofConfined()) {
+            for (String module : List.of("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.experts.3.down_proj")) {
+                assertEquals(1f / (4.0f / (6.0f * 448.0f)), c.tensor(module + ".input_global_scale").bytes(arena).get(F32, 0), module);
+                assertFalse(c.contains(module + ".input_scale"), module);
+            }
+        }
+    }
+
+    /**
      * fp8_pc, fp8_pb and mxfp4: Model Optimizer's bytes under compressed-tensors' names and shapes; the channel scales as a
      * column {@code [out, 1]} (lifecycle/initialize.py lines 205-209), the blocks' {@code [ceil(out/128), ceil(in/128)]}
      * (lines 228-240), MXFP4's {@code weight_packed} and uint8 {@code weight_scale} without a global scale
