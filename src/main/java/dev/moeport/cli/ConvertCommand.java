@@ -5,15 +5,12 @@ import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.Calibration;
-import dev.moeport.convert.Conversion;
 import dev.moeport.convert.HfLayout;
+import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.MappedTensor;
 import dev.moeport.convert.OutputPlanner;
 import dev.moeport.convert.QuantSelection;
-import dev.moeport.format.Checkpoint;
-import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Plan;
-import dev.moeport.quant.QuantKernels;
 import dev.moeport.tensor.Tensor;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -76,7 +73,7 @@ final class ConvertCommand implements Callable<Integer> {
         if (architecture.hfFused().experts().isEmpty()) {
             throw new MoeportException(architecture.name() + " checkpoints have one expert layout only; there is nothing to convert");
         }
-        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+        return Pipeline.run(spec, output, "converted", in, List.of(in), checkpoint -> {
             HfInputs.requireHfUnquantized(in, checkpoint);
             SequencedMap<String, Tensor> perExpert = HfLayout.toPerExpert(architecture, checkpoint.tensors());
             List<MappedTensor> tensors = new ArrayList<>();
@@ -86,16 +83,8 @@ final class ConvertCommand implements Callable<Integer> {
                 perExpert.forEach((name, t) -> tensors.add(MappedTensor.identity(name, t)));
             }
             OutputPlanner planner = new OutputPlanner(null, null, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE);
-            Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
-            if (output.dryRun) {
-                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
-                return 0;
-            }
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), new Conversion.Files(folder, Set.of(), Map.of()),
-                    QuantKernels.get());
-            PlanReport.printSummary(spec.commandLine().getOut(), "converted", in, output.out, summary,
-                    List.of("experts " + (fused ? "fused" : "per expert") + " (" + architecture.name() + ")"), output.json);
-        }
-        return 0;
+            Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize).withFiles(HfOutputFolder.files(folder, Set.of(), Map.of()));
+            return new Pipeline.Planned(plan, List.of("experts " + (fused ? "fused" : "per expert") + " (" + architecture.name() + ")"));
+        });
     }
 }

@@ -3,11 +3,8 @@ package dev.moeport.cli;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.moeport.MoeportException;
 import dev.moeport.arch.ModelConfig;
-import dev.moeport.convert.Conversion;
 import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.QuantizedCheckpoint;
-import dev.moeport.format.Checkpoint;
-import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
 import dev.moeport.plan.Piece;
@@ -61,7 +58,7 @@ final class DequantizeCommand implements Callable<Integer> {
     public Integer call() {
         output.requireOut(spec);
         Path folder = OutputOptions.folderOf(in);
-        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+        return Pipeline.run(spec, output, "dequantized", in, List.of(in), checkpoint -> {
             QuantizedCheckpoint.Decoded d = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder), dtype,
                     QuantKernels.get());
             if (d.modules().isEmpty()) {
@@ -70,22 +67,15 @@ final class DequantizeCommand implements Callable<Integer> {
             List<Job> jobs = new ArrayList<>();
             d.tensors().forEach((name, t) -> jobs.add(new Job.Copy(new OutputTensor(name, t.dtype(), t.shape()), List.of(new Piece.Source(t)),
                     t instanceof DequantizedTensor q ? "dequantize " + q.format().cliName() : "copy")));
-            Plan plan = Plan.of(jobs, output.maxShardSize);
-            if (output.dryRun) {
-                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
-                return 0;
-            }
             Map<String, JsonNode> json = new LinkedHashMap<>();
             if (Files.exists(folder.resolve(ModelConfig.FILE_NAME))) {
                 var config = ModelConfig.load(folder).json();
                 config.remove("quantization_config");
                 json.put(ModelConfig.FILE_NAME, config);
             }
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
-                    new Conversion.Files(folder, Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
-            PlanReport.printSummary(spec.commandLine().getOut(), "dequantized", in, output.out, summary,
-                    List.of(d.modules().size() + " " + d.format().cliName() + " module(s) decoded to " + dtype.name().toLowerCase()), output.json);
-        }
-        return 0;
+            Plan plan = Plan.of(jobs, output.maxShardSize).withFiles(HfOutputFolder.files(folder, Set.of(HfOutputFolder.QUANT_CONFIG), json));
+            return new Pipeline.Planned(plan, List.of(d.modules().size() + " " + d.format().cliName() + " module(s) decoded to "
+                    + dtype.name().toLowerCase()));
+        });
     }
 }

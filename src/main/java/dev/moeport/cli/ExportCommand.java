@@ -6,19 +6,14 @@ import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.Calibration;
-import dev.moeport.convert.Conversion;
 import dev.moeport.convert.ExportMapper;
 import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.ModeloptState;
 import dev.moeport.convert.OutputPlanner;
-import dev.moeport.convert.QuantConfig;
 import dev.moeport.convert.QuantSelection;
-import dev.moeport.format.Checkpoint;
-import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantFormat;
-import dev.moeport.quant.QuantKernels;
 import dev.moeport.tensor.DType;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -121,7 +116,7 @@ final class ExportCommand implements Callable<Integer> {
         output.requireOut(spec);
         ModelConfig config = ModelConfig.load(hfConfig);
         Architecture architecture = Architectures.of(config, arch);
-        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+        return Pipeline.run(spec, output, "exported", in, List.of(in, hfConfig), checkpoint -> {
             if (!McoreLayout.isMcore(checkpoint.tensors().keySet())) {
                 throw new MoeportException(in + ": not a Megatron-Core checkpoint (no decoder.* tensors); export reads Megatron-Core"
                         + " (for Hugging Face checkpoints see quantize, convert, import)");
@@ -145,13 +140,8 @@ final class ExportCommand implements Callable<Integer> {
             QuantSelection selection = QuantSelection.of(architecture.quantizationExclusions(config), include, excluded);
             OutputPlanner planner = new OutputPlanner(mixed == null ? format : null, dtype, selection, calibration).withFlavor(flavor).withRecipe(mixed);
             OutputPlanner.Planned planned = planner.plan(mapped.tensors());
-            Plan plan = Plan.of(planned.jobs(), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planned.requireQuantizedModules();
-            if (output.dryRun) {
-                PlanReport.printPlan(out, plan, output.json);
-                return 0;
-            }
             // config.json is copied as it is unless the output changes what it says: quantization, dtype.
             Map<String, com.fasterxml.jackson.databind.JsonNode> json = new LinkedHashMap<>();
             var modelConfig = config.json();
@@ -174,11 +164,10 @@ final class ExportCommand implements Callable<Integer> {
                 json.put(ModelConfig.FILE_NAME, modelConfig);
             }
             notes.addAll(planned.notes());
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in, hfConfig),
-                    new Conversion.Files(OutputOptions.folderOf(hfConfig), Set.of(HfOutputFolder.QUANT_CONFIG), json), QuantKernels.get());
-            PlanReport.printSummary(out, "exported", in, output.out, summary, notes, output.json);
-        }
-        return 0;
+            Plan plan = Plan.of(planned.jobs(), output.maxShardSize)
+                    .withFiles(HfOutputFolder.files(OutputOptions.folderOf(hfConfig), Set.of(HfOutputFolder.QUANT_CONFIG), json));
+            return new Pipeline.Planned(plan, notes);
+        });
     }
 
     private void require(boolean present, String option) {

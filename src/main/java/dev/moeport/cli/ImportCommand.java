@@ -18,13 +18,9 @@ import dev.moeport.convert.TorchDistOutput;
 import dev.moeport.convert.OutputPlanner;
 import dev.moeport.convert.QuantSelection;
 import dev.moeport.convert.QuantizedCheckpoint;
-import dev.moeport.format.Checkpoint;
-import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernels;
 import dev.moeport.tensor.DType;
-import java.io.PrintWriter;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -125,6 +121,9 @@ final class ImportCommand implements Callable<Integer> {
             case "local" -> MegatronSpec.LOCAL;
             default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec must be te or local");
         };
+        if (!torchDist && naming != MegatronSpec.TRANSFORMER_ENGINE) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec local applies to --ckpt-format torch_dist");
+        }
         if (!List.of("auto", "stacked", "per-layer").contains(layerKeys)) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--layer-keys must be auto, stacked or per-layer");
         }
@@ -135,8 +134,7 @@ final class ImportCommand implements Callable<Integer> {
         Path folder = OutputOptions.folderOf(in);
         ModelConfig config = ModelConfig.load(folder);
         Architecture architecture = Architectures.of(config, arch);
-        PrintWriter out = spec.commandLine().getOut();
-        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+        return Pipeline.run(spec, output, "imported", in, List.of(in), checkpoint -> {
             if (McoreLayout.isMcore(checkpoint.tensors().keySet())) {
                 throw new MoeportException(in + ": already a Megatron-Core checkpoint; import reads Hugging Face checkpoints");
             }
@@ -160,17 +158,7 @@ final class ImportCommand implements Callable<Integer> {
             OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE)
                     .inFloat32(name -> name.endsWith(".router.expert_bias"));
             Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
-            if (!torchDist && naming != MegatronSpec.TRANSFORMER_ENGINE) {
-                throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec local applies to --ckpt-format torch_dist");
-            }
-            if (output.dryRun) {
-                PlanReport.printPlan(out, plan, output.json);
-                return 0;
-            }
-            Conversion.Writer writer = torchDist ? TorchDistOutput.writer(tensors, naming, layerKeys) : Conversion.SAFETENSORS;
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), Conversion.Files.none(), QuantKernels.get(), writer);
-            PlanReport.printSummary(out, "imported", in, output.out, summary, notes, output.json);
-        }
-        return 0;
+            return new Pipeline.Planned(plan, notes, torchDist ? TorchDistOutput.writer(tensors, naming, layerKeys) : Conversion.SAFETENSORS);
+        });
     }
 }

@@ -6,6 +6,7 @@ import dev.moeport.convert.Conversion;
 import dev.moeport.format.safetensors.ShardLayout;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
+import dev.moeport.plan.OutputFile;
 import dev.moeport.plan.OutputTensor;
 import dev.moeport.plan.Piece;
 import dev.moeport.plan.Plan;
@@ -45,6 +46,13 @@ final class PlanReport {
                 ArrayNode sources = t.putArray("sources");
                 r.job.pieces().forEach(p -> sources.add(p.describe()));
             }
+            ArrayNode files = root.putArray("files");
+            for (OutputFile f : plan.files()) {
+                ObjectNode file = files.addObject();
+                file.put("name", f.name());
+                file.put("bytes", f.byteSize());
+                file.put("source", f instanceof OutputFile.Copied c ? Json.path(c.source()) : null); // null: written by moeport
+            }
             ArrayNode amaxes = root.putArray("shared_amaxes");
             for (AmaxSource.SharedAmax a : plan.sharedAmaxes()) {
                 ObjectNode entry = amaxes.addObject();
@@ -62,13 +70,22 @@ final class PlanReport {
                     shardNumber(plan.layout(), r.tensor.name()), r.job.transform(), sources(r.job));
         }
         table.print(out);
+        if (!plan.files().isEmpty()) {
+            Table files = new Table("FILE", ">SIZE", "FROM");
+            for (OutputFile f : plan.files()) {
+                files.add(f.name(), Sizes.format(f.byteSize()), f instanceof OutputFile.Copied c ? "copy of " + c.source() : "written");
+            }
+            files.print(out);
+        }
         List<AmaxSource.SharedAmax> amaxes = plan.sharedAmaxes();
         if (!amaxes.isEmpty()) {
             out.println("shared amax: " + amaxes.size() + " group(s) of fused siblings carry one per-tensor scale; each group's amax is read ("
                     + Sizes.format(amaxes.stream().mapToLong(AmaxSource.SharedAmax::inputBytes).sum()) + " in all) before its jobs run");
         }
+        long fileBytes = plan.files().stream().mapToLong(OutputFile::byteSize).sum();
         out.println("plan: " + plan.outputTensorCount() + " tensors, " + Sizes.format(plan.outputBytes()) + " in "
-                + plan.layout().shards().size() + " shard(s), from " + Sizes.format(plan.inputBytes()) + " of input; nothing written (dry run)");
+                + plan.layout().shards().size() + " shard(s)" + (plan.files().isEmpty() ? "" : " and " + plan.files().size() + " other file(s) ("
+                + Sizes.format(fileBytes) + ")") + ", from " + Sizes.format(plan.inputBytes()) + " of input; nothing written (dry run)");
     }
 
     private record Row(OutputTensor tensor, Job job) {}
@@ -110,6 +127,7 @@ final class PlanReport {
             root.put("input_bytes_per_second", s.inputRate());
             ArrayNode files = root.putArray("other_files");
             s.copiedFiles().forEach(files::add);
+            root.put("kernel", s.kernel()); // null: nothing quantized or decoded
             ArrayNode n = root.putArray("notes");
             notes.forEach(n::add);
             Json.print(out, root);
@@ -118,5 +136,8 @@ final class PlanReport {
         out.printf(java.util.Locale.ROOT, "%s %d tensors (%s) from %s to %s in %.2f s, %s of input; %d shard(s)%n", verb, s.tensors(),
                 Sizes.format(s.outputBytes()), from, to, s.elapsed().toNanos() / 1e9, Sizes.rate(s.inputRate()), s.shards());
         notes.forEach(n -> out.println("  " + n));
+        if (s.kernel() != null) {
+            out.println("  kernel: " + s.kernel());
+        }
     }
 }

@@ -6,18 +6,14 @@ import dev.moeport.arch.Architecture;
 import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.Calibration;
-import dev.moeport.convert.Conversion;
 import dev.moeport.convert.HfLayout;
+import dev.moeport.convert.HfOutputFolder;
 import dev.moeport.convert.HfQuantizeMapper;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.OutputPlanner;
-import dev.moeport.convert.QuantConfig;
 import dev.moeport.convert.QuantSelection;
-import dev.moeport.format.Checkpoint;
-import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantFormat;
-import dev.moeport.quant.QuantKernels;
 import dev.moeport.tensor.Tensor;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -101,7 +97,7 @@ final class QuantizeCommand implements Callable<Integer> {
         Path folder = OutputOptions.folderOf(in);
         ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
         Architecture arch = config == null ? null : Architectures.find(config);
-        try (Checkpoint checkpoint = Checkpoints.open(in)) {
+        return Pipeline.run(spec, output, "quantized", in, List.of(in), checkpoint -> {
             HfInputs.requireHfUnquantized(in, checkpoint);
             if (config == null && !noConfig) {
                 throw new MoeportException(folder + ": no " + ModelConfig.FILE_NAME + " beside the checkpoint; without it the output has no "
@@ -124,17 +120,11 @@ final class QuantizeCommand implements Callable<Integer> {
             OutputPlanner planner = new OutputPlanner(format, null, selection,
                     Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor).withRecipe(recipe);
             OutputPlanner.Planned planned = planner.plan(HfQuantizeMapper.map(arch, config, weights));
-            Plan plan = Plan.of(planned.jobs(), output.maxShardSize);
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planned.requireQuantizedModules();
-            if (output.dryRun) {
-                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
-                return 0;
-            }
-            Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
-                    new Conversion.Files(folder, Set.of(), flavor.files(format, config == null ? null : config.json(), planned, Main.Version.number())), QuantKernels.get());
-            PlanReport.printSummary(spec.commandLine().getOut(), "quantized", in, output.out, summary, planned.notes(), output.json);
-        }
-        return 0;
+            Plan plan = Plan.of(planned.jobs(), output.maxShardSize).withFiles(HfOutputFolder.files(folder, Set.of(),
+                    flavor.files(format, config == null ? null : config.json(), planned, Main.Version.number())));
+            return new Pipeline.Planned(plan, planned.notes());
+        });
     }
 }

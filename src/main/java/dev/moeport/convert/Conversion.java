@@ -1,44 +1,31 @@
 package dev.moeport.convert;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import dev.moeport.exec.Executor;
 import dev.moeport.exec.Progress;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.io.OutputFolder;
+import dev.moeport.plan.OutputFile;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernel;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.HashSet;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
-import java.util.Set;
 
 /**
  * Runs a plan into an output folder: the executor writes the shards into the folder's staging area, then
- * the model files and JSON configs go there, and the whole checkpoint is switched in at once
+ * the plan's other files (model files, JSON configs) go there, and the whole checkpoint is switched in at once
  * ({@link OutputFolder#commit()}). Whatever happens, the folder comes back as the earlier checkpoint or the new one.
  */
 public final class Conversion {
 
     /**
-     * What the folder holds besides the weights.
+     * What was done.
      *
-     * @param copyFrom a model folder whose non-weight files are copied (null: none)
-     * @param skip files of {@code copyFrom} not to copy; those that {@code json} replaces are skipped too
-     * @param json JSON files to write, by name
+     * @param kernel the quantization kernel that ran, or null when the plan needed none
      */
-    public record Files(Path copyFrom, Set<String> skip, Map<String, JsonNode> json) {
-        public static Files none() {
-            return new Files(null, Set.of(), Map.of());
-        }
-    }
-
-    /** What was done. */
-    public record Summary(int tensors, long inputBytes, long outputBytes, int shards, Duration elapsed, List<String> copiedFiles) {
+    public record Summary(int tensors, long inputBytes, long outputBytes, int shards, Duration elapsed, List<String> copiedFiles,
+                          String kernel) {
         public double inputRate() {
             double s = elapsed.toNanos() / 1e9;
             return s <= 0 ? 0 : inputBytes / s;
@@ -63,14 +50,9 @@ public final class Conversion {
 
     public static final Writer SAFETENSORS = (out, plan, fsync) -> SafetensorsWriter.create(out, plan.layout(), fsync);
 
-    public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel) {
-        return run(plan, target, files, kernel, SAFETENSORS);
-    }
-
-    public static Summary run(Plan plan, Target target, Files files, QuantKernel kernel, Writer format) {
+    public static Summary run(Plan plan, Target target, QuantKernel kernel, Writer format) {
         Path out = target.out();
         Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), target.bar());
-        List<String> copied = new ArrayList<>();
         try (OutputFolder folder = HfOutputFolder.open(out, target.overwrite(), target.inputs(), target.fsync())) {
             // The whole new checkpoint is built beside the earlier one, which stays until the switch.
             Path staging = folder.staging();
@@ -84,14 +66,9 @@ public final class Conversion {
                 Runtime.getRuntime().addShutdownHook(cleanup);
                 try {
                     new Executor(kernel, target.threads()).run(plan, writer, progress);
-                    if (files.copyFrom() != null) {
-                        Set<String> skip = new HashSet<>(files.skip());
-                        skip.addAll(files.json().keySet());
-                        copied.addAll(HfOutputFolder.copyModelFiles(files.copyFrom(), staging, skip, target.fsync()));
-                    }
-                    for (Map.Entry<String, JsonNode> e : new LinkedHashMap<>(files.json()).entrySet()) {
-                        HfOutputFolder.writeJson(staging, e.getKey(), e.getValue(), target.fsync());
-                        copied.add(e.getKey());
+                    for (OutputFile file : plan.files()) {
+                        HfOutputFolder.write(staging, file, target.fsync());
+                        progress.addBytes(file.inputBytes());
                     }
                     writer.commit();
                     folder.commit();
@@ -105,6 +82,6 @@ public final class Conversion {
             }
         }
         return new Summary(plan.outputTensorCount(), plan.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
-                progress.elapsed(), copied);
+                progress.elapsed(), plan.files().stream().map(OutputFile::name).toList(), plan.usesKernel() ? kernel.description() : null);
     }
 }

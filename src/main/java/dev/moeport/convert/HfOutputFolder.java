@@ -9,12 +9,14 @@ import dev.moeport.arch.ModelConfig;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.io.IoErrors;
 import dev.moeport.io.OutputFolder;
+import dev.moeport.plan.OutputFile;
 import dev.moeport.util.PythonJson;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.stream.Stream;
 
@@ -51,43 +53,59 @@ public final class HfOutputFolder {
     }
 
     /**
-     * Copies the files of a Hugging Face model folder that are not weights (tokenizer, generation
-     * config, code), except those named in {@code skip}: the folder's own files, not its subfolders nor
-     * hidden files ({@code .git}, caches), streamed.
+     * The files of the output besides the tensors: the files of the model folder {@code copyFrom} (null:
+     * none) that are not weights (tokenizer, generation config, code), except those named in {@code skip} or
+     * written instead; then {@code json}, the JSON files moeport writes, by name. Only the folder's own files
+     * are copied, not its subfolders nor hidden files ({@code .git}, caches).
      */
-    public static List<String> copyModelFiles(Path from, Path out, Set<String> skip, boolean fsync) {
-        List<String> copied = new ArrayList<>();
-        try (Stream<Path> files = Files.list(from)) {
-            for (Path p : files.filter(Files::isRegularFile).sorted().toList()) {
-                String name = p.getFileName().toString();
-                if (skip.contains(name) || name.startsWith(".") || WEIGHT_FILES.matcher(name).matches()) {
-                    continue;
+    public static List<OutputFile> files(Path copyFrom, Set<String> skip, Map<String, JsonNode> json) {
+        List<OutputFile> files = new ArrayList<>();
+        if (copyFrom != null) {
+            try (Stream<Path> listing = Files.list(copyFrom)) {
+                for (Path p : listing.filter(Files::isRegularFile).sorted().toList()) {
+                    String name = p.getFileName().toString();
+                    if (skip.contains(name) || json.containsKey(name) || name.startsWith(".") || WEIGHT_FILES.matcher(name).matches()) {
+                        continue;
+                    }
+                    files.add(new OutputFile.Copied(name, p, Files.size(p)));
                 }
-                try {
-                    SafetensorsWriter.copyAtomically(p, out.resolve(name), fsync);
-                } catch (IOException e) {
-                    throw new MoeportException(p + ": cannot copy (" + IoErrors.why(e) + ")", e);
-                }
-                copied.add(name);
+            } catch (IOException e) {
+                throw new MoeportException(copyFrom + ": cannot list the model files to copy (" + IoErrors.why(e) + ")", e);
+            }
+        }
+        json.forEach((name, node) -> files.add(new OutputFile.Written(name, jsonBytes(name, node))));
+        return files;
+    }
+
+    /** Puts {@code file} into the folder {@code out}, atomically, streamed when it is a copy. */
+    public static void write(Path out, OutputFile file, boolean fsync) {
+        Path target = out.resolve(file.name());
+        try {
+            switch (file) {
+                case OutputFile.Copied c -> SafetensorsWriter.copyAtomically(c.source(), target, fsync);
+                case OutputFile.Written w -> SafetensorsWriter.writeAtomically(target, w.bytes(), fsync);
             }
         } catch (IOException e) {
-            throw new MoeportException(from + ": cannot copy model files (" + IoErrors.why(e) + ")", e);
+            String what = file instanceof OutputFile.Copied c ? c.source() + ": cannot copy" : target + ": cannot write";
+            throw new MoeportException(what + " (" + IoErrors.why(e) + ")", e);
         }
-        return copied;
+    }
+
+    /** Writes {@code node} to {@code out/name} as {@link #jsonBytes} gives it, atomically. */
+    public static void writeJson(Path out, String name, JsonNode node, boolean fsync) {
+        write(out, new OutputFile.Written(name, jsonBytes(name, node)), fsync);
     }
 
     /**
-     * Writes {@code node} as indented JSON to {@code out/name}, atomically; config.json as transformers
-     * writes it (json.dumps, indent 2, sorted keys), so that only what moeport changes differs.
+     * {@code node} as indented JSON; config.json as transformers writes it (json.dumps, indent 2, sorted keys),
+     * so that only what moeport changes differs.
      */
-    public static void writeJson(Path out, String name, JsonNode node, boolean fsync) {
+    private static byte[] jsonBytes(String name, JsonNode node) {
         try {
             String text = name.equals(ModelConfig.FILE_NAME) ? PythonJson.dumps(node, 2, true) : JSON.writeValueAsString(node);
-            SafetensorsWriter.writeAtomically(out.resolve(name), (text + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8), fsync);
+            return (text + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8);
         } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
-        } catch (IOException e) {
-            throw new MoeportException(out.resolve(name) + ": cannot write (" + IoErrors.why(e) + ")", e);
         }
     }
 }

@@ -7,10 +7,10 @@ import java.util.List;
 
 /**
  * The whole conversion as data, built before a byte moves: every job with its source regions and
- * output tensors, and where each output tensor goes (shard, offset). Dry runs print it; the executor
- * runs it; progress and sharding read it.
+ * output tensors, where each output tensor goes (shard, offset), and the other files of the output. Dry
+ * runs print it; the executor runs it; progress and sharding read it.
  */
-public record Plan(List<Job> jobs, ShardLayout layout) {
+public record Plan(List<Job> jobs, ShardLayout layout, List<OutputFile> files) {
 
     /** Lays the jobs' outputs out in shards of at most {@code maxShardBytes}, in natural name order. */
     public static Plan of(List<Job> jobs, long maxShardBytes) {
@@ -21,7 +21,12 @@ public record Plan(List<Job> jobs, ShardLayout layout) {
             }
         }
         specs.sort(Comparator.comparing(ShardLayout.Spec::name, dev.moeport.util.NaturalOrder.INSTANCE));
-        return new Plan(List.copyOf(jobs), ShardLayout.plan(specs, maxShardBytes));
+        return new Plan(List.copyOf(jobs), ShardLayout.plan(specs, maxShardBytes), List.of());
+    }
+
+    /** This plan with {@code files} as the output's other files. */
+    public Plan withFiles(List<OutputFile> files) {
+        return new Plan(jobs, layout, List.copyOf(files));
     }
 
     /**
@@ -33,10 +38,18 @@ public record Plan(List<Job> jobs, ShardLayout layout) {
                 .filter(java.util.Objects::nonNull).distinct().toList();
     }
 
+    /** Bytes read from the input: the tensors' stored bytes and the copied files. */
     public long inputBytes() {
-        return jobs.stream().mapToLong(Job::inputBytes).sum();
+        return jobs.stream().mapToLong(Job::inputBytes).sum() + files.stream().mapToLong(OutputFile::inputBytes).sum();
     }
 
+    /** Whether running the plan calls the quantization kernel: it quantizes, or decodes a quantized input. */
+    public boolean usesKernel() {
+        return jobs.stream().anyMatch(j -> j instanceof Job.Quantize
+                || j.pieces().stream().anyMatch(p -> p instanceof Piece.Source s && s.tensor().decodes()));
+    }
+
+    /** Bytes of the output's tensors. */
     public long outputBytes() {
         return layout.totalBytes();
     }

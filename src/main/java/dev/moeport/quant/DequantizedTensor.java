@@ -50,6 +50,11 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
     }
 
     @Override
+    public boolean decodes() {
+        return true;
+    }
+
+    @Override
     public String transform() {
         return "decode " + format.cliName();
     }

@@ -60,6 +60,11 @@ public record PermutedTensor(String name, Tensor source, Shape view, int[] perm,
     }
 
     @Override
+    public boolean decodes() {
+        return source.decodes();
+    }
+
+    @Override
     public String transform() {
         return source.transform() == null ? "transpose" : source.transform() + ", transpose";
     }

@@ -48,6 +48,11 @@ public record ReshapedTensor(Tensor source, Shape shape) implements Tensor {
     }
 
     @Override
+    public boolean decodes() {
+        return source.decodes();
+    }
+
+    @Override
     public String transform() {
         return source.transform();
     }

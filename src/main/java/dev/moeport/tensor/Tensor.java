@@ -49,6 +49,11 @@ public interface Tensor {
         return null;
     }
 
+    /** Whether {@link #bytes} decodes a quantized tensor (with the quantization kernel). */
+    default boolean decodes() {
+        return false;
+    }
+
     /** {@code BF16[128, 256]}. */
     default String describe() {
         return dtype() + shape().toString();

@@ -14,7 +14,7 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** A dry run says what a run will do: decoding, transposing and shared amaxes are named, and input bytes are the bytes read. */
+/** A dry run says what a run will do: decoding, transposing, shared amaxes and the other files are named, and input bytes are the bytes read. */
 class PlanTruthTest {
     @TempDir
     Path tmp;
@@ -81,6 +81,39 @@ class PlanTruthTest {
         }
         JsonNode local = dryRun("quantize", "--format", "mxfp4", "--in", hf, "--out", tmp.resolve("m").toString(), "--dry-run", "--json");
         assertEquals(0, local.get("shared_amaxes").size(), "mxfp4 has no per-tensor scale to share");
+    }
+
+    /**
+     * The files besides the weights are in the plan: the model folder's generation_config.json copied (its size on
+     * disk, read as input), config.json and hf_quant_config.json written; the run then writes exactly those.
+     */
+    @Test
+    void copiedAndWrittenFilesAreInThePlanAndItsInputBytes() throws Exception {
+        Path hf = Shared.fixture("qwen3_moe").resolve("hf");
+        String[] run = {"quantize", "--format", "fp8", "--in", hf.toString(), "--out", tmp.resolve("q").toString(), "--json"};
+        JsonNode plan = dryRun(java.util.stream.Stream.concat(java.util.Arrays.stream(run), java.util.stream.Stream.of("--dry-run"))
+                .toArray(String[]::new));
+        java.util.Map<String, JsonNode> files = new java.util.TreeMap<>();
+        plan.get("files").forEach(f -> files.put(f.get("name").asText(), f));
+        assertEquals(java.util.Set.of("config.json", "generation_config.json", "hf_quant_config.json"), files.keySet());
+        Path generation = hf.resolve("generation_config.json");
+        assertEquals(generation.toString(), files.get("generation_config.json").get("source").asText());
+        assertEquals(java.nio.file.Files.size(generation), files.get("generation_config.json").get("bytes").asLong());
+        assertTrue(files.get("config.json").get("source").isNull(), "config.json is written, not copied");
+        long stored;
+        try (Checkpoint c = Checkpoints.open(hf)) {
+            stored = c.tensors().values().stream().mapToLong(Tensor::byteSize).sum();
+        }
+        assertEquals(stored + java.nio.file.Files.size(generation), plan.get("input_bytes").asLong(), "every tensor and the copied file, once");
+
+        CliRun done = CliRun.of(run);
+        assertEquals(0, done.code(), done.err());
+        JsonNode summary = new ObjectMapper().readTree(done.out());
+        java.util.Set<String> written = new java.util.TreeSet<>();
+        summary.get("other_files").forEach(n -> written.add(n.asText()));
+        assertEquals(files.keySet(), written);
+        assertEquals(java.nio.file.Files.readString(generation), java.nio.file.Files.readString(tmp.resolve("q").resolve("generation_config.json")));
+        assertTrue(summary.get("kernel").asText().length() > 0, "a quantizing run names its kernel: " + summary);
     }
 
     @Test
