@@ -43,6 +43,7 @@ public final class SafetensorsWriter implements TensorOutput {
     private final Map<String, Open> openShards = new LinkedHashMap<>();
     private final Map<String, TensorSink> sinks = new HashMap<>();
     private final boolean fsync;
+    /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
 
     /** A place to write one tensor's bytes. Thread-safe for disjoint ranges. */
@@ -156,7 +157,7 @@ public final class SafetensorsWriter implements TensorOutput {
      * index (for more than one shard) last.
      */
     @Override
-    public void commit() {
+    public synchronized void commit() {
         List<String> incomplete = new ArrayList<>();
         for (TensorSink sink : sinks.values()) {
             if (sink.written.get() != sink.size) {
@@ -250,7 +251,7 @@ public final class SafetensorsWriter implements TensorOutput {
 
     /** Without a commit, closes and deletes the partial files; after one, does nothing. */
     @Override
-    public void close() {
+    public synchronized void close() {
         if (committed) {
             return;
         }

@@ -57,6 +57,7 @@ public final class TorchDistWriter implements TensorOutput {
     private final Map<String, DType> tensorDtypes = new LinkedHashMap<>();
     private final Map<String, long[]> tensorShapes = new LinkedHashMap<>();
     private final List<BytesPlace> bytesEntries = new ArrayList<>();
+    /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
 
     /** One data file being written. */
@@ -343,7 +344,7 @@ public final class TorchDistWriter implements TensorOutput {
     }
 
     @Override
-    public void commit() {
+    public synchronized void commit() {
         List<String> incomplete = new ArrayList<>();
         for (TensorPlace p : places.values()) {
             long written = p.chunks.stream().mapToLong(c -> c.written).sum();
@@ -444,7 +445,7 @@ public final class TorchDistWriter implements TensorOutput {
     }
 
     @Override
-    public void close() {
+    public synchronized void close() {
         if (committed) {
             return;
         }
