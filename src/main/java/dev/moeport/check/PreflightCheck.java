@@ -361,10 +361,9 @@ public final class PreflightCheck {
                         + (floatScale ? "F32 (or BF16/F16)" : format.scaleType())));
             }
             Shape expected = format.scaleShape(format.decodedShape(weight.shape()));
-            boolean fits = scale.shape().equals(expected)
-                    || (format == QuantFormat.FP8 && scale.numel() == 1)
-                    || (format == QuantFormat.FP8 && weight.rank() > 2 && scale.shape().equals(Shape.of(weight.shape().dim(0))))
-                    || (format == QuantFormat.FP8_PC && scale.shape().equals(expected.append(1)));
+            // One per-tensor scale may also stand for a whole stack of experts.
+            boolean fits = scale.shape().equals(expected) || QuantizedCheckpoint.isColumnOf(scale.shape(), expected)
+                    || (format.scaleIsTensorScale() && scale.numel() == 1);
             if (!fits) {
                 problems.add(new Problem(scale.name(), "has shape " + scale.shape() + ", but " + format.cliName() + " of weight " + weight.shape()
                         + " has " + expected));

@@ -118,6 +118,17 @@ public final class QuantConfig {
         return root;
     }
 
+    /** Float weights and inputs of {@code bits}, in groups of {@code groupSize} (0: none), into {@code g}; returns the weights' arguments. */
+    private static ObjectNode floatGroup(ObjectNode g, int bits, int groupSize) {
+        ObjectNode inputs = g.putObject("input_activations").put("dynamic", false).put("num_bits", bits).put("type", "float");
+        ObjectNode weights = g.putObject("weights").put("dynamic", false).put("num_bits", bits).put("type", "float");
+        if (groupSize > 0) {
+            inputs.put("group_size", groupSize);
+            weights.put("group_size", groupSize);
+        }
+        return weights;
+    }
+
     /** convert_hf_config.py's _quant_algo_to_group_config for a layer description. */
     private static ObjectNode groupArguments(ObjectNode description) {
         ObjectNode g = JSON.createObjectNode();
@@ -131,19 +142,8 @@ public final class QuantConfig {
             return g;
         }
         switch (format) {
-            case FP8, FP8_PC, NVFP4, MXFP8 -> {
-                ObjectNode inputs = args.apply(format.elementBits()).put("type", "float");
-                ObjectNode weights = args.apply(format.elementBits()).put("type", "float");
-                if (groupSize > 0) {
-                    inputs.put("group_size", groupSize);
-                    weights.put("group_size", groupSize);
-                }
-                if (format == QuantFormat.FP8_PC) {
-                    weights.put("strategy", "channel");
-                }
-                g.set("input_activations", inputs);
-                g.set("weights", weights);
-            }
+            case FP8, NVFP4, MXFP8 -> floatGroup(g, format.elementBits(), groupSize);
+            case FP8_PC -> floatGroup(g, format.elementBits(), groupSize).put("strategy", "channel");
             case INT8_WO -> g.set("weights", args.apply(8).put("type", "int"));
             case INT4_G128 -> g.set("weights", args.apply(4).put("type", "int").put("group_size", groupSize));
             case FP8_PB, MXFP4 -> g.put("quant_algo", format.modelopt().quantAlgo());

@@ -89,19 +89,19 @@ public final class QuantizedCheckpoint {
             throw new MoeportException(weight.where() + ": cannot tell its quantization format from " + weight.dtype() + " weight and "
                     + scale.dtype() + scale.shape() + " scale");
         }
-        if (candidates.contains(QuantFormat.FP8_PC) && isChannelColumn(weight, scale)) {
-            return QuantFormat.FP8_PC;
-        }
         Function<QuantFormat, Shape> scaleShape = f -> f.scaleShape(f.decodedShape(weight.shape()));
         return candidates.stream().filter(f -> scaleShape.apply(f).equals(scale.shape())).findFirst()
+                .or(() -> candidates.stream().filter(f -> isColumnOf(scale.shape(), scaleShape.apply(f))).findFirst())
                 .or(() -> candidates.stream().filter(f -> scaleShape.apply(f).rank() == scale.rank()).findFirst())
                 .orElse(candidates.getFirst());
     }
 
-    /** compressed-tensors' channel scales: one column {@code [..., out, 1]} beside a weight {@code [..., out, in]}. */
-    private static boolean isChannelColumn(Tensor weight, Tensor scale) {
-        return scale.rank() == weight.rank() && scale.shape().dim(-1) == 1 && scale.shape().dim(-2) == weight.shape().dim(-2)
-                && scale.shape().dropLast().equals(weight.shape().dropLast());
+    /**
+     * Whether a scale is stored as the format's scale with a trailing dimension of 1: compressed-tensors' channel
+     * scales {@code [..., out, 1]}, and its per-tensor scales {@code [1]}.
+     */
+    public static boolean isColumnOf(Shape stored, Shape formatShape) {
+        return stored.equals(formatShape.append(1));
     }
 
     /**
@@ -151,8 +151,9 @@ public final class QuantizedCheckpoint {
             Tensor scale = tensors.get(module + ".weight_scale");
             Tensor scale2 = tensors.get(module + ".weight_scale_2");
             QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
-            if (format == QuantFormat.FP8_PC && isChannelColumn(weight, scale)) {
-                scale = new ReshapedTensor(scale, scale.shape().dropLast());
+            Shape formatScale = format.scaleShape(format.decodedShape(weight.shape()));
+            if (isColumnOf(scale.shape(), formatScale)) {
+                scale = new ReshapedTensor(scale, formatScale);
             }
             if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format.hasScale2() && scale2 == null)) {
                 throw new MoeportException(weight.where() + ": " + weight.describe() + " with scale " + scale.describe()

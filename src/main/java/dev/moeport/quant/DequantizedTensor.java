@@ -70,7 +70,7 @@ public record DequantizedTensor(QuantKernel kernel, QuantFormat format, Tensor w
 
     @Override
     public Tensor narrow(long start, long count, String newName) {
-        if (format.packing() == QuantFormat.Packing.ROW_PAIRS && weight.rank() == 2) {
+        if (format.packsRowPairs() && weight.rank() == 2) {
             if (start % 2 != 0 || count % 2 != 0) {
                 throw new IllegalArgumentException(where() + ": " + format.cliName() + " rows are read in pairs, not [" + start + ", " + (start + count) + ")");
             }

@@ -186,6 +186,11 @@ public enum QuantFormat {
         return packing == Packing.NONE ? 8 : 4;
     }
 
+    /** Whether rows 2k and 2k+1 share each byte (int4_g128): such a weight is read and quantized in pairs of rows. */
+    public boolean packsRowPairs() {
+        return packing == Packing.ROW_PAIRS;
+    }
+
     /** Whether the kernel divides by a scale computed from the amax of the whole tensor (fp8, nvfp4). */
     public boolean usesTensorAmax() {
         return scaling != Scaling.LOCAL;

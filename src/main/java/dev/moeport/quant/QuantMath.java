@@ -173,7 +173,7 @@ final class QuantMath {
                               float tensorScale, MemorySegment weight, MemorySegment scale) {
         checkInput(dtype);
         checkShape(rows, cols);
-        if (format.packing() == QuantFormat.Packing.ROW_PAIRS && rows % 2 != 0) {
+        if (format.packsRowPairs() && rows % 2 != 0) {
             throw new IllegalArgumentException(format.cliName() + " packs pairs of rows, so it needs an even number of rows, not " + rows);
         }
         if (format.usesTensorAmax() && !(tensorScale > 0 && tensorScale < Float.POSITIVE_INFINITY)) {

@@ -188,7 +188,7 @@ class ExportNemotronHTest {
         // The HF folder's config.json (1.77 kB) and generation_config.json (216 B) are copied beside the weights.
         assertTrue(text.out().contains("plan: 71 tensors, 6.00 MB in 1 shard(s) and 2 other file(s) (1.99 kB), from 6.00 MB of input;"
                 + " nothing written (dry run)"), text.out());
-        assertTrue(text.out().matches("(?s).*\ngeneration_config\.json\s+216 B\s+copy of \S+generation_config\.json\n.*"), text.out());
+        assertTrue(text.out().matches("(?s).*\\ngeneration_config\\.json\\s+216 B\\s+copy of \\S+generation_config\\.json\\n.*"), text.out());
         assertTrue(text.out().matches("(?s).*backbone\\.layers\\.1\\.mixer\\.k_proj\\.weight\\s+BF16\\s+\\[128, 256\\].*gather rows\\s+"
                 + "decoder\\.layers\\.1\\.self_attention\\.linear_qkv\\.weight\\[128:192\\] \\+ decoder\\.layers\\.1\\.self_attention\\.linear_qkv\\.weight\\[384:448\\].*"),
                 text.out());
