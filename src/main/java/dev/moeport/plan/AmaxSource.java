@@ -33,5 +33,16 @@ public sealed interface AmaxSource {
         public long inputBytes() {
             return pieces.stream().mapToLong(Piece::inputBytes).sum();
         }
+
+        /** The key names the amax: two with one key are one. */
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof SharedAmax other && key.equals(other.key);
+        }
+
+        @Override
+        public int hashCode() {
+            return key.hashCode();
+        }
     }
 }
