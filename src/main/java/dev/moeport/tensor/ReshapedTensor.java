@@ -7,13 +7,14 @@ import java.lang.foreign.MemorySegment;
  * A tensor seen with another shape of the same element order: either with the same outermost dimension
  * (GPT-OSS's MXFP4 blocks {@code [E, rows, in/32, 16]} as packed rows {@code [E, rows, in/2]}), where
  * narrowing and selecting pass through to the source, or as a single entry of a new outermost dimension
- * ({@code [n]} as one row {@code [1, n]}).
+ * ({@code [n]} as one row {@code [1, n]}), or a single value as a 0-d tensor (llm-compressor's per-tensor
+ * scale {@code [1]} as {@code []}).
  */
 public record ReshapedTensor(Tensor source, Shape shape) implements Tensor {
 
     public ReshapedTensor {
         boolean sameOuter = shape.rank() > 0 && source.rank() > 0 && shape.dim(0) == source.shape().dim(0);
-        if (shape.numel() != source.numel() || !(sameOuter || wrapsOne(shape, source))) {
+        if (shape.numel() != source.numel() || !(sameOuter || wrapsOne(shape, source) || shape.rank() == 0)) {
             throw new IllegalArgumentException(source.where() + ": cannot see " + source.shape() + " as " + shape);
         }
     }
@@ -59,6 +60,7 @@ public record ReshapedTensor(Tensor source, Shape shape) implements Tensor {
 
     @Override
     public Tensor narrow(long start, long count, String newName) {
+        requireRows();
         if (wrapsOne(shape, source)) {
             if (start != 0 || count != 1) {
                 throw new IllegalArgumentException(where() + ": rows [" + start + ", " + (start + count) + ") of a single row");
@@ -70,6 +72,7 @@ public record ReshapedTensor(Tensor source, Shape shape) implements Tensor {
 
     @Override
     public Tensor select(long index, String newName) {
+        requireRows();
         if (wrapsOne(shape, source)) {
             if (index != 0) {
                 throw new IllegalArgumentException(where() + ": row " + index + " of a single row");
@@ -79,6 +82,12 @@ public record ReshapedTensor(Tensor source, Shape shape) implements Tensor {
         Tensor one = source.select(index, newName);
         Shape rest = shape.dropFirst();
         return rest.rank() == 0 ? one : new ReshapedTensor(one, rest);
+    }
+
+    private void requireRows() {
+        if (shape.rank() == 0) {
+            throw new IllegalArgumentException(where() + ": a single value has no rows");
+        }
     }
 
     @Override

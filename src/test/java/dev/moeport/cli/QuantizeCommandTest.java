@@ -107,6 +107,28 @@ class QuantizeCommandTest {
         }
     }
 
+    /**
+     * llm-compressor stores fp8's per-tensor scale as {@code [1]} and per-channel scales as {@code [out, 1]}: the format's
+     * scale with a trailing 1. Such a checkpoint is read as the same format and dequantizes to the same bytes.
+     */
+    @ParameterizedTest(name = "{0}")
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"fp8__normal.safetensors", "fp8_pc__normal.safetensors"})
+    void scalesStoredWithATrailingOneDecodeAsTheirFormat(String file) throws Exception {
+        try (Checkpoint golden = Checkpoints.open(Shared.golden("quant").resolve(file))) {
+            Tensor scale = golden.tensor("weight_scale");
+            Tensor column = new dev.moeport.tensor.ReshapedTensor(scale, scale.shape().append(1));
+            Path own = TestCheckpoints.write(tmp.resolve("own"), List.of(Entry.of(MODULE + ".weight", golden.tensor("weight")),
+                    Entry.of(MODULE + ".weight_scale", scale)), 1L << 30);
+            Path trailing = TestCheckpoints.write(tmp.resolve("trailing"), List.of(Entry.of(MODULE + ".weight", golden.tensor("weight")),
+                    Entry.of(MODULE + ".weight_scale", column)), 1L << 30);
+            Path a = CliRun.succeeding("dequantize", "--in", own.toString(), "--out", tmp.resolve("a").toString());
+            Path b = CliRun.succeeding("dequantize", "--in", trailing.toString(), "--out", tmp.resolve("b").toString());
+            try (Checkpoint expected = Checkpoints.open(a); Checkpoint actual = Checkpoints.open(b)) {
+                assertSameTensor(expected.tensor(MODULE + ".weight"), actual.tensor(MODULE + ".weight"));
+            }
+        }
+    }
+
     @Test
     void quantizesLinearWeightsOnlyAndWritesTheConfigs() throws Exception {
         Path out = tmp.resolve("nvfp4");
