@@ -187,8 +187,8 @@ public final class PreflightCheck {
                     : q.path("quant_algo").asText("").contains("FP4") || q.path("quant_algo").asText("").startsWith("W4")
                     ? List.of("quant_algo", "kv_cache_quant_algo", "group_size", "exclude_modules")
                     : List.of("quant_algo", "kv_cache_quant_algo", "exclude_modules");
-            // transformers' fine-grained FP8 (DeepSeek-V3's layout): blocks need their size.
-            case "fp8" -> quantized.isEmpty() ? List.of() : List.of("weight_block_size");
+            // transformers' fine-grained FP8 (DeepSeek-V3's layout) and its MXFP8: blocks need their size.
+            case "fp8", "mxfp8" -> quantized.isEmpty() ? List.of() : List.of("weight_block_size");
             default -> List.of();
         };
         for (String key : required) {

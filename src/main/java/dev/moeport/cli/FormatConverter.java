@@ -49,7 +49,7 @@ final class FormatConverter implements ITypeConverter<QuantFormat> {
                 throw new IllegalArgumentException("--recipe gives each module its format; give it or --format, not both");
             }
             dev.moeport.convert.Recipe recipe = dev.moeport.convert.Recipe.read(file);
-            recipe.formats().forEach(flavor::requireSupports);
+            flavor.requireSupports(recipe.formats());
             return recipe;
         } catch (IllegalArgumentException | dev.moeport.MoeportException e) {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), e.getMessage());

@@ -58,7 +58,7 @@ final class QuantizeCommand implements Callable<Integer> {
     CommandSpec spec;
 
     @Option(names = "--flavor", paramLabel = "FLAVOR", defaultValue = "modelopt",
-            description = "How the output describes its quantization: modelopt (Model Optimizer's hf_quant_config.json and quant_method modelopt, read by vLLM, SGLang and TensorRT-LLM) or transformers (quant_method fp8 in config.json and weight_scale_inv, the fine-grained FP8 layout DeepSeek-V3 publishes, which transformers loads; fp8_pb only) or compressed-tensors (llm-compressor's layout, which vLLM loads: fp8, fp8_pc and fp8_pb as float-quantized, nvfp4 as nvfp4-pack-quantized, mxfp4 as mxfp4-pack-quantized). Default: ${DEFAULT-VALUE}.")
+            description = "How the output describes its quantization: modelopt (Model Optimizer's hf_quant_config.json and quant_method modelopt, read by vLLM, SGLang and TensorRT-LLM) or transformers (the layouts transformers loads: fp8_pb as its fine-grained fp8, the layout DeepSeek-V3 publishes, with weight_scale_inv; mxfp8 likewise; mxfp4 as GPT-OSS publishes its experts, *_blocks and *_scales) or compressed-tensors (llm-compressor's layout, which vLLM loads: fp8, fp8_pc and fp8_pb as float-quantized, nvfp4 as nvfp4-pack-quantized, mxfp4 as mxfp4-pack-quantized). Default: ${DEFAULT-VALUE}.")
     String flavorName;
 
     @Option(names = "--format", paramLabel = "FORMAT", converter = FormatConverter.class,

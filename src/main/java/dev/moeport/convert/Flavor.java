@@ -17,9 +17,11 @@ public enum Flavor {
     /** Model Optimizer's: {@code weight_scale}, {@code hf_quant_config.json} and {@code quant_method: modelopt} (vLLM, SGLang, TensorRT-LLM). */
     MODELOPT("modelopt", ".weight", ".weight_scale", ".weight_scale_2", ".input_scale"),
     /**
-     * transformers' own fine-grained FP8, the layout DeepSeek-V3 and Qwen3's FP8 checkpoints are published in: an
-     * E4M3 {@code weight} and its f32 {@code weight_scale_inv}, one per 128 x 128 block, the value being the E4M3
-     * value times its block's scale (fp8_pb's numerics under another name), and {@code quant_method: fp8}.
+     * The layouts transformers' own quantization methods load ({@link TransformersQuantConfig}): fp8_pb as its
+     * fine-grained FP8, the layout DeepSeek-V3 and Qwen3's FP8 checkpoints are published in (an E4M3 {@code weight} and
+     * its f32 {@code weight_scale_inv}, one per 128 x 128 block, the value being the E4M3 value times its block's scale:
+     * fp8_pb's numerics under another name); mxfp8 the same way with E8M0 exponents per 1 x 32; mxfp4 as GPT-OSS
+     * publishes its experts ({@link GptOssMxfp4}).
      */
     TRANSFORMERS("transformers", ".weight", ".weight_scale_inv", null, null),
     /**
@@ -67,6 +69,14 @@ public enum Flavor {
         return this == COMPRESSED_TENSORS && CompressedTensorsScheme.of(format).globalScaleSuffix() != null;
     }
 
+    /**
+     * Whether only experts stored fused (GPT-OSS's) are quantized, into {@link GptOssMxfp4}'s layout, and every linear
+     * weight is kept: transformers' mxfp4 method converts GptOssExperts alone.
+     */
+    public boolean quantizesFusedExpertsOnly(QuantFormat format) {
+        return this == TRANSFORMERS && format == QuantFormat.MXFP4;
+    }
+
     public String cliName() {
         return cliName;
     }
@@ -90,9 +100,17 @@ public enum Flavor {
         if (this == COMPRESSED_TENSORS) {
             CompressedTensorsScheme.of(format);
         }
-        if (this == TRANSFORMERS && format != QuantFormat.FP8_PB) {
-            throw new MoeportException("--flavor transformers writes fp8_pb (transformers' fine-grained FP8, DeepSeek-V3's published layout);"
-                    + " transformers 5.17 cannot load " + format.cliName() + " as moeport writes it: use --flavor modelopt for vLLM, SGLang or TensorRT-LLM");
+        if (this == TRANSFORMERS) {
+            TransformersQuantConfig.requireLoadable(format);
+        }
+    }
+
+    /** Refuses, in one line, a recipe's formats this flavor cannot describe together. */
+    public void requireSupports(java.util.List<QuantFormat> formats) {
+        formats.forEach(this::requireSupports);
+        if (this == TRANSFORMERS && (formats.size() > 1 || formats.contains(QuantFormat.MXFP4))) {
+            throw new MoeportException("--flavor transformers takes a recipe of one format, fp8_pb or mxfp8: transformers 5.17 reads one"
+                    + " quantization method per model, and its mxfp4 is GPT-OSS's experts alone (give --format mxfp4)");
         }
     }
 
@@ -122,14 +140,7 @@ public enum Flavor {
             files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
             return files;
         }
-        ObjectNode q = modelConfig.putObject("quantization_config");
-        q.put("quant_method", "fp8");
-        q.put("fmt", "e4m3");
-        q.put("activation_scheme", "dynamic");
-        q.putArray("weight_block_size").add(format.rowGranularity()).add(format.blockSize());
-        // Every linear left in high precision, so that transformers does not make it an FP8 layer.
-        ArrayNode keep = q.putArray("modules_to_not_convert");
-        planned.unquantizedModules().stream().sorted().forEach(keep::add);
+        modelConfig.set("quantization_config", TransformersQuantConfig.of(format, modelConfig, planned));
         Map<String, JsonNode> files = new LinkedHashMap<>();
         files.put(dev.moeport.arch.ModelConfig.FILE_NAME, modelConfig);
         return files;

@@ -132,8 +132,15 @@ public final class OutputPlanner {
         int fusedExpertsKept = 0;
         Map<String, AmaxSource.SharedAmax> sharedAmaxes = new HashMap<>();
         boolean quantizing = format != null || recipe != null;
+        boolean fusedExpertsOnly = format != null && flavor.quantizesFusedExpertsOnly(format);
         for (MappedTensor t : tensors) {
-            QuantFormat f = quantizing && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0
+            if (fusedExpertsOnly && QuantSelection.isFusedExperts(t.name(), t.rank()) && selection.quantizesFusedExperts(t.name())
+                    && isQuantizable(t.dtype())) {
+                jobs.add(GptOssMxfp4.quantize(t, castTo != null ? castTo : t.dtype()));
+                formats.put(t.name(), format);
+                continue;
+            }
+            QuantFormat f = quantizing && !fusedExpertsOnly && selection.quantizes(t.name(), t.rank()) && isQuantizable(t.dtype()) && t.shape().numel() > 0
                     ? formatOf(QuantSelection.module(t.name())) : null;
             if (f != null) {
                 Job.Quantize job = quantize(t, f, sharedAmaxes);
@@ -157,6 +164,11 @@ public final class OutputPlanner {
             jobs.add(target == t.dtype()
                     ? new Job.Copy(out, t.pieces(), copyKind(t))
                     : new Job.Cast(out, t.pieces(), t.dtype(), (transforms(t).isEmpty() ? "" : transforms(t) + ", ") + "cast " + t.dtype() + " -> " + target));
+        }
+        if (fusedExpertsOnly && formats.isEmpty()) {
+            throw new MoeportException("--flavor transformers writes " + format.cliName() + " as GPT-OSS's fused experts (<experts>_blocks,"
+                    + " <experts>_scales), the only MXFP4 layout transformers 5.17 loads, and the input has none left to quantize:"
+                    + " use --flavor modelopt");
         }
         if (recipe != null) {
             recipe.requireEveryRuleMatched();

@@ -40,10 +40,15 @@ public record QuantSelection(List<Glob> defaultExclusions, List<Glob> include, L
     }
 
     public boolean quantizes(String name, int rank) {
-        if (!isLinearWeight(name, rank)) {
-            return false;
-        }
-        String module = module(name);
+        return isLinearWeight(name, rank) && selects(name, module(name));
+    }
+
+    /** Whether a fused expert tensor (GPT-OSS's, named like a module) is quantized, where a format quantizes those. */
+    public boolean quantizesFusedExperts(String name) {
+        return selects(name, name);
+    }
+
+    private boolean selects(String name, String module) {
         for (List<Glob> user : List.of(include, exclude)) {
             for (Glob g : user) {
                 if (g.matches(module) || g.matches(name)) {

@@ -8,7 +8,6 @@ import dev.moeport.quant.DequantizedTensor;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
-import dev.moeport.tensor.PermutedTensor;
 import dev.moeport.tensor.ReshapedTensor;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
@@ -36,7 +35,7 @@ public final class QuantizedCheckpoint {
 
     /** The name of a tensor that only a quantized checkpoint holds (a scale of some format), or null. */
     public static String quantizedMarker(java.util.Collection<String> names) {
-        return names.stream().filter(n -> n.endsWith(".weight_scale") || n.endsWith(".weight_scale_inv") || n.endsWith(BLOCKS)
+        return names.stream().filter(n -> n.endsWith(".weight_scale") || n.endsWith(".weight_scale_inv") || n.endsWith(GptOssMxfp4.BLOCKS)
                         || n.endsWith(PACKED))
                 .findFirst().orElse(null);
     }
@@ -120,10 +119,12 @@ public final class QuantizedCheckpoint {
             Tensor weight = e.getValue();
             String module = name.endsWith(".weight") ? module(name) : null;
             if (module != null && tensors.containsKey(module + ".weight_scale_inv")) {
-                out.put(name, deepSeekFp8(weight, tensors.get(module + ".weight_scale_inv"), dtype, kernel));
+                Tensor scaleInv = tensors.get(module + ".weight_scale_inv");
+                QuantFormat format = scaleInv.dtype() == DType.U8 ? QuantFormat.MXFP8 : QuantFormat.FP8_PB;
+                out.put(name, fineGrainedFp8(format, weight, scaleInv, dtype, kernel));
                 modules.add(module);
                 scales.add(module + ".weight_scale_inv");
-                seen = QuantFormat.FP8_PB;
+                seen = format;
                 continue;
             }
             if (name.endsWith(PACKED)) {
@@ -136,11 +137,11 @@ public final class QuantizedCheckpoint {
                 seen = nvfp4 ? QuantFormat.NVFP4 : QuantFormat.MXFP4;
                 continue;
             }
-            if (name.endsWith(BLOCKS) && tensors.containsKey(stem(name) + SCALES)) {
-                String fused = stem(name);
-                out.put(fused, gptOssMxfp4(weight, tensors.get(fused + SCALES), dtype, kernel));
+            if (name.endsWith(GptOssMxfp4.BLOCKS) && tensors.containsKey(GptOssMxfp4.fusedName(name) + GptOssMxfp4.SCALES)) {
+                String fused = GptOssMxfp4.fusedName(name);
+                out.put(fused, GptOssMxfp4.decode(weight, tensors.get(fused + GptOssMxfp4.SCALES), dtype, kernel));
                 modules.add(fused);
-                scales.add(fused + SCALES);
+                scales.add(fused + GptOssMxfp4.SCALES);
                 seen = QuantFormat.MXFP4;
                 continue;
             }
@@ -223,41 +224,18 @@ public final class QuantizedCheckpoint {
         return decoded;
     }
 
-    private static final String BLOCKS = "_blocks";
-    private static final String SCALES = "_scales";
-
-    private static String stem(String blocksName) {
-        return blocksName.substring(0, blocksName.length() - BLOCKS.length());
-    }
-
     /**
-     * DeepSeek-V3's FP8 layout: an E4M3 weight and {@code weight_scale_inv}, one f32 per 128 x 128 block;
-     * the value is the E4M3 value times its block's scale.
+     * transformers' fine-grained FP8 ({@code quant_method: fp8}, DeepSeek-V3's layout): an E4M3 weight and
+     * {@code weight_scale_inv}, one f32 per 128 x 128 block, the value being the E4M3 value times its block's scale; or
+     * its {@code mxfp8}: the E8M0 exponents (uint8) of blocks of 1 x 32 under the same name (integrations/finegrained_fp8.py).
      */
-    private static Tensor deepSeekFp8(Tensor weight, Tensor scaleInv, DType dtype, QuantKernel kernel) {
-        if (weight.dtype() != DType.F8_E4M3 || scaleInv.dtype() != DType.F32 || weight.rank() != 2
-                || !QuantFormat.FP8_PB.scaleShape(weight.shape()).equals(scaleInv.shape())) {
+    private static Tensor fineGrainedFp8(QuantFormat format, Tensor weight, Tensor scaleInv, DType dtype, QuantKernel kernel) {
+        if (weight.dtype() != DType.F8_E4M3 || scaleInv.dtype() != format.scaleType() || weight.rank() != 2
+                || !format.scaleShape(weight.shape()).equals(scaleInv.shape())) {
             throw new MoeportException(scaleInv.where() + ": " + weight.describe() + " with weight_scale_inv " + scaleInv.describe()
-                    + " is not an FP8 weight with 128 x 128 block scales");
+                    + " is neither an FP8 weight with f32 128 x 128 block scales nor an MXFP8 one with U8 1 x 32 block exponents");
         }
-        return new DequantizedTensor(kernel, QuantFormat.FP8_PB, weight, scaleInv, null, dtype);
-    }
-
-    /**
-     * GPT-OSS's published MXFP4 experts: {@code <name>_blocks [E, rows, cols/32, 16]} (E2M1 pairs, low
-     * nibble first) and {@code <name>_scales [E, rows, cols/32]} (E8M0), each expert stored as
-     * {@code [out, in]}. Decoded and transposed back to the BF16 layout {@code <name> [E, in, out]}.
-     */
-    private static Tensor gptOssMxfp4(Tensor blocks, Tensor scales, DType dtype, QuantKernel kernel) {
-        var b = blocks.shape();
-        if (blocks.dtype() != DType.U8 || scales.dtype() != DType.U8 || b.rank() != 4 || b.dim(3) != 16
-                || !scales.shape().equals(b.dropLast())) {
-            throw new MoeportException(blocks.where() + ": " + blocks.describe() + " with scales " + scales.describe()
-                    + " is not GPT-OSS's MXFP4 layout ([E, rows, cols/32, 16] U8 and [E, rows, cols/32] U8)");
-        }
-        Tensor packed = new ReshapedTensor(blocks, Shape.of(b.dim(0), b.dim(1), b.dim(2) * 16));
-        Tensor decoded = new DequantizedTensor(kernel, QuantFormat.MXFP4, packed, scales, null, dtype);
-        return PermutedTensor.transposedMatrices(decoded, stem(blocks.name()));
+        return new DequantizedTensor(kernel, format, weight, scaleInv, null, dtype);
     }
 
     private static String module(String weightName) {
