@@ -9,7 +9,8 @@ LOGITS.safetensors is a fixture's file (its `input_ids` are used). BF16_DIR and 
 AutoModelForCausalLM (each in the dtype and quantization its config.json declares) and run on those input_ids.
 For each quantized folder it reports, against the BF16 folder's logits: max |delta| of the logits, argmax agreement
 (the share of positions whose top token is the same), and the mean KL divergence KL(p_bf16 || p_quantized) of the
-next-token distributions. A folder transformers cannot load is reported with the reason. The BF16 folder's logits
+next-token distributions; and the flip margin, the largest gap between BF16's top two logits at a position whose top
+token changed (a top token can change only where that gap is below twice the logits' error). A folder transformers cannot load is reported with the reason. The BF16 folder's logits
 are also compared with the fixture's stored ones (max |delta|), to show the reference itself loaded right.
 
 With --exports, EXPORTS_DIR/<arch>/<format>.<flavor>/ (as scripts/quality_report.sh makes them) are compared with
@@ -60,6 +61,8 @@ def compare(logits_file, bf16, quantized, device, native):
     ids = stored["input_ids"]
     reference = logits_of(bf16, ids, device, native)
     ref_logp = torch.log_softmax(reference, dim=-1)
+    top2 = reference.topk(2, dim=-1).values
+    margin = top2[..., 0] - top2[..., 1]
     rows = []
     for label, folder in quantized:
         try:
@@ -68,12 +71,15 @@ def compare(logits_file, bf16, quantized, device, native):
             rows.append({"label": label, "folder": folder, "error": f"{type(e).__name__}: {e}"[:300]})
             continue
         logp = torch.log_softmax(logits, dim=-1)
+        flipped = logits.argmax(-1) != reference.argmax(-1)
         rows.append({
             "label": label,
             "folder": folder,
             "max_abs_delta": (logits - reference).abs().max().item(),
-            "argmax_agreement": (logits.argmax(-1) == reference.argmax(-1)).float().mean().item(),
+            "argmax_agreement": 1 - flipped.float().mean().item(),
             "kl_divergence": (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean().item(),
+            # A top token can change only where BF16's top two are closer than twice the logits' error: near-ties.
+            "flip_margin": margin[flipped].max().item() if flipped.any() else 0.0,
         })
     return {
         "reference": bf16,
@@ -87,12 +93,12 @@ def print_report(name, report):
     stored = report["reference_vs_stored_max_abs_delta"]
     print(f"{name}: reference {report['reference']}, input_ids {tuple(report['input_ids'])}"
           + ("" if stored is None else f", its logits vs the fixture's stored logits: max |delta| {stored:.3g}"))
-    print(f"  {'format.flavor':26s} {'max |delta|':>12s} {'argmax agree':>13s} {'KL':>10s}")
+    print(f"  {'format.flavor':26s} {'max |delta|':>12s} {'argmax agree':>13s} {'KL':>10s} {'flip margin':>12s}")
     for r in report["results"]:
         if "error" in r:
             print(f"  {r['label']:26s} cannot load: {r['error']}")
         else:
-            print(f"  {r['label']:26s} {r['max_abs_delta']:12.4g} {r['argmax_agreement']:13.4f} {r['kl_divergence']:10.3g}")
+            print(f"  {r['label']:26s} {r['max_abs_delta']:12.4g} {r['argmax_agreement']:13.4f} {r['kl_divergence']:10.3g} {r['flip_margin']:12.3g}")
 
 
 def main():
