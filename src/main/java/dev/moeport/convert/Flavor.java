@@ -77,6 +77,13 @@ public enum Flavor {
         return this == TRANSFORMERS && format == QuantFormat.MXFP4;
     }
 
+    /** Refuses, in one line, a weight this flavor's loader cannot decode in {@code format}. */
+    public void requireQuantizable(String tensor, QuantFormat format, dev.moeport.tensor.Shape shape) {
+        if (this == TRANSFORMERS) {
+            TransformersQuantConfig.requireWholeBlocks(tensor, format, shape);
+        }
+    }
+
     public String cliName() {
         return cliName;
     }

@@ -62,13 +62,16 @@ public final class GptOssMxfp4 {
     /** {@code [E, out, in]} -> {@code [E, out, in/32, 16]}: MXFP4's packed rows cut into their blocks of 32 values. */
     private static Shape blocksShape(Shape rows) {
         int block = QuantFormat.MXFP4.blockSize();
-        return Shape.of(rows.dim(0), rows.dim(1), rows.dim(2) / block, block / 2);
+        return Shape.of(rows.dim(0), rows.dim(1), rows.dim(2) / block, BLOCK_BYTES);
     }
+
+    /** Bytes of one block of 32 E2M1 values. */
+    private static final int BLOCK_BYTES = QuantFormat.MXFP4.blockSize() * QuantFormat.MXFP4.elementBits() / 8;
 
     /** The fused tensor {@code [E, in, out]} a {@code _blocks} / {@code _scales} pair stands for, decoded. */
     static Tensor decode(Tensor blocks, Tensor scales, DType dtype, QuantKernel kernel) {
         var b = blocks.shape();
-        if (blocks.dtype() != DType.U8 || scales.dtype() != DType.U8 || b.rank() != 4 || b.dim(3) != QuantFormat.MXFP4.blockSize() / 2
+        if (blocks.dtype() != DType.U8 || scales.dtype() != DType.U8 || b.rank() != 4 || b.dim(3) != BLOCK_BYTES
                 || !scales.shape().equals(b.dropLast())) {
             throw new MoeportException(blocks.where() + ": " + blocks.describe() + " with scales " + scales.describe()
                     + " is not GPT-OSS's MXFP4 layout ([E, rows, cols/32, 16] U8 and [E, rows, cols/32] U8)");

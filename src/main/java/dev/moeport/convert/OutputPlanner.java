@@ -212,6 +212,7 @@ public final class OutputPlanner {
             throw new MoeportException("tensor '" + t.name() + "' has " + in + " columns, not a multiple of " + format.cliName() + "'s block of "
                     + format.blockSize() + " (keep it unquantized with --exclude)");
         }
+        flavor.requireQuantizable(t.name(), format, t.shape());
         if (format.packsRowPairs() && t.shape().dim(-2) % 2 != 0) {
             throw new MoeportException("tensor '" + t.name() + "' has an odd number of rows (" + t.shape().dim(-2) + "); "
                     + format.cliName() + " packs two rows a byte (keep it unquantized with --exclude)");

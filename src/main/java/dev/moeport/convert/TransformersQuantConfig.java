@@ -33,6 +33,24 @@ final class TransformersQuantConfig {
         }
     }
 
+    /**
+     * Refuses, in one line, a weight whose blocks transformers would decode wrongly: its FP8 dequantization (on CPU,
+     * and wherever its Hub kernels are missing) takes the block as {@code rows // scale_rows} and {@code cols // scale_cols}
+     * (integrations/finegrained_fp8.py, {@code Fp8Dequantize._dequantize_one}), which is the block only where the block
+     * divides the dimension or the dimension fits in one block (192 rows: blocks of 96; 584: refused).
+     */
+    static void requireWholeBlocks(String tensor, QuantFormat format, dev.moeport.tensor.Shape shape) {
+        long rows = shape.dim(-2);
+        long cols = shape.dim(-1);
+        int blockRows = format.rowGranularity();
+        int blockCols = format.blockSize();
+        if (rows > blockRows && rows % blockRows != 0 || cols > blockCols && cols % blockCols != 0) {
+            throw new MoeportException("tensor '" + tensor + "' is " + rows + " x " + cols + ", not whole " + format.cliName() + " blocks of "
+                    + blockRows + " x " + blockCols + ": transformers' dequantization would decode it with wrong blocks or refuse it"
+                    + " (keep it unquantized with --exclude)");
+        }
+    }
+
     /** The {@code quantization_config} of a model quantized to {@code format}, with every linear left in BF16 listed as such. */
     static ObjectNode of(QuantFormat format, ObjectNode modelConfig, OutputPlanner.Planned planned) {
         ObjectNode q = JsonNodeFactory.instance.objectNode();

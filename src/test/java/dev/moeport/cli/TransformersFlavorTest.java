@@ -102,6 +102,15 @@ class TransformersFlavorTest {
         assertEquals(1, r.err().lines().count(), r.err());
         assertTrue(r.err().contains("GPT-OSS's fused experts"), r.err());
         assertFalse(Files.exists(tmp.resolve("mxfp4")));
+        // transformers' FP8 dequantization takes rows // scale_rows as the block: 192 rows would decode in blocks of 96.
+        Path deepSeek = Shared.fixture("deepseek_v3").resolve("hf");
+        r = CliRun.of("quantize", "--format", "fp8_pb", "--flavor", "transformers", "--in", deepSeek.toString(), "--out", tmp.resolve("ds").toString());
+        assertEquals(1, r.code(), r.err());
+        assertEquals("moeport: error: tensor 'model.layers.0.self_attn.q_b_proj.weight' is 192 x 96, not whole fp8_pb blocks of 128 x 128:"
+                + " transformers' dequantization would decode it with wrong blocks or refuse it (keep it unquantized with --exclude)", r.err().strip());
+        assertFalse(Files.exists(tmp.resolve("ds")));
+        CliRun.succeeding("quantize", "--format", "fp8_pb", "--flavor", "transformers", "--exclude", "*q_b_proj", "--in", deepSeek.toString(),
+                "--out", tmp.resolve("ds").toString());
         assertEquals(2, CliRun.of("quantize", "--format", "fp8_pb", "--flavor", "vllm", "--in", HF.toString(), "--out", tmp.resolve("v").toString()).code());
     }
 
