@@ -89,7 +89,7 @@ class TransformersFlavorTest {
     }
 
     @Test
-    void formatsTransformersCannotLoadAreRefusedInOneLine() {
+    void formatsTransformersCannotLoadAreRefusedInOneLine() throws Exception {
         for (String format : List.of("nvfp4", "fp8", "fp8_pc", "int8_wo", "int4_g128")) {
             CliRun r = CliRun.of("quantize", "--format", format, "--flavor", "transformers", "--in", HF.toString(), "--out", tmp.resolve(format).toString());
             assertEquals(2, r.code(), r.err());
@@ -111,6 +111,13 @@ class TransformersFlavorTest {
         assertFalse(Files.exists(tmp.resolve("ds")));
         CliRun.succeeding("quantize", "--format", "fp8_pb", "--flavor", "transformers", "--exclude", "*q_b_proj", "--in", deepSeek.toString(),
                 "--out", tmp.resolve("ds").toString());
+        // One quant_method per model: no mixed recipe.
+        Path recipe = tmp.resolve("recipe.json");
+        Files.writeString(recipe, "{\"rules\": [{\"modules\": \"*self_attn*\", \"format\": \"fp8_pb\"}, {\"modules\": \"*\", \"format\": \"mxfp8\"}]}");
+        r = CliRun.of("quantize", "--recipe", recipe.toString(), "--flavor", "transformers", "--in", HF.toString(), "--out", tmp.resolve("mixed").toString());
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().startsWith("moeport: --flavor transformers takes a recipe of one format"), r.err());
+        assertFalse(Files.exists(tmp.resolve("mixed")));
         assertEquals(2, CliRun.of("quantize", "--format", "fp8_pb", "--flavor", "vllm", "--in", HF.toString(), "--out", tmp.resolve("v").toString()).code());
     }
 
