@@ -362,7 +362,7 @@ public final class PreflightCheck {
             }
             Shape expected = format.scaleShape(format.decodedShape(weight.shape()));
             // One per-tensor scale may also stand for a whole stack of experts.
-            boolean fits = scale.shape().equals(expected) || QuantizedCheckpoint.isColumnOf(scale.shape(), expected)
+            boolean fits = QuantizedCheckpoint.isStoredFormOf(scale.shape(), expected)
                     || (format.scaleIsTensorScale() && scale.numel() == 1);
             if (!fits) {
                 problems.add(new Problem(scale.name(), "has shape " + scale.shape() + ", but " + format.cliName() + " of weight " + weight.shape()

@@ -61,7 +61,12 @@ public enum Flavor {
 
     /** The shape of a module's (first) scale tensor for a weight of shape {@code weight}. */
     public dev.moeport.tensor.Shape scaleShape(QuantFormat format, dev.moeport.tensor.Shape weight) {
-        return this == COMPRESSED_TENSORS ? CompressedTensorsScheme.of(format).scaleShape(weight) : format.scaleShape(weight);
+        return switch (this) {
+            case COMPRESSED_TENSORS -> CompressedTensorsScheme.of(format).scaleShape(weight);
+            // Model Optimizer's export stores fp8_pb's grid as [rows, 1, cols, 1], the shape vLLM's ModelOpt FP8_PB_WO loader allocates.
+            case MODELOPT -> format == QuantFormat.FP8_PB ? QuantizedCheckpoint.blockGrid(format.scaleShape(weight)) : format.scaleShape(weight);
+            case TRANSFORMERS -> format.scaleShape(weight);
+        };
     }
 
     /** Whether per-tensor scales are stored as their reciprocals (compressed-tensors' NVFP4 global scales). */

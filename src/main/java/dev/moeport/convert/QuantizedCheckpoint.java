@@ -90,7 +90,7 @@ public final class QuantizedCheckpoint {
         }
         Function<QuantFormat, Shape> scaleShape = f -> f.scaleShape(f.decodedShape(weight.shape()));
         return candidates.stream().filter(f -> scaleShape.apply(f).equals(scale.shape())).findFirst()
-                .or(() -> candidates.stream().filter(f -> isColumnOf(scale.shape(), scaleShape.apply(f))).findFirst())
+                .or(() -> candidates.stream().filter(f -> isStoredFormOf(scale.shape(), scaleShape.apply(f))).findFirst())
                 .or(() -> candidates.stream().filter(f -> scaleShape.apply(f).rank() == scale.rank()).findFirst())
                 .orElse(candidates.getFirst());
     }
@@ -101,6 +101,26 @@ public final class QuantizedCheckpoint {
      */
     public static boolean isColumnOf(Shape stored, Shape formatShape) {
         return stored.equals(formatShape.append(1));
+    }
+
+    /**
+     * A 2-D block grid {@code [..., rows, cols]} as Model Optimizer's export stores it, {@code [..., rows, 1, cols, 1]}:
+     * its block quantizer keeps the reduced dimensions of the {@code [rows, 128, cols, 128]} view of the weight
+     * (modelopt/torch/quantization/nn/modules/tensor_quantizer.py, _setup_for_blockquant and _get_amax with
+     * keepdims=True; export_amax leaves a block amax unsqueezed), and get_scaling_factor divides that amax as is.
+     */
+    public static Shape blockGrid(Shape grid) {
+        long[] d = grid.toArray();
+        long[] out = java.util.Arrays.copyOf(d, d.length + 2);
+        out[d.length - 1] = 1;
+        out[d.length] = d[d.length - 1];
+        out[d.length + 1] = 1;
+        return Shape.of(out);
+    }
+
+    /** Whether a stored scale is the format's scale as is, as a column ({@link #isColumnOf}) or as a block grid ({@link #blockGrid}). */
+    public static boolean isStoredFormOf(Shape stored, Shape formatShape) {
+        return stored.equals(formatShape) || isColumnOf(stored, formatShape) || formatShape.rank() >= 2 && stored.equals(blockGrid(formatShape));
     }
 
     /**
@@ -153,7 +173,7 @@ public final class QuantizedCheckpoint {
             Tensor scale2 = tensors.get(module + ".weight_scale_2");
             QuantFormat format = declared != null ? declared : inferFormat(weight, scale, scale2 != null);
             Shape formatScale = format.scaleShape(format.decodedShape(weight.shape()));
-            if (isColumnOf(scale.shape(), formatScale)) {
+            if (!scale.shape().equals(formatScale) && isStoredFormOf(scale.shape(), formatScale)) {
                 scale = new ReshapedTensor(scale, formatScale);
             }
             if (weight.dtype() != format.weightType() || scale.dtype() != format.scaleType() || (format.hasScale2() && scale2 == null)) {

@@ -221,6 +221,9 @@ class CompressedTensorsFlavorTest {
                 if (format.equals("fp8_pc")) {
                     expected = java.util.Arrays.copyOf(expected, expected.length + 1);
                     expected[expected.length - 1] = 1;
+                } else if (format.equals("fp8_pb")) {
+                    // Model Optimizer's flavor stores the grid as [rows, 1, cols, 1] (QuantizeCommandTest), compressed-tensors as [rows, cols].
+                    expected = new long[] {expected[0], expected[2]};
                 }
                 assertArrayEquals(expected, c.tensor(name).shape().toArray(), module);
                 assertEquals(m.tensor(name).dtype(), c.tensor(name).dtype(), module);
