@@ -118,7 +118,7 @@ public final class PreflightCheck {
             checkFusedSiblings(tensors, arena, problems);
         }
         checkExpertSiblings(tensors, problems);
-        checkLayouts(tensors, quantized, declaredFormat(folder, problems), listedLayers, problems);
+        checkLayouts(tensors, quantized, declaredFormat(folder, problems), listedLayers, engine == Engine.vllm && isModelopt(folder), problems);
         for (String module : quantized) {
             String pattern = excluded.stream().filter(e -> names(e, module)).findFirst().orElse(null);
             if (pattern != null) {
@@ -324,6 +324,24 @@ public final class PreflightCheck {
         }
     }
 
+    /*
+     * vLLM's Model Optimizer FP8 (quant_algo FP8) quantizes activations with a static input_scale
+     * (model_executor/layers/quantization/modelopt.py at 00155cde, create_weights of ModelOptFp8LinearMethod and
+     * ModelOptFp8MoEMethod): a linear layer fills it with torch.finfo(float32).min before loading and keeps its max
+     * after, so without one it divides by a negative scale; a fused MoE fills it with 1.0 instead.
+     */
+    public static final String FP8_LINEAR_WITHOUT_INPUT_SCALE = "is fp8 without an input_scale: vLLM's Model Optimizer FP8 linear then quantizes"
+            + " its activations with the float32 minimum as scale (garbage); calibrate, or write --flavor compressed-tensors";
+    public static final String FP8_EXPERT_WITHOUT_INPUT_SCALE = "is fp8 without an input_scale: vLLM's Model Optimizer FP8 MoE then uses 1.0,"
+            + " clipping activations at 448 and flushing small ones; calibrate, or write --flavor compressed-tensors";
+
+    /** Whether the quantization config is Model Optimizer's ({@code hf_quant_config.json}, or quant_method modelopt in config.json). */
+    private static boolean isModelopt(Path folder) {
+        Path config = folder.resolve("config.json");
+        return Files.exists(folder.resolve("hf_quant_config.json"))
+                || Files.exists(config) && read(config).path("quantization_config").path("quant_method").asText("").equals("modelopt");
+    }
+
     /** Float scales engines read as f32 whatever their dtype: Model Optimizer writes F32, compressed-tensors the model's. */
     private static final Set<DType> FLOAT_SCALES = Set.of(DType.F32, DType.BF16, DType.F16);
 
@@ -334,7 +352,7 @@ public final class PreflightCheck {
      * or misread a scale of another shape.
      */
     private static void checkLayouts(Map<String, Tensor> tensors, Set<String> quantized, QuantFormat declared, Map<String, QuantFormat> listedLayers,
-                                     List<Problem> problems) {
+                                     boolean fp8NeedsInputScale, List<Problem> problems) {
         for (String module : quantized) {
             Tensor weight = tensors.getOrDefault(module + ".weight_packed", tensors.get(module + ".weight"));
             Tensor scale = tensors.getOrDefault(module + ".weight_scale", tensors.get(module + ".weight_scale_inv"));
@@ -367,6 +385,9 @@ public final class PreflightCheck {
             if (!fits) {
                 problems.add(new Problem(scale.name(), "has shape " + scale.shape() + ", but " + format.cliName() + " of weight " + weight.shape()
                         + " has " + expected));
+            }
+            if (fp8NeedsInputScale && format == QuantFormat.FP8 && !tensors.containsKey(module + ".input_scale")) {
+                problems.add(new Problem(module, EXPERT.matcher(module).matches() || weight.rank() == 3 ? FP8_EXPERT_WITHOUT_INPUT_SCALE : FP8_LINEAR_WITHOUT_INPUT_SCALE));
             }
             if (format.hasScale2() && global == null) {
                 problems.add(new Problem(module, "has no per-tensor scale (weight_scale_2 or weight_global_scale), which " + format.cliName() + " needs"));

@@ -62,9 +62,10 @@ public final class OutputPlanner {
      * @param unquantizedModules HF module names of linear weights left unquantized (the quantization config's {@code ignore} list)
      * @param withInputScale the quantized modules that got a static {@code input_scale} (from calibration)
      * @param fusedExpertsKept fused expert tensors (GPT-OSS) kept unquantized
+     * @param flavor how the output describes its quantization
      */
     public record Planned(List<Job> jobs, boolean quantizing, java.util.SequencedMap<String, QuantFormat> formats, List<String> unquantizedModules,
-                          java.util.Set<String> withInputScale, int fusedExpertsKept) {
+                          java.util.Set<String> withInputScale, int fusedExpertsKept, Flavor flavor) {
 
         /** HF module names that were quantized. */
         public List<String> quantizedModules() {
@@ -112,7 +113,15 @@ public final class OutputPlanner {
             }
             String counts = String.join(", ", usedFormats().stream().map(f -> modulesOf(f).size() + " module(s) quantized to " + f.cliName()).toList());
             notes.add((counts.isEmpty() ? "no module quantized" : counts) + ", " + unquantizedModules.size() + " linear module(s) kept unquantized");
-            long dynamic = formats.entrySet().stream().filter(e -> e.getValue().quantizesActivations() && !withInputScale.contains(e.getKey())).count();
+            long uncalibratedFp8 = flavor == Flavor.MODELOPT
+                    ? formats.entrySet().stream().filter(e -> e.getValue() == QuantFormat.FP8 && !withInputScale.contains(e.getKey())).count() : 0;
+            if (uncalibratedFp8 > 0) {
+                notes.add(uncalibratedFp8 + " fp8 module(s) without a calibrated input amax get no input_scale, which vLLM's Model Optimizer"
+                        + " FP8 loader needs (it computes garbage without one): calibrate with Model Optimizer and import with"
+                        + " --keep-quantized, or write --flavor compressed-tensors (FP8 with dynamic activation scales)");
+            }
+            long dynamic = formats.entrySet().stream().filter(e -> e.getValue().quantizesActivations() && !withInputScale.contains(e.getKey())).count()
+                    - uncalibratedFp8;
             if (dynamic > 0) {
                 notes.add(dynamic + " module(s) without a calibrated input amax get no input_scale:"
                         + " engines must quantize their activations dynamically (calibrate with Model Optimizer for static scales)");
@@ -174,7 +183,7 @@ public final class OutputPlanner {
             recipe.requireEveryRuleMatched();
         }
         return new Planned(List.copyOf(jobs), quantizing, java.util.Collections.unmodifiableSequencedMap(formats), List.copyOf(unquantizedModules),
-                java.util.Set.copyOf(withInputScale), fusedExpertsKept);
+                java.util.Set.copyOf(withInputScale), fusedExpertsKept, flavor);
     }
 
     /** The format of a module the selection quantizes: the recipe's, else {@code --format}'s. */

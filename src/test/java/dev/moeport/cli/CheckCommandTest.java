@@ -39,7 +39,7 @@ class CheckCommandTest {
      * (tensorrt_llm/quantization/mode.py) neither mxfp4, MXFP8 nor W4A16_NVFP4 (uncalibrated nvfp4).
      */
     @ParameterizedTest(name = "{0}")
-    @org.junit.jupiter.params.provider.CsvSource({"fp8,vllm trtllm,", "fp8_pc,vllm trtllm,", "fp8_pb,vllm trtllm,", "nvfp4,vllm,trtllm",
+    @org.junit.jupiter.params.provider.CsvSource({"fp8,trtllm,", "fp8_pc,vllm trtllm,", "fp8_pb,vllm trtllm,", "nvfp4,vllm,trtllm",
         "mxfp4,,vllm trtllm", "mxfp8,vllm,trtllm", "int8_wo,trtllm,vllm", "int4_g128,trtllm,vllm"})
     void everyFormatMoeportWritesPassesForTheEnginesThatLoadIt(String format, String loading, String refusing) {
         Path q = CliRun.succeeding("quantize", "--format", format, "--in", HF.toString(), "--out", tmp.resolve(format).toString());
@@ -52,6 +52,48 @@ class CheckCommandTest {
             assertEquals(1, r.code(), engine + ": " + r.out());
             assertTrue(r.out().startsWith("hf_quant_config.json: " + engine + "'s Model Optimizer loader refuses quant_algo '"), r.out());
         }
+    }
+
+    /**
+     * Model Optimizer's fp8 without calibration has no input_scale: a problem for vLLM only, one line per quantized
+     * module. Its ModelOptFp8LinearMethod.create_weights fills input_scale with torch.finfo(float32).min and
+     * process_weights_after_loading keeps its max; ModelOptFp8MoEMethod.create_weights fills w13/w2_input_scale with 1.0
+     * (vllm model_executor/layers/quantization/modelopt.py at 00155cde). Calibrated inputs give every module one, and pass.
+     */
+    @Test
+    void uncalibratedModelOptimizerFp8IsAProblemForVllm() throws Exception {
+        Path out = tmp.resolve("fp8");
+        CliRun quantize = CliRun.of("quantize", "--format", "fp8", "--in", HF.toString(), "--out", out.toString());
+        assertEquals(0, quantize.code(), quantize.err());
+        assertTrue((quantize.out() + quantize.err()).contains("--keep-quantized, or write --flavor compressed-tensors"), quantize.out() + quantize.err());
+        java.util.Set<String> modules = new java.util.TreeSet<>();
+        try (dev.moeport.format.Checkpoint c = dev.moeport.format.Checkpoints.open(out)) {
+            c.tensors().keySet().stream().filter(n -> n.endsWith(".weight_scale")).forEach(n -> modules.add(n.substring(0, n.length() - ".weight_scale".length())));
+        }
+        CliRun vllm = CliRun.of("check", out.toString(), "--engine", "vllm");
+        assertEquals(1, vllm.code(), vllm.out());
+        List<String> lines = vllm.out().lines().filter(l -> !l.startsWith(out + ": ")).toList();
+        assertEquals(modules, new java.util.TreeSet<>(lines.stream().map(l -> l.substring(0, l.indexOf(": "))).toList()), vllm.out());
+        assertEquals(modules.size(), lines.size(), vllm.out());
+        assertTrue(lines.contains("model.layers.0.self_attn.q_proj: " + dev.moeport.check.PreflightCheck.FP8_LINEAR_WITHOUT_INPUT_SCALE), vllm.out());
+        assertTrue(lines.contains("model.layers.1.mlp.experts.3.down_proj: " + dev.moeport.check.PreflightCheck.FP8_EXPERT_WITHOUT_INPUT_SCALE), vllm.out());
+        assertEquals(0, CliRun.of("check", out.toString(), "--engine", "trtllm").code());
+
+        Path calibrated = tmp.resolve("hf-calibrated");
+        try (dev.moeport.format.Checkpoint hf = dev.moeport.format.Checkpoints.open(HF)) {
+            List<dev.moeport.testing.TestCheckpoints.Entry> entries = new java.util.ArrayList<>(dev.moeport.testing.TestCheckpoints.entries(hf, n -> true));
+            for (String name : hf.tensors().keySet()) {
+                if (name.endsWith("_proj.weight")) {
+                    String amax = name.substring(0, name.length() - ".weight".length()) + ".input_quantizer._amax";
+                    entries.add(dev.moeport.testing.TestCheckpoints.Entry.of(amax, dev.moeport.testing.TestCheckpoints.f32("i", 4.0f)));
+                }
+            }
+            dev.moeport.testing.TestCheckpoints.write(calibrated, entries, 1L << 30);
+            Files.copy(HF.resolve("config.json"), calibrated.resolve("config.json"));
+        }
+        Path q = CliRun.succeeding("quantize", "--format", "fp8", "--in", calibrated.toString(), "--out", tmp.resolve("fp8-calibrated").toString());
+        CliRun r = CliRun.of("check", q.toString(), "--engine", "vllm");
+        assertEquals(0, r.code(), r.out());
     }
 
     /** Every architecture fixture with a transformers-written HF folder. */

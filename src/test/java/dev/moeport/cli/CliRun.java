@@ -18,7 +18,13 @@ public record CliRun(int code, String out, String err) {
                 && !list.contains("--dry-run");
         if (quantized) {
             CliRun check = of("check", out.toString(), "--engine", engineFor(list));
-            org.junit.jupiter.api.Assertions.assertEquals(0, check.code(), "moeport check " + out + ":\n" + check.out() + check.err());
+            // An uncalibrated Model Optimizer fp8 output has no input_scale, which vLLM needs: that may be its only problem.
+            boolean onlyUncalibratedFp8 = check.code() == 1 && check.out().lines().filter(l -> !l.startsWith(out + ": "))
+                    .allMatch(l -> l.endsWith(dev.moeport.check.PreflightCheck.FP8_LINEAR_WITHOUT_INPUT_SCALE)
+                            || l.endsWith(dev.moeport.check.PreflightCheck.FP8_EXPERT_WITHOUT_INPUT_SCALE));
+            if (!(onlyUncalibratedFp8 && uncalibratedFp8Expected(list))) {
+                org.junit.jupiter.api.Assertions.assertEquals(0, check.code(), "moeport check " + out + ":\n" + check.out() + check.err());
+            }
         }
         return out;
     }
@@ -37,6 +43,13 @@ public record CliRun(int code, String out, String err) {
             case "mxfp4" -> "sglang";
             default -> "vllm";
         };
+    }
+
+    /** Whether a run may write fp8 without input scales under Model Optimizer's names: fp8 (or a recipe) in the modelopt flavor. */
+    private static boolean uncalibratedFp8Expected(java.util.List<String> args) {
+        int at = args.indexOf("--format");
+        boolean modelopt = !args.contains("--flavor") || args.get(args.indexOf("--flavor") + 1).equals("modelopt");
+        return modelopt && (at < 0 || args.get(at + 1).equals("fp8"));
     }
 
     public static CliRun of(String... args) {
