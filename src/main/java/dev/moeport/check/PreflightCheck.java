@@ -328,7 +328,9 @@ public final class PreflightCheck {
      * vLLM's Model Optimizer FP8 (quant_algo FP8) quantizes activations with a static input_scale
      * (model_executor/layers/quantization/modelopt.py at 00155cde, create_weights of ModelOptFp8LinearMethod and
      * ModelOptFp8MoEMethod): a linear layer fills it with torch.finfo(float32).min before loading and keeps its max
-     * after, so without one it divides by a negative scale; a fused MoE fills it with 1.0 instead.
+     * after, so without one it divides by a negative scale; a fused MoE fills it with 1.0 instead. Its
+     * ModelOptFp8PbWoLinearMethod allocates weight_scale as [out/128, 1, in/128, 1], and BasevLLMParameter's
+     * _assert_and_load (model_executor/parameter.py) asserts a loaded tensor has its parameter's shape.
      */
     public static final String FP8_LINEAR_WITHOUT_INPUT_SCALE = "is fp8 without an input_scale: vLLM's Model Optimizer FP8 linear then quantizes"
             + " its activations with the float32 minimum as scale (garbage); calibrate, or write --flavor compressed-tensors";
@@ -352,7 +354,7 @@ public final class PreflightCheck {
      * or misread a scale of another shape.
      */
     private static void checkLayouts(Map<String, Tensor> tensors, Set<String> quantized, QuantFormat declared, Map<String, QuantFormat> listedLayers,
-                                     boolean fp8NeedsInputScale, List<Problem> problems) {
+                                     boolean vllmModelopt, List<Problem> problems) {
         for (String module : quantized) {
             Tensor weight = tensors.getOrDefault(module + ".weight_packed", tensors.get(module + ".weight"));
             Tensor scale = tensors.getOrDefault(module + ".weight_scale", tensors.get(module + ".weight_scale_inv"));
@@ -386,7 +388,11 @@ public final class PreflightCheck {
                 problems.add(new Problem(scale.name(), "has shape " + scale.shape() + ", but " + format.cliName() + " of weight " + weight.shape()
                         + " has " + expected));
             }
-            if (fp8NeedsInputScale && format == QuantFormat.FP8 && !tensors.containsKey(module + ".input_scale")) {
+            if (vllmModelopt && format == QuantFormat.FP8_PB && fits && !scale.shape().equals(QuantizedCheckpoint.blockGrid(expected))) {
+                problems.add(new Problem(scale.name(), "has shape " + scale.shape() + ": vLLM's Model Optimizer FP8_PB_WO loader allocates "
+                        + QuantizedCheckpoint.blockGrid(expected) + " (Model Optimizer's export shape) and asserts the stored shape equals it"));
+            }
+            if (vllmModelopt && format == QuantFormat.FP8 && !tensors.containsKey(module + ".input_scale")) {
                 problems.add(new Problem(module, EXPERT.matcher(module).matches() || weight.rank() == 3 ? FP8_EXPERT_WITHOUT_INPUT_SCALE : FP8_LINEAR_WITHOUT_INPUT_SCALE));
             }
             if (format.hasScale2() && global == null) {

@@ -96,6 +96,48 @@ class CheckCommandTest {
         assertEquals(0, r.code(), r.out());
     }
 
+    /**
+     * fp8_pb's weight_scale is stored as Model Optimizer's export writes it, {@code [ceil(out/128), 1, ceil(in/128), 1]}
+     * (QuantizeCommandTest.assertBlockGrid), the shape vLLM's ModelOptFp8PbWoLinearMethod.create_weights allocates; a
+     * checkpoint of moeport's earlier {@code [ceil(out/128), ceil(in/128)]} still reads to the same weights, but vLLM's
+     * BasevLLMParameter._assert_and_load (model_executor/parameter.py) refuses it: a problem for vLLM only.
+     */
+    @Test
+    void fp8PbScalesHaveModelOptimizersShapeAndTheOldOneIsAProblemForVllm() throws Exception {
+        Path q = CliRun.succeeding("quantize", "--format", "fp8_pb", "--in", HF.toString(), "--out", tmp.resolve("fp8_pb").toString());
+        Path old = tmp.resolve("fp8_pb-2d");
+        List<String> scales = new java.util.ArrayList<>();
+        try (dev.moeport.format.Checkpoint c = dev.moeport.format.Checkpoints.open(q)) {
+            List<dev.moeport.testing.TestCheckpoints.Entry> entries = new java.util.ArrayList<>();
+            for (var e : c.tensors().entrySet()) {
+                dev.moeport.tensor.Tensor t = e.getValue();
+                if (e.getKey().endsWith(".weight_scale")) {
+                    dev.moeport.tensor.Shape w = c.tensor(e.getKey().replace(".weight_scale", ".weight")).shape();
+                    long rows = (w.dim(0) + 127) / 128;
+                    long cols = (w.dim(1) + 127) / 128;
+                    assertEquals(dev.moeport.tensor.Shape.of(rows, 1, cols, 1), t.shape(), e.getKey());
+                    entries.add(new dev.moeport.testing.TestCheckpoints.Entry(e.getKey(), dev.moeport.tensor.Shape.of(rows, cols), List.of(t)));
+                    scales.add(e.getKey());
+                } else {
+                    entries.add(dev.moeport.testing.TestCheckpoints.Entry.of(e.getKey(), t));
+                }
+            }
+            dev.moeport.testing.TestCheckpoints.write(old, entries, 1L << 30);
+        }
+        for (String file : List.of("config.json", "hf_quant_config.json")) {
+            Files.copy(q.resolve(file), old.resolve(file));
+        }
+        CliRun vllm = CliRun.of("check", old.toString(), "--engine", "vllm");
+        assertEquals(1, vllm.code(), vllm.out());
+        List<String> lines = vllm.out().lines().filter(l -> !l.startsWith(old + ": ")).toList();
+        assertEquals(new java.util.TreeSet<>(scales), new java.util.TreeSet<>(lines.stream().map(l -> l.substring(0, l.indexOf(": "))).toList()), vllm.out());
+        assertTrue(lines.stream().allMatch(l -> l.contains("FP8_PB_WO loader allocates")), vllm.out());
+        assertEquals(0, CliRun.of("check", old.toString(), "--engine", "trtllm").code());
+        Path decoded = CliRun.succeeding("dequantize", "--in", q.toString(), "--out", tmp.resolve("dq").toString());
+        Path decodedOld = CliRun.succeeding("dequantize", "--in", old.toString(), "--out", tmp.resolve("dq-2d").toString());
+        dev.moeport.testing.TestCheckpoints.assertSameTensors(decoded, decodedOld);
+    }
+
     /** Every architecture fixture with a transformers-written HF folder. */
     static Stream<String> hfFixtures() throws Exception {
         try (Stream<Path> dirs = Files.list(Shared.root().resolve("fixtures"))) {
