@@ -30,21 +30,34 @@ public record Architecture(String name, List<String> hfClasses, String mcoreLaye
     }
 
     /**
-     * Multi-token-prediction layers, after the decoder's: MTP layer {@code m} is HF layer {@code num_hidden_layers + m}
-     * and Megatron-Core's {@code mtp.layers.<m>.}. Its transformer layer holds the decoder rows of {@code kinds},
-     * under {@code mtp.layers.<m>.mtp_model_layer.}; {@code rows} are its own tensors (norms of the embedding and
-     * hidden state, their projection, the final norm), under {@code mtp.layers.<m>.}. transformers drops these
-     * weights when it saves, so a folder without them is no error.
+     * Multi-token-prediction layers, after the decoder's. MTP layer {@code m} is a block of inner layers (one for
+     * DeepSeek-V3 and Qwen3-Next; NemotronH's from its MTP pattern) holding the decoder rows of their kinds, under
+     * Megatron-Core's {@code mtp.layers.<m>.mtp_model_layer.} (or, {@code nested}, {@code ...mtp_model_layer.layers.<i>.}),
+     * and HF's {@code hfLayer}. {@code rows} are its own tensors (norms of the embedding and hidden state, their
+     * projection, the final norm), under {@code mtp.layers.<m>.}. transformers drops these weights when it saves, so a
+     * folder without them is no error.
      *
      * @param countKey the config key for the number of MTP layers
+     * @param block the kinds of one MTP layer's inner layers
+     * @param hfLayer HF prefix of an inner layer, {@code {L}} its number: {@code num_hidden_layers} (when {@code
+     *     afterDecoder}) + m x block size + i
+     * @param rows MCore names relative to {@code mtp.layers.<m>.}, HF names whole, {@code {first}} and {@code {last}}
+     *     standing for the numbers of the block's first and last inner layer
      */
-    public record Mtp(String countKey, Set<LayerKind> kinds, List<Rule> rows) {
+    public record Mtp(String countKey, Function<ModelConfig, List<Set<LayerKind>>> block, String hfLayer, boolean afterDecoder, boolean nested,
+                      List<Rule> rows) {
         public static String mcorePrefix(int m) {
             return "mtp.layers." + m + ".";
         }
 
-        public static String mcoreLayerPrefix(int m) {
-            return mcorePrefix(m) + "mtp_model_layer.";
+        /** Megatron-Core's prefix of inner layer {@code i} of MTP layer {@code m}. */
+        public String mcoreLayerPrefix(int m, int i) {
+            return mcorePrefix(m) + "mtp_model_layer." + (nested ? "layers." + i + "." : "");
+        }
+
+        /** The HF number of inner layer {@code i} of MTP layer {@code m}. */
+        public int hfLayerNumber(ModelConfig config, int blockSize, int m, int i) {
+            return (afterDecoder ? (int) config.requireInt("num_hidden_layers") : 0) + m * blockSize + i;
         }
     }
 

@@ -7,7 +7,8 @@ import java.util.List;
 public final class Architectures {
     private static final List<Architecture> ALL = List.of(NemotronH.ARCHITECTURE, MoeTransformers.QWEN3_MOE, MoeTransformers.MIXTRAL,
             MoeTransformers.DEEPSEEK_V3, MoeTransformers.GPT_OSS, MoeTransformers.OLMOE, MoeTransformers.MINIMAX_M2,
-            MoeTransformers.GLM4_MOE, MoeTransformers.ERNIE4_5_MOE);
+            MoeTransformers.GLM4_MOE, MoeTransformers.ERNIE4_5_MOE, MoeTransformers.QWEN3_NEXT, MoeTransformers.QWEN3_5_MOE,
+            MoeTransformers.LLAMA4);
 
     private Architectures() {}
 

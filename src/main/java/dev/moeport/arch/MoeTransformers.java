@@ -1,10 +1,12 @@
 package dev.moeport.arch;
 
 import static dev.moeport.arch.LayerKind.ATTENTION;
+import static dev.moeport.arch.LayerKind.GATED_DELTA_NET;
 import static dev.moeport.arch.LayerKind.MLP;
 import static dev.moeport.arch.LayerKind.MOE;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import dev.moeport.MoeportException;
 import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.HashSet;
@@ -14,8 +16,9 @@ import java.util.function.IntPredicate;
 
 /**
  * The attention + MoE decoders: those of {@code shared/spec/ARCHITECTURES.md} (Qwen3-MoE, Mixtral, DeepSeek-V3
- * and GPT-OSS), OLMoE, MiniMax-M2, GLM-4.5 and ERNIE 4.5. Each is a rule table; they differ in names, in which layers are dense, and in two
- * transforms (DeepSeek's MLA attention needs none, GPT-OSS's fused experts need their own).
+ * and GPT-OSS), OLMoE, MiniMax-M2, GLM-4.5, ERNIE 4.5, Llama 4, and the hybrids of Gated DeltaNet and attention
+ * Qwen3-Next and Qwen3.5. Each is a rule table; they differ in names, in which layers are dense or linear attention,
+ * and in a few transforms (fused experts, regrouped projections, a zero-centered norm).
  */
 final class MoeTransformers {
     private MoeTransformers() {}
@@ -201,11 +204,11 @@ final class MoeTransformers {
      * ({@code embed_tokens}, {@code shared_head.head}) have no Megatron-Core tensor: Megatron shares the model's.
      */
     private static Architecture.Mtp deepSeekMtp() {
-        return new Architecture.Mtp("num_nextn_predict_layers", java.util.Set.of(ATTENTION, MOE), List.of(
-                Rule.of(null, "enorm.weight", "enorm.weight").shape(H),
-                Rule.of(null, "hnorm.weight", "hnorm.weight").shape(H),
-                Rule.of(null, "eh_proj.weight", "eh_proj.weight").shape(H + ", 2*" + H),
-                Rule.of(null, "final_layernorm.weight", "shared_head.norm.weight").shape(H)));
+        return new Architecture.Mtp("num_nextn_predict_layers", config -> List.of(EnumSet.of(ATTENTION, MOE)), HF_LAYER, true, false, List.of(
+                Rule.of(null, "enorm.weight", "model.layers.{first}.enorm.weight").shape(H),
+                Rule.of(null, "hnorm.weight", "model.layers.{first}.hnorm.weight").shape(H),
+                Rule.of(null, "eh_proj.weight", "model.layers.{first}.eh_proj.weight").shape(H + ", 2*" + H),
+                Rule.of(null, "final_layernorm.weight", "model.layers.{first}.shared_head.norm.weight").shape(H)));
     }
 
     static final Architecture GPT_OSS = new Architecture(
@@ -356,4 +359,183 @@ final class MoeTransformers {
             HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of(new HfFusedLayout.Rename(
                     "^(model\\.layers\\.\\d+\\.)mlp\\.gate\\.moe_statics\\.", "$1mlp.moe_statics.",
                     "^(model\\.layers\\.\\d+\\.)mlp\\.moe_statics\\.", "$1mlp.gate.moe_statics."))));
+
+    /** Every layer attention or Gated DeltaNet, from {@code layer_types} (transformers 5) or {@code full_attention_interval}. */
+    private static List<Set<LayerKind>> hybridQwen(ModelConfig config) {
+        int layers = (int) config.requireInt("num_hidden_layers");
+        JsonNode types = config.get("layer_types");
+        long interval = config.intOr("full_attention_interval", 4);
+        Set<Integer> dense = intSet(config.get("mlp_only_layers"));
+        long step = config.intOr("decoder_sparse_step", 1);
+        List<Set<LayerKind>> kinds = new ArrayList<>();
+        for (int i = 0; i < layers; i++) {
+            String type = types != null && types.isArray() && i < types.size() ? types.get(i).asText()
+                    : (i + 1) % interval == 0 ? "full_attention" : "linear_attention";
+            LayerKind mixer = switch (type) {
+                case "linear_attention" -> GATED_DELTA_NET;
+                case "full_attention" -> ATTENTION;
+                default -> throw new MoeportException(config.file() + ": layer_types has '" + type + "'; expected linear_attention or full_attention");
+            };
+            boolean moe = !dense.contains(i) && step > 0 && (i + 1) % step == 0;
+            kinds.add(EnumSet.of(mixer, moe ? MOE : MLP));
+        }
+        return kinds;
+    }
+
+    // Gated DeltaNet sizes: q and k heads share linear_num_key_heads, v heads (and the output gate z, b and a) linear_num_value_heads.
+    private static final String GDN_QK = "linear_num_key_heads*linear_key_head_dim";
+    private static final String GDN_V = "linear_num_value_heads*linear_value_head_dim";
+    private static final String GDN_ROWS = "q k: " + GDN_QK + "; v z: " + GDN_V + "; b a: linear_num_value_heads";
+
+    /**
+     * Megatron-Core's GatedDeltaNet (megatron/core/ssm/gated_delta_net/) as Megatron-Bridge maps Qwen3-Next's and
+     * Qwen3.5's {@code linear_attn} (qwen/qwen3_next_bridge.py, qwen/qwen35_bridge.py): {@code in_proj} holds q, k, v, z,
+     * b, a whole, one after the other (param_mapping.py merge_gdn_linear_weights at TP 1); the conv1d's channels are q,
+     * k, v in both; the output norm is zero-centered in Megatron-Core only. {@code inProj} is the HF side of in_proj.
+     */
+    private static List<Rule> gatedDeltaNet(Rule inProj) {
+        return List.of(
+                Rule.of(GATED_DELTA_NET, "self_attention.in_proj.layer_norm_weight", "input_layernorm.weight").shape(H),
+                inProj,
+                Rule.of(GATED_DELTA_NET, "self_attention.conv1d.weight", "linear_attn.conv1d.weight")
+                        .shape("2*" + GDN_QK + " + " + GDN_V + ", 1, linear_conv_kernel_dim"),
+                Rule.of(GATED_DELTA_NET, "self_attention.A_log", "linear_attn.A_log").keepDtype().shape("linear_num_value_heads"),
+                Rule.of(GATED_DELTA_NET, "self_attention.dt_bias", "linear_attn.dt_bias").keepDtype().shape("linear_num_value_heads"),
+                Rule.of(GATED_DELTA_NET, "self_attention.out_norm.weight", "linear_attn.norm.weight").with(new Transform.ZeroCentered())
+                        .shape("linear_value_head_dim"),
+                Rule.of(GATED_DELTA_NET, "self_attention.out_proj.weight", "linear_attn.out_proj.weight").shape(H + ", " + GDN_V));
+    }
+
+    /**
+     * Attention with an output gate ({@code attention_output_gate}): HF's q_proj gives each head its query then its gate;
+     * Megatron-Core's linear_qkv holds, per KV group, the group's queries, their gates, then k and v
+     * (Megatron-Bridge param_mapping.py merge_qkv_weights), with per-head q/k norms.
+     */
+    private static List<Rule> gatedAttention() {
+        return List.of(
+                Rule.of(ATTENTION, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight").shape(H),
+                Rule.of(ATTENTION, "self_attention.linear_qkv.weight", "self_attn.q_proj.weight, self_attn.k_proj.weight, self_attn.v_proj.weight")
+                        .with(Transform.Regroup.of("q gate k v / num_key_value_heads", "q gate / num_attention_heads, k, v",
+                                "q gate: " + Q + "; k v: " + KV))
+                        .shape("2*" + Q + ", " + H, KV + ", " + H, KV + ", " + H),
+                Rule.of(ATTENTION, "self_attention.q_layernorm.weight", "self_attn.q_norm.weight").shape("head_dim"),
+                Rule.of(ATTENTION, "self_attention.k_layernorm.weight", "self_attn.k_norm.weight").shape("head_dim"),
+                Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q));
+    }
+
+    /** Qwen3-Next's and Qwen3.5's MoE rows: Qwen3-MoE's, plus one shared expert behind a sigmoid gate. */
+    private static List<Rule> qwenSharedExpertMoe() {
+        return concat(List.of(
+                List.of(
+                        Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                        Rule.of(MOE, "mlp.router.weight", "mlp.gate.weight").shape("num_experts, " + H),
+                        Rule.of(MOE, "mlp.shared_experts.gate_weight", "mlp.shared_expert_gate.weight").shape("1, " + H)),
+                gatedMlp(MOE, "mlp.experts", "mlp.experts.{e}", "{e}", "moe_intermediate_size"),
+                gatedMlp(MOE, "mlp.shared_experts", "mlp.shared_expert", "", "shared_expert_intermediate_size")));
+    }
+
+    /**
+     * Qwen3-Next's and Qwen3.5's MTP layer as Megatron-Bridge maps it (qwen/qwen3_next_bridge.py, the MTP mappings;
+     * qwen/qwen35_bridge.py, _get_moe_mtp_mappings): HF's {@code mtp.layers.0.} is a gated-attention and MoE layer, and
+     * {@code mtp.fc}, {@code mtp.pre_fc_norm_embedding}, {@code mtp.pre_fc_norm_hidden}, {@code mtp.norm} the MTP layer's
+     * own (one MTP layer: their names carry no number).
+     */
+    private static Architecture.Mtp qwenMtp() {
+        return new Architecture.Mtp("mtp_num_hidden_layers", config -> List.of(EnumSet.of(ATTENTION, MOE)), "mtp.layers.{L}.", false, false, List.of(
+                Rule.of(null, "enorm.weight", "mtp.pre_fc_norm_embedding.weight").shape(H),
+                Rule.of(null, "hnorm.weight", "mtp.pre_fc_norm_hidden.weight").shape(H),
+                Rule.of(null, "eh_proj.weight", "mtp.fc.weight").shape(H + ", 2*" + H),
+                Rule.of(null, "final_layernorm.weight", "mtp.norm.weight").shape(H)));
+    }
+
+    /** The shared expert's gate is a router in all but name: one row of logits. */
+    private static final List<String> QWEN_HYBRID_EXCLUSIONS = java.util.stream.Stream.concat(Architecture.COMMON_EXCLUSIONS.stream(),
+            java.util.stream.Stream.of("*.shared_expert_gate")).toList();
+
+    /**
+     * Qwen3-Next (Qwen3NextForCausalLM): Gated DeltaNet and gated attention layers, each with an MoE with one shared
+     * expert (Megatron-Bridge {@code qwen/qwen3_next_bridge.py}). Its in_proj_qkvz and in_proj_ba group q, k, v, z and
+     * b, a by key head.
+     */
+    static final Architecture QWEN3_NEXT = new Architecture(
+            "qwen3_next",
+            List.of("Qwen3NextForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_experts"),
+            MoeTransformers::hybridQwen,
+            concat(List.of(
+                    modelLevel(),
+                    gatedDeltaNet(Rule.of(GATED_DELTA_NET, "self_attention.in_proj.weight", "linear_attn.in_proj_qkvz.weight, linear_attn.in_proj_ba.weight")
+                            .with(Transform.Regroup.of("q k v z b a", "q k v z / linear_num_key_heads, b a / linear_num_key_heads", GDN_ROWS))
+                            .shape("2*" + GDN_QK + " + 2*" + GDN_V + ", " + H, "2*linear_num_value_heads, " + H)),
+                    gatedAttention(),
+                    // Dense layers (mlp_only_layers), as Qwen3-MoE's.
+                    List.of(Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H)),
+                    gatedMlp(MLP, "mlp", "mlp", "", "intermediate_size"),
+                    qwenSharedExpertMoe())),
+            QWEN_HYBRID_EXCLUSIONS,
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()))
+            .withMtp(qwenMtp());
+
+    /**
+     * Qwen3.5 MoE (Qwen3_5MoeForCausalLM): Qwen3-Next's layers with in_proj kept as four tensors, q/k/v flat
+     * (Megatron-Bridge {@code qwen/qwen35_bridge.py}, GDNLinearMappingSeparate); the published checkpoints fuse the
+     * experts as {@code gate_up_proj}.
+     */
+    static final Architecture QWEN3_5_MOE = new Architecture(
+            "qwen3_5_moe",
+            List.of("Qwen3_5MoeForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_experts"),
+            MoeTransformers::hybridQwen,
+            concat(List.of(
+                    modelLevel(),
+                    gatedDeltaNet(Rule.of(GATED_DELTA_NET, "self_attention.in_proj.weight",
+                                    "linear_attn.in_proj_qkv.weight, linear_attn.in_proj_z.weight, linear_attn.in_proj_b.weight, linear_attn.in_proj_a.weight")
+                            .with(Transform.Regroup.of("q k v z b a", "q k v, z, b, a", GDN_ROWS))
+                            .shape("2*" + GDN_QK + " + " + GDN_V + ", " + H, GDN_V + ", " + H, "linear_num_value_heads, " + H,
+                                    "linear_num_value_heads, " + H)),
+                    gatedAttention(),
+                    qwenSharedExpertMoe())),
+            QWEN_HYBRID_EXCLUSIONS,
+            HfFusedLayout.gated("mlp.experts", "gate_proj", "up_proj", "down_proj", List.of()))
+            .withMtp(qwenMtp());
+
+    /**
+     * Llama 4 (Llama4ForCausalLM, the text model): GQA attention (its q/k norms have no weights), MoE layers from
+     * {@code moe_layers} (else every {@code interleave_moe_layer_step}-th) with a shared expert, and routed experts only
+     * as fused, transposed tensors: {@code gate_up_proj [E, H, 2I]} with gate columns first and {@code down_proj [E, I, H]}.
+     * Megatron-Bridge has no Llama 4 bridge; the names are Model Optimizer's (modelopt/torch/export/plugins/mcore_llama.py,
+     * llama4_causal_lm_export: stacked experts transposed), its dense layers Megatron-Core's MLP.
+     */
+    static final Architecture LLAMA4 = new Architecture(
+            "llama4",
+            List.of("Llama4ForCausalLM"),
+            MCORE_LAYER,
+            HF_LAYER,
+            List.of("num_local_experts"),
+            config -> {
+                long step = config.intOr("interleave_moe_layer_step", 1);
+                Set<Integer> moe = intSet(config.get("moe_layers"));
+                return attentionPlus(config, i -> config.has("moe_layers") ? moe.contains(i) : step > 0 && (i + 1) % step == 0);
+            },
+            concat(List.of(
+                    modelLevel(),
+                    gqaAttention(),
+                    List.of(
+                            Rule.of(ATTENTION, "self_attention.linear_proj.weight", "self_attn.o_proj.weight").shape(H + ", " + Q),
+                            Rule.of(MLP, "mlp.linear_fc1.layer_norm_weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "pre_mlp_layernorm.weight", "post_attention_layernorm.weight").shape(H),
+                            Rule.of(MOE, "mlp.router.weight", "feed_forward.router.weight").shape("num_local_experts, " + H),
+                            // A plain transpose of each expert (split 1): [gate ; up] rows become gate then up columns.
+                            Rule.of(MOE, "mlp.experts.linear_fc1.weight{e}", "feed_forward.experts.gate_up_proj").with(new Transform.InterleavedExperts(1))
+                                    .shape("num_local_experts, " + H + ", 2*intermediate_size"),
+                            Rule.of(MOE, "mlp.experts.linear_fc2.weight{e}", "feed_forward.experts.down_proj").with(new Transform.InterleavedExperts(1))
+                                    .shape("num_local_experts, intermediate_size, " + H)),
+                    gatedMlp(MLP, "mlp", "feed_forward", "", "intermediate_size_mlp"),
+                    gatedMlp(MOE, "mlp.shared_experts", "feed_forward.shared_expert", "", "intermediate_size"))),
+            Architecture.COMMON_EXCLUSIONS,
+            HfFusedLayout.NONE);
 }

@@ -28,7 +28,7 @@ final class NemotronH {
             "decoder.layers.{L}.",
             "backbone.layers.{L}.",
             List.of("n_routed_experts"),
-            NemotronH::layers,
+            config -> layers(config, "hybrid_override_pattern", "layers_block_type"),
             List.of(
                     Rule.of(null, "embedding.word_embeddings.weight", "backbone.embeddings.weight").with(new Transform.Vocab()).shape("vocab_size, hidden_size"),
                     Rule.of(null, "decoder.final_norm.weight", "backbone.norm_f.weight").shape("hidden_size"),
@@ -72,13 +72,33 @@ final class NemotronH {
             new HfFusedLayout(
                     List.of(new HfFusedLayout.Rename("^model\\.", "backbone.", "^backbone\\.", "model.")),
                     List.of(new HfFusedLayout.Experts("mixer.experts.up_proj", List.of("mixer.experts.{e}.up_proj.weight")),
-                            new HfFusedLayout.Experts("mixer.experts.down_proj", List.of("mixer.experts.{e}.down_proj.weight")))));
+                            new HfFusedLayout.Experts("mixer.experts.down_proj", List.of("mixer.experts.{e}.down_proj.weight")))))
+            .withMtp(mtp());
 
-    /** Layer kinds from {@code hybrid_override_pattern} (published checkpoints) or {@code layers_block_type} (transformers 5). */
-    private static List<Set<LayerKind>> layers(ModelConfig config) {
+    /**
+     * Nemotron 3 Super's MTP layers, as Megatron-Bridge maps them (nemotronh/nemotron_h_bridge.py, mapping_registry, the
+     * MTP flattening mappings): an MTP layer is a block of hybrid layers from the MTP pattern, nested in Megatron-Core
+     * ({@code mtp.layers.<m>.mtp_model_layer.layers.<i>.}), numbered on in HF ({@code mtp.layers.<m x block + i>.}),
+     * with enorm, hnorm and eh_proj on the block's first HF layer and final_layernorm on its last.
+     */
+    private static Architecture.Mtp mtp() {
+        return new Architecture.Mtp("num_nextn_predict_layers", config -> layers(config, "mtp_hybrid_override_pattern", "mtp_layers_block_type"),
+                "mtp.layers.{L}.", false, true, List.of(
+                        Rule.of(null, "enorm.weight", "mtp.layers.{first}.enorm.weight").shape("hidden_size"),
+                        Rule.of(null, "hnorm.weight", "mtp.layers.{first}.hnorm.weight").shape("hidden_size"),
+                        Rule.of(null, "eh_proj.weight", "mtp.layers.{first}.eh_proj.weight").shape("hidden_size, 2*hidden_size"),
+                        Rule.of(null, "final_layernorm.weight", "mtp.layers.{last}.final_layernorm.weight").shape("hidden_size")));
+    }
+
+    /**
+     * Layer kinds from a pattern ({@code hybrid_override_pattern}, published checkpoints) or a list of types
+     * ({@code layers_block_type}, transformers 5); the MTP block's from {@code mtp_hybrid_override_pattern} or
+     * {@code mtp_layers_block_type}.
+     */
+    private static List<Set<LayerKind>> layers(ModelConfig config, String patternKey, String typesKey) {
         List<Set<LayerKind>> kinds = new ArrayList<>();
-        JsonNode pattern = config.get("hybrid_override_pattern");
-        JsonNode types = config.get("layers_block_type");
+        JsonNode pattern = config.get(patternKey);
+        JsonNode types = config.get(typesKey);
         if (pattern != null && pattern.isTextual()) {
             for (char c : pattern.textValue().toCharArray()) {
                 kinds.add(EnumSet.of(switch (c) {
@@ -86,7 +106,7 @@ final class NemotronH {
                     case '*' -> ATTENTION;
                     case '-' -> MLP;
                     case 'E' -> MOE;
-                    default -> throw new MoeportException(config.file() + ": hybrid_override_pattern has '" + c
+                    default -> throw new MoeportException(config.file() + ": " + patternKey + " has '" + c
                             + "'; expected M (Mamba), * (attention), - (MLP) or E (MoE)");
                 }));
             }
@@ -97,12 +117,12 @@ final class NemotronH {
                     case "attention", "full_attention" -> ATTENTION;
                     case "mlp" -> MLP;
                     case "moe" -> MOE;
-                    default -> throw new MoeportException(config.file() + ": layers_block_type has '" + t.asText()
+                    default -> throw new MoeportException(config.file() + ": " + typesKey + " has '" + t.asText()
                             + "'; expected mamba, attention, mlp or moe");
                 }));
             }
         } else {
-            throw new MoeportException(config.file() + ": a NemotronH config needs hybrid_override_pattern or layers_block_type");
+            throw new MoeportException(config.file() + ": a NemotronH config needs " + patternKey + " or " + typesKey);
         }
         return kinds;
     }

@@ -57,6 +57,15 @@ public record TensorShape(List<String> dims) {
         return dims.stream().allMatch(d -> size(d, config, new LinkedHashMap<>()) != null);
     }
 
+    /** The size dimension expression {@code dim} gives under {@code config}; refused in one line when the config lacks a key. */
+    public static long sizeOf(String dim, ModelConfig config) {
+        Long size = size(dim, config, new LinkedHashMap<>());
+        if (size == null) {
+            throw new MoeportException(config.file() + ": needs the integers of " + dim);
+        }
+        return size;
+    }
+
     /**
      * The size a dimension expression gives, or null when it is {@code *} or the config lacks a key.
      *

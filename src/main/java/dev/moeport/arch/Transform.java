@@ -5,16 +5,21 @@ import dev.moeport.plan.Piece;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.PermutedTensor;
 import dev.moeport.tensor.Shape;
+import dev.moeport.tensor.ShiftedTensor;
 import dev.moeport.tensor.Tensor;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * How the Megatron-Core tensors of a rule relate to its Hugging Face tensors, in both directions:
  * {@link #toHf} for export, {@link #toMcore} for import. Most rules relate one MCore tensor to one or
  * more HF tensors; a fused-experts rule relates every expert's MCore tensor to one HF tensor. The
  * results are lists of row ranges ({@link Piece}s) of the sources: zero-copy views, except where the
- * transform reorders elements within rows (GPT-OSS's transposed experts).
+ * transform reorders elements within rows (GPT-OSS's and Llama 4's transposed experts) or changes values (a
+ * zero-centered norm).
  */
 public sealed interface Transform {
 
@@ -260,6 +265,148 @@ public sealed interface Transform {
             long[] r = java.util.Arrays.copyOf(d, d.length - 1);
             r[r.length - 1] = d[d.length - 2] * d[d.length - 1];
             return Shape.of(r);
+        }
+    }
+
+    /**
+     * A norm weight that Megatron-Core keeps zero-centered ({@code x * (1 + w)}) and HF plain ({@code x * w}): MCore = HF - 1,
+     * computed in the tensor's dtype (Megatron-Bridge's {@code RMSNorm2ZeroCenteredRMSNormMapping}, for Qwen3-Next's GDN
+     * output norm).
+     */
+    record ZeroCentered() implements Transform {
+        @Override
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            return List.of(whole(hfNames.getFirst(), new ShiftedTensor(mcore.getFirst(), 1f)));
+        }
+
+        @Override
+        public List<Part> toMcore(List<Tensor> hf, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
+            return List.of(whole(mcoreNames.getFirst(), new ShiftedTensor(hf.getFirst(), -1f)));
+        }
+    }
+
+    /**
+     * Rows of named components laid out differently on each side, every piece a row range of a source: a Gated DeltaNet's
+     * q, k, v, z, b, a, or a gated attention's q, gate, k, v. A tensor's layout names its components and how many groups
+     * interleave them: {@code "q k v z / linear_num_key_heads"} is, group after group, the group's share of q, then of k,
+     * v and z (Qwen3-Next's {@code in_proj_qkvz}); without {@code /} the components follow one another whole.
+     *
+     * @param hf one layout per HF tensor, in the rule's order
+     * @param mcore the layout of the MCore tensor
+     * @param sizes each component's rows, a {@link TensorShape} dimension
+     */
+    record Regroup(List<Layout> hf, Layout mcore, Map<String, String> sizes) implements Transform {
+
+        /** Components, group after group; {@code groups} is a {@link TensorShape} dimension ("1" for none). */
+        record Layout(List<String> components, String groups) {
+            static Layout parse(String text) {
+                String[] sides = text.split("/");
+                return new Layout(List.of(sides[0].strip().split("\\s+")), sides.length > 1 ? sides[1].strip() : "1");
+            }
+        }
+
+        /**
+         * {@code Regroup.of("q k v z b a", "q k v z / linear_num_key_heads, b a / linear_num_key_heads",
+         * "q k: linear_num_key_heads*linear_key_head_dim; v z: ...; b a: linear_num_value_heads")}: the MCore layout, the HF
+         * layouts separated by commas, and the components' rows.
+         */
+        public static Regroup of(String mcore, String hf, String rows) {
+            Map<String, String> sizes = new LinkedHashMap<>();
+            for (String entry : rows.split(";")) {
+                String[] kv = entry.split(":");
+                for (String component : kv[0].strip().split("\\s+")) {
+                    sizes.put(component, kv[1].strip());
+                }
+            }
+            return new Regroup(Arrays.stream(hf.split(",")).map(Layout::parse).toList(), Layout.parse(mcore), sizes);
+        }
+
+        @Override
+        public List<Part> toHf(List<Tensor> mcore, List<String> hfNames, ModelConfig config) {
+            Map<String, List<Tensor>> components = split(List.of(mcore.getFirst()), List.of(this.mcore), config);
+            List<Part> parts = new ArrayList<>();
+            for (int i = 0; i < hf.size(); i++) {
+                parts.add(assemble(hfNames.get(i), hf.get(i), components, mcore.getFirst(), config));
+            }
+            return parts;
+        }
+
+        @Override
+        public List<Part> toMcore(List<Tensor> hfTensors, List<String> mcoreNames, ModelConfig config, ImportOptions options) {
+            sameDtype(hfTensors);
+            return List.of(assemble(mcoreNames.getFirst(), mcore, split(hfTensors, hf, config), hfTensors.getFirst(), config));
+        }
+
+        private long rowsOf(String component, ModelConfig config) {
+            return TensorShape.sizeOf(sizes.get(component), config);
+        }
+
+        /** Each component's rows, as row ranges of {@code tensors} in order. */
+        private Map<String, List<Tensor>> split(List<Tensor> tensors, List<Layout> layouts, ModelConfig config) {
+            Map<String, List<Tensor>> components = new LinkedHashMap<>();
+            for (int i = 0; i < tensors.size(); i++) {
+                Tensor t = tensors.get(i);
+                Layout layout = layouts.get(i);
+                long expected = layout.components().stream().mapToLong(c -> rowsOf(c, config)).sum();
+                if (t.rank() < 1 || t.shape().dim(0) != expected) {
+                    throw new MoeportException(t.where() + " has shape " + t.shape() + "; " + config.file() + " implies " + expected + " rows ("
+                            + String.join(" + ", layout.components().stream().map(c -> c + " " + sizes.get(c)).toList()) + ")");
+                }
+                long groups = groupsOf(layout, config);
+                long offset = 0;
+                for (long g = 0; g < groups; g++) {
+                    for (String c : layout.components()) {
+                        long unit = unit(c, groups, layout, config);
+                        components.computeIfAbsent(c, k -> new ArrayList<>()).add(t.narrow(offset, unit, t.name() + "[" + offset + ":" + (offset + unit) + "]"));
+                        offset += unit;
+                    }
+                }
+            }
+            return components;
+        }
+
+        /** A tensor of {@code layout} made from the components' rows. */
+        private Part assemble(String name, Layout layout, Map<String, List<Tensor>> components, Tensor like, ModelConfig config) {
+            long groups = groupsOf(layout, config);
+            List<Piece> pieces = new ArrayList<>();
+            long total = 0;
+            for (long g = 0; g < groups; g++) {
+                for (String c : layout.components()) {
+                    long unit = unit(c, groups, layout, config);
+                    pieces.addAll(rowRange(components.get(c), g * unit, unit));
+                    total += unit;
+                }
+            }
+            return new Part(name, like.dtype(), like.shape().with(0, total), pieces);
+        }
+
+        private static long groupsOf(Layout layout, ModelConfig config) {
+            return TensorShape.sizeOf(layout.groups(), config);
+        }
+
+        private long unit(String component, long groups, Layout layout, ModelConfig config) {
+            long total = rowsOf(component, config);
+            if (groups == 0 || total % groups != 0) {
+                throw new MoeportException(config.file() + ": " + component + "'s " + total + " rows (" + sizes.get(component) + ") do not split into "
+                        + layout.groups() + " = " + groups + " groups");
+            }
+            return total / groups;
+        }
+
+        /** Rows {@code [start, start + count)} of the rows {@code slices} hold one after the other. */
+        private static List<Piece> rowRange(List<Tensor> slices, long start, long count) {
+            List<Piece> pieces = new ArrayList<>();
+            long at = 0;
+            for (Tensor s : slices) {
+                long n = s.shape().dim(0);
+                long from = Math.max(start, at);
+                long to = Math.min(start + count, at + n);
+                if (from < to) {
+                    pieces.add(rows(s, from - at, to - from));
+                }
+                at += n;
+            }
+            return pieces;
         }
     }
 

@@ -38,14 +38,23 @@ public record RuleInstance(Rule rule, List<List<String>> mcore, List<String> hf,
         }
         Architecture.Mtp mtp = arch.mtp();
         long mtpLayers = mtp == null ? 0 : config.intOr(mtp.countKey(), 0);
+        List<Set<LayerKind>> block = mtpLayers == 0 ? List.of() : mtp.block().apply(config);
         for (int m = 0; m < mtpLayers; m++) {
-            int layer = layers.size() + m;
-            String hfPrefix = arch.hfLayer().replace("{L}", Integer.toString(layer));
-            long mtpExperts = mtp.kinds().contains(LayerKind.MOE) ? arch.expertCount(config) : 0;
-            // transformers does not save MTP weights: every MTP row is optional, as a whole.
-            addLayer(out, arch.rules().stream().filter(r -> r.kind() != null && mtp.kinds().contains(r.kind())).map(Rule::optional).toList(),
-                    Architecture.Mtp.mcoreLayerPrefix(m), hfPrefix, layer, mtpExperts);
-            addLayer(out, mtp.rows().stream().map(Rule::optional).toList(), Architecture.Mtp.mcorePrefix(m), hfPrefix, layer, mtpExperts);
+            for (int i = 0; i < block.size(); i++) {
+                Set<LayerKind> kinds = block.get(i);
+                int layer = mtp.hfLayerNumber(config, block.size(), m, i);
+                long mtpExperts = kinds.contains(LayerKind.MOE) ? arch.expertCount(config) : 0;
+                // transformers does not save MTP weights: every MTP row is optional, as a whole.
+                addLayer(out, arch.rules().stream().filter(r -> r.kind() != null && kinds.contains(r.kind())).map(Rule::optional).toList(),
+                        mtp.mcoreLayerPrefix(m, i), mtp.hfLayer().replace("{L}", Integer.toString(layer)), layer, mtpExperts);
+            }
+            String first = Integer.toString(mtp.hfLayerNumber(config, block.size(), m, 0));
+            String last = Integer.toString(mtp.hfLayerNumber(config, block.size(), m, block.size() - 1));
+            for (Rule rule : mtp.rows()) {
+                List<String> hf = rule.hf().stream().map(n -> n.replace("{first}", first).replace("{last}", last)).toList();
+                out.add(new RuleInstance(rule.optional(), List.of(names(rule.mcore(), Architecture.Mtp.mcorePrefix(m), -1)), hf,
+                        layers.size() + m, -1));
+            }
         }
         return out;
     }

@@ -165,4 +165,106 @@ class MtpTest {
                     "--out", tmp.resolve("back-" + in.getFileName()).toString()));
         }
     }
+
+    /**
+     * The fixture with MTP tensors as the published mapping names them: the fixture's layers under {@code copies}' new
+     * prefixes (fresh values), the MTP layer's own tensors, and the config's MTP count set.
+     */
+    private Path withMtpTensors(String fixtureName, java.util.Map<String, String> copies, java.util.Map<String, Shape> own, String countKey)
+            throws Exception {
+        Path fixture = Shared.fixture(fixtureName).resolve("hf");
+        Random random = new Random(67);
+        List<TestCheckpoints.Entry> entries = new ArrayList<>();
+        try (Checkpoint c = Checkpoints.open(fixture)) {
+            for (String name : c.tensors().keySet()) {
+                Tensor t = c.tensor(name);
+                entries.add(TestCheckpoints.Entry.of(name, TestCheckpoints.bytes(name, t.dtype(), t.shape(), bytes(c, name))));
+                for (var copy : copies.entrySet()) {
+                    if (name.startsWith(copy.getKey())) {
+                        String mtp = copy.getValue() + name.substring(copy.getKey().length());
+                        entries.add(TestCheckpoints.Entry.of(mtp, TestCheckpoints.bytes(mtp, t.dtype(), t.shape(), randomBf16(random, t))));
+                    }
+                }
+            }
+        }
+        own.forEach((name, shape) -> entries.add(entry(random, name, shape)));
+        Path dir = TestCheckpoints.write(tmp.resolve("hf-mtp-" + fixtureName), entries, 2_000_000);
+        var json = new com.fasterxml.jackson.databind.ObjectMapper();
+        var config = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(fixture.resolve("config.json").toFile());
+        config.put(countKey, 1);
+        json.writeValue(dir.resolve("config.json").toFile(), config);
+        return dir;
+    }
+
+    /** Import to Megatron-Core (safetensors and torch_dist), export back: the HF folder again, MTP tensors included. */
+    private Path importAndRoundTrip(Path hf) {
+        Path mcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", hf.toString(), "--out", tmp.resolve("m").toString());
+        assertSameTensors(hf, CliRun.succeeding("export", "--in", mcore.toString(), "--hf-config", hf.toString(), "--out", tmp.resolve("back").toString()));
+        Path td = CliRun.succeeding("import", "--in", hf.toString(), "--out", tmp.resolve("td").toString());
+        assertSameTensors(hf, CliRun.succeeding("export", "--in", td.toString(), "--hf-config", hf.toString(), "--out", tmp.resolve("back2").toString()));
+        return mcore;
+    }
+
+    /**
+     * Qwen3-Next's MTP layer as Megatron-Bridge maps it (src/megatron/bridge/models/qwen/qwen3_next_bridge.py, lines 122-132:
+     * mtp.fc -> mtp.layers.0.eh_proj, mtp.pre_fc_norm_embedding -> enorm, mtp.pre_fc_norm_hidden -> hnorm, mtp.norm ->
+     * final_layernorm, mtp.layers.0.{input_layernorm, post_attention_layernorm, mlp.gate, self_attn.*} under
+     * mtp.layers.0.mtp_model_layer.; line 156, its q/k/v merged as the decoder's; line 236, the shared expert's gate). The
+     * fixture's full-attention layer 3 stands in for the MTP layer; config mtp_num_hidden_layers 1 (auto_bridge.py
+     * MTP_CONFIG_FIELDS).
+     */
+    @Test
+    void qwen3NextMtpLayerMapsAsMegatronBridgeMapsIt() throws Exception {
+        int hidden = 128;
+        Path hf = withMtpTensors("qwen3_next", java.util.Map.of("model.layers.3.", "mtp.layers.0."), java.util.Map.of(
+                "mtp.fc.weight", Shape.of(hidden, 2L * hidden), "mtp.pre_fc_norm_embedding.weight", Shape.of(hidden),
+                "mtp.pre_fc_norm_hidden.weight", Shape.of(hidden), "mtp.norm.weight", Shape.of(hidden)), "mtp_num_hidden_layers");
+        Path mcore = importAndRoundTrip(hf);
+        try (Checkpoint h = Checkpoints.open(hf); Checkpoint m = Checkpoints.open(mcore)) {
+            assertArrayEquals(bytes(h, "mtp.fc.weight"), bytes(m, "mtp.layers.0.eh_proj.weight"));
+            assertArrayEquals(bytes(h, "mtp.pre_fc_norm_embedding.weight"), bytes(m, "mtp.layers.0.enorm.weight"));
+            assertArrayEquals(bytes(h, "mtp.pre_fc_norm_hidden.weight"), bytes(m, "mtp.layers.0.hnorm.weight"));
+            assertArrayEquals(bytes(h, "mtp.norm.weight"), bytes(m, "mtp.layers.0.final_layernorm.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.input_layernorm.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.self_attention.linear_qkv.layer_norm_weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.self_attn.o_proj.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.self_attention.linear_proj.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.mlp.shared_expert_gate.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.mlp.shared_experts.gate_weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.mlp.experts.4.down_proj.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.mlp.experts.linear_fc2.weight4"));
+            // The gated q/k/v: per KV group the queries of its two heads, their gates, k, v (each head of q_proj is [query ; gate]).
+            byte[] q = bytes(h, "mtp.layers.0.self_attn.q_proj.weight");
+            byte[] k = bytes(h, "mtp.layers.0.self_attn.k_proj.weight");
+            int row = hidden * 2;
+            byte[] qkv = bytes(m, "mtp.layers.0.mtp_model_layer.self_attention.linear_qkv.weight");
+            // group 1 starts after group 0's 2 queries, 2 gates, k and v (6 x 32 rows); its first rows are head 2's query.
+            assertArrayEquals(java.util.Arrays.copyOfRange(q, 2 * 64 * row, (2 * 64 + 32) * row), java.util.Arrays.copyOfRange(qkv, 6 * 32 * row, 7 * 32 * row));
+            assertArrayEquals(java.util.Arrays.copyOfRange(k, 32 * row, 64 * row), java.util.Arrays.copyOfRange(qkv, 10 * 32 * row, 11 * 32 * row));
+        }
+    }
+
+    /**
+     * Nemotron 3 Super's MTP layer as Megatron-Bridge maps it (src/megatron/bridge/models/nemotronh/nemotron_h_bridge.py,
+     * lines 443-505 and 566: Megatron-Core's mtp.layers.<m>.mtp_model_layer.layers.<i>. is HF's mtp.layers.<m x block + i>.;
+     * enorm, hnorm and eh_proj sit on the block's first HF layer, final_layernorm on its last; the inner layers' tensors are
+     * the decoder's). The latent fixture's MTP block is [attention, MoE] (mtp_layers_block_type); its layers 1 and 2 stand in.
+     */
+    @Test
+    void nemotronHMtpBlockMapsAsMegatronBridgeMapsIt() throws Exception {
+        int hidden = new com.fasterxml.jackson.databind.ObjectMapper().readTree(Shared.fixture("nemotron_h_latent").resolve("hf/config.json").toFile())
+                .get("hidden_size").asInt();
+        Path hf = withMtpTensors("nemotron_h_latent", java.util.Map.of("backbone.layers.1.", "mtp.layers.0.", "backbone.layers.2.", "mtp.layers.1."),
+                java.util.Map.of("mtp.layers.0.enorm.weight", Shape.of(hidden), "mtp.layers.0.hnorm.weight", Shape.of(hidden),
+                        "mtp.layers.0.eh_proj.weight", Shape.of(hidden, 2L * hidden), "mtp.layers.1.final_layernorm.weight", Shape.of(hidden)),
+                "num_nextn_predict_layers");
+        Path mcore = importAndRoundTrip(hf);
+        try (Checkpoint h = Checkpoints.open(hf); Checkpoint m = Checkpoints.open(mcore)) {
+            assertArrayEquals(bytes(h, "mtp.layers.0.eh_proj.weight"), bytes(m, "mtp.layers.0.eh_proj.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.enorm.weight"), bytes(m, "mtp.layers.0.enorm.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.1.final_layernorm.weight"), bytes(m, "mtp.layers.0.final_layernorm.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.norm.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.layers.0.self_attention.linear_qkv.layer_norm_weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.0.mixer.o_proj.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.layers.0.self_attention.linear_proj.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.1.norm.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.layers.1.pre_mlp_layernorm.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.1.mixer.gate.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.layers.1.mlp.router.weight"));
+            assertArrayEquals(bytes(h, "mtp.layers.1.mixer.experts.3.up_proj.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.layers.1.mlp.experts.linear_fc1.weight3"));
+            assertArrayEquals(bytes(h, "mtp.layers.1.mixer.fc1_latent_proj.weight"), bytes(m, "mtp.layers.0.mtp_model_layer.layers.1.mlp.fc1_latent_proj.weight"));
+        }
+    }
 }
