@@ -113,7 +113,71 @@ def transformer_config(hf, args):
             moe_router_num_groups=hf.get("n_group"),
             moe_router_group_topk=hf.get("topk_group"),
         )
+    if arch in ("olmoe", "minimax_m2"):
+        # q/k norms over all heads (Megatron-Bridge's OLMoESelfAttention / FullDimQNorm): build_model swaps them in.
+        common["moe_ffn_hidden_size"] = hf["intermediate_size"]
+        if arch == "olmoe":  # softmax over all experts, then the top k, not renormalized (norm_topk_prob false)
+            return TransformerConfig(**common, qk_layernorm=True, moe_router_pre_softmax=not hf.get("norm_topk_prob", False))
+        # MiniMax-M2: sigmoid scores, chosen with the expert bias, the chosen ones renormalized (minimax_m2_bridge.py)
+        return TransformerConfig(**common, qk_layernorm=True, moe_router_score_function="sigmoid",
+                                 moe_router_enable_expert_bias=True, moe_router_bias_update_rate=0.0)
+    if arch == "glm4_moe":
+        dense = hf.get("first_k_dense_replace", 0)
+        return TransformerConfig(
+            **common,
+            moe_layer_freq=[0] * dense + [1] * (layers - dense),
+            qk_layernorm=bool(hf.get("use_qk_norm", False)),
+            moe_shared_expert_intermediate_size=hf["moe_intermediate_size"] * hf.get("n_shared_experts", 1),
+            moe_router_score_function="sigmoid",
+            moe_router_enable_expert_bias=True,
+            moe_router_bias_update_rate=0.0,
+            moe_router_topk_scaling_factor=hf.get("routed_scaling_factor"),
+            moe_router_num_groups=hf.get("n_group"),
+            moe_router_group_topk=hf.get("topk_group"),
+        )
+    if arch == "llama4_text":
+        moe = set(hf.get("moe_layers") or range(hf.get("interleave_moe_layer_step", 1) - 1, layers,
+                                                 hf.get("interleave_moe_layer_step", 1)))
+        nope = [0 if use_rope else 1 for use_rope in hf.get("no_rope_layers") or [1] * layers]
+        common["ffn_hidden_size"] = hf.get("intermediate_size_mlp", hf["intermediate_size"])
+        common["moe_ffn_hidden_size"] = hf["intermediate_size"]
+        return TransformerConfig(
+            **common,
+            moe_layer_freq=[1 if i in moe else 0 for i in range(layers)],
+            moe_shared_expert_intermediate_size=hf["intermediate_size"],
+            # top-1 sigmoid score applied to the expert's input (Llama4TextMoe); L2 q/k norms without weights;
+            # rotary on interleaved pairs (transformers' complex rotation).
+            moe_router_score_function="sigmoid",
+            moe_apply_probs_on_input=True,
+            qk_l2_norm=bool(hf.get("use_qk_norm", False)),
+            rotary_interleaved=True,
+            no_rope_freq=nope if any(nope) else None,
+        )
+    if arch in ("qwen3_next", "qwen3_5_moe_text"):
+        raise SystemExit(f"megatron_check: {arch}'s Gated DeltaNet layers need Transformer Engine and flash-linear-attention "
+                         "(megatron/core/ssm/gated_delta_net/common.py raises ImportError without fla; "
+                         "experimental_attention_variant_module_specs.py supports the transformer_engine backend only)")
+    if arch == "ernie4_5_moe":
+        raise SystemExit("megatron_check: ERNIE 4.5 picks experts by softmax score plus the expert bias (transformers' "
+                         "Ernie4_5_MoeTopKRouter); Megatron-Core's expert bias needs sigmoid or sqrtsoftplus scores "
+                         "(transformer_config.py), so its forward pass cannot match")
     raise SystemExit(f"megatron_check: no Megatron-Core config for model_type {arch!r}")
+
+
+class FullWidthRMSNorm(torch.nn.Module):
+    """RMSNorm over all heads of a projection ([sq, b, heads, head_dim] normalized over heads x head_dim), as
+    OLMoE's and MiniMax-M2's q/k norms (Megatron-Bridge: OLMoESelfAttention, FullDimQNorm); TP 1 only, its weight
+    replicated. Megatron-Core's own q/k norms are per head."""
+
+    def __init__(self, config=None, hidden_size=None, eps=1e-6, width=None, **_):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x):
+        flat = x.reshape(*x.shape[:-2], -1).float()
+        flat = flat * torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (flat * self.weight).to(x.dtype).view_as(x)
 
 
 class EagerAttention(torch.nn.Module):
@@ -141,16 +205,28 @@ def build_model(hf, config):
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
     from megatron.core.models.gpt.gpt_model import GPTModel
 
-    spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False, normalization="RMSNorm")
+    from megatron.core.transformer.spec_utils import ModuleSpec
+
+    spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False, normalization="RMSNorm",
+                                      qk_l2_norm=config.qk_l2_norm)
     if config.multi_latent_attention:
         for layer in spec.layer_specs:
             layer.submodules.self_attention.submodules.core_attention = EagerAttention
+    if hf["model_type"] in ("olmoe", "minimax_m2"):
+        if config.tensor_model_parallel_size != 1:
+            raise SystemExit("megatron_check: the full-width q/k norms of olmoe and minimax_m2 run at --tp 1 only")
+        head_dim = config.kv_channels or hf["hidden_size"] // hf["num_attention_heads"]
+        for layer in spec.layer_specs:
+            attention = layer.submodules.self_attention.submodules
+            attention.q_layernorm = ModuleSpec(module=FullWidthRMSNorm, params={"width": hf["num_attention_heads"] * head_dim})
+            attention.k_layernorm = ModuleSpec(module=FullWidthRMSNorm, params={"width": config.num_query_groups * head_dim})
     return GPTModel(
         config=config,
         transformer_layer_spec=spec,
         vocab_size=hf["vocab_size"],
         max_sequence_length=hf.get("max_position_embeddings", 4096),
         position_embedding_type="rope",
+        rotary_percent=hf.get("partial_rotary_factor") or hf.get("rope_parameters", {}).get("partial_rotary_factor", 1.0),
         rotary_base=hf.get("rope_parameters", {}).get("rope_theta", 10000.0),
         share_embeddings_and_output_weights=bool(hf.get("tie_word_embeddings", False)),
         parallel_output=False,
