@@ -143,7 +143,8 @@ def transformer_config(hf, args):
         common["moe_ffn_hidden_size"] = hf["intermediate_size"]
         return TransformerConfig(
             **common,
-            moe_layer_freq=[1 if i in moe else 0 for i in range(layers)],
+            # All MoE: 1, not a list, so that Megatron-Core keys the layers stacked, as moeport writes a homogeneous model.
+            moe_layer_freq=1 if len(moe) == layers else [1 if i in moe else 0 for i in range(layers)],
             moe_shared_expert_intermediate_size=hf["intermediate_size"],
             # top-1 sigmoid score applied to the expert's input (Llama4TextMoe); L2 q/k norms without weights;
             # rotary on interleaved pairs (transformers' complex rotation).
