@@ -83,9 +83,17 @@ public record Architecture(String name, List<String> hfClasses, String mcoreLaye
             return defaultExclusions;
         }
         List<String> all = new java.util.ArrayList<>(defaultExclusions);
-        long decoderLayers = config.requireInt("num_hidden_layers");
-        for (long m = 0; m < config.intOr(mtp.countKey(), 0); m++) {
-            all.add(hfLayer.replace("{L}", Long.toString(decoderLayers + m)) + "*");
+        long count = config.intOr(mtp.countKey(), 0);
+        if (count > 0 && !mtp.afterDecoder()) {
+            // MTP weights outside the decoder's layers (mtp.fc, mtp.layers.N): Model Optimizer lists their top module too
+            // (examples/hf_ptq/example_utils.py, _keys_to_prefixes).
+            all.add(mtp.hfLayer().substring(0, mtp.hfLayer().indexOf('.')) + "*");
+        }
+        int block = count > 0 ? mtp.block().apply(config).size() : 0;
+        for (int m = 0; m < count; m++) {
+            for (int i = 0; i < block; i++) {
+                all.add(mtp.hfLayer().replace("{L}", Integer.toString(mtp.hfLayerNumber(config, block, m, i))) + "*");
+            }
         }
         return List.copyOf(all);
     }

@@ -238,6 +238,18 @@ class MtpTest {
             assertArrayEquals(java.util.Arrays.copyOfRange(q, 2 * 64 * row, (2 * 64 + 32) * row), java.util.Arrays.copyOfRange(qkv, 6 * 32 * row, 7 * 32 * row));
             assertArrayEquals(java.util.Arrays.copyOfRange(k, 32 * row, 64 * row), java.util.Arrays.copyOfRange(qkv, 10 * 32 * row, 11 * 32 * row));
         }
+        // quantize keeps the MTP weights in BF16 and lists them as Model Optimizer's hf_ptq does for Qwen3-Next's mtp.* shard:
+        // the prefixes "mtp" and "mtp.layers.0" (examples/hf_ptq/example_utils.py, _keys_to_prefixes), each with "*".
+        Path q = CliRun.succeeding("quantize", "--format", "nvfp4", "--in", hf.toString(), "--out", tmp.resolve("q").toString());
+        try (Checkpoint c = Checkpoints.open(q)) {
+            assertEquals(DType.BF16, c.tensor("mtp.fc.weight").dtype());
+            assertEquals(DType.BF16, c.tensor("mtp.layers.0.mlp.experts.2.up_proj.weight").dtype());
+            assertEquals(DType.U8, c.tensor("model.layers.3.mlp.experts.2.up_proj.weight").dtype());
+        }
+        List<String> excluded = new ArrayList<>();
+        new com.fasterxml.jackson.databind.ObjectMapper().readTree(q.resolve("hf_quant_config.json").toFile()).at("/quantization/exclude_modules")
+                .forEach(n -> excluded.add(n.asText()));
+        assertEquals(true, excluded.contains("mtp*"), excluded.toString());
     }
 
     /**
