@@ -88,7 +88,7 @@ final class ConvertCommand implements Callable<Integer> {
             OutputPlanner planner = new OutputPlanner(null, null, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE);
             Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
             if (output.dryRun) {
-                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
+                output.printPlan(spec.commandLine().getOut(), plan, spec);
                 return 0;
             }
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in), new Conversion.Files(folder, Set.of(), Map.of()),

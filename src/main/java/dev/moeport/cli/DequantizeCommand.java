@@ -72,7 +72,7 @@ final class DequantizeCommand implements Callable<Integer> {
                     t instanceof DequantizedTensor q ? "dequantize " + q.format().cliName() : "copy")));
             Plan plan = Plan.of(jobs, output.maxShardSize);
             if (output.dryRun) {
-                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
+                output.printPlan(spec.commandLine().getOut(), plan, spec);
                 return 0;
             }
             Map<String, JsonNode> json = new LinkedHashMap<>();

@@ -149,7 +149,7 @@ final class ExportCommand implements Callable<Integer> {
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planned.requireQuantizedModules();
             if (output.dryRun) {
-                PlanReport.printPlan(out, plan, output.json);
+                output.printPlan(out, plan, spec);
                 return 0;
             }
             // config.json is copied as it is unless the output changes what it says: quantization, dtype.

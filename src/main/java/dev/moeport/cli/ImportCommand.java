@@ -164,7 +164,7 @@ final class ImportCommand implements Callable<Integer> {
                 throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--megatron-spec local applies to --ckpt-format torch_dist");
             }
             if (output.dryRun) {
-                PlanReport.printPlan(out, plan, output.json);
+                output.printPlan(out, plan, spec);
                 return 0;
             }
             Conversion.Writer writer = torchDist ? TorchDistOutput.writer(tensors, naming, layerKeys) : Conversion.SAFETENSORS;

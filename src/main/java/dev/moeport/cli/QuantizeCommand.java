@@ -128,7 +128,7 @@ final class QuantizeCommand implements Callable<Integer> {
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planned.requireQuantizedModules();
             if (output.dryRun) {
-                PlanReport.printPlan(spec.commandLine().getOut(), plan, output.json);
+                output.printPlan(spec.commandLine().getOut(), plan, spec);
                 return 0;
             }
             Conversion.Summary summary = Conversion.run(plan, output.target(spec, in),
