@@ -49,7 +49,7 @@ public final class SafetensorsWriter implements TensorOutput {
     private final boolean fsync;
     private final java.util.function.IntPredicate writes;
     private final java.util.function.Consumer<Path> finished;
-    private final boolean indexOnCommit;
+    private final boolean standalone;
     private boolean committed;
 
     /** Where the tensors of shards this writer does not write go. */
@@ -92,7 +92,7 @@ public final class SafetensorsWriter implements TensorOutput {
                 throw writeFailure(e);
             }
             written.addAndGet(n);
-            if (n > 0 && shard.remaining.addAndGet(-n) == 0) {
+            if (n > 0 && shard.remaining.addAndGet(-n) == 0 && !standalone) {
                 finish(shard);
             }
         }
@@ -119,13 +119,13 @@ public final class SafetensorsWriter implements TensorOutput {
     }
 
     private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync, java.util.function.IntPredicate writes,
-            java.util.function.Consumer<Path> finished, boolean indexOnCommit) {
+            java.util.function.Consumer<Path> finished, boolean standalone) {
         this.dir = dir;
         this.layout = layout;
         this.fsync = fsync;
         this.writes = writes;
         this.finished = finished;
-        this.indexOnCommit = indexOnCommit;
+        this.standalone = standalone;
     }
 
     /**
@@ -141,12 +141,13 @@ public final class SafetensorsWriter implements TensorOutput {
 
     /**
      * As above, for the shards (by index in the layout) that {@code writes} picks; {@code finished} hears of each
-     * shard once it is renamed into place. {@code indexOnCommit}: the commit writes the index (otherwise
-     * {@link #writeIndexFiles()} does, when the caller wants).
+     * shard once it is renamed into place, as soon as its last byte is written (into a staging folder). {@code
+     * standalone}: the writer writes straight into its folder, so shards are renamed only at the commit, which
+     * writes the index too (otherwise {@link #writeIndexFiles()} does, when the caller wants).
      */
     public static SafetensorsWriter create(Path dir, ShardLayout layout, java.util.function.IntPredicate writes, boolean fsync,
-            java.util.function.Consumer<Path> finished, boolean indexOnCommit) {
-        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync, writes, finished, indexOnCommit);
+            java.util.function.Consumer<Path> finished, boolean standalone) {
+        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync, writes, finished, standalone);
         try {
             for (int k = 0; k < layout.shards().size(); k++) {
                 if (writes.test(k)) {
@@ -235,7 +236,7 @@ public final class SafetensorsWriter implements TensorOutput {
         }
         // Shards of zero bytes (or of empty tensors only) have had no write to finish them.
         openShards.values().forEach(this::finish);
-        if (indexOnCommit) {
+        if (standalone) {
             writeIndexFiles();
         }
         if (fsync) {
