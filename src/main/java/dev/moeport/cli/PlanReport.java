@@ -44,7 +44,7 @@ final class PlanReport {
                 mine.add(plan.layout().shards().get(k).fileName());
             }
         }
-        List<Row> rows = rows(plan).stream().filter(r -> part.isWhole() || mine.contains(plan.layout().shardOf(r.tensor.name()).fileName())).toList();
+        List<Row> rows = rows(plan, t -> part.isWhole() || mine.contains(plan.layout().shardOf(t.name()).fileName()));
         if (json) {
             ObjectNode root = Json.document();
             root.put("dry_run", true);
@@ -110,11 +110,13 @@ final class PlanReport {
 
     private record Row(OutputTensor tensor, Job job) {}
 
-    private static List<Row> rows(Plan plan) {
+    private static List<Row> rows(Plan plan, java.util.function.Predicate<OutputTensor> shown) {
         List<Row> rows = new ArrayList<>();
         for (Job job : plan.jobs()) {
             for (OutputTensor t : job.outputs()) {
-                rows.add(new Row(t, job));
+                if (shown.test(t)) {
+                    rows.add(new Row(t, job));
+                }
             }
         }
         rows.sort(Comparator.comparing(r -> r.tensor.name(), NaturalOrder.INSTANCE));

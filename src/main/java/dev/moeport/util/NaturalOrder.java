@@ -20,11 +20,18 @@ public final class NaturalOrder implements Comparator<String> {
                 while (ei < a.length() && Character.isDigit(a.charAt(ei))) ei++;
                 int ej = j;
                 while (ej < b.length() && Character.isDigit(b.charAt(ej))) ej++;
-                String na = a.substring(i, ei).replaceFirst("^0+(?=.)", "");
-                String nb = b.substring(j, ej).replaceFirst("^0+(?=.)", "");
-                int c = na.length() != nb.length() ? Integer.compare(na.length(), nb.length()) : na.compareTo(nb);
-                if (c != 0) {
-                    return c;
+                // Leading zeros skipped (one digit kept), then the longer run is the larger number, else the first differing digit.
+                int si = i;
+                while (si < ei - 1 && a.charAt(si) == '0') si++;
+                int sj = j;
+                while (sj < ej - 1 && b.charAt(sj) == '0') sj++;
+                if (ei - si != ej - sj) {
+                    return Integer.compare(ei - si, ej - sj);
+                }
+                for (int k = 0; k < ei - si; k++) {
+                    if (a.charAt(si + k) != b.charAt(sj + k)) {
+                        return Character.compare(a.charAt(si + k), b.charAt(sj + k));
+                    }
                 }
                 i = ei;
                 j = ej;
