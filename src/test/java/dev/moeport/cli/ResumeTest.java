@@ -13,31 +13,38 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * A run killed with SIGKILL at several moments (before any shard is finished, after some, after most), then
+ * A run killed with SIGKILL at several moments (before any shard is finished, after some, after most; once with
+ * SIGTERM, as Slurm's time limit does, which removes its partial files), then
  * resumed with {@code --resume}, ends byte for byte as the uninterrupted run; the shards it reuses are checked
  * (one damaged on purpose is redone), and a changed input or option is refused in one line.
  */
 class ResumeTest {
     @TempDir
+    static Path shared;
+
+    @TempDir
     Path tmp;
 
-    private Path synth;
-    private List<String> export;
+    private static Path synth;
+    private static List<String> export;
+    /** The uninterrupted run. */
+    private static Path whole;
 
-    @BeforeEach
-    void synthesize() {
-        synth = tmp.resolve("synth");
-        CliRun.succeeding("synth", "--preset", "small", "--out", synth.toString(), "--no-progress");
+    @BeforeAll
+    static void synthesize() {
+        synth = shared.resolve("synth");
+        CliRun.succeeding("synth", "--preset", "small", "--vocab", "4096", "--out", synth.toString(), "--no-progress");
         export = List.of("export", "--in", synth.resolve("mcore").toString(), "--hf-config", synth.resolve("hf").toString(),
-                "--format", "nvfp4", "--max-shard-size", "4MB", "--no-progress", "--threads", "2");
+                "--format", "nvfp4", "--max-shard-size", "3MB", "--no-progress", "--threads", "2");
+        whole = CliRun.succeeding(args(shared.resolve("whole")));
     }
 
-    private String[] args(Path out, String... more) {
+    private static String[] args(Path out, String... more) {
         List<String> all = new ArrayList<>(export);
         all.addAll(List.of("--out", out.toString()));
         all.addAll(List.of(more));
@@ -46,6 +53,11 @@ class ResumeTest {
 
     /** Starts the export in a child JVM and kills it (SIGKILL) once its manifest records {@code finished} shards. */
     private void killAfter(Path out, int finished) throws Exception {
+        killAfter(out, finished, true);
+    }
+
+    /** As above, with SIGTERM (Slurm's time limit, Ctrl-C) unless {@code forcibly}. */
+    private void killAfter(Path out, int finished, boolean forcibly) throws Exception {
         List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"), "-Xmx256m",
                 "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
                 Main.class.getName()));
@@ -62,7 +74,11 @@ class ResumeTest {
             }
             Thread.sleep(1);
         }
-        p.destroyForcibly();
+        if (forcibly) {
+            p.destroyForcibly();
+        } else {
+            p.destroy();
+        }
         assertTrue(p.waitFor(60, TimeUnit.SECONDS));
         try (var s = Files.list(out)) {
             assertTrue(s.allMatch(f -> f.getFileName().toString().startsWith(".")), "killed mid-run, nothing may show: " + Files.readString(tmp.resolve("child.log")));
@@ -76,7 +92,6 @@ class ResumeTest {
 
     @Test
     void aRunKilledAtAnyMomentAndResumedIsTheUninterruptedRun() throws Exception {
-        Path whole = CliRun.succeeding(args(tmp.resolve("whole")));
         int shards;
         try (var s = Files.list(whole)) {
             shards = (int) s.filter(f -> f.toString().endsWith(".safetensors")).count();
@@ -85,7 +100,16 @@ class ResumeTest {
         int reusedSome = 0;
         for (int finished : new int[] {0, 2, shards / 2, shards - 2}) {
             Path out = tmp.resolve("out" + finished);
-            killAfter(out, finished);
+            // Halfway, SIGTERM: the run removes its partial files and keeps the finished ones.
+            boolean term = finished == shards / 2;
+            killAfter(out, finished, !term);
+            if (term) {
+                try (var staged = Files.list(out.resolve(".moeport-staging"))) {
+                    List<String> names = staged.map(f -> f.getFileName().toString()).toList();
+                    assertTrue(names.stream().noneMatch(n -> n.endsWith(".partial")), names.toString());
+                    assertTrue(names.stream().filter(n -> n.endsWith(".safetensors")).count() >= finished, names.toString());
+                }
+            }
             CliRun resumed = CliRun.of(args(out, "--resume"));
             assertEquals(0, resumed.code(), resumed.err());
             assertTrue(reused(resumed.out()) >= finished, finished + ": " + resumed.out());
@@ -97,7 +121,6 @@ class ResumeTest {
 
     @Test
     void aDamagedShardIsRedoneAndChangedInputsOrOptionsAreRefused() throws Exception {
-        Path whole = CliRun.succeeding(args(tmp.resolve("whole")));
         Path out = tmp.resolve("out");
         killAfter(out, 4);
         Path staging = out.resolve(".moeport-staging");
