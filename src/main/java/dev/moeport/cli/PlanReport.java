@@ -38,13 +38,12 @@ final class PlanReport {
         long largest = java.util.Arrays.stream(partBytes).max().orElse(0);
         double mean = (double) plan.outputBytes() / part.count();
         double balance = mean == 0 ? 1 : largest / mean;
-        java.util.Set<String> mine = new java.util.HashSet<>();
+        // Shard numbers by identity: a shard record's equals compares all its entries.
+        java.util.Map<ShardLayout.Shard, Integer> number = new java.util.IdentityHashMap<>();
         for (int k = 0; k < owner.length; k++) {
-            if (owner[k] == part.index()) {
-                mine.add(plan.layout().shards().get(k).fileName());
-            }
+            number.put(plan.layout().shards().get(k), k + 1);
         }
-        List<Row> rows = rows(plan, t -> part.isWhole() || mine.contains(plan.layout().shardOf(t.name()).fileName()));
+        List<Row> rows = rows(plan, t -> owner[number.get(plan.layout().shardOf(t.name())) - 1] == part.index());
         if (json) {
             ObjectNode root = Json.document();
             root.put("dry_run", true);
@@ -91,7 +90,7 @@ final class PlanReport {
         Table table = new Table("TENSOR", "DTYPE", "SHAPE", ">SIZE", "SHARD", "TRANSFORM", "SOURCE");
         for (Row r : rows) {
             table.add(r.tensor.name(), r.tensor.dtype(), r.tensor.shape(), Sizes.format(r.tensor.byteSize()),
-                    shardNumber(plan.layout(), r.tensor.name()), r.job.transform(), sources(r.job));
+                    number.get(plan.layout().shardOf(r.tensor.name())), r.job.transform(), sources(r.job));
         }
         table.print(out);
         List<AmaxSource.SharedAmax> amaxes = plan.sharedAmaxes();
@@ -121,10 +120,6 @@ final class PlanReport {
         }
         rows.sort(Comparator.comparing(r -> r.tensor.name(), NaturalOrder.INSTANCE));
         return rows;
-    }
-
-    private static String shardNumber(ShardLayout layout, String name) {
-        return Integer.toString(layout.shards().indexOf(layout.shardOf(name)) + 1);
     }
 
     /** The pieces, shortened when there are many (a QKV split of many groups). */

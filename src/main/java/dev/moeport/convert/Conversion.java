@@ -6,7 +6,6 @@ import dev.moeport.exec.Progress;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.format.safetensors.ShardLayout;
-import dev.moeport.io.OutputFolder;
 import dev.moeport.io.StagedPlan;
 import dev.moeport.plan.Part;
 import dev.moeport.plan.Plan;
@@ -23,9 +22,10 @@ import java.util.function.Consumer;
 import java.util.function.IntPredicate;
 
 /**
- * Runs a plan into an output folder: the executor writes the shards into the folder's staging area, then
- * the model files and JSON configs go there, and the whole checkpoint is switched in at once
- * ({@link OutputFolder#commit()}). Whatever happens, the folder comes back as the earlier checkpoint or the new one.
+ * Runs a plan, or one part of it, into an output folder: the executor writes the shards into the folder's staging
+ * area, each renamed into place and recorded as it completes, then the whole checkpoint (with the model files and
+ * JSON configs staged beside it) is switched in at once when every part's files are there ({@link StagedPlan}).
+ * Whatever happens, the folder comes back as the earlier checkpoint or the new one.
  */
 public final class Conversion {
 

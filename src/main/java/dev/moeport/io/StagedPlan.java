@@ -74,6 +74,9 @@ public final class StagedPlan implements AutoCloseable {
                 changed.removeAll(inputs);
                 List<String> added = new ArrayList<>(inputs);
                 added.removeAll(other.inputs);
+                if (changed.isEmpty() && added.isEmpty()) {
+                    return "the inputs differ";
+                }
                 String file = !changed.isEmpty() ? changed.getFirst() : added.getFirst();
                 return "the input " + file.substring(0, file.indexOf('\t')) + " changed since (its size or modification time, or it is new or gone)";
             }
@@ -364,7 +367,7 @@ public final class StagedPlan implements AutoCloseable {
      * After this part's files are all written: if every file of the plan is finished, switches the checkpoint
      * in (taking the folder lock: the last of several parts to end does this); otherwise says what is left.
      */
-    public Completion complete() {
+    public synchronized Completion complete() {
         if (abandoned) {
             throw new MoeportException(out + ": the run was interrupted before its checkpoint was switched in");
         }
@@ -379,7 +382,8 @@ public final class StagedPlan implements AutoCloseable {
                             + "' once every part has ended", e);
                 }
             }
-            if (!Files.exists(staging) || stamp.differenceFrom(readStamp(staging)) != null) {
+            Stamp staged = Files.exists(staging) ? readStamp(staging) : null;
+            if (staged == null || stamp.differenceFrom(staged) != null) {
                 return new Completion(false, List.of()); // another part switched it in already
             }
             List<String> missing = missing(staging, stamp);
