@@ -53,7 +53,9 @@ import picocli.CommandLine.Spec;
         footer = {
             "  moeport export --in mcore/ --hf-config hf/ --out out/",
             "  moeport export --in mcore/ --hf-config hf/ --out out-nvfp4/ --format nvfp4 --exclude '*mixer.[qkvo]_proj'",
-            "  moeport export --in mcore/ --hf-config hf/ --out x/ --dry-run --json | jq '.tensors | length'"
+            "  moeport export --in mcore/ --hf-config hf/ --out x/ --dry-run --json | jq '.tensors | length'",
+            "  moeport export --in /shared/mcore --hf-config /shared/hf --out /shared/out --part 3/8   # machine 3 of 8",
+            "  sbatch --array=0-7 scripts/slurm/moeport-array.sbatch export --in ... --out /shared/out  # a Slurm job array"
         })
 final class ExportCommand implements Callable<Integer> {
     @Spec

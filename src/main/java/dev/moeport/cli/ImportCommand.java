@@ -56,7 +56,8 @@ import picocli.CommandLine.Spec;
         footer = {
             "  moeport import --in hf/ --out mcore/                       # torch_dist, Transformer Engine names",
             "  moeport import --in hf/ --out mcore/ --megatron-spec local  # for models built with the local spec",
-            "  moeport import --in hf-nvfp4/ --out mcore-seq/ --experts sequential --dtype bf16"
+            "  moeport import --in hf-nvfp4/ --out mcore-seq/ --experts sequential --dtype bf16",
+            "  moeport import --in /shared/hf --out /shared/mcore --part 2/4 --resume   # machine 2 of 4, reusing its finished files"
         })
 final class ImportCommand implements Callable<Integer> {
     @Spec

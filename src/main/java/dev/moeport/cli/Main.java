@@ -39,7 +39,7 @@ import picocli.CommandLine;
             "Exit codes: 0 success, 1 failure of the input or the run, 2 usage error (verify: 3 the checkpoints differ).",
             "Run 'moeport COMMAND --help' for a command's options. Sizes are decimal (5GB = 5,000,000,000 bytes)."
         },
-        subcommands = {InspectCommand.class, ExportCommand.class, ImportCommand.class, VerifyCommand.class, ConvertCommand.class, QuantizeCommand.class, DequantizeCommand.class, CheckCommand.class, SynthCommand.class, DemoCommand.class, CompletionCommand.class,
+        subcommands = {InspectCommand.class, ExportCommand.class, ImportCommand.class, VerifyCommand.class, ConvertCommand.class, QuantizeCommand.class, DequantizeCommand.class, FinalizeCommand.class, CheckCommand.class, SynthCommand.class, DemoCommand.class, CompletionCommand.class,
             CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     public static final int EXIT_FAILURE = 1;

@@ -33,6 +33,21 @@ final class OutputOptions {
     @Option(names = "--no-progress", description = "No progress (also MOEPORT_NO_PROGRESS=1, or -q).")
     boolean noProgress;
 
+    @Option(names = "--part", paramLabel = "I/N",
+            description = "Write part I of N (counted from 1) of the plan, for N processes on as many machines writing into one --out on a "
+                    + "shared file system: each part computes the same plan and writes its own shards (balanced by bytes); the last part to end "
+                    + "completes the folder (or 'moeport finalize DIR'). Without it, a Slurm job array's SLURM_ARRAY_TASK_ID (with "
+                    + "_COUNT or _MIN/_MAX) or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX (with --parts) chooses the part.")
+    String part;
+
+    @Option(names = "--parts", paramLabel = "N", description = "The number of parts, where a scheduler's index chooses this run's (JOB_COMPLETION_INDEX).")
+    Integer parts;
+
+    @Option(names = "--resume", description = "Reuse the files an interrupted run of the same plan (same inputs, same options) finished, after "
+            + "checking their size and CRC-32C; refused in one line if the inputs or options changed. Without it, a run removes what an "
+            + "interrupted one left.")
+    boolean resume;
+
     static {
         System.setProperty("moeport.cores", Integer.toString(Runtime.getRuntime().availableProcessors()));
     }
@@ -51,7 +66,40 @@ final class OutputOptions {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--threads must be at least 1");
         }
         return new dev.moeport.convert.Conversion.Target(requireOut(spec), overwrite, java.util.Arrays.stream(inputs)
-                .filter(java.util.Objects::nonNull).toList(), threads, fsync, Main.progress(spec, noProgress || json));
+                .filter(java.util.Objects::nonNull).toList(), threads, fsync, Main.progress(spec, noProgress || json), part(spec), resume,
+                shapingOptions(spec));
+    }
+
+    /** This run's part of the plan: {@code --part}, else a scheduler's variables, else the whole plan. */
+    dev.moeport.plan.Part part(picocli.CommandLine.Model.CommandSpec spec) {
+        try {
+            return dev.moeport.plan.Part.choose(part, parts, System.getenv());
+        } catch (IllegalArgumentException e) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+        }
+    }
+
+    /** Prints the plan of a dry run; with a part, that part's files and how even the parts are. */
+    void printPlan(java.io.PrintWriter out, dev.moeport.plan.Plan plan, picocli.CommandLine.Model.CommandSpec spec) {
+        PlanReport.printPlan(out, plan, json, part(spec));
+    }
+
+    /** Options that do not change what is written (how fast, how loud, which part). */
+    private static final java.util.Set<String> NOT_SHAPING = java.util.Set.of("--part", "--parts", "--resume", "--threads", "--dry-run", "--json",
+            "--no-progress", "--fsync", "--overwrite", "--out", "--quiet", "--verbose", "--progress-interval", "--help", "--version");
+
+    /** The options that shape the output, each with its value (given or default), paths made absolute: parts of one plan agree on them. */
+    private static java.util.List<String> shapingOptions(picocli.CommandLine.Model.CommandSpec spec) {
+        java.util.List<String> options = new java.util.ArrayList<>();
+        options.add(spec.name());
+        for (picocli.CommandLine.Model.OptionSpec o : spec.options()) {
+            if (NOT_SHAPING.contains(o.longestName())) {
+                continue;
+            }
+            Object value = o.getValue();
+            options.add(o.longestName() + "=" + (value instanceof Path p ? p.toAbsolutePath().normalize() : value));
+        }
+        return options;
     }
 
     /** The folder of a checkpoint path: the path itself, or the folder of a file or index. */

@@ -45,7 +45,7 @@ final class Pipeline {
             Planned planned = planner.plan(checkpoint);
             PrintWriter out = spec.commandLine().getOut();
             if (output.dryRun) {
-                PlanReport.printPlan(out, planned.plan(), output.json);
+                output.printPlan(out, planned.plan(), spec);
                 return 0;
             }
             Conversion.Summary summary = Conversion.run(planned.plan(), output.target(spec, inputs.toArray(Path[]::new)), QuantKernels.get(),

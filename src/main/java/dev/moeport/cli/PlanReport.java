@@ -8,6 +8,7 @@ import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputFile;
 import dev.moeport.plan.OutputTensor;
+import dev.moeport.plan.Part;
 import dev.moeport.plan.Piece;
 import dev.moeport.plan.Plan;
 import dev.moeport.util.NaturalOrder;
@@ -22,8 +23,24 @@ import java.util.List;
 final class PlanReport {
     private PlanReport() {}
 
-    static void printPlan(PrintWriter out, Plan plan, boolean json) {
-        List<Row> rows = rows(plan);
+    /** The plan; of a part, only the tensors of its files, and how its bytes compare with the other parts'. */
+    static void printPlan(PrintWriter out, Plan plan, boolean json, Part part) {
+        int[] owner = Conversion.owner(plan, part.count());
+        long[] partBytes = new long[part.count() + 1];
+        int ownShards = 0;
+        for (int k = 0; k < owner.length; k++) {
+            partBytes[owner[k]] += plan.layout().shards().get(k).dataBytes();
+            ownShards += owner[k] == part.index() ? 1 : 0;
+        }
+        long largest = java.util.Arrays.stream(partBytes).max().orElse(0);
+        double mean = (double) plan.outputBytes() / part.count();
+        double balance = mean == 0 ? 1 : largest / mean;
+        // Shard numbers by identity: a shard record's equals compares all its entries.
+        java.util.Map<ShardLayout.Shard, Integer> number = new java.util.IdentityHashMap<>();
+        for (int k = 0; k < owner.length; k++) {
+            number.put(plan.layout().shards().get(k), k + 1);
+        }
+        List<Row> rows = rows(plan, t -> owner[number.get(plan.layout().shardOf(t.name())) - 1] == part.index());
         if (json) {
             ObjectNode root = Json.document();
             root.put("dry_run", true);
@@ -31,6 +48,16 @@ final class PlanReport {
             root.put("input_bytes", plan.inputBytes());
             root.put("output_bytes", plan.outputBytes());
             root.put("shard_count", plan.layout().shards().size());
+            if (!part.isWhole()) {
+                ObjectNode p = root.putObject("part");
+                p.put("index", part.index());
+                p.put("count", part.count());
+                p.put("source", part.source());
+                p.put("shard_count", ownShards);
+                p.put("output_bytes", partBytes[part.index()]);
+                p.put("largest_part_bytes", largest);
+                p.put("largest_to_mean", balance);
+            }
             ArrayNode tensors = root.putArray("tensors");
             for (Row r : rows) {
                 ObjectNode t = tensors.addObject();
@@ -67,7 +94,7 @@ final class PlanReport {
         Table table = new Table("TENSOR", "DTYPE", "SHAPE", ">SIZE", "SHARD", "TRANSFORM", "SOURCE");
         for (Row r : rows) {
             table.add(r.tensor.name(), r.tensor.dtype(), r.tensor.shape(), Sizes.format(r.tensor.byteSize()),
-                    shardNumber(plan.layout(), r.tensor.name()), r.job.transform(), sources(r.job));
+                    number.get(plan.layout().shardOf(r.tensor.name())), r.job.transform(), sources(r.job));
         }
         table.print(out);
         if (!plan.files().isEmpty()) {
@@ -86,23 +113,26 @@ final class PlanReport {
         out.println("plan: " + plan.outputTensorCount() + " tensors, " + Sizes.format(plan.outputBytes()) + " in "
                 + plan.layout().shards().size() + " shard(s)" + (plan.files().isEmpty() ? "" : " and " + plan.files().size() + " other file(s) ("
                 + Sizes.format(fileBytes) + ")") + ", from " + Sizes.format(plan.inputBytes()) + " of input; nothing written (dry run)");
+        if (!part.isWhole()) {
+            out.printf(java.util.Locale.ROOT, "part %s%s: %d tensors, %d of the %d shard(s), %s; the largest part holds %s, %.3fx the mean%s%n", part,
+                    part.source() == null ? "" : " (" + part.source() + ")", rows.size(), ownShards, owner.length, Sizes.format(partBytes[part.index()]),
+                    Sizes.format(largest), balance, balance > 1.05 ? " (a smaller --max-shard-size gives each part more shards to even out)" : "");
+        }
     }
 
     private record Row(OutputTensor tensor, Job job) {}
 
-    private static List<Row> rows(Plan plan) {
+    private static List<Row> rows(Plan plan, java.util.function.Predicate<OutputTensor> shown) {
         List<Row> rows = new ArrayList<>();
         for (Job job : plan.jobs()) {
             for (OutputTensor t : job.outputs()) {
-                rows.add(new Row(t, job));
+                if (shown.test(t)) {
+                    rows.add(new Row(t, job));
+                }
             }
         }
         rows.sort(Comparator.comparing(r -> r.tensor.name(), NaturalOrder.INSTANCE));
         return rows;
-    }
-
-    private static String shardNumber(ShardLayout layout, String name) {
-        return Integer.toString(layout.shards().indexOf(layout.shardOf(name)) + 1);
     }
 
     /** The pieces, shortened when there are many (a QKV split of many groups). */
@@ -128,6 +158,19 @@ final class PlanReport {
             ArrayNode files = root.putArray("other_files");
             s.copiedFiles().forEach(files::add);
             root.put("kernel", s.kernel()); // null: nothing quantized or decoded
+            Conversion.Parts p = s.parts();
+            root.put("reused_shard_count", p.reused());
+            root.put("complete", p.completed());
+            if (!p.part().isWhole()) {
+                ObjectNode part = root.putObject("part");
+                part.put("index", p.part().index());
+                part.put("count", p.part().count());
+                part.put("source", p.part().source());
+                part.put("shard_count", p.own());
+                part.put("written_shard_count", p.written());
+                ArrayNode missing = part.putArray("unfinished");
+                p.missing().forEach(missing::add);
+            }
             ArrayNode n = root.putArray("notes");
             notes.forEach(n::add);
             Json.print(out, root);
@@ -135,6 +178,17 @@ final class PlanReport {
         }
         out.printf(java.util.Locale.ROOT, "%s %d tensors (%s) from %s to %s in %.2f s, %s of input; %d shard(s)%n", verb, s.tensors(),
                 Sizes.format(s.outputBytes()), from, to, s.elapsed().toNanos() / 1e9, Sizes.rate(s.inputRate()), s.shards());
+        Conversion.Parts p = s.parts();
+        if (!p.part().isWhole()) {
+            out.printf("  part %s%s: wrote %d of its %d shard(s)%s; %s%n", p.part(), p.part().source() == null ? "" : " (" + p.part().source() + ")",
+                    p.written(), p.own(), p.reused() > 0 ? ", reused " + p.reused() : "", p.completed()
+                            ? "it ended last and completed " + to
+                            : p.missing().isEmpty() ? "another part completed " + to
+                            : p.missing().size() + " shard(s) of other parts are not finished yet (" + p.missing().getFirst()
+                                    + (p.missing().size() > 1 ? ", ..." : "") + "): the last part to end completes " + to);
+        } else if (p.reused() > 0) {
+            out.println("  reused " + p.reused() + " of " + s.shards() + " shard(s) an interrupted run finished (--resume)");
+        }
         notes.forEach(n -> out.println("  " + n));
         if (s.kernel() != null) {
             out.println("  kernel: " + s.kernel());

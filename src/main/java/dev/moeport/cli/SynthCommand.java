@@ -75,6 +75,10 @@ final class SynthCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         output.requireOut(spec);
+        if (output.part != null || output.parts != null || output.resume) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "synth writes in one process: --part, --parts and --resume apply to"
+                    + " export, import, quantize, dequantize and convert");
+        }
         Dims dims;
         try {
             dims = Preset.fromCliName(preset).dims;
@@ -92,7 +96,7 @@ final class SynthCommand implements Callable<Integer> {
         Plan plan = Plan.of(NemotronHSynth.mcoreJobs(dims, layout, seed), output.maxShardSize);
         PrintWriter out = spec.commandLine().getOut();
         if (output.dryRun) {
-            PlanReport.printPlan(out, plan, output.json);
+            output.printPlan(out, plan, spec);
             return 0;
         }
         Path mcore = output.out.resolve("mcore");

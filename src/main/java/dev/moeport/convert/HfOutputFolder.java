@@ -46,10 +46,14 @@ public final class HfOutputFolder {
         return WEIGHT_FILES.matcher(name).matches() || TORCH_DIST_FILES.matcher(name).matches() || name.equals(QUANT_CONFIG);
     }
 
+    /** The files that make a folder look like a finished checkpoint: an index, torch_dist's tracker file. */
+    public static boolean marksComplete(String name) {
+        return name.endsWith(".index.json") || name.equals("latest_checkpointed_iteration.txt");
+    }
+
     /** Opens {@code out} for a run that writes a checkpoint: see {@link OutputFolder#open}. */
     public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, boolean fsync) {
-        return OutputFolder.open(out, overwrite, inputs, HfOutputFolder::isCheckpointFile,
-                name -> name.endsWith(".index.json") || name.equals("latest_checkpointed_iteration.txt"), fsync);
+        return OutputFolder.open(out, overwrite, inputs, HfOutputFolder::isCheckpointFile, HfOutputFolder::marksComplete, fsync);
     }
 
     /**

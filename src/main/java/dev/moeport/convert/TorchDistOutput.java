@@ -51,6 +51,17 @@ public final class TorchDistOutput {
         long layerCount = layers.isEmpty() ? 0 : layers.keySet().stream().mapToLong(Long::longValue).max().getAsLong() + 1;
         TorchDistWriter.Naming naming = new TorchDistWriter.Naming(stack, layerCount, Set.copyOf(gated),
                 TorchDistWriter.Naming.linearsOf(shapes), spec.namer(shapes.keySet()));
-        return (out, plan, fsync) -> TorchDistWriter.create(out, plan.layout(), naming, fsync);
+        return new Conversion.Writer() {
+            @Override
+            public dev.moeport.format.TensorOutput create(java.nio.file.Path out, dev.moeport.plan.Plan plan, java.util.function.IntPredicate shards,
+                    boolean fsync, java.util.function.Consumer<java.nio.file.Path> finished) {
+                return TorchDistWriter.create(out, plan.layout(), naming, shards, fsync, finished);
+            }
+
+            @Override
+            public String file(dev.moeport.plan.Plan plan, int shard) {
+                return TorchDistWriter.dataFile(shard);
+            }
+        };
     }
 }

@@ -15,6 +15,12 @@ public interface TensorOutput extends AutoCloseable {
     /** Checks that every tensor was written in full and puts the output in place. */
     void commit();
 
+    /**
+     * Writes the files that make the data files a checkpoint (an index, metadata, a tracker file). They follow
+     * from the plan alone, so any part of a plan split over processes may write them, before its data.
+     */
+    void writeIndexFiles();
+
     /** Without a commit, removes the partial output; after one, does nothing. */
     @Override
     void close();

@@ -77,17 +77,7 @@ public final class OutputFolder implements AutoCloseable {
     public static OutputFolder open(Path out, boolean overwrite, List<Path> inputs, Predicate<String> earlierCheckpointFile,
             Predicate<String> marksComplete, boolean fsync) {
         try {
-            Path target = canonical(out);
-            for (Path input : inputs) {
-                // A folder must neither hold nor lie in the output; a single file only must not lie in it.
-                Path source = canonical(input);
-                if (source.startsWith(target) || Files.isDirectory(input) && target.startsWith(source)) {
-                    throw new MoeportException(out + ": the output folder must be apart from the input " + input);
-                }
-            }
-            if (Files.exists(out) && !Files.isDirectory(out)) {
-                throw new MoeportException(out + ": exists and is not a folder");
-            }
+            requireApart(out, inputs);
             boolean created = !Files.exists(out);
             Files.createDirectories(out);
             FileChannel lock = FileChannel.open(out.resolve(LOCK), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
@@ -116,6 +106,21 @@ public final class OutputFolder implements AutoCloseable {
         }
     }
 
+    /** Refuses an output that is the same as, inside or around a run's input, or that is not a folder. */
+    static void requireApart(Path out, List<Path> inputs) throws IOException {
+        Path target = canonical(out);
+        for (Path input : inputs) {
+            // A folder must neither hold nor lie in the output; a single file only must not lie in it.
+            Path source = canonical(input);
+            if (source.startsWith(target) || Files.isDirectory(input) && target.startsWith(source)) {
+                throw new MoeportException(out + ": the output folder must be apart from the input " + input);
+            }
+        }
+        if (Files.exists(out) && !Files.isDirectory(out)) {
+            throw new MoeportException(out + ": exists and is not a folder");
+        }
+    }
+
     /** Where the run writes its checkpoint, laid out as it will be in the output folder. */
     public Path staging() {
         return out.resolve(STAGING);
@@ -133,8 +138,18 @@ public final class OutputFolder implements AutoCloseable {
         if (abandoned) {
             throw new MoeportException(out + ": the run was interrupted before its checkpoint was switched in");
         }
+        switchIn(out, earlierCheckpointFile, marksComplete, fsync);
+        committed = true;
+    }
+
+    /**
+     * Switches the checkpoint staged in {@code out} in (with its folder lock held), replacing the earlier one;
+     * the staging folder's own bookkeeping ({@link StagedPlan}'s hidden {@code .moeport*} files) stays behind.
+     */
+    static void switchIn(Path out, Predicate<String> earlierCheckpointFile, Predicate<String> marksComplete, boolean fsync) {
+        Path staging = out.resolve(STAGING);
         try {
-            List<String> fresh = new ArrayList<>(names(staging()));
+            List<String> fresh = new ArrayList<>(names(staging).stream().filter(n -> !n.startsWith(".moeport")).toList());
             List<String> earlier = new ArrayList<>();
             for (String name : names(out)) {
                 if (!isOwn(name) && (fresh.contains(name) || earlierCheckpointFile.test(name))) {
@@ -146,7 +161,7 @@ public final class OutputFolder implements AutoCloseable {
             fresh.sort(java.util.Comparator.comparing(marksComplete::test));
             if (fsync) {
                 // Staged files reach the disk before the journal names them.
-                syncFolder(staging());
+                syncFolder(staging);
             }
             StringBuilder journal = new StringBuilder();
             earlier.forEach(n -> journal.append("earlier\t").append(n).append('\n'));
@@ -164,7 +179,6 @@ public final class OutputFolder implements AutoCloseable {
             }
             afterSwitchStep.run();
             finishSwitch(out, fsync);
-            committed = true;
         } catch (IOException e) {
             throw new MoeportException(out + ": cannot switch the new checkpoint in (" + IoErrors.why(e)
                     + "); the next run into this folder finishes the switch", e);
@@ -247,16 +261,27 @@ public final class OutputFolder implements AutoCloseable {
         }
     }
 
-    /** With the lock held: finishes a recorded switch, then removes what dead runs left (staging, partial files). */
-    private static void cleanLeftovers(Path out) throws IOException {
+    /**
+     * With the lock held: finishes a recorded switch, then removes what dead runs left (staging, partial files).
+     * Refused while parts of a plan write into the staging folder (they hold their own locks, not the folder's).
+     */
+    static void cleanLeftovers(Path out) throws IOException {
+        cleanLeftovers(out, true);
+    }
+
+    /** As above; {@code staging} false keeps the staging folder (a plan's parts may share it). */
+    static void cleanLeftovers(Path out, boolean staging) throws IOException {
         if (Files.exists(out.resolve(JOURNAL))) {
             finishSwitch(out, true);
             Warnings.warn(out + ": finished switching in the checkpoint an interrupted run had completed");
         }
+        if (staging && !StagedPlan.liveParts(out.resolve(STAGING)).isEmpty()) {
+            throw new MoeportException(out + ": parts of a plan are writing into this folder (" + STAGING + "); wait for them, or stop them first");
+        }
         List<String> left = new ArrayList<>();
         for (String name : names(out)) {
             boolean partial = name.startsWith(".") && name.endsWith(PARTIAL_SUFFIX);
-            if (partial || name.equals(STAGING) || name.equals(ASIDE)) {
+            if (partial || staging && name.equals(STAGING) || name.equals(ASIDE)) {
                 deleteTree(out.resolve(name));
                 left.add(name);
             }
@@ -270,7 +295,7 @@ public final class OutputFolder implements AutoCloseable {
      * Carries out the journal's switch from wherever it stopped: each step is done only if it was not yet,
      * so it may be repeated after any interruption.
      */
-    private static void finishSwitch(Path out, boolean fsync) throws IOException {
+    static void finishSwitch(Path out, boolean fsync) throws IOException {
         Path staging = out.resolve(STAGING);
         Path aside = out.resolve(ASIDE);
         List<String> earlier = new ArrayList<>();
@@ -311,7 +336,7 @@ public final class OutputFolder implements AutoCloseable {
         return name.equals(LOCK) || name.equals(STAGING) || name.equals(ASIDE) || name.equals(JOURNAL);
     }
 
-    private static List<String> names(Path dir) throws IOException {
+    static List<String> names(Path dir) throws IOException {
         try (Stream<Path> s = Files.list(dir)) {
             return s.map(p -> p.getFileName().toString()).sorted().toList();
         }
@@ -350,7 +375,7 @@ public final class OutputFolder implements AutoCloseable {
     }
 
     /** The real path of {@code p}, or of its nearest existing ancestor with the rest appended. */
-    private static Path canonical(Path p) throws IOException {
+    static Path canonical(Path p) throws IOException {
         Path absolute = p.toAbsolutePath().normalize();
         Path existing = absolute;
         while (existing != null && !Files.exists(existing)) {

@@ -38,6 +38,20 @@ public record Plan(List<Job> jobs, ShardLayout layout, List<OutputFile> files) {
                 .filter(java.util.Objects::nonNull).distinct().toList();
     }
 
+    /**
+     * The jobs that write a tensor of the files (by shard index) {@code shards} picks, with the same layout: a
+     * part's share of a plan split over processes. A job whose outputs span files of two parts (a weight and
+     * its scale either side of a shard boundary) runs in both; each writes its own files' tensors.
+     */
+    public Plan writing(java.util.function.IntPredicate shards) {
+        java.util.Map<ShardLayout.Shard, Integer> index = new java.util.IdentityHashMap<>();
+        for (int k = 0; k < layout.shards().size(); k++) {
+            index.put(layout.shards().get(k), k);
+        }
+        List<Job> mine = jobs.stream().filter(j -> j.outputs().stream().anyMatch(t -> shards.test(index.get(layout.shardOf(t.name()))))).toList();
+        return mine.size() == jobs.size() ? this : new Plan(mine, layout, files);
+    }
+
     /** Bytes read from the input: the tensors' stored bytes and the copied files. */
     public long inputBytes() {
         return jobs.stream().mapToLong(Job::inputBytes).sum() + files.stream().mapToLong(OutputFile::inputBytes).sum();

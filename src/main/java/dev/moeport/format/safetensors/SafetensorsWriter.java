@@ -27,10 +27,14 @@ import java.util.concurrent.atomic.AtomicLong;
  * producers fill each tensor's byte range with positioned writes, from any number of threads, in any
  * order, never holding a shard in memory.
  *
- * <p>Crash safety: shards are written as hidden {@code .NAME.partial} files. {@link #commit()} checks
- * that every byte of every tensor was written, renames the shards into place and writes the index
- * last (through a temporary file too). A run that dies before the commit leaves only hidden partial
- * files, and {@link #close()} without a commit deletes them.
+ * <p>Crash safety: shards are written as hidden {@code .NAME.partial} files, each renamed into place as soon
+ * as its last byte is written (and reported, for a manifest that lets a killed run resume). {@link #commit()}
+ * checks that every byte of every tensor was written and writes the index last (through a temporary file
+ * too). A run that dies before the commit leaves its unfinished shards as hidden partial files, and
+ * {@link #close()} without a commit deletes them.
+ *
+ * <p>A part of a plan split over several processes writes some of the layout's shards only: the others'
+ * tensors go to a sink that discards them.
  */
 public final class SafetensorsWriter implements TensorOutput {
     private static final Map<String, String> SHARD_METADATA = Map.of("format", "pt");
@@ -43,20 +47,28 @@ public final class SafetensorsWriter implements TensorOutput {
     private final Map<String, Open> openShards = new LinkedHashMap<>();
     private final Map<String, TensorSink> sinks = new HashMap<>();
     private final boolean fsync;
+    private final java.util.function.IntPredicate writes;
+    private final java.util.function.Consumer<Path> finished;
+    private final boolean standalone;
     /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
+
+    /** Where the tensors of shards this writer does not write go. */
+    private static final TensorOutput.Sink DISCARD = (offset, bytes) -> { };
 
     /** A place to write one tensor's bytes. Thread-safe for disjoint ranges. */
     public final class TensorSink implements TensorOutput.Sink {
         private final String name;
+        private final Open shard;
         private final FileChannel channel;
         private final long base;
         private final long size;
         private final AtomicLong written = new AtomicLong();
 
-        private TensorSink(String name, FileChannel channel, long base, long size) {
+        private TensorSink(String name, Open shard, long base, long size) {
             this.name = name;
-            this.channel = channel;
+            this.shard = shard;
+            this.channel = shard.channel;
             this.base = base;
             this.size = size;
         }
@@ -81,6 +93,9 @@ public final class SafetensorsWriter implements TensorOutput {
                 throw writeFailure(e);
             }
             written.addAndGet(n);
+            if (n > 0 && shard.remaining.addAndGet(-n) == 0 && !standalone) {
+                finish(shard);
+            }
         }
 
         private MoeportException writeFailure(IOException e) {
@@ -88,12 +103,30 @@ public final class SafetensorsWriter implements TensorOutput {
         }
     }
 
-    private record Open(Path partial, Path target, FileChannel channel) {}
+    /** A shard being written: its bytes not yet written, and whether it is finished (renamed into place). */
+    private static final class Open {
+        final Path partial;
+        final Path target;
+        final FileChannel channel;
+        final AtomicLong remaining;
+        boolean done;
 
-    private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync) {
+        Open(Path partial, Path target, FileChannel channel, long bytes) {
+            this.partial = partial;
+            this.target = target;
+            this.channel = channel;
+            this.remaining = new AtomicLong(bytes);
+        }
+    }
+
+    private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync, java.util.function.IntPredicate writes,
+            java.util.function.Consumer<Path> finished, boolean standalone) {
         this.dir = dir;
         this.layout = layout;
         this.fsync = fsync;
+        this.writes = writes;
+        this.finished = finished;
+        this.standalone = standalone;
     }
 
     /**
@@ -104,10 +137,23 @@ public final class SafetensorsWriter implements TensorOutput {
      *     only a killed process; costs a full write-back)
      */
     public static SafetensorsWriter create(Path dir, ShardLayout layout, boolean fsync) {
-        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync);
+        return create(dir, layout, shard -> true, fsync, file -> { }, true);
+    }
+
+    /**
+     * As above, for the shards (by index in the layout) that {@code writes} picks; {@code finished} hears of each
+     * shard once it is renamed into place, as soon as its last byte is written (into a staging folder). {@code
+     * standalone}: the writer writes straight into its folder, so shards are renamed only at the commit, which
+     * writes the index too (otherwise {@link #writeIndexFiles()} does, when the caller wants).
+     */
+    public static SafetensorsWriter create(Path dir, ShardLayout layout, java.util.function.IntPredicate writes, boolean fsync,
+            java.util.function.Consumer<Path> finished, boolean standalone) {
+        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync, writes, finished, standalone);
         try {
-            for (ShardLayout.Shard shard : layout.shards()) {
-                writer.openShard(shard);
+            for (int k = 0; k < layout.shards().size(); k++) {
+                if (writes.test(k)) {
+                    writer.openShard(layout.shards().get(k));
+                }
             }
         } catch (RuntimeException e) {
             writer.close();
@@ -124,7 +170,8 @@ public final class SafetensorsWriter implements TensorOutput {
         try {
             FileChannel channel = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                     StandardOpenOption.READ, StandardOpenOption.WRITE);
-            openShards.put(shard.fileName(), new Open(partial, target, channel));
+            Open open = new Open(partial, target, channel, shard.dataBytes());
+            openShards.put(shard.fileName(), open);
             NativeIO.reserve(partial, dataStart + shard.dataBytes());
             ByteBuffer head = ByteBuffer.allocate((int) dataStart).order(java.nio.ByteOrder.LITTLE_ENDIAN);
             head.putLong(header.length).put(header).flip();
@@ -136,7 +183,7 @@ public final class SafetensorsWriter implements TensorOutput {
                 channel.write(ByteBuffer.allocate(1), dataStart + shard.dataBytes() - 1);
             }
             for (SafetensorsHeader.Entry e : shard.entries().values()) {
-                sinks.put(e.name(), new TensorSink(e.name(), channel, dataStart + e.begin(), e.byteSize()));
+                sinks.put(e.name(), new TensorSink(e.name(), open, dataStart + e.begin(), e.byteSize()));
             }
         } catch (IOException e) {
             throw new MoeportException(partial + ": cannot create (" + IoErrors.why(e) + ")", e);
@@ -144,12 +191,33 @@ public final class SafetensorsWriter implements TensorOutput {
     }
 
     @Override
-    public TensorSink sink(String name) {
+    public TensorOutput.Sink sink(String name) {
         TensorSink sink = sinks.get(name);
         if (sink == null) {
-            throw new IllegalArgumentException("tensor '" + name + "' is not in this output");
+            layout.shardOf(name); // a tensor of the layout, in a shard another part writes
+            return DISCARD;
         }
         return sink;
+    }
+
+    /** A shard whose every byte is written: flushed (with fsync), closed, renamed into place, reported. */
+    private void finish(Open open) {
+        synchronized (open) {
+            if (open.done) {
+                return;
+            }
+            try {
+                if (fsync) {
+                    open.channel.force(true);
+                }
+                open.channel.close();
+                Files.move(open.partial, open.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (IOException e) {
+                throw new MoeportException(open.target + ": cannot finish the shard (" + IoErrors.why(e) + ")", e);
+            }
+            open.done = true;
+        }
+        finished.accept(open.target);
     }
 
     /**
@@ -167,26 +235,28 @@ public final class SafetensorsWriter implements TensorOutput {
         if (!incomplete.isEmpty()) {
             throw new IllegalStateException("tensors not fully written: " + incomplete.subList(0, Math.min(5, incomplete.size())));
         }
-        try {
-            for (Open open : openShards.values()) {
-                if (fsync) {
-                    open.channel.force(true);
-                }
-                open.channel.close();
-            }
-            for (Open open : openShards.values()) {
-                Files.move(open.partial, open.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            }
-            if (layout.isSharded()) {
-                writeIndex();
-            }
-            if (fsync) {
-                syncFolder(dir);
-            }
-        } catch (IOException e) {
-            throw new MoeportException(dir + ": cannot finish output (" + IoErrors.why(e) + ")", e);
+        // Shards of zero bytes (or of empty tensors only) have had no write to finish them.
+        openShards.values().forEach(this::finish);
+        if (standalone) {
+            writeIndexFiles();
+        }
+        if (fsync) {
+            syncFolder(dir);
         }
         committed = true;
+    }
+
+    /** The index of a sharded layout (a single shard needs none), written atomically. */
+    @Override
+    public void writeIndexFiles() {
+        if (!layout.isSharded()) {
+            return;
+        }
+        try {
+            writeIndex();
+        } catch (IOException e) {
+            throw new MoeportException(dir + ": cannot write the index (" + IoErrors.why(e) + ")", e);
+        }
     }
 
     private void writeIndex() throws IOException {
@@ -256,11 +326,16 @@ public final class SafetensorsWriter implements TensorOutput {
             return;
         }
         for (Open open : openShards.values()) {
-            try {
-                open.channel.close();
-                Files.deleteIfExists(open.partial);
-            } catch (IOException ignored) {
-                // Best effort: a partial file left behind is hidden and never looks finished.
+            synchronized (open) { // a worker may be finishing it
+                try {
+                    if (open.done) {
+                        continue; // finished files stay: a resumed run reuses them
+                    }
+                    open.channel.close();
+                    Files.deleteIfExists(open.partial);
+                } catch (IOException ignored) {
+                    // Best effort: a partial file left behind is hidden and never looks finished.
+                }
             }
         }
         openShards.clear();

@@ -105,6 +105,22 @@ public final class ShardLayout {
         return s;
     }
 
+    /** A SHA-256 digest of the layout (files, tensors, dtypes, shapes, offsets), naming the plan it writes. */
+    public String digest() {
+        try {
+            java.security.MessageDigest sha = java.security.MessageDigest.getInstance("SHA-256");
+            for (Shard shard : shards) {
+                sha.update((shard.fileName() + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                for (SafetensorsHeader.Entry e : shard.entries().values()) {
+                    sha.update((e.name() + "\t" + e.dtype() + "\t" + e.shape() + "\t" + e.begin() + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                }
+            }
+            return java.util.HexFormat.of().formatHex(sha.digest());
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
     public long totalBytes() {
         return shards.stream().mapToLong(Shard::dataBytes).sum();
     }

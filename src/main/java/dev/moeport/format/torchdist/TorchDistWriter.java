@@ -39,9 +39,11 @@ import java.util.zip.CRC32;
  * laid out before a byte moves; producers fill the tensor data in place, in order within each tensor
  * (the zip's CRC-32 is computed on the way).
  *
- * <p>Crash safety as for safetensors: data files are hidden partial files until {@link #commit()}, which
- * renames them into place, writes {@code .metadata} and {@code metadata.json}, then the tracker file last:
- * until then Megatron-LM sees no checkpoint.
+ * <p>Crash safety as for safetensors: data files are hidden partial files until their last chunk is written,
+ * then renamed into place (and reported, for a resume manifest); {@link #writeIndexFiles()} writes
+ * {@code .metadata} and {@code metadata.json}, then the tracker file last: all of it in a staging folder
+ * that is switched in whole, so Megatron-LM never sees a checkpoint before it is complete. A part of a plan
+ * split over processes writes some of the data files only; the others' tensors go to a sink that discards them.
  */
 public final class TorchDistWriter implements TensorOutput {
     public static final String ITERATION_DIR = "iter_0000000";
@@ -57,6 +59,7 @@ public final class TorchDistWriter implements TensorOutput {
     private final Map<String, DType> tensorDtypes = new LinkedHashMap<>();
     private final Map<String, long[]> tensorShapes = new LinkedHashMap<>();
     private final List<BytesPlace> bytesEntries = new ArrayList<>();
+    private final java.util.function.Consumer<Path> finished;
     /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
 
@@ -67,6 +70,9 @@ public final class TorchDistWriter implements TensorOutput {
         final Path target;
         FileChannel channel;
         long length;
+        /** Tensor bytes not yet written; the file is finished when none are left. */
+        final java.util.concurrent.atomic.AtomicLong remaining = new java.util.concurrent.atomic.AtomicLong();
+        boolean done;
 
         DataFile(Path dir, int index) {
             this.name = "__" + index + "_0.distcp";
@@ -143,6 +149,9 @@ public final class TorchDistWriter implements TensorOutput {
                 TorchDistWriter.this.write(c.file, c.dataStart() + at, part.asByteBuffer());
                 c.written += part.byteSize();
             }
+            if (part.byteSize() > 0 && c.file.remaining.addAndGet(-part.byteSize()) == 0) {
+                finish(c.file);
+            }
         }
     }
 
@@ -173,19 +182,35 @@ public final class TorchDistWriter implements TensorOutput {
         }
     }
 
-    private TorchDistWriter(Path out, boolean fsync) {
+    private TorchDistWriter(Path out, boolean fsync, java.util.function.Consumer<Path> finished) {
         this.out = out;
         this.dir = out.resolve(ITERATION_DIR);
         this.fsync = fsync;
+        this.finished = finished;
     }
 
-    /** Creates {@code OUT/iter_0000000/} and its partial data files for the tensors of {@code layout}. */
-    public static TorchDistWriter create(Path out, ShardLayout layout, Naming naming, boolean fsync) {
-        TorchDistWriter writer = new TorchDistWriter(out, fsync);
+    /** The data file that holds shard {@code k} of the layout, relative to the output folder. */
+    public static String dataFile(int k) {
+        return ITERATION_DIR + "/" + new DataFile(Path.of(""), k).name;
+    }
+
+    /**
+     * Creates {@code OUT/iter_0000000/} and the partial data files, of those that {@code writes} picks (by shard
+     * index in {@code layout}), for the tensors of {@code layout}; {@code finished} hears of each file once it is
+     * renamed into place.
+     */
+    public static TorchDistWriter create(Path out, ShardLayout layout, Naming naming, java.util.function.IntPredicate writes, boolean fsync,
+            java.util.function.Consumer<Path> finished) {
+        TorchDistWriter writer = new TorchDistWriter(out, fsync, finished);
         try {
             Files.createDirectories(writer.dir);
             writer.lay(layout, naming);
-            for (DataFile f : writer.files) {
+            for (int k = 0; k < writer.files.size(); k++) {
+                DataFile f = writer.files.get(k);
+                if (!writes.test(k)) {
+                    f.done = true; // another part's (or a resumed run's) file
+                    continue;
+                }
                 f.channel = FileChannel.open(f.partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                         StandardOpenOption.READ, StandardOpenOption.WRITE);
                 NativeIO.reserve(f.partial, f.length);
@@ -288,6 +313,7 @@ public final class TorchDistWriter implements TensorOutput {
             TorchSaveZip zip = TorchSaveZip.tensor(tensorPickle(e.dtype(), sizes, e.name()), bytes);
             ChunkPlace c = new ChunkPlace(offsets, sizes, file, file.length, zip, bytes);
             file.length += zip.length();
+            file.remaining.addAndGet(bytes);
             chunks.add(c);
             tensorEntries.computeIfAbsent(key, k -> new ArrayList<>()).add(c);
         }
@@ -330,7 +356,42 @@ public final class TorchDistWriter implements TensorOutput {
         if (place == null) {
             throw new IllegalArgumentException("tensor '" + name + "' is not in this output");
         }
-        return place;
+        // A tensor of a file another part writes (each tensor's chunks lie in one file).
+        return place.chunks.isEmpty() || place.chunks.getFirst().file.channel != null ? place : (offset, bytes) -> { };
+    }
+
+    /** A data file whose chunks are all written: the zip headers with their CRCs, flushed, closed, renamed, reported. */
+    private void finish(DataFile f) {
+        synchronized (f) {
+            if (f.done) {
+                return;
+            }
+            for (List<ChunkPlace> chunks : tensorEntries.values()) {
+                for (ChunkPlace c : chunks) {
+                    if (c.file == f) {
+                        int crc = (int) c.crc.getValue();
+                        write(c.file, c.zipOffset, ByteBuffer.wrap(c.zip.prefix(crc)));
+                        write(c.file, c.dataStart() + c.dataBytes, ByteBuffer.wrap(c.zip.suffix(crc)));
+                    }
+                }
+            }
+            for (BytesPlace b : bytesEntries) {
+                if (b.file() == f) {
+                    write(b.file(), b.offset(), ByteBuffer.wrap(b.zip().prefix(0)));
+                }
+            }
+            try {
+                if (fsync) {
+                    f.channel.force(true);
+                }
+                f.channel.close();
+                Files.move(f.partial, f.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (IOException e) {
+                throw new MoeportException(f.target + ": cannot finish (" + IoErrors.why(e) + ")", e);
+            }
+            f.done = true;
+        }
+        finished.accept(f.target);
     }
 
     private void write(DataFile file, long position, ByteBuffer buffer) {
@@ -347,6 +408,9 @@ public final class TorchDistWriter implements TensorOutput {
     public synchronized void commit() {
         List<String> incomplete = new ArrayList<>();
         for (TensorPlace p : places.values()) {
+            if (!p.chunks.isEmpty() && p.chunks.getFirst().file.channel == null) {
+                continue; // another part's
+            }
             long written = p.chunks.stream().mapToLong(c -> c.written).sum();
             if (written != p.starts[p.chunks.size()]) {
                 incomplete.add(p.name + " (" + written + " of " + p.starts[p.chunks.size()] + " bytes)");
@@ -355,26 +419,18 @@ public final class TorchDistWriter implements TensorOutput {
         if (!incomplete.isEmpty()) {
             throw new IllegalStateException("tensors not fully written: " + incomplete.subList(0, Math.min(5, incomplete.size())));
         }
-        for (List<ChunkPlace> chunks : tensorEntries.values()) {
-            for (ChunkPlace c : chunks) {
-                int crc = (int) c.crc.getValue();
-                write(c.file, c.zipOffset, ByteBuffer.wrap(c.zip.prefix(crc)));
-                write(c.file, c.dataStart() + c.dataBytes, ByteBuffer.wrap(c.zip.suffix(crc)));
-            }
+        // Files of zero tensor bytes (the common state's only) have had no write to finish them.
+        files.forEach(this::finish);
+        if (fsync) {
+            SafetensorsWriter.syncFolder(dir);
         }
-        for (BytesPlace b : bytesEntries) {
-            write(b.file(), b.offset(), ByteBuffer.wrap(b.zip().prefix(0)));
-        }
+        committed = true;
+    }
+
+    /** {@code .metadata} and {@code metadata.json}, then the tracker file last. */
+    @Override
+    public void writeIndexFiles() {
         try {
-            for (DataFile f : files) {
-                if (fsync) {
-                    f.channel.force(true);
-                }
-                f.channel.close();
-            }
-            for (DataFile f : files) {
-                Files.move(f.partial, f.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            }
             SafetensorsWriter.writeAtomically(dir.resolve(".metadata"), PickleWriter.pickle(metadata()), fsync);
             SafetensorsWriter.writeAtomically(dir.resolve("metadata.json"),
                     "{\"sharded_backend\": \"torch_dist\", \"sharded_backend_version\": 1}".getBytes(StandardCharsets.US_ASCII), fsync);
@@ -388,7 +444,6 @@ public final class TorchDistWriter implements TensorOutput {
         } catch (IOException e) {
             throw new MoeportException(dir + ": cannot finish output (" + IoErrors.why(e) + ")", e);
         }
-        committed = true;
     }
 
     /** PyTorch's {@code Metadata}: every key's dtype, global shape and chunks, and where each chunk is stored. */
@@ -450,13 +505,16 @@ public final class TorchDistWriter implements TensorOutput {
             return;
         }
         for (DataFile f : files) {
-            try {
-                if (f.channel != null) {
-                    f.channel.close();
+            synchronized (f) { // a worker may be finishing it
+                if (f.channel == null || f.done) {
+                    continue; // another part's, or finished: a resumed run reuses it
                 }
-                Files.deleteIfExists(f.partial);
-            } catch (IOException ignored) {
-                // Best effort: a partial file left behind is hidden and never looks finished.
+                try {
+                    f.channel.close();
+                    Files.deleteIfExists(f.partial);
+                } catch (IOException ignored) {
+                    // Best effort: a partial file left behind is hidden and never looks finished.
+                }
             }
         }
         try {
