@@ -79,18 +79,7 @@ class CheckCommandTest {
         assertTrue(lines.contains("model.layers.1.mlp.experts.3.down_proj: " + dev.moeport.check.PreflightCheck.FP8_EXPERT_WITHOUT_INPUT_SCALE), vllm.out());
         assertEquals(0, CliRun.of("check", out.toString(), "--engine", "trtllm").code());
 
-        Path calibrated = tmp.resolve("hf-calibrated");
-        try (dev.moeport.format.Checkpoint hf = dev.moeport.format.Checkpoints.open(HF)) {
-            List<dev.moeport.testing.TestCheckpoints.Entry> entries = new java.util.ArrayList<>(dev.moeport.testing.TestCheckpoints.entries(hf, n -> true));
-            for (String name : hf.tensors().keySet()) {
-                if (name.endsWith("_proj.weight")) {
-                    String amax = name.substring(0, name.length() - ".weight".length()) + ".input_quantizer._amax";
-                    entries.add(dev.moeport.testing.TestCheckpoints.Entry.of(amax, dev.moeport.testing.TestCheckpoints.f32("i", 4.0f)));
-                }
-            }
-            dev.moeport.testing.TestCheckpoints.write(calibrated, entries, 1L << 30);
-            Files.copy(HF.resolve("config.json"), calibrated.resolve("config.json"));
-        }
+        Path calibrated = dev.moeport.testing.TestCheckpoints.withInputAmax(HF, tmp.resolve("hf-calibrated"), 4.0f);
         Path q = CliRun.succeeding("quantize", "--format", "fp8", "--in", calibrated.toString(), "--out", tmp.resolve("fp8-calibrated").toString());
         CliRun r = CliRun.of("check", q.toString(), "--engine", "vllm");
         assertEquals(0, r.code(), r.out());

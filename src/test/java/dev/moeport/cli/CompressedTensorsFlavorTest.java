@@ -171,18 +171,7 @@ class CompressedTensorsFlavorTest {
      */
     @Test
     void calibratedNvfp4HasLocallyDynamicInputsUnderTheirGlobalScale() throws Exception {
-        Path calibrated = tmp.resolve("hf-calibrated");
-        try (Checkpoint hf = Checkpoints.open(HF)) {
-            List<dev.moeport.testing.TestCheckpoints.Entry> entries = new ArrayList<>(dev.moeport.testing.TestCheckpoints.entries(hf, n -> true));
-            for (String name : hf.tensors().keySet()) {
-                if (name.endsWith("_proj.weight")) {
-                    String amax = name.substring(0, name.length() - ".weight".length()) + ".input_quantizer._amax";
-                    entries.add(dev.moeport.testing.TestCheckpoints.Entry.of(amax, dev.moeport.testing.TestCheckpoints.f32("i", 4.0f)));
-                }
-            }
-            dev.moeport.testing.TestCheckpoints.write(calibrated, entries, 1L << 30);
-            Files.copy(HF.resolve("config.json"), calibrated.resolve("config.json"));
-        }
+        Path calibrated = dev.moeport.testing.TestCheckpoints.withInputAmax(HF, tmp.resolve("hf-calibrated"), 4.0f);
         Path ct = CliRun.succeeding("quantize", "--format", "nvfp4", "--flavor", "compressed-tensors", "--in", calibrated.toString(),
                 "--out", tmp.resolve("ct").toString());
         JsonNode group = new ObjectMapper().readTree(ct.resolve("config.json").toFile()).at("/quantization_config/config_groups/group_0");

@@ -107,6 +107,25 @@ public final class TestCheckpoints {
     }
 
     /** Every tensor of {@code dir} as an entry, in natural name order, except those {@code keep} rejects. */
+    /**
+     * A copy of the HF folder {@code hf} (tensors and config.json) in {@code out} where every {@code *_proj} linear has
+     * a calibrated input amax ({@code <module>.input_quantizer._amax}, as Model Optimizer stores it) of {@code amax}.
+     */
+    public static Path withInputAmax(Path hf, Path out, float amax) throws Exception {
+        try (Checkpoint ckpt = Checkpoints.open(hf)) {
+            List<Entry> all = new ArrayList<>(entries(ckpt, n -> true));
+            for (String name : ckpt.tensors().keySet()) {
+                if (name.endsWith("_proj.weight")) {
+                    String module = name.substring(0, name.length() - ".weight".length());
+                    all.add(Entry.of(module + ".input_quantizer._amax", f32("i", amax)));
+                }
+            }
+            write(out, all, 1L << 30);
+        }
+        Files.copy(hf.resolve("config.json"), out.resolve("config.json"));
+        return out;
+    }
+
     public static List<Entry> entries(Checkpoint ckpt, java.util.function.Predicate<String> keep) {
         List<Entry> list = new ArrayList<>();
         ckpt.tensors().keySet().stream().filter(keep).sorted(NaturalOrder.INSTANCE).forEach(n -> list.add(Entry.of(n, ckpt.tensor(n))));
