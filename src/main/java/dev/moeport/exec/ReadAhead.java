@@ -19,21 +19,28 @@ final class ReadAhead {
     static final long WINDOW = 256L << 20;
 
     private final List<Job> order;
+    /** {@code upTo[k]}: the input bytes of jobs {@code [0, k)} of the order. */
+    private final long[] upTo;
     private int advised;
 
     ReadAhead(List<Job> order) {
         this.order = order;
+        this.upTo = new long[order.size() + 1];
+        for (int k = 0; k < order.size(); k++) {
+            upTo[k + 1] = upTo[k] + order.get(k).inputBytes();
+        }
     }
 
-    /** Called as job {@code index} of the order starts: advises the jobs after it up to the window. */
+    /**
+     * Called as job {@code index} of the order starts: advises the jobs after it that begin within the window. Each
+     * job is advised once, so a run's calls cost time in proportion to its jobs, however small they are.
+     */
     synchronized void starting(int index) {
-        long bytes = 0;
-        for (int k = index + 1; k < order.size() && bytes < WINDOW; k++) {
-            bytes += order.get(k).inputBytes();
-            if (k >= advised) {
-                advise(order.get(k));
-                advised = k + 1;
-            }
+        long limit = upTo[index + 1] + WINDOW;
+        advised = Math.max(advised, index + 1);
+        while (advised < order.size() && upTo[advised] < limit) {
+            advise(order.get(advised));
+            advised++;
         }
     }
 
