@@ -392,13 +392,16 @@ final class MoeTransformers {
      * Qwen3.5's {@code linear_attn} (qwen/qwen3_next_bridge.py, qwen/qwen35_bridge.py): {@code in_proj} holds q, k, v, z,
      * b, a whole, one after the other (param_mapping.py merge_gdn_linear_weights at TP 1); the conv1d's channels are q,
      * k, v in both; the output norm is zero-centered in Megatron-Core only. {@code inProj} is the HF side of in_proj.
+     * Megatron-Core's torch_dist holds in_proj and conv1d by section (gated_delta_net/gdn.py in_proj_split_names,
+     * common.py sharded_state_dict).
      */
     private static List<Rule> gatedDeltaNet(Rule inProj) {
         return List.of(
                 Rule.of(GATED_DELTA_NET, "self_attention.in_proj.layer_norm_weight", "input_layernorm.weight").shape(H),
-                inProj,
+                inProj.torchDistSplit("query key: " + GDN_QK + "; value z: " + GDN_V + "; beta alpha: linear_num_value_heads"),
                 Rule.of(GATED_DELTA_NET, "self_attention.conv1d.weight", "linear_attn.conv1d.weight")
-                        .shape("2*" + GDN_QK + " + " + GDN_V + ", 1, linear_conv_kernel_dim"),
+                        .shape("2*" + GDN_QK + " + " + GDN_V + ", 1, linear_conv_kernel_dim")
+                        .torchDistSplit("query key: " + GDN_QK + "; value: " + GDN_V),
                 Rule.of(GATED_DELTA_NET, "self_attention.A_log", "linear_attn.A_log").keepDtype().shape("linear_num_value_heads"),
                 Rule.of(GATED_DELTA_NET, "self_attention.dt_bias", "linear_attn.dt_bias").keepDtype().shape("linear_num_value_heads"),
                 Rule.of(GATED_DELTA_NET, "self_attention.out_norm.weight", "linear_attn.norm.weight").with(new Transform.ZeroCentered())

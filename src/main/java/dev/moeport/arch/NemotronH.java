@@ -19,6 +19,9 @@ final class NemotronH {
     /** Mamba's inner width (heads x head size) and its B and C rows (groups x state size). */
     private static final String INNER = "mamba_num_heads*mamba_head_dim";
     private static final String GROUPS_STATE = "2*n_groups*ssm_state_size";
+    /** How Megatron-Core's MambaMixer saves in_proj and conv1d in torch_dist (ssm/mamba_mixer.py, sharded_state_dict). */
+    private static final String IN_PROJ_SECTIONS = "z x: " + INNER + "; B C: n_groups*ssm_state_size; dt: mamba_num_heads";
+    private static final String CONV_SECTIONS = "x: " + INNER + "; B C: n_groups*ssm_state_size";
     /** Routed experts work in the latent space when the model has one. */
     private static final String EXPERT_WIDTH = "moe_latent_size|hidden_size";
 
@@ -35,9 +38,11 @@ final class NemotronH {
                     Rule.of(null, "output_layer.weight", "lm_head.weight").with(new Transform.Vocab()).optional().shape("vocab_size, hidden_size"),
 
                     Rule.of(MAMBA, "mixer.in_proj.layer_norm_weight | norm.weight", "norm.weight").shape("hidden_size"),
-                    Rule.of(MAMBA, "mixer.in_proj.weight", "mixer.in_proj.weight").shape(INNER + " + " + INNER + " + " + GROUPS_STATE + " + mamba_num_heads, hidden_size"),
-                    Rule.of(MAMBA, "mixer.conv1d.weight", "mixer.conv1d.weight").shape(INNER + " + " + GROUPS_STATE + ", 1, conv_kernel"),
-                    Rule.of(MAMBA, "mixer.conv1d.bias", "mixer.conv1d.bias").shape(INNER + " + " + GROUPS_STATE),
+                    Rule.of(MAMBA, "mixer.in_proj.weight", "mixer.in_proj.weight").shape(INNER + " + " + INNER + " + " + GROUPS_STATE + " + mamba_num_heads, hidden_size")
+                            .torchDistSplit(IN_PROJ_SECTIONS),
+                    Rule.of(MAMBA, "mixer.conv1d.weight", "mixer.conv1d.weight").shape(INNER + " + " + GROUPS_STATE + ", 1, conv_kernel")
+                            .torchDistSplit(CONV_SECTIONS),
+                    Rule.of(MAMBA, "mixer.conv1d.bias", "mixer.conv1d.bias").shape(INNER + " + " + GROUPS_STATE).torchDistSplit(CONV_SECTIONS),
                     Rule.of(MAMBA, "mixer.A_log", "mixer.A_log").keepDtype().shape("mamba_num_heads"),
                     Rule.of(MAMBA, "mixer.D", "mixer.D").keepDtype().shape("mamba_num_heads"),
                     Rule.of(MAMBA, "mixer.dt_bias", "mixer.dt_bias").keepDtype().shape("mamba_num_heads"),

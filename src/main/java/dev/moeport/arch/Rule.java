@@ -2,7 +2,10 @@ package dev.moeport.arch;
 
 import dev.moeport.tensor.Shape;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.SequencedMap;
 
 /**
  * One row of an architecture's mapping table: a Megatron-Core tensor, the Hugging Face tensor(s) it
@@ -17,25 +20,43 @@ import java.util.List;
  * @param keepsDtype never cast by {@code --dtype} (Mamba's A_log, D, dt_bias; the router's expert bias)
  * @param shapes the shape of each HF tensor, from the config (one for all when they share it); empty until
  *     {@link #shape} declares it, which every row of a table does ({@code ArchitecturesTest} checks)
+ * @param torchDistSections the row sections under which Megatron-Core's torch_dist holds the MCore tensor, in order,
+ *     with their sizes ({@link #torchDistSplit}); empty when it holds it whole
  */
 public record Rule(LayerKind kind, List<String> mcore, List<String> hf, Transform transform, boolean isOptional,
-                   boolean keepsDtype, List<TensorShape> shapes) {
+                   boolean keepsDtype, List<TensorShape> shapes, Map<String, String> torchDistSections) {
 
     /** A row: {@code mcore} lists alternatives separated by {@code |}, {@code hf} several names separated by {@code ,}. */
     public static Rule of(LayerKind kind, String mcore, String hf) {
-        return new Rule(kind, split(mcore, "\\|"), split(hf, ","), new Transform.Copy(), false, false, List.of());
+        return new Rule(kind, split(mcore, "\\|"), split(hf, ","), new Transform.Copy(), false, false, List.of(), Map.of());
     }
 
     public Rule with(Transform t) {
-        return new Rule(kind, mcore, hf, t, isOptional, keepsDtype, shapes);
+        return new Rule(kind, mcore, hf, t, isOptional, keepsDtype, shapes, torchDistSections);
     }
 
     public Rule optional() {
-        return new Rule(kind, mcore, hf, transform, true, keepsDtype, shapes);
+        return new Rule(kind, mcore, hf, transform, true, keepsDtype, shapes, torchDistSections);
     }
 
     public Rule keepDtype() {
-        return new Rule(kind, mcore, hf, transform, isOptional, true, shapes);
+        return new Rule(kind, mcore, hf, transform, isOptional, true, shapes, torchDistSections);
+    }
+
+    /**
+     * Megatron-Core's sharded state dict saves the MCore tensor as one torch_dist key per row section,
+     * {@code <name>.<section>} (ssm/utils.py {@code _split_tensor_factory}), so that each section reshards across
+     * tensor-parallel sizes on its own: {@code "z x: d_inner; B C: groups*state; dt: heads"}, sections in row order.
+     */
+    public Rule torchDistSplit(String sections) {
+        return new Rule(kind, mcore, hf, transform, isOptional, keepsDtype, shapes, TensorShape.namedSizes(sections));
+    }
+
+    /** The torch_dist sections' rows under {@code config}, in order; empty when the tensor is saved whole. */
+    public SequencedMap<String, Long> torchDistRows(ModelConfig config) {
+        SequencedMap<String, Long> rows = new LinkedHashMap<>();
+        torchDistSections.forEach((section, size) -> rows.put(section, TensorShape.sizeOf(size, config)));
+        return rows;
     }
 
     /**
@@ -47,7 +68,8 @@ public record Rule(LayerKind kind, List<String> mcore, List<String> hf, Transfor
         if (perTensor.length != 1 && perTensor.length != hf.size()) {
             throw new IllegalArgumentException(describe() + ": " + perTensor.length + " shapes for " + hf.size() + " tensors");
         }
-        return new Rule(kind, mcore, hf, transform, isOptional, keepsDtype, Arrays.stream(perTensor).map(TensorShape::parse).toList());
+        return new Rule(kind, mcore, hf, transform, isOptional, keepsDtype, Arrays.stream(perTensor).map(TensorShape::parse).toList(),
+                torchDistSections);
     }
 
     /** The declared shape of HF tensor {@code index} of the row, or null when the row declares none. */

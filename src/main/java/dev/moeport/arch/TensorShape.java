@@ -27,6 +27,21 @@ public record TensorShape(List<String> dims) {
     }
 
     /**
+     * Sizes of named parts, in order: {@code "q k: linear_num_key_heads*linear_key_head_dim; b a: linear_num_value_heads"}
+     * gives q and k the first size, b and a the second; each size is a dimension expression.
+     */
+    public static Map<String, String> namedSizes(String text) {
+        Map<String, String> sizes = new LinkedHashMap<>();
+        for (String entry : text.split(";")) {
+            String[] kv = entry.split(":");
+            for (String name : kv[0].strip().split("\\s+")) {
+                sizes.put(name, kv[1].strip());
+            }
+        }
+        return java.util.Collections.unmodifiableMap(sizes);
+    }
+
+    /**
      * Refuses {@code actual} unless it matches, in one line naming the tensor, both shapes and the config values
      * that gave the expected one.
      *

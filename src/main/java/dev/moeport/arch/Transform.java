@@ -311,14 +311,7 @@ public sealed interface Transform {
          * layouts separated by commas, and the components' rows.
          */
         public static Regroup of(String mcore, String hf, String rows) {
-            Map<String, String> sizes = new LinkedHashMap<>();
-            for (String entry : rows.split(";")) {
-                String[] kv = entry.split(":");
-                for (String component : kv[0].strip().split("\\s+")) {
-                    sizes.put(component, kv[1].strip());
-                }
-            }
-            return new Regroup(Arrays.stream(hf.split(",")).map(Layout::parse).toList(), Layout.parse(mcore), sizes);
+            return new Regroup(Arrays.stream(hf.split(",")).map(Layout::parse).toList(), Layout.parse(mcore), TensorShape.namedSizes(rows));
         }
 
         @Override

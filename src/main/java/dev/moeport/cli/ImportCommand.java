@@ -159,7 +159,8 @@ final class ImportCommand implements Callable<Integer> {
             OutputPlanner planner = new OutputPlanner(null, dtype, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE)
                     .inFloat32(name -> name.endsWith(".router.expert_bias"));
             Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize);
-            return new Pipeline.Planned(plan, notes, torchDist ? TorchDistOutput.writer(tensors, naming, layerKeys) : Conversion.SAFETENSORS);
+            return new Pipeline.Planned(plan, notes, torchDist ? TorchDistOutput.writer(tensors, naming, layerKeys,
+                    TorchDistOutput.sections(architecture, config)) : Conversion.SAFETENSORS);
         });
     }
 }

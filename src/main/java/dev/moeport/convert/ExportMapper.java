@@ -64,7 +64,8 @@ public final class ExportMapper {
         List<String> names = new ArrayList<>();
         for (List<String> candidates : instance.mcore()) {
             String found = candidates.stream().filter(input::containsKey).findFirst().orElse(null);
-            if (found == null) {
+            Tensor sections = found == null ? joinedSections(candidates.getFirst(), rule, config, input, source, consumed) : null;
+            if (found == null && sections == null) {
                 if (rule.isOptional() && sources.isEmpty()) {
                     return;
                 }
@@ -72,9 +73,11 @@ public final class ExportMapper {
                         + (candidates.size() > 1 ? " (or " + String.join(", ", candidates.subList(1, candidates.size())) + ")" : "")
                         + instance.expertNote() + ", needed for " + rule.describe());
             }
-            consumed.add(found);
-            sources.add(input.get(found));
-            names.add(found);
+            if (found != null) {
+                consumed.add(found);
+            }
+            sources.add(found != null ? input.get(found) : sections);
+            names.add(found != null ? found : candidates.getFirst());
         }
         List<Transform.Part> parts = rule.transform().toHf(sources, instance.hf(), config);
         for (int i = 0; i < parts.size(); i++) {
@@ -85,6 +88,36 @@ public final class ExportMapper {
             out.add(new MappedTensor(part.name(), part.dtype(), part.shape(), part.pieces(), names, split ? names.getFirst() : null,
                     split ? List.of(new Piece.Source(sources.getFirst())) : null, rule.keepsDtype()));
         }
+    }
+
+    /**
+     * Tensor {@code name} read back from the row sections Megatron-Core's torch_dist saves it as ({@code <name>.<section>},
+     * {@link Rule#torchDistSplit}), each section's rows checked against the config; null when no section is there.
+     */
+    private static Tensor joinedSections(String name, Rule rule, ModelConfig config, SequencedMap<String, Tensor> input, Path source,
+                                         Set<String> consumed) {
+        List<String> keys = rule.torchDistSections().keySet().stream().map(section -> name + "." + section).toList();
+        if (keys.stream().noneMatch(input::containsKey)) {
+            return null;
+        }
+        String absent = keys.stream().filter(k -> !input.containsKey(k)).findFirst().orElse(null);
+        if (absent != null) {
+            throw new MoeportException(source + ": missing tensor '" + absent + "'; Megatron-Core saves '" + name + "' as "
+                    + String.join(", ", keys));
+        }
+        List<Tensor> parts = new ArrayList<>();
+        java.util.Iterator<Long> rows = rule.torchDistRows(config).values().iterator();
+        for (String key : keys) {
+            Tensor part = input.get(key);
+            long expected = rows.next();
+            if (part.rank() < 1 || part.shape().dim(0) != expected) {
+                throw new MoeportException(part.where() + " has shape " + part.shape() + " but " + config.file() + " implies " + expected
+                        + " rows (" + rule.torchDistSections().get(key.substring(name.length() + 1)) + "); the config does not match the checkpoint");
+            }
+            parts.add(part);
+        }
+        consumed.addAll(keys);
+        return new dev.moeport.tensor.RowConcatenation(name, parts);
     }
 
     private static void checkUnique(List<MappedTensor> out) {

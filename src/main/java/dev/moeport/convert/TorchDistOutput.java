@@ -1,10 +1,14 @@
 package dev.moeport.convert;
 
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.ModelConfig;
 import dev.moeport.format.torchdist.TorchDistWriter;
 import dev.moeport.tensor.Shape;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.SequencedMap;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.regex.Matcher;
@@ -19,8 +23,24 @@ public final class TorchDistOutput {
     /**
      * @param tensors the import's tensors (per-layer names, experts stacked {@code [E, out, in]})
      * @param layerKeys {@code auto} (stacked when every layer holds the same tensors), {@code stacked} or {@code per-layer}
+     * @param sections the tensors saved by row section ({@link #sections})
      */
-    public static Conversion.Writer writer(java.util.List<MappedTensor> tensors, MegatronSpec spec, String layerKeys) {
+    /**
+     * The MCore tensors of a model that Megatron-Core's torch_dist holds by row section (its rows'
+     * {@link dev.moeport.arch.Rule#torchDistSplit}), by name, with the sections' rows.
+     */
+    public static Map<String, SequencedMap<String, Long>> sections(Architecture arch, ModelConfig config) {
+        Map<String, SequencedMap<String, Long>> sections = new HashMap<>();
+        for (RuleInstance instance : RuleInstance.enumerate(arch, config)) {
+            if (!instance.rule().torchDistSections().isEmpty()) {
+                sections.put(instance.mcore().getFirst().getFirst(), instance.rule().torchDistRows(config));
+            }
+        }
+        return sections;
+    }
+
+    public static Conversion.Writer writer(java.util.List<MappedTensor> tensors, MegatronSpec spec, String layerKeys,
+                                           Map<String, SequencedMap<String, Long>> sections) {
         Map<String, Shape> shapes = new LinkedHashMap<>();
         Set<String> gated = new HashSet<>();
         for (MappedTensor t : tensors) {
@@ -50,7 +70,7 @@ public final class TorchDistOutput {
         }
         long layerCount = layers.isEmpty() ? 0 : layers.keySet().stream().mapToLong(Long::longValue).max().getAsLong() + 1;
         TorchDistWriter.Naming naming = new TorchDistWriter.Naming(stack, layerCount, Set.copyOf(gated),
-                TorchDistWriter.Naming.linearsOf(shapes), spec.namer(shapes.keySet()));
+                TorchDistWriter.Naming.linearsOf(shapes), spec.namer(shapes.keySet()), sections);
         return new Conversion.Writer() {
             @Override
             public dev.moeport.format.TensorOutput create(java.nio.file.Path out, dev.moeport.plan.Plan plan, java.util.function.IntPredicate shards,

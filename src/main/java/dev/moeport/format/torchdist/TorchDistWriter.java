@@ -165,9 +165,11 @@ public final class TorchDistWriter implements TensorOutput {
      * @param linears the linear modules whose (empty) {@code _extra_state} Megatron-Core saves and expects back,
      *     with their number of experts (0: not an expert module)
      * @param rename the name the user's layer spec gives each output tensor
+     * @param sections output tensors Megatron-Core saves as one key per row section ({@code <key>.<section>}), with each
+     *     section's rows in order
      */
     public record Naming(boolean stackLayers, long layerCount, java.util.Set<String> gatedFc1, Map<String, Long> linears,
-                         java.util.function.UnaryOperator<String> rename) {
+                         java.util.function.UnaryOperator<String> rename, Map<String, java.util.SequencedMap<String, Long>> sections) {
 
         /** The linear modules of {@code tensors} (name to shape), as Megatron-Core's checkpoints hold them. */
         public static Map<String, Long> linearsOf(Map<String, Shape> tensors) {
@@ -284,6 +286,10 @@ public final class TorchDistWriter implements TensorOutput {
         String key = MegatronKeys.stackedOrNot(MegatronKeys.doubled(renamed), naming.stackLayers());
         long[] global = stacked ? prepend(naming.layerCount(), shape) : shape;
         long[] lead = stacked ? new long[] {MegatronKeys.layerOf(renamed)} : new long[0];
+        java.util.SequencedMap<String, Long> sections = naming.sections().get(e.name());
+        if (sections != null) {
+            return laySections(e, key, sections, stacked ? naming.layerCount() : -1, lead, file);
+        }
         // Experts stacked [E, out, in] are saved one chunk per expert; a gated fc1 as gate and up halves.
         boolean experts = MegatronKeys.isExpertStack(renamed) && shape.length == 3;
         boolean gated = naming.gatedFc1().contains(e.name());
@@ -307,17 +313,40 @@ public final class TorchDistWriter implements TensorOutput {
         tensorShapes.put(key, global);
         List<ChunkPlace> chunks = new ArrayList<>();
         for (long[][] box : boxes) {
-            long[] offsets = concat(lead, box[0]);
-            long[] sizes = concat(stacked ? new long[] {1} : new long[0], box[1]);
-            long bytes = e.dtype().byteSize(Shape.of(sizes).numel());
-            TorchSaveZip zip = TorchSaveZip.tensor(tensorPickle(e.dtype(), sizes, e.name()), bytes);
-            ChunkPlace c = new ChunkPlace(offsets, sizes, file, file.length, zip, bytes);
-            file.length += zip.length();
-            file.remaining.addAndGet(bytes);
-            chunks.add(c);
-            tensorEntries.computeIfAbsent(key, k -> new ArrayList<>()).add(c);
+            chunks.add(layChunk(key, e, concat(lead, box[0]), concat(stacked ? new long[] {1} : new long[0], box[1]), file));
         }
         return chunks;
+    }
+
+    /** A tensor saved as one key per row section, each key one chunk (a layer of it, when stacked: {@code layers} >= 0). */
+    private List<ChunkPlace> laySections(SafetensorsHeader.Entry e, String key, java.util.SequencedMap<String, Long> sections, long layers,
+            long[] lead, DataFile file) {
+        long[] shape = e.shape().toArray();
+        long rows = sections.values().stream().mapToLong(Long::longValue).sum();
+        if (shape.length == 0 || shape[0] != rows) {
+            throw new IllegalStateException("tensor '" + e.name() + "' " + e.shape() + " does not have the " + rows + " rows of its sections " + sections);
+        }
+        List<ChunkPlace> chunks = new ArrayList<>();
+        sections.forEach((section, n) -> {
+            String sectionKey = key + "." + section;
+            long[] box = shape.clone();
+            box[0] = n;
+            tensorDtypes.put(sectionKey, e.dtype());
+            tensorShapes.put(sectionKey, layers >= 0 ? prepend(layers, box) : box);
+            chunks.add(layChunk(sectionKey, e, concat(lead, new long[box.length]), concat(layers >= 0 ? new long[] {1} : new long[0], box), file));
+        });
+        return chunks;
+    }
+
+    /** One chunk of {@code key} at {@code offsets} of {@code sizes}, its zip placed next in {@code file}. */
+    private ChunkPlace layChunk(String key, SafetensorsHeader.Entry e, long[] offsets, long[] sizes, DataFile file) {
+        long bytes = e.dtype().byteSize(Shape.of(sizes).numel());
+        TorchSaveZip zip = TorchSaveZip.tensor(tensorPickle(e.dtype(), sizes, e.name()), bytes);
+        ChunkPlace c = new ChunkPlace(offsets, sizes, file, file.length, zip, bytes);
+        file.length += zip.length();
+        file.remaining.addAndGet(bytes);
+        tensorEntries.computeIfAbsent(key, k -> new ArrayList<>()).add(c);
+        return c;
     }
 
     /** {@code data.pkl} of a chunk: {@code _rebuild_tensor_v2} over storage '0' of a typed storage class. */
