@@ -18,15 +18,16 @@ import java.util.function.Function;
  * @param defaultExclusions HF module globs kept unquantized unless the user says otherwise
  * @param hfFused how transformers 5 names the same tensors with fused experts
  * @param mtp its multi-token-prediction layers, or null for none
+ * @param wrapper the multimodal class whose language model this is ({@link #wrappedBy}), or null for a text model
  */
 public record Architecture(String name, List<String> hfClasses, String mcoreLayer, String hfLayer,
                            List<String> expertCountKeys, Function<ModelConfig, List<Set<LayerKind>>> layers,
-                           List<Rule> rules, List<String> defaultExclusions, HfFusedLayout hfFused, Mtp mtp) {
+                           List<Rule> rules, List<String> defaultExclusions, HfFusedLayout hfFused, Mtp mtp, Wrapper wrapper) {
 
     public Architecture(String name, List<String> hfClasses, String mcoreLayer, String hfLayer, List<String> expertCountKeys,
                         Function<ModelConfig, List<Set<LayerKind>>> layers, List<Rule> rules, List<String> defaultExclusions,
                         HfFusedLayout hfFused) {
-        this(name, hfClasses, mcoreLayer, hfLayer, expertCountKeys, layers, rules, defaultExclusions, hfFused, null);
+        this(name, hfClasses, mcoreLayer, hfLayer, expertCountKeys, layers, rules, defaultExclusions, hfFused, null, null);
     }
 
     /**
@@ -63,7 +64,35 @@ public record Architecture(String name, List<String> hfClasses, String mcoreLaye
 
     /** This architecture with MTP layers. */
     public Architecture withMtp(Mtp mtp) {
-        return new Architecture(name, hfClasses, mcoreLayer, hfLayer, expertCountKeys, layers, rules, defaultExclusions, hfFused, mtp);
+        return new Architecture(name, hfClasses, mcoreLayer, hfLayer, expertCountKeys, layers, rules, defaultExclusions, hfFused, mtp, wrapper);
+    }
+
+    /**
+     * This text model as the language model of {@code wrapper}: the same rows under the wrapper's HF names, read with
+     * the config nested in the wrapper's, and the vision tower's tensors kept unquantized. The layer rows' names are
+     * relative to {@link #hfLayer}, so only the prefixes, the model-level rows and the MTP rows change.
+     */
+    public Architecture wrappedBy(Wrapper wrapper) {
+        if (!hfFused.renames().isEmpty()) {
+            throw new IllegalArgumentException(name + ": a wrapper of a layout with renames would need them rewritten too");
+        }
+        List<Rule> wrappedRules = rules.stream().map(r -> r.kind() != null ? r : r.withHf(r.hf().stream().map(wrapper::wrap).toList())).toList();
+        Mtp wrappedMtp = mtp == null ? null : new Mtp(mtp.countKey(), mtp.block(), wrapper.wrap(mtp.hfLayer()), mtp.afterDecoder(), mtp.nested(),
+                mtp.rows().stream().map(r -> r.withHf(r.hf().stream().map(wrapper::wrap).toList())).toList());
+        List<String> exclusions = new java.util.ArrayList<>(defaultExclusions.stream().map(wrapper::wrapGlob).toList());
+        wrapper.carried().forEach(p -> exclusions.add(p + "*"));
+        return new Architecture(name, List.of(wrapper.hfClass()), mcoreLayer, wrapper.wrap(hfLayer), expertCountKeys, layers, wrappedRules,
+                List.copyOf(exclusions), hfFused, wrappedMtp, wrapper);
+    }
+
+    /** The config the rows read: a wrapper's nested text config, else {@code config} itself. */
+    public ModelConfig textConfig(ModelConfig config) {
+        return wrapper == null ? config : config.nested(wrapper.configKey(), wrapper.hfClass());
+    }
+
+    /** Whether {@code name} is a tensor of the wrapper outside the language model (its vision tower, projector). */
+    public boolean carries(String name) {
+        return wrapper != null && wrapper.carries(name);
     }
 
     /**

@@ -10,17 +10,29 @@ public final class Architectures {
             MoeTransformers.GLM4_MOE, MoeTransformers.ERNIE4_5_MOE, MoeTransformers.QWEN3_NEXT, MoeTransformers.QWEN3_5_MOE,
             MoeTransformers.LLAMA4);
 
+    /** The multimodal classes whose language model is one of {@link #ALL}. */
+    private static final List<Architecture> WRAPPED = List.of(MoeTransformers.LLAMA4_MULTIMODAL, MoeTransformers.QWEN3_5_MOE_MULTIMODAL);
+
     private Architectures() {}
 
     public static List<Architecture> all() {
         return ALL;
     }
 
-    /** The architecture of {@code config}, from its {@code architectures} entry, or null when it is none moeport maps. */
+    /** The multimodal wrappers of {@code text}'s language model. */
+    public static List<Architecture> wrappersOf(Architecture text) {
+        return WRAPPED.stream().filter(w -> w.name().equals(text.name())).toList();
+    }
+
+    /**
+     * The architecture of {@code config}, from its {@code architectures} entry, or null when it is none moeport maps.
+     * A multimodal wrapper's is its language model's, under the wrapper's names ({@link Architecture#wrappedBy}).
+     */
     public static Architecture find(ModelConfig config) {
         String name = config.architecture();
         return name == null ? null
-                : ALL.stream().filter(a -> a.hfClasses().contains(name) || a.name().equals(name)).findFirst().orElse(null);
+                : java.util.stream.Stream.concat(ALL.stream(), WRAPPED.stream()).filter(a -> a.hfClasses().contains(name) || a.name().equals(name))
+                        .findFirst().orElse(null);
     }
 
     /**
@@ -33,10 +45,11 @@ public final class Architectures {
         }
         Architecture chosen = byName(override);
         Architecture named = find(config);
-        if (named != null && named != chosen) {
+        if (named != null && !named.name().equals(chosen.name())) {
             throw new MoeportException("--arch " + override + " contradicts " + config.file() + ", which describes " + named.name());
         }
-        return chosen;
+        // A wrapper's config keeps its names: --arch llama4 of a Llama4ForConditionalGeneration is that wrapper's.
+        return named != null && named.wrapper() != null ? named : chosen;
     }
 
     /** The architecture of {@code config}, from its {@code architectures} entry. */
@@ -55,7 +68,7 @@ public final class Architectures {
 
     /** The architecture named {@code name} ({@code nemotron_h} or its HF class name). */
     public static Architecture byName(String name) {
-        for (Architecture a : ALL) {
+        for (Architecture a : java.util.stream.Stream.concat(ALL.stream(), WRAPPED.stream()).toList()) {
             if (a.name().equalsIgnoreCase(name) || a.hfClasses().contains(name)) {
                 return a;
             }
@@ -64,6 +77,11 @@ public final class Architectures {
     }
 
     public static String supportedList() {
-        return String.join(", ", ALL.stream().map(a -> a.name() + " (" + String.join(", ", a.hfClasses()) + ")").toList());
+        return String.join(", ", ALL.stream().map(a -> a.name() + " (" + String.join(", ", classes(a)) + ")").toList());
+    }
+
+    /** The HF classes of {@code text}: its own, then those of its multimodal wrappers. */
+    public static List<String> classes(Architecture text) {
+        return java.util.stream.Stream.concat(text.hfClasses().stream(), wrappersOf(text).stream().flatMap(w -> w.hfClasses().stream())).toList();
     }
 }

@@ -57,6 +57,15 @@ public final class ModelConfig {
         return type != null && type.isTextual() ? type.textValue() : null;
     }
 
+    /** The config nested under {@code key}, e.g. a multimodal {@code owner}'s {@code text_config}; messages name this file. */
+    public ModelConfig nested(String key, String owner) {
+        JsonNode node = root.get(key);
+        if (node == null || !node.isObject()) {
+            throw new MoeportException(file + ": a " + owner + " config needs the object \"" + key + "\" (its text model's config)");
+        }
+        return new ModelConfig(file, (ObjectNode) node);
+    }
+
     public boolean has(String key) {
         JsonNode n = root.get(key);
         return n != null && !n.isNull();

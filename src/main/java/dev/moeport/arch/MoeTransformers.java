@@ -541,4 +541,23 @@ final class MoeTransformers {
                     gatedMlp(MOE, "mlp.shared_experts", "feed_forward.shared_expert", "", "intermediate_size"))),
             Architecture.COMMON_EXCLUSIONS,
             HfFusedLayout.NONE);
+
+    /**
+     * Llama 4 as published (Llama4ForConditionalGeneration, transformers' models/llama4/modeling_llama4.py): the text
+     * model is its {@code language_model} module, a Llama4ForCausalLM ({@code language_model.model.*},
+     * {@code language_model.lm_head}), beside {@code vision_model} and {@code multi_modal_projector}; config.json nests
+     * the text model's under {@code text_config}.
+     */
+    static final Architecture LLAMA4_MULTIMODAL = LLAMA4.wrappedBy(new Wrapper("Llama4ForConditionalGeneration", "text_config",
+            List.of(new Wrapper.Prefix("", "language_model.")), List.of("vision_model.", "multi_modal_projector.")));
+
+    /**
+     * Qwen3.5 MoE as published (Qwen3_5MoeForConditionalGeneration, models/qwen3_5_moe/modeling_qwen3_5_moe.py): its
+     * Qwen3_5MoeModel holds the text model as {@code model.language_model} and the vision tower as {@code model.visual};
+     * {@code lm_head} and the MTP layers ({@code mtp.*}) stay at the top, as in the text model (Megatron-Bridge
+     * qwen_vl/qwen35_vl_bridge.py: HF {@code model.language_model.} for the language model, {@code lm_head.weight} and
+     * {@code mtp.*} unprefixed).
+     */
+    static final Architecture QWEN3_5_MOE_MULTIMODAL = QWEN3_5_MOE.wrappedBy(new Wrapper("Qwen3_5MoeForConditionalGeneration", "text_config",
+            List.of(new Wrapper.Prefix("model.", "model.language_model.")), List.of("model.visual.")));
 }

@@ -43,6 +43,11 @@ public record Rule(LayerKind kind, List<String> mcore, List<String> hf, Transfor
         return new Rule(kind, mcore, hf, transform, isOptional, true, shapes, torchDistSections);
     }
 
+    /** The same row under other HF names (a multimodal wrapper's). */
+    Rule withHf(List<String> names) {
+        return new Rule(kind, mcore, names, transform, isOptional, keepsDtype, shapes, torchDistSections);
+    }
+
     /**
      * Megatron-Core's sharded state dict saves the MCore tensor as one torch_dist key per row section,
      * {@code <name>.<section>} (ssm/utils.py {@code _split_tensor_factory}), so that each section reshards across

@@ -84,7 +84,9 @@ final class ConvertCommand implements Callable<Integer> {
             }
             OutputPlanner planner = new OutputPlanner(null, null, QuantSelection.of(List.of(), List.of(), List.of()), Calibration.NONE);
             Plan plan = Plan.of(planner.plan(tensors).jobs(), output.maxShardSize).withFiles(HfOutputFolder.files(folder, Set.of(), Map.of()));
-            return new Pipeline.Planned(plan, List.of("experts " + (fused ? "fused" : "per expert") + " (" + architecture.name() + ")"));
+            List<String> notes = new ArrayList<>(List.of("experts " + (fused ? "fused" : "per expert") + " (" + architecture.name() + ")"));
+            notes.addAll(HfInputs.outsideLanguageModel(architecture, perExpert.keySet(), "copied as they are"));
+            return new Pipeline.Planned(plan, notes);
         });
     }
 }

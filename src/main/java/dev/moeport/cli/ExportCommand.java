@@ -8,10 +8,14 @@ import dev.moeport.arch.ModelConfig;
 import dev.moeport.convert.Calibration;
 import dev.moeport.convert.ExportMapper;
 import dev.moeport.convert.HfOutputFolder;
+import dev.moeport.convert.MappedTensor;
 import dev.moeport.convert.McoreLayout;
 import dev.moeport.convert.ModeloptState;
 import dev.moeport.convert.OutputPlanner;
 import dev.moeport.convert.QuantSelection;
+import dev.moeport.format.Checkpoint;
+import dev.moeport.format.Checkpoints;
+import dev.moeport.format.safetensors.SafetensorsCheckpoint;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.tensor.DType;
@@ -65,7 +69,9 @@ final class ExportCommand implements Callable<Integer> {
     Path in;
 
     @Option(names = "--hf-config", converter = CheckpointPath.class, paramLabel = "HF_DIR",
-            description = "The Hugging Face folder of the same architecture: config.json (sizes, layer kinds) and tokenizer files, copied to the output.")
+            description = "The Hugging Face folder of the same architecture: config.json (sizes, layer kinds) and tokenizer files, copied to the output."
+                    + " Of a multimodal model (Llama4ForConditionalGeneration, Qwen3_5MoeForConditionalGeneration), its vision tower and projector"
+                    + " are copied from the weights here.")
     Path hfConfig;
 
     @Mixin
@@ -107,7 +113,7 @@ final class ExportCommand implements Callable<Integer> {
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         if (listArchitectures) {
-            Architectures.all().forEach(a -> out.println(a.name() + "  " + String.join(", ", a.hfClasses())));
+            Architectures.all().forEach(a -> out.println(a.name() + "  " + String.join(", ", Architectures.classes(a))));
             return 0;
         }
         require(in != null, "--in");
@@ -116,60 +122,82 @@ final class ExportCommand implements Callable<Integer> {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--include and --exclude choose what --format quantizes; give --format");
         }
         output.requireOut(spec);
-        ModelConfig config = ModelConfig.load(hfConfig);
-        Architecture architecture = Architectures.of(config, arch);
-        return Pipeline.run(spec, output, "exported", in, List.of(in, hfConfig), checkpoint -> {
-            if (!McoreLayout.isMcore(checkpoint.tensors().keySet())) {
-                throw new MoeportException(in + ": not a Megatron-Core checkpoint (no decoder.* tensors); export reads Megatron-Core"
-                        + " (for Hugging Face checkpoints see quantize, convert, import)");
-            }
-            List<String> notes = new ArrayList<>();
-            QuantFormat format = this.format;
-            ModeloptState recipe = format == null && recipeFile == null ? ModeloptState.beside(in) : null;
-            if (recipe != null) {
-                format = recipe.format();
-                notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
-                        + ModeloptState.FOLDER + "/ (--format overrides it)");
-            }
-            dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format, recipeFile != null);
-            dev.moeport.convert.Recipe mixed = FormatConverter.recipe(spec, recipeFile, this.format, flavor);
-            McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
-            ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
-            notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
-            Calibration calibration = format == null && mixed == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
-            // The recipe's disabled quantizers (output layer, router, a whole MLP-only recipe's attention) stay unquantized.
-            List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
-            QuantSelection selection = QuantSelection.of(architecture.quantizationExclusions(config), include, excluded);
-            OutputPlanner planner = new OutputPlanner(mixed == null ? format : null, dtype, selection, calibration).withFlavor(flavor).withRecipe(mixed);
-            OutputPlanner.Planned planned = planner.plan(mapped.tensors());
-            selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
-            planned.requireQuantizedModules();
-            // config.json is copied as it is unless the output changes what it says: quantization, dtype.
-            Map<String, com.fasterxml.jackson.databind.JsonNode> json = new LinkedHashMap<>();
-            var modelConfig = config.json();
-            boolean changed = modelConfig.remove("quantization_config") != null;
-            if (dtype != null) {
-                for (String key : List.of("dtype", "torch_dtype")) {
-                    if (modelConfig.has(key)) {
-                        modelConfig.put(key, switch (dtype) {
-                            case BF16 -> "bfloat16";
-                            case F16 -> "float16";
-                            default -> "float32";
-                        });
-                        changed = true;
-                    }
+        ModelConfig file = ModelConfig.load(hfConfig);
+        Architecture architecture = Architectures.of(file, arch);
+        ModelConfig config = architecture.textConfig(file);
+        // A multimodal wrapper's vision tower and projector are no part of the Megatron-Core language model: they are copied
+        // from the weights in --hf-config, as Model Optimizer's Megatron export copies them from the pretrained folder
+        // (modelopt/torch/export/unified_export_megatron.py, load_multimodal_components).
+        Path configFolder = OutputOptions.folderOf(hfConfig);
+        try (Checkpoint original = architecture.wrapper() != null && SafetensorsCheckpoint.recognizes(configFolder) ? Checkpoints.open(configFolder) : null) {
+            return Pipeline.run(spec, output, "exported", in, List.of(in, hfConfig), checkpoint -> plan(checkpoint, architecture, file, config, original));
+        }
+    }
+
+    private Pipeline.Planned plan(Checkpoint checkpoint, Architecture architecture, ModelConfig file, ModelConfig config, Checkpoint original) {
+        if (!McoreLayout.isMcore(checkpoint.tensors().keySet())) {
+            throw new MoeportException(in + ": not a Megatron-Core checkpoint (no decoder.* tensors); export reads Megatron-Core"
+                    + " (for Hugging Face checkpoints see quantize, convert, import)");
+        }
+        List<String> notes = new ArrayList<>();
+        QuantFormat format = this.format;
+        ModeloptState recipe = format == null && recipeFile == null ? ModeloptState.beside(in) : null;
+        if (recipe != null) {
+            format = recipe.format();
+            notes.add("quantized as " + format.cliName() + ": the recipe of Model Optimizer " + recipe.version() + " in "
+                    + ModeloptState.FOLDER + "/ (--format overrides it)");
+        }
+        dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format, recipeFile != null);
+        dev.moeport.convert.Recipe mixed = FormatConverter.recipe(spec, recipeFile, this.format, flavor);
+        McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
+        ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
+        notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));
+        Calibration calibration = format == null && mixed == null ? Calibration.NONE : Calibration.read(canonical.quantizerState(), canonical.tensors().keySet());
+        // The recipe's disabled quantizers (output layer, router, a whole MLP-only recipe's attention) stay unquantized.
+        List<String> excluded = recipe == null ? exclude : recipe.unquantizedModules(mapped.tensors());
+        QuantSelection selection = QuantSelection.of(architecture.quantizationExclusions(config), include, excluded);
+        OutputPlanner planner = new OutputPlanner(mixed == null ? format : null, dtype, selection, calibration).withFlavor(flavor).withRecipe(mixed);
+        List<MappedTensor> tensors = new ArrayList<>(mapped.tensors());
+        if (original != null) {
+            original.tensors().forEach((name, t) -> {
+                if (architecture.carries(name)) {
+                    tensors.add(MappedTensor.identity(name, t));
+                }
+            });
+            notes.addAll(HfInputs.outsideLanguageModel(architecture, original.tensors().keySet(), "copied from --hf-config"));
+        }
+        if (architecture.wrapper() != null && tensors.size() == mapped.tensors().size()) {
+            notes.add("no " + architecture.wrapper().carriedList() + " tensors in " + OutputOptions.folderOf(hfConfig)
+                    + " to copy: the output holds the language model of " + architecture.wrapper().hfClass() + " only");
+        }
+        OutputPlanner.Planned planned = planner.plan(tensors);
+        selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
+        planned.requireQuantizedModules();
+        // config.json is copied as it is unless the output changes what it says: quantization, dtype.
+        Map<String, com.fasterxml.jackson.databind.JsonNode> json = new LinkedHashMap<>();
+        var modelConfig = file.json();
+        boolean changed = modelConfig.remove("quantization_config") != null;
+        if (dtype != null) {
+            for (String key : List.of("dtype", "torch_dtype")) {
+                if (modelConfig.has(key)) {
+                    modelConfig.put(key, switch (dtype) {
+                        case BF16 -> "bfloat16";
+                        case F16 -> "float16";
+                        default -> "float32";
+                    });
+                    changed = true;
                 }
             }
-            if (format != null || mixed != null) {
-                json.putAll(flavor.files(format, modelConfig, planned, Main.Version.number()));
-            } else if (changed) {
-                json.put(ModelConfig.FILE_NAME, modelConfig);
-            }
-            notes.addAll(planned.notes());
-            Plan plan = Plan.of(planned.jobs(), output.maxShardSize)
-                    .withFiles(HfOutputFolder.files(OutputOptions.folderOf(hfConfig), Set.of(HfOutputFolder.QUANT_CONFIG), json));
-            return new Pipeline.Planned(plan, notes);
-        });
+        }
+        if (format != null || mixed != null) {
+            json.putAll(flavor.files(format, modelConfig, planned, Main.Version.number()));
+        } else if (changed) {
+            json.put(ModelConfig.FILE_NAME, modelConfig);
+        }
+        notes.addAll(planned.notes());
+        Plan plan = Plan.of(planned.jobs(), output.maxShardSize)
+                .withFiles(HfOutputFolder.files(OutputOptions.folderOf(hfConfig), Set.of(HfOutputFolder.QUANT_CONFIG), json));
+        return new Pipeline.Planned(plan, notes);
     }
 
     private void require(boolean present, String option) {

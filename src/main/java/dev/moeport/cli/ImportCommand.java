@@ -133,17 +133,22 @@ final class ImportCommand implements Callable<Integer> {
             throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--experts must be te, sequential or stacked");
         }
         Path folder = OutputOptions.folderOf(in);
-        ModelConfig config = ModelConfig.load(folder);
-        Architecture architecture = Architectures.of(config, arch);
+        ModelConfig file = ModelConfig.load(folder);
+        Architecture architecture = Architectures.of(file, arch);
+        ModelConfig config = architecture.textConfig(file);
         return Pipeline.run(spec, output, "imported", in, List.of(in), checkpoint -> {
             if (McoreLayout.isMcore(checkpoint.tensors().keySet())) {
                 throw new MoeportException(in + ": already a Megatron-Core checkpoint; import reads Hugging Face checkpoints");
             }
             QuantizedCheckpoint.Decoded decoded = QuantizedCheckpoint.decode(checkpoint.tensors(), QuantizedCheckpoint.declaredFormat(folder),
                     dtype != null ? dtype : DType.BF16, QuantKernels.get());
-            ExportMapper.Result mapped = ImportMapper.map(architecture, config, HfLayout.toPerExpert(architecture, decoded.tensors()), layout,
+            ExportMapper.Result all = ImportMapper.map(architecture, config, HfLayout.toPerExpert(architecture, decoded.tensors()), layout,
                     new Transform.ImportOptions(vocabMultiple), in);
+            // A multimodal wrapper's vision tower has no place in Megatron-Core's GPT model: said, not an error.
+            ExportMapper.Result mapped = new ExportMapper.Result(all.tensors(),
+                    all.unmapped().stream().filter(n -> !architecture.carries(n)).toList());
             List<String> notes = new ArrayList<>(mapped.requireMapped(in, architecture, allowUnmapped, ""));
+            notes.addAll(HfInputs.outsideLanguageModel(architecture, all.unmapped(), "not imported (export copies them back from --hf-config)"));
             if (!decoded.modules().isEmpty()) {
                 notes.add(decoded.modules().size() + " " + decoded.format().cliName() + " module(s) decoded");
             }

@@ -97,6 +97,8 @@ final class QuantizeCommand implements Callable<Integer> {
         Path folder = OutputOptions.folderOf(in);
         ModelConfig config = Files.exists(folder.resolve(ModelConfig.FILE_NAME)) ? ModelConfig.load(folder) : null;
         Architecture arch = config == null ? null : Architectures.find(config);
+        // The rows read the text model's config; a multimodal wrapper's nests it, and its vision tower is copied as it is.
+        ModelConfig text = arch == null ? config : arch.textConfig(config);
         return Pipeline.run(spec, output, "quantized", in, List.of(in), checkpoint -> {
             HfInputs.requireHfUnquantized(in, checkpoint);
             if (config == null && !noConfig) {
@@ -115,16 +117,20 @@ final class QuantizeCommand implements Callable<Integer> {
             });
             // Fused experts are quantized expert by expert, and written so, as Model Optimizer does.
             SequencedMap<String, Tensor> weights = arch != null ? HfLayout.toPerExpert(arch, tensors) : tensors;
-            List<String> exclusions = arch != null ? arch.quantizationExclusions(config) : Architecture.COMMON_EXCLUSIONS;
+            List<String> exclusions = arch != null ? arch.quantizationExclusions(text) : Architecture.COMMON_EXCLUSIONS;
             QuantSelection selection = QuantSelection.of(exclusions, include, exclude);
             OutputPlanner planner = new OutputPlanner(format, null, selection,
                     Calibration.read(quantizerState, weights.keySet())).withFlavor(flavor).withRecipe(recipe);
-            OutputPlanner.Planned planned = planner.plan(HfQuantizeMapper.map(arch, config, weights));
+            OutputPlanner.Planned planned = planner.plan(HfQuantizeMapper.map(arch, text, weights));
             selection.unmatched().forEach(p -> Warnings.warn(p + " matches no linear layer's weight of " + in));
             planned.requireQuantizedModules();
             Plan plan = Plan.of(planned.jobs(), output.maxShardSize).withFiles(HfOutputFolder.files(folder, Set.of(),
                     flavor.files(format, config == null ? null : config.json(), planned, Main.Version.number())));
-            return new Pipeline.Planned(plan, planned.notes());
+            List<String> notes = new ArrayList<>(planned.notes());
+            if (arch != null) {
+                notes.addAll(HfInputs.outsideLanguageModel(arch, tensors.keySet(), "copied unquantized"));
+            }
+            return new Pipeline.Planned(plan, notes);
         });
     }
 }

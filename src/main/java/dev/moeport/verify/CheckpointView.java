@@ -48,7 +48,7 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
             }
             Architecture arch = Architectures.detect(config);
             McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
-            ExportMapper.Result mapped = ExportMapper.map(arch, config, canonical.tensors(), path);
+            ExportMapper.Result mapped = ExportMapper.map(arch, arch.textConfig(config), canonical.tensors(), path);
             mapped.tensors().forEach(t -> tensors.put(t.name(), t));
             List<String> dropped = new java.util.ArrayList<>(canonical.quantizerState().keySet());
             dropped.addAll(canonical.dropped());
