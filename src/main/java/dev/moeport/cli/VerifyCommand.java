@@ -2,7 +2,10 @@ package dev.moeport.cli;
 
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.moeport.arch.Architecture;
+import dev.moeport.arch.Architectures;
 import dev.moeport.arch.ModelConfig;
+import dev.moeport.convert.McoreLayout;
 import dev.moeport.exec.Progress;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.format.Checkpoints;
@@ -90,6 +93,13 @@ final class VerifyCommand implements Callable<Integer> {
             ModelConfig config = configDir == null ? null : ModelConfig.load(configDir);
             CheckpointView va = CheckpointView.of(a, ca, config, QuantKernels.get());
             CheckpointView vb = CheckpointView.of(b, cb, config, QuantKernels.get());
+            Architecture arch = config == null ? null : Architectures.find(config);
+            if (arch != null && arch.wrapper() != null
+                    && McoreLayout.isMcore(ca.tensors().keySet()) != McoreLayout.isMcore(cb.tensors().keySet())) {
+                // Megatron-Core holds a multimodal wrapper's language model only: its vision tower is not compared.
+                va = va.languageModelOnly(arch);
+                vb = vb.languageModelOnly(arch);
+            }
             long total = Verifier.comparedBytes(va, vb);
             Verifier.Report report;
             try (Progress progress = new Progress(total, va.tensors().size(), Main.progress(spec, json))) {

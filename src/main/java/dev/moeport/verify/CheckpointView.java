@@ -65,4 +65,21 @@ public record CheckpointView(Path path, String layout, SequencedMap<String, Mapp
         return new CheckpointView(path, decoded.modules().isEmpty() ? "hugging face" : "hugging face, " + decoded.format().cliName(),
                 tensors, List.of(), decoded.modules());
     }
+
+    /**
+     * This view without a multimodal wrapper's tensors outside its language model (left out, not compared): a
+     * Megatron-Core checkpoint of the language model has none to compare them with.
+     */
+    public CheckpointView languageModelOnly(Architecture arch) {
+        SequencedMap<String, MappedTensor> kept = new LinkedHashMap<>();
+        List<String> left = new java.util.ArrayList<>(dropped);
+        tensors.forEach((name, t) -> {
+            if (arch.carries(name)) {
+                left.add(name);
+            } else {
+                kept.put(name, t);
+            }
+        });
+        return new CheckpointView(path, layout, kept, left, quantized);
+    }
 }

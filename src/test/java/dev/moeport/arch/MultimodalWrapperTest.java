@@ -144,7 +144,11 @@ class MultimodalWrapperTest {
         }
     }
 
-    /** import reads the language model: the plain fixture's Megatron-Core tensors, and one line on the vision tensors. */
+    /**
+     * import reads the language model: the plain fixture's Megatron-Core tensors (a GPT model's names, as Megatron-Core's
+     * text model; Megatron-Bridge's Qwen3VLModel nests the same under {@code language_model.}), and one line on the vision
+     * tensors.
+     */
     @Test
     void importGivesThePlainModelsTensorsAndSaysWhatItLeft() throws Exception {
         for (Wrapped w : List.of(LLAMA4, QWEN3_5_MOE)) {
@@ -157,6 +161,10 @@ class MultimodalWrapperTest {
             assertTrue(run.out().contains("not imported (export copies them back from --hf-config): 3 tensor(s) of " + w.hfClass()
                     + " outside its language model"), run.out());
             TestCheckpoints.assertSameTensors(plainOut, tmp.resolve(w.fixture() + "-mcore"));
+            // verify compares the language model with the wrapper's, leaving the vision tensors out.
+            CliRun verify = CliRun.of("verify", tmp.resolve(w.fixture() + "-mcore").toString(), wrapped.toString());
+            assertEquals(0, verify.code(), verify.out() + verify.err());
+            assertTrue(verify.out().contains("3 entries not compared"), verify.out());
 
             // Export with the wrapper as --hf-config gives the wrapper back: the language model from Megatron-Core,
             // the vision tensors copied from --hf-config.
@@ -232,6 +240,15 @@ class MultimodalWrapperTest {
         CliRun wrong = CliRun.of("import", "--arch", "qwen3_moe", "--in", wrapped.toString(), "--out", tmp.resolve("x").toString());
         assertEquals(1, wrong.code());
         assertTrue(wrong.err().contains("contradicts"), wrong.err());
+        // A wrapper's config without its text model's: one line, nothing written.
+        ObjectNode config = (ObjectNode) JSON.readTree(wrapped.resolve("config.json").toFile());
+        config.remove("text_config");
+        JSON.writeValue(wrapped.resolve("config.json").toFile(), config);
+        CliRun noText = CliRun.of("import", "--in", wrapped.toString(), "--out", tmp.resolve("y").toString());
+        assertEquals(1, noText.code());
+        assertEquals("moeport: error: " + wrapped.resolve("config.json") + ": a Llama4ForConditionalGeneration config needs the object \"text_config\" (its text model's config)",
+                noText.err().strip());
+        assertFalse(Files.exists(tmp.resolve("y")));
         CliRun list = CliRun.of("export", "--list-architectures");
         assertTrue(list.out().contains("llama4  Llama4ForCausalLM, Llama4ForConditionalGeneration"), list.out());
     }
