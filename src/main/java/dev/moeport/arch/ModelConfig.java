@@ -16,10 +16,13 @@ public final class ModelConfig {
 
     private final Path file;
     private final ObjectNode root;
+    /** Where {@code root} lies in the file, for messages: "" or e.g. "text_config.". */
+    private final String keyPrefix;
 
-    private ModelConfig(Path file, ObjectNode root) {
+    private ModelConfig(Path file, ObjectNode root, String keyPrefix) {
         this.file = file;
         this.root = root;
+        this.keyPrefix = keyPrefix;
     }
 
     /** Reads {@code config.json} from a Hugging Face model folder (or the file itself). */
@@ -30,7 +33,7 @@ public final class ModelConfig {
             if (node == null || !node.isObject()) {
                 throw new MoeportException(file + ": not a JSON object");
             }
-            return new ModelConfig(file, (ObjectNode) node);
+            return new ModelConfig(file, (ObjectNode) node, "");
         } catch (NoSuchFileException e) {
             throw new MoeportException(file + ": no such file (expected the Hugging Face model folder, with its config.json)");
         } catch (IOException e) {
@@ -63,7 +66,7 @@ public final class ModelConfig {
         if (node == null || !node.isObject()) {
             throw new MoeportException(file + ": a " + owner + " config needs the object \"" + key + "\" (its text model's config)");
         }
-        return new ModelConfig(file, (ObjectNode) node);
+        return new ModelConfig(file, (ObjectNode) node, keyPrefix + key + ".");
     }
 
     public boolean has(String key) {
@@ -79,7 +82,7 @@ public final class ModelConfig {
     public long requireInt(String key) {
         JsonNode n = root.get(key);
         if (n == null || !n.canConvertToLong() || !n.isIntegralNumber() || n.longValue() < 0) {
-            throw new MoeportException(file + ": needs the integer \"" + key + "\"" + (n == null ? "" : " (found " + n + ")"));
+            throw new MoeportException(file + ": needs the integer \"" + keyPrefix + key + "\"" + (n == null ? "" : " (found " + n + ")"));
         }
         return n.longValue();
     }
@@ -95,6 +98,6 @@ public final class ModelConfig {
                 return requireInt(k);
             }
         }
-        throw new MoeportException(file + ": needs one of the integers " + String.join(", ", keys));
+        throw new MoeportException(file + ": needs one of the integers " + keyPrefix + String.join(", " + keyPrefix, keys));
     }
 }

@@ -249,6 +249,14 @@ class MultimodalWrapperTest {
         assertEquals("moeport: error: " + wrapped.resolve("config.json") + ": a Llama4ForConditionalGeneration config needs the object \"text_config\" (its text model's config)",
                 noText.err().strip());
         assertFalse(Files.exists(tmp.resolve("y")));
+        // A key missing from text_config is named where it is missing.
+        ObjectNode text = (ObjectNode) JSON.readTree(fixture(LLAMA4).resolve("config.json").toFile());
+        text.remove("num_hidden_layers");
+        config.set("text_config", text);
+        JSON.writeValue(wrapped.resolve("config.json").toFile(), config);
+        CliRun noLayers = CliRun.of("import", "--in", wrapped.toString(), "--out", tmp.resolve("y").toString());
+        assertEquals(1, noLayers.code());
+        assertTrue(noLayers.err().contains("config.json: needs the integer \"text_config.num_hidden_layers\""), noLayers.err());
         CliRun list = CliRun.of("export", "--list-architectures");
         assertTrue(list.out().contains("llama4  Llama4ForCausalLM, Llama4ForConditionalGeneration"), list.out());
     }
