@@ -15,7 +15,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
-import java.util.function.Consumer;
 import java.util.function.IntPredicate;
 
 /**
@@ -75,7 +74,7 @@ public final class Conversion {
          * @param shards the files (by shard index of the plan's layout) to write
          * @param finished hears of each file once it is complete and renamed into place
          */
-        TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, Consumer<Path> finished);
+        TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, TensorOutput.FinishedFile finished);
 
         /** The file that holds shard {@code shard} of the plan's layout, relative to the output folder. */
         String file(Plan plan, int shard);
@@ -83,7 +82,7 @@ public final class Conversion {
 
     public static final Writer SAFETENSORS = new Writer() {
         @Override
-        public TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, Consumer<Path> finished) {
+        public TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, TensorOutput.FinishedFile finished) {
             return SafetensorsWriter.create(out, plan.layout(), shards, fsync, finished, false);
         }
 

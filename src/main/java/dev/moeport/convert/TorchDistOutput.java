@@ -74,7 +74,7 @@ public final class TorchDistOutput {
         return new Conversion.Writer() {
             @Override
             public dev.moeport.format.TensorOutput create(java.nio.file.Path out, dev.moeport.plan.Plan plan, java.util.function.IntPredicate shards,
-                    boolean fsync, java.util.function.Consumer<java.nio.file.Path> finished) {
+                    boolean fsync, dev.moeport.format.TensorOutput.FinishedFile finished) {
                 return TorchDistWriter.create(out, plan.layout(), naming, shards, fsync, finished);
             }
 

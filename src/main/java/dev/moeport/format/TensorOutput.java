@@ -25,6 +25,15 @@ public interface TensorOutput extends AutoCloseable {
     @Override
     void close();
 
+    /**
+     * Hears of each output file once it is complete and renamed into place, with the CRC-32C of the bytes written to
+     * it when the writer knows it ({@link dev.moeport.io.WrittenCrc}).
+     */
+    @FunctionalInterface
+    interface FinishedFile {
+        void finished(java.nio.file.Path file, java.util.OptionalLong crc32c);
+    }
+
     /** A place to write one tensor's bytes (row-major, as the plan lays them out). */
     interface Sink {
         /** Writes {@code bytes} at {@code offset} of this tensor. */

@@ -343,11 +343,14 @@ public final class StagedPlan implements AutoCloseable {
         }
     }
 
-    /** Records a file of this part, renamed into place in the staging folder, with its size and checksum. */
-    public synchronized void finished(Path file) {
+    /**
+     * Records a file of this part, renamed into place in the staging folder, with its size and checksum: the one the
+     * writer computed on the way when it did ({@code crc32c}), else read back.
+     */
+    public synchronized void finished(Path file, java.util.OptionalLong crc32c) {
         String path = staging.relativize(file).toString().replace('\\', '/');
         try {
-            Finished done = new Finished(path, Files.size(file), checksum(file));
+            Finished done = new Finished(path, Files.size(file), crc32c.isPresent() ? crc32c.getAsLong() : checksum(file));
             manifest.write(ByteBuffer.wrap(done.line().getBytes(StandardCharsets.UTF_8)));
             finishedNow++;
         } catch (IOException e) {

@@ -48,7 +48,7 @@ public final class SafetensorsWriter implements TensorOutput {
     private final Map<String, TensorSink> sinks = new HashMap<>();
     private final boolean fsync;
     private final java.util.function.IntPredicate writes;
-    private final java.util.function.Consumer<Path> finished;
+    private final TensorOutput.FinishedFile finished;
     private final boolean standalone;
     /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
@@ -84,6 +84,7 @@ public final class SafetensorsWriter implements TensorOutput {
                     long chunk = Math.min(MAX_WRITE, n - done);
                     ByteBuffer buffer = bytes.asSlice(done, chunk).asByteBuffer();
                     long position = base + offset + done;
+                    shard.crc.record(position, buffer);
                     while (buffer.hasRemaining()) {
                         position += channel.write(buffer, position);
                     }
@@ -109,9 +110,12 @@ public final class SafetensorsWriter implements TensorOutput {
         final Path target;
         final FileChannel channel;
         final AtomicLong remaining;
+        final long length;
+        final dev.moeport.io.WrittenCrc crc = new dev.moeport.io.WrittenCrc();
         boolean done;
 
-        Open(Path partial, Path target, FileChannel channel, long bytes) {
+        Open(Path partial, Path target, FileChannel channel, long length, long bytes) {
+            this.length = length;
             this.partial = partial;
             this.target = target;
             this.channel = channel;
@@ -120,7 +124,7 @@ public final class SafetensorsWriter implements TensorOutput {
     }
 
     private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync, java.util.function.IntPredicate writes,
-            java.util.function.Consumer<Path> finished, boolean standalone) {
+            TensorOutput.FinishedFile finished, boolean standalone) {
         this.dir = dir;
         this.layout = layout;
         this.fsync = fsync;
@@ -137,7 +141,7 @@ public final class SafetensorsWriter implements TensorOutput {
      *     only a killed process; costs a full write-back)
      */
     public static SafetensorsWriter create(Path dir, ShardLayout layout, boolean fsync) {
-        return create(dir, layout, shard -> true, fsync, file -> { }, true);
+        return create(dir, layout, shard -> true, fsync, (file, crc) -> { }, true);
     }
 
     /**
@@ -147,7 +151,7 @@ public final class SafetensorsWriter implements TensorOutput {
      * writes the index too (otherwise {@link #writeIndexFiles()} does, when the caller wants).
      */
     public static SafetensorsWriter create(Path dir, ShardLayout layout, java.util.function.IntPredicate writes, boolean fsync,
-            java.util.function.Consumer<Path> finished, boolean standalone) {
+            TensorOutput.FinishedFile finished, boolean standalone) {
         SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync, writes, finished, standalone);
         try {
             for (int k = 0; k < layout.shards().size(); k++) {
@@ -170,11 +174,12 @@ public final class SafetensorsWriter implements TensorOutput {
         try {
             FileChannel channel = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                     StandardOpenOption.READ, StandardOpenOption.WRITE);
-            Open open = new Open(partial, target, channel, shard.dataBytes());
+            Open open = new Open(partial, target, channel, dataStart + shard.dataBytes(), shard.dataBytes());
             openShards.put(shard.fileName(), open);
             NativeIO.reserve(partial, dataStart + shard.dataBytes());
             ByteBuffer head = ByteBuffer.allocate((int) dataStart).order(java.nio.ByteOrder.LITTLE_ENDIAN);
             head.putLong(header.length).put(header).flip();
+            open.crc.record(0, head);
             while (head.hasRemaining()) {
                 channel.write(head, head.position());
             }
@@ -217,7 +222,7 @@ public final class SafetensorsWriter implements TensorOutput {
             }
             open.done = true;
         }
-        finished.accept(open.target);
+        finished.finished(open.target, open.crc.of(open.length));
     }
 
     /**

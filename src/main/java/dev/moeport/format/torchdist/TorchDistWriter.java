@@ -59,7 +59,7 @@ public final class TorchDistWriter implements TensorOutput {
     private final Map<String, DType> tensorDtypes = new LinkedHashMap<>();
     private final Map<String, long[]> tensorShapes = new LinkedHashMap<>();
     private final List<BytesPlace> bytesEntries = new ArrayList<>();
-    private final java.util.function.Consumer<Path> finished;
+    private final TensorOutput.FinishedFile finished;
     /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
 
@@ -70,6 +70,7 @@ public final class TorchDistWriter implements TensorOutput {
         final Path target;
         FileChannel channel;
         long length;
+        final dev.moeport.io.WrittenCrc crc = new dev.moeport.io.WrittenCrc();
         /** Tensor bytes not yet written; the file is finished when none are left. */
         final java.util.concurrent.atomic.AtomicLong remaining = new java.util.concurrent.atomic.AtomicLong();
         boolean done;
@@ -184,7 +185,7 @@ public final class TorchDistWriter implements TensorOutput {
         }
     }
 
-    private TorchDistWriter(Path out, boolean fsync, java.util.function.Consumer<Path> finished) {
+    private TorchDistWriter(Path out, boolean fsync, TensorOutput.FinishedFile finished) {
         this.out = out;
         this.dir = out.resolve(ITERATION_DIR);
         this.fsync = fsync;
@@ -202,7 +203,7 @@ public final class TorchDistWriter implements TensorOutput {
      * renamed into place.
      */
     public static TorchDistWriter create(Path out, ShardLayout layout, Naming naming, java.util.function.IntPredicate writes, boolean fsync,
-            java.util.function.Consumer<Path> finished) {
+            TensorOutput.FinishedFile finished) {
         TorchDistWriter writer = new TorchDistWriter(out, fsync, finished);
         try {
             Files.createDirectories(writer.dir);
@@ -420,10 +421,11 @@ public final class TorchDistWriter implements TensorOutput {
             }
             f.done = true;
         }
-        finished.accept(f.target);
+        finished.finished(f.target, f.crc.of(f.length));
     }
 
     private void write(DataFile file, long position, ByteBuffer buffer) {
+        file.crc.record(position, buffer);
         try {
             while (buffer.hasRemaining()) {
                 position += file.channel.write(buffer, position);
