@@ -38,5 +38,14 @@ int isatty(int fd);
  * terminal's width (ws_col, the second unsigned short of struct winsize). Returns 0, or -1 with errno. */
 int ioctl(int fd, unsigned long request, ...);
 
+/* <fcntl.h> (Linux): write-behind of an output larger than memory. SYNC_FILE_RANGE_WRITE (2) starts the
+ * write-back of [offset, offset+nbytes) without waiting; WAIT_BEFORE | WRITE | WAIT_AFTER (7) waits until it
+ * is on the disk. Returns 0, or -1 with errno. */
+int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags);
+
+/* <fcntl.h>: used only with POSIX_FADV_DONTNEED (4), to drop written pages once they are on the disk.
+ * Returns 0 or an error number (not errno). */
+int posix_fadvise(int fd, off_t offset, off_t len, int advice);
+
 /* <unistd.h>: the page size, for aligning madvise ranges. */
 int getpagesize(void);

@@ -30,6 +30,11 @@ final class OutputOptions {
     @Option(names = "--fsync", description = "Flush every file to disk before it is renamed into place (survives power loss; slower).")
     boolean fsync;
 
+    @Option(names = "--write-behind", paramLabel = "WHEN", description = "auto (default), on or off: hand the output to the disk as it "
+            + "is written and drop it from memory, instead of leaving it to the page cache. auto: when the output is larger than the "
+            + "memory available (a memory cgroup's limit included), where dirty pages would otherwise fill memory and stall reading.")
+    String writeBehind = "auto";
+
     @Option(names = "--no-progress", description = "No progress (also MOEPORT_NO_PROGRESS=1, or -q).")
     boolean noProgress;
 
@@ -67,7 +72,16 @@ final class OutputOptions {
         }
         return new dev.moeport.convert.Conversion.Target(requireOut(spec), overwrite, java.util.Arrays.stream(inputs)
                 .filter(java.util.Objects::nonNull).toList(), threads, fsync, Main.progress(spec, noProgress || json), part(spec), resume,
-                shapingOptions(spec));
+                shapingOptions(spec), writeBehind(spec));
+    }
+
+    private dev.moeport.io.WriteBehind.Choice writeBehind(picocli.CommandLine.Model.CommandSpec spec) {
+        return switch (writeBehind.toLowerCase(java.util.Locale.ROOT)) {
+            case "auto" -> dev.moeport.io.WriteBehind.Choice.AUTO;
+            case "on" -> dev.moeport.io.WriteBehind.Choice.ON;
+            case "off" -> dev.moeport.io.WriteBehind.Choice.OFF;
+            default -> throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--write-behind must be auto, on or off");
+        };
     }
 
     /** This run's part of the plan: {@code --part}, else a scheduler's variables, else the whole plan. */
@@ -86,7 +100,7 @@ final class OutputOptions {
 
     /** Options that do not change what is written (how fast, how loud, which part). */
     private static final java.util.Set<String> NOT_SHAPING = java.util.Set.of("--part", "--parts", "--resume", "--threads", "--dry-run", "--json",
-            "--no-progress", "--fsync", "--overwrite", "--out", "--quiet", "--verbose", "--progress-interval", "--help", "--version");
+            "--no-progress", "--fsync", "--write-behind", "--overwrite", "--out", "--quiet", "--verbose", "--progress-interval", "--help", "--version");
 
     /** The options that shape the output, each with its value (given or default), paths made absolute: parts of one plan agree on them. */
     private static java.util.List<String> shapingOptions(picocli.CommandLine.Model.CommandSpec spec) {

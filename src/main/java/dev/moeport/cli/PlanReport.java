@@ -161,6 +161,7 @@ final class PlanReport {
             Conversion.Parts p = s.parts();
             root.put("reused_shard_count", p.reused());
             root.put("complete", p.completed());
+            root.put("write_behind", s.writeBehind());
             if (!p.part().isWhole()) {
                 ObjectNode part = root.putObject("part");
                 part.put("index", p.part().index());
@@ -190,6 +191,9 @@ final class PlanReport {
             out.println("  reused " + p.reused() + " of " + s.shards() + " shard(s) an interrupted run finished (--resume)");
         }
         notes.forEach(n -> out.println("  " + n));
+        if (s.writeBehind()) {
+            out.println("  write-behind: the output went to the disk as it was written (--write-behind)");
+        }
         if (s.kernel() != null) {
             out.println("  kernel: " + s.kernel());
         }

@@ -107,7 +107,7 @@ final class SynthCommand implements Callable<Integer> {
         }
         Conversion.Target target = output.target(spec);
         Conversion.Summary s = Conversion.run(plan, new Conversion.Target(mcore, output.overwrite, List.of(), target.threads(), target.fsync(),
-                target.bar()), QuantKernels.get(), Conversion.SAFETENSORS);
+                target.bar(), dev.moeport.plan.Part.WHOLE, false, List.of(), target.writeBehind()), QuantKernels.get(), Conversion.SAFETENSORS);
         if (output.json) {
             PlanReport.printSummary(out, "synthesized", null, mcore, s, List.of(), true);
         } else {

@@ -6,6 +6,7 @@ import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.format.safetensors.ShardLayout;
 import dev.moeport.io.StagedPlan;
+import dev.moeport.io.WriteBehind;
 import dev.moeport.plan.OutputFile;
 import dev.moeport.plan.Part;
 import dev.moeport.plan.Plan;
@@ -33,8 +34,9 @@ public final class Conversion {
      * @param copiedFiles the other files this run wrote (none where another part wrote them)
      * @param kernel the quantization kernel that ran, or null when this run needed none
      */
+    /** @param writeBehind whether the output's pages went to the disk as they were written ({@link WriteBehind}) */
     public record Summary(int tensors, long inputBytes, long outputBytes, int shards, Duration elapsed, List<String> copiedFiles,
-                          String kernel, Parts parts) {
+                          String kernel, Parts parts, boolean writeBehind) {
         public double inputRate() {
             double s = elapsed.toNanos() / 1e9;
             return s <= 0 ? 0 : inputBytes / s;
@@ -60,21 +62,19 @@ public final class Conversion {
      * @param part which part of the plan this run writes ({@link Part#WHOLE}: all of it)
      * @param resume reuse the files an interrupted run of the same plan finished
      * @param options the options that shape the output, as given: parts of one plan must agree on them
+     * @param writeBehind whether to hand the output's pages to the disk as they are written
      */
     public record Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, Progress.Display bar, Part part,
-                         boolean resume, List<String> options) {
-        public Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, Progress.Display bar) {
-            this(out, overwrite, inputs, threads, fsync, bar, Part.WHOLE, false, List.of());
-        }
-    }
+                         boolean resume, List<String> options, WriteBehind.Choice writeBehind) {}
 
     /** The file format a run writes: creates the output for a plan's tensors, or some of its files. */
     public interface Writer {
         /**
          * @param shards the files (by shard index of the plan's layout) to write
+         * @param writeBehind hand each file's pages to the disk as they are written ({@link WriteBehind})
          * @param finished hears of each file once it is complete and renamed into place
          */
-        TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, TensorOutput.FinishedFile finished);
+        TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, boolean writeBehind, TensorOutput.FinishedFile finished);
 
         /** The file that holds shard {@code shard} of the plan's layout, relative to the output folder. */
         String file(Plan plan, int shard);
@@ -82,8 +82,8 @@ public final class Conversion {
 
     public static final Writer SAFETENSORS = new Writer() {
         @Override
-        public TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, TensorOutput.FinishedFile finished) {
-            return SafetensorsWriter.create(out, plan.layout(), shards, fsync, finished, false);
+        public TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, boolean writeBehind, TensorOutput.FinishedFile finished) {
+            return SafetensorsWriter.create(out, plan.layout(), shards, fsync, writeBehind, finished, false);
         }
 
         @Override
@@ -111,7 +111,8 @@ public final class Conversion {
             // The other files go with whichever part stages them first.
             Plan work = plan.writing(mine).withFiles(staged.needsOtherFiles() ? plan.files() : List.of());
             Progress progress = new Progress(work.inputBytes(), work.jobs().stream().mapToInt(j -> j.outputs().size()).sum(), target.bar());
-            try (progress; TensorOutput writer = format.create(staging, plan, mine, target.fsync(), staged::finished)) {
+            boolean writeBehind = target.writeBehind().chooses(work.outputBytes());
+            try (progress; TensorOutput writer = format.create(staging, plan, mine, target.fsync(), writeBehind, staged::finished)) {
                 // Ctrl-C or a kill -TERM: remove this run's partial files, unless its switch has begun (then it finishes).
                 Thread cleanup = new Thread(() -> {
                     String done = staged.abandon(writer::close);
@@ -137,7 +138,7 @@ public final class Conversion {
                     return new Summary(plan.outputTensorCount(), work.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
                             progress.elapsed(), work.files().stream().map(OutputFile::name).toList(),
                             work.usesKernel() ? kernel.description() : null, new Parts(part, own, staged.writtenCount(), reused.size(), completion.switched(),
-                            completion.missing()));
+                            completion.missing()), writeBehind);
                 } finally {
                     try {
                         Runtime.getRuntime().removeShutdownHook(cleanup);

@@ -74,8 +74,8 @@ public final class TorchDistOutput {
         return new Conversion.Writer() {
             @Override
             public dev.moeport.format.TensorOutput create(java.nio.file.Path out, dev.moeport.plan.Plan plan, java.util.function.IntPredicate shards,
-                    boolean fsync, dev.moeport.format.TensorOutput.FinishedFile finished) {
-                return TorchDistWriter.create(out, plan.layout(), naming, shards, fsync, finished);
+                    boolean fsync, boolean writeBehind, dev.moeport.format.TensorOutput.FinishedFile finished) {
+                return TorchDistWriter.create(out, plan.layout(), naming, shards, fsync, writeBehind, finished);
             }
 
             @Override

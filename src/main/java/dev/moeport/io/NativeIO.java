@@ -37,6 +37,9 @@ public final class NativeIO {
     private static final int MADV_DONTNEED = 4;
     // <fcntl.h>
     private static final int O_WRONLY = 1;
+    private static final int SYNC_FILE_RANGE_WRITE = 2;
+    private static final int SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4;
+    private static final int POSIX_FADV_DONTNEED = 4;
     private static final int O_CLOEXEC = 0x80000;
     // <sys/ioctl.h> (Linux x86-64 and AArch64)
     private static final long TIOCGWINSZ = 0x5413;
@@ -112,6 +115,52 @@ public final class NativeIO {
         }
     }
 
+    /** A write-only descriptor of {@code file} for write-behind (close it with {@link #close}), or -1 when native calls are off or it fails. */
+    static int openForWriting(Path file) {
+        Bindings b = bindings();
+        if (b == null) {
+            return -1;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            return (int) b.open.invokeExact(arena.allocate(b.callState), arena.allocateFrom(file.toString()), O_WRONLY | O_CLOEXEC, 0);
+        } catch (Throwable t) {
+            throw new IllegalStateException("open failed", t);
+        }
+    }
+
+    /** Starts writing {@code [offset, offset + length)} of the file to the disk, without waiting. */
+    static void startWriteBack(int fd, long offset, long length) {
+        syncFileRange(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+    }
+
+    /** Waits until {@code [offset, offset + length)} of the file is on the disk, then drops its pages from the page cache. */
+    static void dropWritten(int fd, long offset, long length) {
+        syncFileRange(fd, offset, length, SYNC_FILE_RANGE_WAIT_ALL);
+        try {
+            // Errors are ignored on purpose, as for advice: the pages stay cached, the output is the same.
+            int ignored = (int) BINDINGS.posixFadvise.invokeExact(fd, offset, length, POSIX_FADV_DONTNEED);
+        } catch (Throwable t) {
+            throw new IllegalStateException("posix_fadvise failed", t);
+        }
+    }
+
+    private static void syncFileRange(int fd, long offset, long length, int flags) {
+        try {
+            // A refusal (EIO aside, which the close or the next write reports) only changes when the pages reach the disk.
+            int ignored = (int) BINDINGS.syncFileRange.invokeExact(fd, offset, length, flags);
+        } catch (Throwable t) {
+            throw new IllegalStateException("sync_file_range failed", t);
+        }
+    }
+
+    static void close(int fd) {
+        try {
+            int ignored = (int) BINDINGS.close.invokeExact(fd);
+        } catch (Throwable t) {
+            throw new IllegalStateException("close failed", t);
+        }
+    }
+
     /** Whether the file descriptor (2: standard error) is a terminal; false when native calls are off. */
     public static boolean isTerminal(int fd) {
         Bindings b = bindings();
@@ -159,7 +208,8 @@ public final class NativeIO {
     }
 
     private record Bindings(MethodHandle posixMadvise, MethodHandle madvise, MethodHandle open, MethodHandle fallocate,
-                            MethodHandle close, MethodHandle isatty, MethodHandle ioctl, StructLayout callState,
+                            MethodHandle close, MethodHandle isatty, MethodHandle ioctl, MethodHandle syncFileRange,
+                            MethodHandle posixFadvise, StructLayout callState,
                             VarHandle errno, long pageSize) {
 
         static Bindings load() {
@@ -189,7 +239,12 @@ public final class NativeIO {
                         FunctionDescriptor.of(jint, jint, jlong, ptr), Linker.Option.firstVariadicArg(2));
                 MethodHandle getpagesize = linker.downcallHandle(libc.findOrThrow("getpagesize"), FunctionDescriptor.of(jint));
                 long pageSize = (int) getpagesize.invokeExact();
-                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, callState, errno, pageSize);
+                MethodHandle syncFileRange = linker.downcallHandle(libc.findOrThrow("sync_file_range"),
+                        FunctionDescriptor.of(jint, jint, jlong, jlong, jint));
+                MethodHandle posixFadvise = linker.downcallHandle(libc.findOrThrow("posix_fadvise"),
+                        FunctionDescriptor.of(jint, jint, jlong, jlong, jint));
+                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, syncFileRange, posixFadvise, callState, errno,
+                        pageSize);
             } catch (Throwable t) {
                 Warnings.warn("native calls are unavailable (" + t.getMessage() + ")");
                 warned = true;

@@ -49,6 +49,8 @@ public final class SafetensorsWriter implements TensorOutput {
     private final boolean fsync;
     private final java.util.function.IntPredicate writes;
     private final TensorOutput.FinishedFile finished;
+    /** Hand each shard's pages to the disk as they are written ({@link dev.moeport.io.WriteBehind}). */
+    private final boolean writeBehind;
     private final boolean standalone;
     /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
@@ -90,6 +92,7 @@ public final class SafetensorsWriter implements TensorOutput {
                     }
                     done += chunk;
                 }
+                shard.behind.written(base + offset, n);
             } catch (IOException e) {
                 throw writeFailure(e);
             }
@@ -112,6 +115,7 @@ public final class SafetensorsWriter implements TensorOutput {
         final AtomicLong remaining;
         final long length;
         final dev.moeport.io.WrittenCrc crc = new dev.moeport.io.WrittenCrc();
+        dev.moeport.io.WriteBehind behind = dev.moeport.io.WriteBehind.NONE;
         boolean done;
 
         Open(Path partial, Path target, FileChannel channel, long length, long bytes) {
@@ -123,8 +127,9 @@ public final class SafetensorsWriter implements TensorOutput {
         }
     }
 
-    private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync, java.util.function.IntPredicate writes,
+    private SafetensorsWriter(Path dir, ShardLayout layout, boolean fsync, boolean writeBehind, java.util.function.IntPredicate writes,
             TensorOutput.FinishedFile finished, boolean standalone) {
+        this.writeBehind = writeBehind;
         this.dir = dir;
         this.layout = layout;
         this.fsync = fsync;
@@ -141,7 +146,7 @@ public final class SafetensorsWriter implements TensorOutput {
      *     only a killed process; costs a full write-back)
      */
     public static SafetensorsWriter create(Path dir, ShardLayout layout, boolean fsync) {
-        return create(dir, layout, shard -> true, fsync, (file, crc) -> { }, true);
+        return create(dir, layout, shard -> true, fsync, false, (file, crc) -> { }, true);
     }
 
     /**
@@ -151,8 +156,8 @@ public final class SafetensorsWriter implements TensorOutput {
      * writes the index too (otherwise {@link #writeIndexFiles()} does, when the caller wants).
      */
     public static SafetensorsWriter create(Path dir, ShardLayout layout, java.util.function.IntPredicate writes, boolean fsync,
-            TensorOutput.FinishedFile finished, boolean standalone) {
-        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync, writes, finished, standalone);
+            boolean writeBehind, TensorOutput.FinishedFile finished, boolean standalone) {
+        SafetensorsWriter writer = new SafetensorsWriter(dir, layout, fsync, writeBehind, writes, finished, standalone);
         try {
             for (int k = 0; k < layout.shards().size(); k++) {
                 if (writes.test(k)) {
@@ -177,6 +182,9 @@ public final class SafetensorsWriter implements TensorOutput {
             Open open = new Open(partial, target, channel, dataStart + shard.dataBytes(), shard.dataBytes());
             openShards.put(shard.fileName(), open);
             NativeIO.reserve(partial, dataStart + shard.dataBytes());
+            if (writeBehind) {
+                open.behind = dev.moeport.io.WriteBehind.of(partial);
+            }
             ByteBuffer head = ByteBuffer.allocate((int) dataStart).order(java.nio.ByteOrder.LITTLE_ENDIAN);
             head.putLong(header.length).put(header).flip();
             open.crc.record(0, head);
@@ -215,6 +223,7 @@ public final class SafetensorsWriter implements TensorOutput {
                 if (fsync) {
                     open.channel.force(true);
                 }
+                open.behind.close();
                 open.channel.close();
                 Files.move(open.partial, open.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } catch (IOException e) {
@@ -336,6 +345,7 @@ public final class SafetensorsWriter implements TensorOutput {
                     if (open.done) {
                         continue; // finished files stay: a resumed run reuses them
                     }
+                    open.behind.close();
                     open.channel.close();
                     Files.deleteIfExists(open.partial);
                 } catch (IOException ignored) {

@@ -71,6 +71,7 @@ public final class TorchDistWriter implements TensorOutput {
         FileChannel channel;
         long length;
         final dev.moeport.io.WrittenCrc crc = new dev.moeport.io.WrittenCrc();
+        dev.moeport.io.WriteBehind behind = dev.moeport.io.WriteBehind.NONE;
         /** Tensor bytes not yet written; the file is finished when none are left. */
         final java.util.concurrent.atomic.AtomicLong remaining = new java.util.concurrent.atomic.AtomicLong();
         boolean done;
@@ -203,7 +204,7 @@ public final class TorchDistWriter implements TensorOutput {
      * renamed into place.
      */
     public static TorchDistWriter create(Path out, ShardLayout layout, Naming naming, java.util.function.IntPredicate writes, boolean fsync,
-            TensorOutput.FinishedFile finished) {
+            boolean writeBehind, TensorOutput.FinishedFile finished) {
         TorchDistWriter writer = new TorchDistWriter(out, fsync, finished);
         try {
             Files.createDirectories(writer.dir);
@@ -217,6 +218,9 @@ public final class TorchDistWriter implements TensorOutput {
                 f.channel = FileChannel.open(f.partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                         StandardOpenOption.READ, StandardOpenOption.WRITE);
                 NativeIO.reserve(f.partial, f.length);
+                if (writeBehind) {
+                    f.behind = dev.moeport.io.WriteBehind.of(f.partial);
+                }
                 if (f.channel.size() < f.length) {
                     f.channel.write(ByteBuffer.allocate(1), f.length - 1);
                 }
@@ -414,6 +418,7 @@ public final class TorchDistWriter implements TensorOutput {
                 if (fsync) {
                     f.channel.force(true);
                 }
+                f.behind.close();
                 f.channel.close();
                 Files.move(f.partial, f.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             } catch (IOException e) {
@@ -426,10 +431,12 @@ public final class TorchDistWriter implements TensorOutput {
 
     private void write(DataFile file, long position, ByteBuffer buffer) {
         file.crc.record(position, buffer);
+        long start = position;
         try {
             while (buffer.hasRemaining()) {
                 position += file.channel.write(buffer, position);
             }
+            file.behind.written(start, position - start);
         } catch (IOException e) {
             throw new MoeportException(file.target + ": cannot write (" + IoErrors.why(e) + ")", e);
         }
@@ -541,6 +548,7 @@ public final class TorchDistWriter implements TensorOutput {
                     continue; // another part's, or finished: a resumed run reuses it
                 }
                 try {
+                    f.behind.close();
                     f.channel.close();
                     Files.deleteIfExists(f.partial);
                 } catch (IOException ignored) {
