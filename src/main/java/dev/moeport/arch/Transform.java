@@ -388,18 +388,8 @@ public sealed interface Transform {
 
         /** Rows {@code [start, start + count)} of the rows {@code slices} hold one after the other. */
         private static List<Piece> rowRange(List<Tensor> slices, long start, long count) {
-            List<Piece> pieces = new ArrayList<>();
-            long at = 0;
-            for (Tensor s : slices) {
-                long n = s.shape().dim(0);
-                long from = Math.max(start, at);
-                long to = Math.min(start + count, at + n);
-                if (from < to) {
-                    pieces.add(rows(s, from - at, to - from));
-                }
-                at += n;
-            }
-            return pieces;
+            return dev.moeport.tensor.RowConcatenation.rowRange(slices, start, count, Transform::rangeName).stream()
+                    .map(t -> (Piece) new Piece.Source(t)).toList();
         }
     }
 
@@ -418,7 +408,11 @@ public sealed interface Transform {
     }
 
     private static Piece rows(Tensor t, long start, long count) {
-        return new Piece.Source(t.narrow(start, count, t.name() + "[" + start + ":" + (start + count) + "]"));
+        return new Piece.Source(t.narrow(start, count, rangeName(t, start, count)));
+    }
+
+    private static String rangeName(Tensor t, long start, long count) {
+        return t.name() + "[" + start + ":" + (start + count) + "]";
     }
 
     private static void expectRows(Tensor t, long rows, ModelConfig config) {

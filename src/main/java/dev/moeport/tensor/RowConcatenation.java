@@ -48,6 +48,18 @@ public record RowConcatenation(String name, List<Tensor> parts) implements Tenso
         if (count == 0) {
             return parts.getFirst().narrow(0, 0, newName);
         }
+        List<Tensor> spanned = rowRange(parts, start, count, (part, from, n) -> newName);
+        return spanned.size() == 1 ? spanned.getFirst() : new RowConcatenation(newName, spanned);
+    }
+
+    /** The name of rows {@code [start, start + count)} of a part. */
+    @FunctionalInterface
+    public interface RangeName {
+        String of(Tensor part, long start, long count);
+    }
+
+    /** Rows {@code [start, start + count)} of the rows {@code parts} hold one after the other: row ranges of the parts, in order. */
+    public static List<Tensor> rowRange(List<Tensor> parts, long start, long count, RangeName name) {
         List<Tensor> spanned = new ArrayList<>();
         long at = 0;
         for (Tensor p : parts) {
@@ -55,11 +67,11 @@ public record RowConcatenation(String name, List<Tensor> parts) implements Tenso
             long from = Math.max(start, at);
             long to = Math.min(start + count, at + n);
             if (from < to) {
-                spanned.add(p.narrow(from - at, to - from, newName));
+                spanned.add(p.narrow(from - at, to - from, name.of(p, from - at, to - from)));
             }
             at += n;
         }
-        return spanned.size() == 1 ? spanned.getFirst() : new RowConcatenation(newName, spanned);
+        return spanned;
     }
 
     @Override
