@@ -17,6 +17,8 @@ LOGITS.safetensors are compared with transformers' fp32 logits of HF_DIR: max |d
 expert_bias stays fp32, as Megatron keeps it). Exit status 1 when max |delta| > --tolerance (1e-4).
 """
 import argparse
+import contextlib
+import copy
 import glob
 import json
 import os
@@ -155,9 +157,31 @@ def transformer_config(hf, args):
             no_rope_freq=nope if any(nope) else None,
         )
     if arch in ("qwen3_next", "qwen3_5_moe_text"):
-        raise SystemExit(f"megatron_check: {arch}'s Gated DeltaNet layers need Transformer Engine and flash-linear-attention "
-                         "(megatron/core/ssm/gated_delta_net/common.py raises ImportError without fla; "
-                         "experimental_attention_variant_module_specs.py supports the transformer_engine backend only)")
+        # Megatron-Bridge qwen/qwen3_next_bridge.py and qwen/qwen35_bridge.py (provider_bridge): Gated DeltaNet layers
+        # where layer_types says linear_attention, gated attention, zero-centered norms, a shared expert with its
+        # sigmoid gate, per-layer checkpoint keys.
+        sparse = [0 if (i in hf.get("mlp_only_layers", []) or (i + 1) % hf.get("decoder_sparse_step", 1))
+                  else 1 for i in range(layers)]
+        return TransformerConfig(
+            **common,
+            qk_layernorm=True,
+            moe_layer_freq=1 if all(sparse) else sparse,
+            moe_router_pre_softmax=False,
+            moe_shared_expert_intermediate_size=hf["shared_expert_intermediate_size"],
+            moe_shared_expert_gate=True,
+            layernorm_zero_centered_gamma=True,
+            attention_output_gate=True,
+            experimental_attention_variant="gated_delta_net",
+            linear_attention_freq=[1 if t == "linear_attention" else 0 for t in hf["layer_types"]],
+            linear_conv_kernel_dim=hf["linear_conv_kernel_dim"],
+            linear_key_head_dim=hf["linear_key_head_dim"],
+            linear_value_head_dim=hf["linear_value_head_dim"],
+            linear_num_key_heads=hf["linear_num_key_heads"],
+            linear_num_value_heads=hf["linear_num_value_heads"],
+            hetereogenous_dist_checkpoint=True,
+            # GDN's torch-native conv1d and Megatron's own torch_chunk_gated_delta_rule (gdn.py), not FLA's kernels
+            deterministic_mode=True,
+        )
     if arch == "ernie4_5_moe":
         raise SystemExit("megatron_check: ERNIE 4.5 picks experts by softmax score plus the expert bias (transformers' "
                          "Ernie4_5_MoeTopKRouter); Megatron-Core's expert bias needs sigmoid or sqrtsoftplus scores "
@@ -179,6 +203,75 @@ class FullWidthRMSNorm(torch.nn.Module):
         flat = x.reshape(*x.shape[:-2], -1).float()
         flat = flat * torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + self.eps)
         return (flat * self.weight).to(x.dtype).view_as(x)
+
+
+class ZeroCenteredRMSNorm(torch.nn.Module):
+    """RMSNorm whose weight is stored minus one, x / rms(x) * (1 + weight) in fp32: Transformer Engine's RMSNorm with
+    zero_centered_gamma, which Qwen3-Next's and Qwen3.5's configs ask for (layernorm_zero_centered_gamma). The local
+    spec's torch norm refuses it (torch_norm.py, WrappedTorchNorm); this one holds the same single weight."""
+
+    def __init__(self, config=None, hidden_size=None, eps=1e-6, **_):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(hidden_size))
+        self.eps = eps
+
+    def forward(self, x):
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * (1.0 + self.weight.float())).to(x.dtype)
+
+
+def l2norm(x, dim=-1, eps=1e-6):
+    """x / sqrt(sum(x^2) + eps) over the last axis in fp32, as flash-linear-attention's l2norm and transformers'
+    torch fallback (l2norm in modeling_qwen3_next.py) compute it."""
+    y = x.float()
+    return (y * torch.rsqrt(y.pow(2).sum(dim, keepdim=True) + eps)).to(x.dtype)
+
+
+def without_flash_linear_attention():
+    """Gated DeltaNet without flash-linear-attention (FLA): with config.deterministic_mode GatedDeltaNet runs
+    torch's conv1d and Megatron-Core's own torch_chunk_gated_delta_rule (ssm/gated_delta_net/gdn.py); FLA's l2norm
+    of q and k is the one kernel left, so it alone is stubbed (by the formula above), and common.py's HAVE_FLA,
+    which refuses to build the module without FLA, is set. Nothing else of Megatron-Core is replaced."""
+    from megatron.core.ssm.gated_delta_net import common, gdn
+
+    common.HAVE_FLA = True
+    common.l2norm = l2norm
+    gdn.l2norm = l2norm  # gdn.py imported the name from common.py
+
+
+def gated_delta_net_layer_specs(config):
+    """Qwen3-Next's and Qwen3.5's layers with Megatron-Core's local modules: the local GPT layer spec, with
+    GatedDeltaNet (local linears, as Megatron-Core's own local hybrid spec builds it:
+    post_training/modelopt/hybrid/model_specs.py, gdn_layer) where linear_attention_freq says so, and zero-centered
+    norms everywhere. The GDN layer's pre-norm is keyed self_attention.in_proj.layer_norm_weight, the Transformer
+    Engine name (that spec's sharded_state_dict_keys_map); Megatron-Core's own builder of these layers
+    (experimental_attention_variant_module_specs.py) supports Transformer Engine only."""
+    from megatron.core.models.gpt.experimental_attention_variant_module_specs import (
+        get_linear_attention_pattern, get_moe_layer_pattern)
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.ssm.gated_delta_net import GatedDeltaNet, GatedDeltaNetSubmodules
+    from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
+    from megatron.core.transformer.spec_utils import ModuleSpec
+
+    without_flash_linear_attention()
+    specs = []
+    for linear, moe in zip(get_linear_attention_pattern(config), get_moe_layer_pattern(config)):
+        layer = get_gpt_layer_local_spec(num_experts=config.num_moe_experts if moe else None, moe_grouped_gemm=False,
+                                         qk_layernorm=True, normalization="RMSNorm")
+        layer = copy.deepcopy(layer)
+        sub = layer.submodules
+        sub.input_layernorm = sub.pre_mlp_layernorm = ZeroCenteredRMSNorm
+        if linear:
+            sub.self_attention = ModuleSpec(module=GatedDeltaNet, submodules=GatedDeltaNetSubmodules(
+                in_proj=ColumnParallelLinear, out_norm=ZeroCenteredRMSNorm, out_proj=RowParallelLinear))
+            sub.sharded_state_dict_keys_map = {**sub.sharded_state_dict_keys_map,
+                                               "input_layernorm.": "self_attention.in_proj.layer_norm_"}
+        else:
+            attention = sub.self_attention.submodules
+            attention.q_layernorm = attention.k_layernorm = ZeroCenteredRMSNorm
+        specs.append(layer)
+    return specs
 
 
 class EagerAttention(torch.nn.Module):
@@ -208,8 +301,12 @@ def build_model(hf, config):
 
     from megatron.core.transformer.spec_utils import ModuleSpec
 
-    spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False, normalization="RMSNorm",
-                                      qk_l2_norm=config.qk_l2_norm)
+    if config.experimental_attention_variant is not None:
+        from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+        spec = TransformerBlockSubmodules(layer_specs=gated_delta_net_layer_specs(config), layer_norm=ZeroCenteredRMSNorm)
+    else:
+        spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False, normalization="RMSNorm",
+                                          qk_l2_norm=config.qk_l2_norm)
     if config.multi_latent_attention:
         for layer in spec.layer_specs:
             layer.submodules.self_attention.submodules.core_attention = EagerAttention
@@ -300,7 +397,35 @@ class _CudaOnCpu:
         return torch.device("cpu")
 
     def __getattr__(self, name):
+        if not torch.cuda.is_available():
+            # A CPU-only PyTorch (not the GPU machine's) has no streams or events; work on the host is in order.
+            if name in ("Stream", "Event", "current_stream"):
+                return lambda *_, **__: _HOST_STREAM
+            if name == "stream":
+                return lambda *_, **__: contextlib.nullcontext()
         return getattr(torch.cuda, name)
+
+
+class _HostStream:
+    """The CUDA stream and event calls of Megatron-Core's MoE layer, as no-ops."""
+
+    def wait_stream(self, *_):
+        pass
+
+    def wait_event(self, *_):
+        pass
+
+    def record(self, *_):
+        pass
+
+    def record_event(self, *_):
+        return self
+
+    def synchronize(self):
+        pass
+
+
+_HOST_STREAM = _HostStream()
 
 
 class _TorchOnCpu:
@@ -316,6 +441,7 @@ def compute_on_cpu():
     import megatron.core.models.gpt.gpt_model  # noqa: F401  (everything the model uses, imported first)
     import megatron.core.transformer.moe.token_dispatcher  # noqa: F401
     import megatron.core.transformer.multi_latent_attention  # noqa: F401
+    import megatron.core.ssm.gated_delta_net.gdn  # noqa: F401
 
     # The alltoall dispatcher turns its split sizes into host arrays only when they come from a GPU.
     from megatron.core.transformer.moe import token_dispatcher
@@ -344,7 +470,9 @@ def main():
 
     mpu.initialize_model_parallel(tensor_model_parallel_size=args.tp, expert_model_parallel_size=args.ep,
                                   expert_tensor_parallel_size=1)
-    model_parallel_cuda_manual_seed(1234)
+    # Every weight comes from the checkpoint: with a CPU-only PyTorch, Megatron's no-op (inference) RNG tracker stands
+    # in for the CUDA generator states it cannot create.
+    model_parallel_cuda_manual_seed(1234, inference_rng_tracker=not torch.cuda.is_available())
     compute_on_cpu()
     hf = json.load(open(os.path.join(args.hf, "config.json")))
     model = build_model(hf, transformer_config(hf, args)).eval()
