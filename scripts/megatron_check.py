@@ -54,7 +54,7 @@ def transformer_config(hf, args):
         hidden_size=hf["hidden_size"],
         num_attention_heads=hf["num_attention_heads"],
         num_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        ffn_hidden_size=hf["intermediate_size"],
+        ffn_hidden_size=hf.get("intermediate_size") or hf["moe_intermediate_size"],  # Qwen3.5 MoE: no dense layer
         normalization="RMSNorm",
         layernorm_epsilon=hf["rms_norm_eps"],
         gated_linear_unit=True,
@@ -403,6 +403,8 @@ class _CudaOnCpu:
                 return lambda *_, **__: _HOST_STREAM
             if name == "stream":
                 return lambda *_, **__: contextlib.nullcontext()
+            if name == "synchronize":
+                return lambda *_, **__: None
         return getattr(torch.cuda, name)
 
 
@@ -442,6 +444,8 @@ def compute_on_cpu():
     import megatron.core.transformer.moe.token_dispatcher  # noqa: F401
     import megatron.core.transformer.multi_latent_attention  # noqa: F401
     import megatron.core.ssm.gated_delta_net.gdn  # noqa: F401
+    import megatron.core.dist_checkpointing.strategies.filesystem_async  # noqa: F401  (what dist_checkpointing.save
+    import megatron.core.dist_checkpointing.strategies.state_dict_saver  # noqa: F401   imports when it runs)
 
     # The alltoall dispatcher turns its split sizes into host arrays only when they come from a GPU.
     from megatron.core.transformer.moe import token_dispatcher

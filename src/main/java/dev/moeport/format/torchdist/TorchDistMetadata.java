@@ -57,6 +57,11 @@ record TorchDistMetadata(SequencedMap<String, Entry> entries, Map<ChunkKey, Stor
                 "TensorProperties", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")) {
             s.add(new Global(DCP, name));
         }
+        // Megatron-Core keeps every rank's save plan in the metadata (all_local_plans, state_dict_saver.py) when it
+        // plans the save decentralized, as it did with PyTorch 2.13; parsed like the rest, then dropped.
+        for (String name : List.of("SavePlan", "WriteItem", "WriteItemType", "TensorWriteData")) {
+            s.add(new Global("torch.distributed.checkpoint.planner", name));
+        }
         s.add(new Global("megatron.core.dist_checkpointing.strategies.torch", "MCoreMetadata"));
         s.add(new Global("torch.distributed.checkpoint.filesystem", "_StorageInfo"));
         s.add(new Global("torch", "Size"));
