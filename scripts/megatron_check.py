@@ -48,7 +48,7 @@ def transformer_config(hf, args):
     from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
     arch = hf["model_type"]
-    layers = hf["num_hidden_layers"]
+    layers = hf.get("num_hidden_layers") or len(hf["layers_block_type"])  # NemotronH: one per block
     common = dict(
         num_layers=layers,
         hidden_size=hf["hidden_size"],
@@ -56,7 +56,7 @@ def transformer_config(hf, args):
         num_query_groups=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         ffn_hidden_size=hf.get("intermediate_size") or hf["moe_intermediate_size"],  # Qwen3.5 MoE: no dense layer
         normalization="RMSNorm",
-        layernorm_epsilon=hf["rms_norm_eps"],
+        layernorm_epsilon=hf.get("rms_norm_eps") or hf["layer_norm_epsilon"],
         gated_linear_unit=True,
         activation_func=F.silu,
         add_bias_linear=False,
@@ -182,6 +182,26 @@ def transformer_config(hf, args):
             # GDN's torch-native conv1d and Megatron's own torch_chunk_gated_delta_rule (gdn.py), not FLA's kernels
             deterministic_mode=True,
         )
+    if arch == "nemotron_h":
+        # Megatron-Bridge nemotronh/nemotron_h_bridge.py (provider_bridge, CONFIG_MAPPING): a hybrid model of Mamba,
+        # attention without position embedding, squared-ReLU MLPs and MoE with a sigmoid router and expert bias.
+        from megatron.core.activations import squared_relu
+        common.update(gated_linear_unit=False, activation_func=squared_relu,
+                      moe_ffn_hidden_size=hf["moe_intermediate_size"])
+        return TransformerConfig(
+            **common,
+            is_hybrid_model=True,
+            mamba_num_heads=hf["mamba_num_heads"],
+            mamba_head_dim=hf["mamba_head_dim"],
+            mamba_num_groups=hf["n_groups"],
+            mamba_state_dim=hf["ssm_state_size"],
+            use_mamba_mem_eff_path=False,  # the unfused path: torch's conv1d, then the scan (see with_torch_mamba_ssm)
+            moe_shared_expert_intermediate_size=hf["moe_shared_expert_intermediate_size"],
+            moe_router_score_function="sigmoid",
+            moe_router_enable_expert_bias=True,
+            moe_router_bias_update_rate=0.0,
+            moe_router_topk_scaling_factor=hf.get("routed_scaling_factor"),
+        )
     if arch == "ernie4_5_moe":
         raise SystemExit("megatron_check: ERNIE 4.5 picks experts by softmax score plus the expert bias (transformers' "
                          "Ernie4_5_MoeTopKRouter); Megatron-Core's expert bias needs sigmoid or sqrtsoftplus scores "
@@ -274,6 +294,110 @@ def gated_delta_net_layer_specs(config):
     return specs
 
 
+class GatedGroupRMSNorm(torch.nn.Module):
+    """Mamba's output norm without mamba_ssm's triton kernel (layernorm_gated.RMSNorm, norm_before_gate False as
+    MambaMixer requires): x * silu(z), RMS-normalized per group of group_size channels, times the weight. It takes
+    the place of mamba_ssm's RMSNorm, from which MambaMixer's ExtendedRMSNorm derives (see with_torch_mamba_ssm)."""
+
+    def __init__(self, hidden_size, eps=1e-5, group_size=None, norm_before_gate=False, device=None, dtype=None):
+        super().__init__()
+        assert not norm_before_gate
+        self.weight = torch.nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        self.eps = eps
+        self.group_size = group_size or hidden_size
+
+    def forward(self, x, z=None):
+        y = x.float()
+        if z is not None:
+            y = y * F.silu(z.float())
+        groups = y.unflatten(-1, (-1, self.group_size))
+        groups = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (groups.flatten(-2) * self.weight.float()).to(x.dtype)
+
+
+def ssd_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
+             return_final_states=False, initial_states=None, **_):
+    """mamba_ssm's mamba_chunk_scan_combined as the plain recurrence it computes in chunks, in fp32:
+    h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T, y_t = h_t C_t + D x_t (x [b, l, heads, p], B and C [b, l, groups, n])."""
+    assert z is None and not return_final_states and initial_states is None
+    heads = x.shape[2]
+    dt = dt.float() + (dt_bias.float() if dt_bias is not None else 0.0)
+    dt = F.softplus(dt) if dt_softplus else dt
+    B = B.float().repeat_interleave(heads // B.shape[2], dim=2)
+    C = C.float().repeat_interleave(heads // C.shape[2], dim=2)
+    xf = x.float()
+    state = torch.zeros(x.shape[0], heads, x.shape[3], B.shape[3])
+    ys = []
+    for t in range(x.shape[1]):
+        state = state * torch.exp(dt[:, t] * A)[..., None, None] + (dt[:, t, :, None] * xf[:, t])[..., None] * B[:, t, :, None, :]
+        y = (state * C[:, t, :, None, :]).sum(-1)
+        ys.append(y + (D.float()[:, None] * xf[:, t] if D is not None else 0.0))
+    return torch.stack(ys, dim=1).to(x.dtype)
+
+
+def with_torch_mamba_ssm():
+    """Megatron-Core's MambaMixer without mamba_ssm (CUDA/triton kernels): use_mamba_mem_eff_path False takes its
+    unfused path, where torch's conv1d runs when causal_conv1d is absent (mamba_mixer.py _static_prefill). The two
+    mamba_ssm kernels left, the scan and the gated norm, are the torch functions above, handed to mamba_mixer.py's
+    own import of mamba_ssm by stand-in modules that exist only while it imports (so that its ExtendedRMSNorm, with
+    its sharded_state_dict, derives from the norm above as it would from mamba_ssm's). Call before anything imports
+    megatron.core.ssm.mamba_mixer."""
+    import types
+
+    def fused_path(*_, **__):
+        raise RuntimeError("megatron_check: the fused Mamba path needs mamba_ssm; use_mamba_mem_eff_path is off")
+
+    kernels = {"mamba_ssm.ops.triton.layernorm_gated": {"RMSNorm": GatedGroupRMSNorm},
+               "mamba_ssm.ops.triton.ssd_combined": {"mamba_chunk_scan_combined": ssd_scan,
+                                                     "mamba_split_conv1d_scan_combined": fused_path}}
+    names = ["mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.triton", *kernels]
+    assert "megatron.core.ssm.mamba_mixer" not in sys.modules and not any(n in sys.modules for n in names)
+    for name in names:
+        module = types.ModuleType(name)
+        module.__dict__.update(kernels.get(name, {}))
+        sys.modules[name] = module
+    try:
+        import megatron.core.ssm.mamba_mixer  # noqa: F401
+    finally:
+        for name in names:
+            del sys.modules[name]
+
+
+# transformers' NemotronH layer kinds (layers_block_type) as Megatron-Core's hybrid layer pattern symbols
+# (models/hybrid/hybrid_layer_allocation.py, Symbols).
+HYBRID_SYMBOLS = {"mamba": "M", "linear_attention": "M", "attention": "*", "full_attention": "*", "mlp": "-", "moe": "E"}
+
+
+def build_hybrid_model(hf, config):
+    """NemotronH as Megatron-Core's HybridModel with its local hybrid spec (post_training/modelopt/hybrid/
+    model_specs.py, remap_te_layernorm: norms keyed by their Transformer Engine names, as moeport writes them). That
+    spec's norms and the stack's final norm are Transformer Engine's; Megatron-Core's torch norm (WrappedTorchNorm,
+    the same single weight) takes their place."""
+    from megatron.core.models.hybrid import hybrid_block
+    from megatron.core.models.hybrid.hybrid_model import HybridModel
+    from megatron.core.post_training.modelopt.hybrid.model_specs import get_hybrid_stack_modelopt_spec
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+
+    spec = get_hybrid_stack_modelopt_spec(local_core_attention=True, remap_te_layernorm=True)
+    layers = spec.submodules
+    layers.mamba_layer.submodules.norm = WrappedTorchNorm
+    layers.attention_layer.submodules.input_layernorm = WrappedTorchNorm
+    layers.mlp_layer.submodules.pre_mlp_layernorm = WrappedTorchNorm
+    layers.moe_layer.submodules.pre_mlp_layernorm = WrappedTorchNorm
+    hybrid_block.TENorm = WrappedTorchNorm
+    kinds = hf.get("layers_block_type") or list(hf["hybrid_override_pattern"])
+    return HybridModel(
+        config=config,
+        hybrid_stack_spec=spec,
+        vocab_size=hf["vocab_size"],
+        max_sequence_length=hf.get("max_position_embeddings", 4096),
+        hybrid_layer_pattern="".join(HYBRID_SYMBOLS.get(k, k) for k in kinds),
+        position_embedding_type="none",
+        share_embeddings_and_output_weights=bool(hf.get("tie_word_embeddings", False)),
+        parallel_output=False,
+    )
+
+
 class EagerAttention(torch.nn.Module):
     """Softmax attention with keys and values of their own widths, for MLA: Megatron-Core's local
     DotProductAttention takes one width only (MLA's core attention is Transformer Engine's). It holds no
@@ -296,6 +420,8 @@ class EagerAttention(torch.nn.Module):
 
 
 def build_model(hf, config):
+    if config.is_hybrid_model:
+        return build_hybrid_model(hf, config)
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
     from megatron.core.models.gpt.gpt_model import GPTModel
 
@@ -444,6 +570,8 @@ def compute_on_cpu():
     import megatron.core.transformer.moe.token_dispatcher  # noqa: F401
     import megatron.core.transformer.multi_latent_attention  # noqa: F401
     import megatron.core.ssm.gated_delta_net.gdn  # noqa: F401
+    import megatron.core.ssm.mamba_mixer  # noqa: F401
+    import megatron.core.models.hybrid.hybrid_model  # noqa: F401
     import megatron.core.dist_checkpointing.strategies.filesystem_async  # noqa: F401  (what dist_checkpointing.save
     import megatron.core.dist_checkpointing.strategies.state_dict_saver  # noqa: F401   imports when it runs)
 
@@ -477,8 +605,10 @@ def main():
     # Every weight comes from the checkpoint: with a CPU-only PyTorch, Megatron's no-op (inference) RNG tracker stands
     # in for the CUDA generator states it cannot create.
     model_parallel_cuda_manual_seed(1234, inference_rng_tracker=not torch.cuda.is_available())
-    compute_on_cpu()
     hf = json.load(open(os.path.join(args.hf, "config.json")))
+    if hf["model_type"] == "nemotron_h":
+        with_torch_mamba_ssm()
+    compute_on_cpu()
     model = build_model(hf, transformer_config(hf, args)).eval()
     if args.load:
         load_dist(model, args.load)
