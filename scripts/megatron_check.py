@@ -482,8 +482,8 @@ def load_plain_state_dict(model, folder):
     report_keys(result.missing_keys, result.unexpected_keys)
 
 
-def report_keys(missing, unexpected):
-    missing = [k for k in missing if not k.endswith("_extra_state")]
+def report_keys(missing, unexpected, optional_extra_state=True):
+    missing = [k for k in missing if not (optional_extra_state and k.endswith("_extra_state"))]
     if missing or unexpected:
         print(f"megatron_check: missing {missing} unexpected {unexpected}", flush=True)
         raise SystemExit(1)
@@ -499,15 +499,18 @@ def sharded_state_dict(model):
 
 def load_dist(model, folder):
     from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
 
     tracker = os.path.join(folder, "latest_checkpointed_iteration.txt")
     if os.path.exists(tracker):
         it = open(tracker).read().strip()
         folder = os.path.join(folder, "release" if it == "release" else f"iter_{int(it):07d}")
     sd = sharded_state_dict(model)
-    # What moeport writes holds weights only: the local linears' _extra_state (empty) is not needed.
-    sd = {k: v for k, v in sd.items() if not k.endswith("_extra_state")}
-    loaded = dist_checkpointing.load(sd, folder)
+    # Strict both ways: every key the model asks for, the linears' (empty) _extra_state included, is in the
+    # checkpoint, and the checkpoint holds nothing else. Megatron's words (dist_checkpointing/validation.py):
+    # "missing" is in the checkpoint but not asked for, "unexpected" the reverse.
+    loaded, not_asked, absent = dist_checkpointing.load(sd, folder, strict=StrictHandling.RETURN_ALL)
+    report_keys(sorted(absent), sorted(not_asked), optional_extra_state=False)
     # The common state (checkpoint_version, iteration) comes back beside the weights; it is Megatron-LM's, not the model's.
     common = dist_checkpointing.load_common_state_dict(folder)
     result = model.load_state_dict({k: v for k, v in loaded.items() if k not in common}, strict=False)

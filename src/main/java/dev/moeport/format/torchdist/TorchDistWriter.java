@@ -177,7 +177,11 @@ public final class TorchDistWriter implements TensorOutput {
         public static Map<String, Long> linearsOf(Map<String, Shape> tensors) {
             Map<String, Long> linears = new LinkedHashMap<>();
             tensors.forEach((name, shape) -> {
-                if (name.matches(".*\\.linear_[a-z0-9_]+\\.weight")) {
+                // linear_*: attention and MLP; in_proj and out_proj: Mamba's and Gated DeltaNet's (mamba_mixer.py, gdn.py)
+                // output_layer: HybridModel (its stack's decoder.final_norm) saves it; GPTModel drops it
+                // (gpt_model.py sharded_state_dict, "output_layer._extra_state").
+                boolean hybridOutput = name.equals("output_layer.weight") && tensors.containsKey("decoder.final_norm.weight");
+                if (hybridOutput || name.matches(".*\\.(linear_[a-z0-9_]+|in_proj|out_proj)\\.weight")) {
                     String module = name.substring(0, name.length() - ".weight".length());
                     linears.put(module, MegatronKeys.isExpertStack(name) && shape.rank() == 3 ? shape.dim(0) : 0L);
                 }

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.moeport.cli.CliRun;
 import dev.moeport.tensor.DType;
 import dev.moeport.testing.Shared;
@@ -70,6 +72,88 @@ class TorchDistImportTest {
         assertEquals(describe(metadata(MEGATRON.resolve("mixtral_local_tp2ep2")), false), describe(metadata(mixtral.resolve("iter_0000000")), false));
     }
 
+    /**
+     * Gated DeltaNet's and Mamba's in_proj and conv1d, which Megatron-Core saves as one key per row section, each
+     * sharded by TP on its own: {@code megatron/core/ssm/gated_delta_net/gdn.py:50-58} (in_proj by query, key, value,
+     * z, beta, alpha), {@code gated_delta_net/common.py:561-568} (conv1d by query, key, value; no conv bias),
+     * {@code ssm/mamba_mixer.py:1406-1415} (in_proj by z, x, B, C, dt) and {@code 1464-1471} (conv1d weight and bias
+     * by x, B, C). The sections' sizes are computed here from config.json. moeport's import (one rank) holds each in
+     * one chunk; Megatron's own TP2 save of the same model holds the same keys and global shapes, in two chunks along
+     * the rows.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3_next:qwen3_next_local_tp2ep2", "nemotron_h_tiny:nemotron_h_tiny_local_tp2ep2"})
+    void splitSectionsHaveTheKeysShapesAndChunksMegatronCoreSaves(String pair) throws Exception {
+        String[] p = pair.split(":");
+        JsonNode config = new ObjectMapper().readTree(hf(p[0]).resolve("config.json").toFile());
+        Path out = CliRun.succeeding("import", "--in", hf(p[0]).toString(), "--out", tmp.resolve("i").toString(), "--megatron-spec", "local");
+        assertEquals(splitSections(config, 1), splitKeys(describe(metadata(out.resolve("iter_0000000")), true)));
+        assertEquals(splitSections(config, 2), splitKeys(describe(metadata(MEGATRON.resolve(p[1])), true)));
+        assertEquals(describe(metadata(MEGATRON.resolve(p[1])), false), describe(metadata(out.resolve("iter_0000000")), false));
+    }
+
+    private static Map<String, String> splitKeys(Map<String, String> described) {
+        Map<String, String> out = new TreeMap<>(described);
+        out.keySet().removeIf(k -> !k.matches(".*\\.(in_proj\\.weight|conv1d\\.weight|conv1d\\.bias)(\\..*)?"));
+        return out;
+    }
+
+    /** The split keys of every Gated DeltaNet or Mamba layer, described as {@link #describe} does, at tensor parallelism {@code tp}. */
+    private static Map<String, String> splitSections(JsonNode c, int tp) {
+        Map<String, String> out = new TreeMap<>();
+        int hidden = c.get("hidden_size").asInt();
+        boolean mamba = c.has("layers_block_type");
+        JsonNode kinds = mamba ? c.get("layers_block_type") : c.get("layer_types");
+        for (int layer = 0; layer < kinds.size(); layer++) {
+            String kind = kinds.get(layer).asText();
+            if (!kind.equals("linear_attention") && !kind.equals("mamba")) {
+                continue;
+            }
+            Map<String, Long> inProj = new java.util.LinkedHashMap<>();
+            Map<String, Long> conv = new java.util.LinkedHashMap<>();
+            String prefix;
+            int kernel;
+            if (mamba) {
+                prefix = "decoder.layers." + layer + ".mixer.";
+                long heads = c.get("mamba_num_heads").asLong();
+                long inner = heads * c.get("mamba_head_dim").asLong();
+                long groupStates = c.get("n_groups").asLong() * c.get("ssm_state_size").asLong();
+                inProj.putAll(Map.of("z", inner, "x", inner, "B", groupStates, "C", groupStates, "dt", heads));
+                conv.putAll(Map.of("x", inner, "B", groupStates, "C", groupStates));
+                kernel = c.get("conv_kernel").asInt();
+            } else {
+                prefix = "decoder.layers." + layer + ".self_attention.";
+                long qk = c.get("linear_num_key_heads").asLong() * c.get("linear_key_head_dim").asLong();
+                long valueHeads = c.get("linear_num_value_heads").asLong();
+                long v = valueHeads * c.get("linear_value_head_dim").asLong();
+                inProj.putAll(Map.of("query", qk, "key", qk, "value", v, "z", v, "beta", valueHeads, "alpha", valueHeads));
+                conv.putAll(Map.of("query", qk, "key", qk, "value", v));
+                kernel = c.get("linear_conv_kernel_dim").asInt();
+            }
+            inProj.forEach((name, rows) -> out.put(prefix + "in_proj.weight." + name, rowChunks(new long[] {rows, hidden}, tp)));
+            conv.forEach((name, rows) -> {
+                out.put(prefix + "conv1d.weight." + name, rowChunks(new long[] {rows, 1, kernel}, tp));
+                if (mamba) { // use_conv_bias; Qwen3-Next's conv1d has none
+                    out.put(prefix + "conv1d.bias." + name, rowChunks(new long[] {rows}, tp));
+                }
+            });
+        }
+        return out;
+    }
+
+    /** A BF16 tensor of {@code size} in {@code tp} equal chunks along its rows, as {@link #describe} writes it. */
+    private static String rowChunks(long[] size, int tp) {
+        java.util.List<String> chunks = new java.util.ArrayList<>();
+        for (int rank = 0; rank < tp; rank++) {
+            long[] offsets = new long[size.length];
+            long[] sizes = size.clone();
+            sizes[0] = size[0] / tp;
+            offsets[0] = rank * sizes[0];
+            chunks.add(java.util.Arrays.toString(offsets) + java.util.Arrays.toString(sizes));
+        }
+        return DType.BF16 + java.util.Arrays.toString(size) + chunks.stream().sorted().toList();
+    }
+
     @Test
     void transformerEngineSpecNamesTheMoeLayersPreMlpNorm() throws Exception {
         Path out = CliRun.succeeding("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("q").toString());
@@ -93,7 +177,8 @@ class TorchDistImportTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3_moe_local_tp1:qwen3_moe", "mixtral_local_tp2ep2:mixtral"})
+    @ValueSource(strings = {"qwen3_moe_local_tp1:qwen3_moe", "mixtral_local_tp2ep2:mixtral", "qwen3_next_local_tp2ep2:qwen3_next",
+        "nemotron_h_tiny_local_tp2ep2:nemotron_h_tiny"})
     void checkpointsMegatronSavedExportToTheHfFolder(String pair) {
         String[] p = pair.split(":");
         Path back = CliRun.succeeding("export", "--in", MEGATRON.resolve(p[0]).toString(), "--hf-config", hf(p[1]).toString(), "--out", tmp.resolve("hf").toString());
