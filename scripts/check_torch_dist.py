@@ -7,7 +7,9 @@ TORCH_DIST_DIR is what `moeport import` writes (the tracker folder or its iter_*
 loaded with torch.distributed.checkpoint (no process group: single-process load into tensors allocated from the
 metadata), the common state with torch.load(weights_only=True) as Megatron-Core does. REFERENCE is a folder of
 safetensors under Megatron-Core names (`moeport import --ckpt-format safetensors --experts stacked`): each
-tensor must equal it, key for key (per-layer or layer-stacked keys, doubled `experts.experts.` names mapped).
+tensor must equal it, key for key (per-layer or layer-stacked keys, doubled `experts.experts.` names mapped, the
+local spec's norm names mapped to the Transformer Engine ones, Mamba's and Gated DeltaNet's split in_proj and conv1d
+keys joined in Megatron-Core's section order).
 Prints one line per problem and a summary; exit status 1 on any problem.
 """
 import glob
@@ -40,21 +42,44 @@ LOCAL_TO_TE = [
 
 
 def reference_tensor(ref, key, layer_count):
-    """The reference tensor of a checkpoint key: per-layer names stacked on a leading axis when the key is."""
+    """The reference tensor of a checkpoint key: a layer-stacked key [L, ...] is each layer's, resolved on its own."""
+    stacked = re.match(r"decoder\.layers\.(?!\d+\.)(.*)", key)
+    if stacked:
+        layers = [reference_tensor(ref, f"decoder.layers.{i}.{stacked.group(1)}", 0) for i in range(layer_count)]
+        return None if any(t is None for t in layers) else torch.stack(layers)
     for name in [key] + [key[: -len(a)] + b for a, b in LOCAL_TO_TE if key.endswith(a)]:
-        found = reference_named(ref, name.replace("experts.experts.", "experts."), layer_count)
-        if found is not None:
-            return found
+        name = name.replace("experts.experts.", "experts.")
+        if name in ref:
+            return ref[name]
     return None
 
 
-def reference_named(ref, name, layer_count):
-    if name in ref:
-        return ref[name]
-    m = re.match(r"decoder\.layers\.(.*)", name)
-    if m and not re.match(r"\d+\.", m.group(1)):
-        return torch.stack([ref[f"decoder.layers.{i}.{m.group(1)}"] for i in range(layer_count)])
-    return None
+# Megatron-Core saves these tensors as one key per row section, <name>.<section> (_split_tensor_factory):
+# ssm/mamba_mixer.py sharded_state_dict (in_proj z x B C dt; conv1d x B C) and
+# ssm/gated_delta_net/gdn.py in_proj_split_names, common.py sharded_state_dict (conv1d query key value).
+SECTIONS = {
+    "in_proj.weight": [["z", "x", "B", "C", "dt"], ["query", "key", "value", "z", "beta", "alpha"]],
+    "conv1d.weight": [["x", "B", "C"], ["query", "key", "value"]],
+    "conv1d.bias": [["x", "B", "C"], ["query", "key", "value"]],
+}
+
+
+def join_sections(tensors):
+    """The split keys of `tensors` joined back into one tensor each, its sections' rows in Megatron-Core's order."""
+    split = {}
+    for key in list(tensors):
+        m = re.match(r"(.*\.(" + "|".join(re.escape(n) for n in SECTIONS) + r"))\.(\w+)$", key)
+        if m:
+            split.setdefault((m.group(1), m.group(2)), {})[m.group(3)] = tensors.pop(key)
+    problems = []
+    for (base, name), parts in split.items():
+        order = next((o for o in SECTIONS[name] if set(o) == set(parts)), None)
+        if order is None:
+            problems.append(f"{base}: sections {sorted(parts)} are not Megatron-Core's")
+            continue
+        rows = 1 if re.match(r"decoder\.layers\.(?!\d+\.)", base) else 0  # a layer-stacked key: [L, rows, ...]
+        tensors[base] = torch.cat([parts[section] for section in order], dim=rows)
+    return problems
 
 
 def main():
@@ -84,6 +109,10 @@ def main():
     for f in sorted(glob.glob(os.path.join(reference, "*.safetensors"))):
         ref.update(load_file(f))
     layers = 1 + max((int(m.group(1)) for k in ref for m in [re.match(r"decoder\.layers\.(\d+)\.", k)] if m), default=-1)
+    split_problems = join_sections(tensors)
+    for p in split_problems:
+        print(p)
+    problems += len(split_problems)
     for key, t in tensors.items():
         expected = reference_tensor(ref, key, layers)
         if expected is None:
