@@ -1,20 +1,31 @@
 #!/usr/bin/env python3
-"""Loads Megatron-Core weights into Megatron-Core's own GPTModel and compares its forward pass with transformers.
+"""Loads Megatron-Core weights into Megatron-Core's own model and compares its forward pass with transformers.
 
 Run under `python3 -m torch.distributed.run --nproc-per-node N` with PYTHONPATH holding Megatron-LM's
-`megatron/` package (pure Python: megatron/core; no Transformer Engine, the local layer spec, gloo on CPU).
+`megatron/` package (pure Python: megatron/core; no Transformer Engine, the local layer spec, gloo on CPU;
+a CUDA or a CPU-only PyTorch).
 
     megatron_check.py --hf HF_DIR --logits LOGITS.safetensors
                       (--load TORCH_DIST_DIR | --state-dict MCORE_SAFETENSORS_DIR)
                       [--tp 2] [--ep 2] [--save DIR] [--save-dtype bf16|fp32]
 
---load reads a torch_dist checkpoint (a tracker folder or an iter_* folder) with
-`dist_checkpointing.load`, resharded to the model's TP/EP layout; --state-dict reads a plain Megatron-name
-safetensors folder (TP1/EP1 only, SequentialMLP experts, Transformer Engine norm names mapped to the local
-spec's modules). The model is built from HF_DIR's config.json in fp32; its logits on the input_ids of
-LOGITS.safetensors are compared with transformers' fp32 logits of HF_DIR: max |delta| and argmax agreement.
---save writes what the loaded model holds with `dist_checkpointing.save` (in --save-dtype; the router's
-expert_bias stays fp32, as Megatron keeps it). Exit status 1 when max |delta| > --tolerance (1e-4).
+    e.g. python3 -m torch.distributed.run --nproc-per-node 4 scripts/megatron_check.py \
+           --hf ../shared/fixtures/qwen3_next/hf --logits ../shared/fixtures/qwen3_next/logits.safetensors \
+           --load <moeport import --megatron-spec local> --tp 2 --ep 2
+
+--load reads a torch_dist checkpoint (a tracker folder or an iter_* folder) with `dist_checkpointing.load`,
+resharded to the model's TP/EP layout, strictly: the model's keys (the linears' _extra_state included) and
+the checkpoint's must be the same. --state-dict reads a plain Megatron-name safetensors folder (TP1/EP1 only,
+SequentialMLP experts, Transformer Engine norm names mapped to the local spec's modules). The model is built
+from HF_DIR's config.json in fp32: a GPTModel with the local spec, for Qwen3-Next and Qwen3.5 MoE with
+Megatron-Core's GatedDeltaNet (local linears, torch paths), for NemotronH a HybridModel with Megatron-Core's
+local hybrid spec. Where a third-party kernel is missing, a stand-in computes the same formula, and nothing
+else: flash-linear-attention's l2norm (Gated DeltaNet); mamba_ssm's chunked scan and gated RMSNorm (Mamba);
+Transformer Engine's RMSNorm (zero-centered for Qwen3-Next; Megatron's WrappedTorchNorm in the hybrid spec).
+Its logits on the input_ids of LOGITS.safetensors are compared with transformers' fp32 logits of HF_DIR:
+max |delta| and argmax agreement. --save writes what the loaded model holds with `dist_checkpointing.save`
+(in --save-dtype; the router's expert_bias stays fp32, as Megatron keeps it). Exit status 1 when
+max |delta| > --tolerance (1e-4), or when a key is missing or left over.
 """
 import argparse
 import contextlib
@@ -463,6 +474,11 @@ TE_TO_LOCAL = [
     (".mlp.linear_fc1.layer_norm_weight", ".pre_mlp_layernorm.weight"),
     (".self_attention.linear_q_up_proj.layer_norm_weight", ".self_attention.q_layernorm.weight"),
     (".self_attention.linear_kv_up_proj.layer_norm_weight", ".self_attention.kv_layernorm.weight"),
+    (".self_attention.in_proj.layer_norm_weight", ".input_layernorm.weight"),  # Gated DeltaNet
+    (".mixer.in_proj.layer_norm_weight", ".norm.weight"),  # Mamba
+    # MambaMixer holds its convolution as parameters of its own, saved as conv1d.* (mamba_mixer.py sharded_state_dict)
+    (".mixer.conv1d.weight", ".mixer.conv1d_weight"),
+    (".mixer.conv1d.bias", ".mixer.conv1d_bias"),
 ]
 
 
