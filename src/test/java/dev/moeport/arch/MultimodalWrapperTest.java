@@ -215,7 +215,10 @@ class MultimodalWrapperTest {
         }
     }
 
-    /** Qwen3.5's experts fused and back, in the wrapper as in the plain fixture; the vision tensors as they are. */
+    /**
+     * Qwen3.5's experts fused (as the published checkpoints hold them) and back, in the wrapper as in the plain fixture;
+     * the vision tensors as they are.
+     */
     @Test
     void convertFusesTheLanguageModelsExperts() throws Exception {
         Path wrapped = wrapper(QWEN3_5_MOE, "wrapped");
@@ -228,6 +231,12 @@ class MultimodalWrapperTest {
         }
         Path back = CliRun.succeeding("convert", "--experts", "per-expert", "--in", fused.toString(), "--out", tmp.resolve("back").toString());
         TestCheckpoints.assertSameTensors(wrapped, back);
+        // The published layout (fused experts in the wrapper) imports as the plain fixture does.
+        Path plainMcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", fixture(QWEN3_5_MOE).toString(), "--out",
+                tmp.resolve("plain-mcore").toString());
+        Path fusedMcore = CliRun.succeeding("import", "--ckpt-format", "safetensors", "--in", fused.toString(), "--out",
+                tmp.resolve("fused-mcore").toString());
+        TestCheckpoints.assertSameTensors(plainMcore, fusedMcore);
     }
 
     /** --arch names the text model; with a wrapper's config it means the wrapper, and another architecture is refused. */
