@@ -20,7 +20,7 @@ public final class Architectures {
     }
 
     /** The multimodal wrappers of {@code text}'s language model. */
-    public static List<Architecture> wrappersOf(Architecture text) {
+    private static List<Architecture> wrappersOf(Architecture text) {
         return WRAPPED.stream().filter(w -> w.name().equals(text.name())).toList();
     }
 
