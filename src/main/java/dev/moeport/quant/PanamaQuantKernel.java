@@ -70,6 +70,13 @@ final class PanamaQuantKernel implements QuantKernel {
     /** E2M1 values by code, as float bits in two vectors (N is 8 or 16: 16 codes fit in 2N lanes). */
     private static final IntVector[] NVFP4_TABLE = table(QuantMath::nvfp4Value);
     private static final IntVector[] MXFP4_TABLE = table(FloatFormats::e2m1ToFloat);
+    /**
+     * {@link #fold}'s lane indices into two vectors (0 to 2L-1) whose runs fill g = 16, 8 or 4 lanes:
+     * the first and the second half of each run.
+     */
+    private static final ShortVector[] FOLD_16 = foldIndices(16);
+    private static final ShortVector[] FOLD_8 = foldIndices(8);
+    private static final ShortVector[] FOLD_4 = foldIndices(4);
     /** E8M0 exponents: fractions above this cannot round log2 down to the integer (see QuantMath.ceilLog2). */
     private static final int LOG2_SAFE_FRACTION = 32;
 
@@ -164,11 +171,11 @@ final class PanamaQuantKernel implements QuantKernel {
      * possibly partial (its missing elements are the zero padding).
      */
     private static void blockAmax(MemorySegment src, DType dtype, long chunkCount, long rowStart, int cols, int block,
-                                  float[] amax) {
+                                  float[] amax, int[] sixteens) {
         int full = cols / block;
         int worst = rawToFloatBits(dtype, dtype == DType.F32
                 ? blockAmax32(src, rowStart, full, block, amax)
-                : blockAmax16(src, dtype, rowStart, full, block, amax));
+                : blockAmax16(src, dtype, rowStart, full, block, amax, sixteens));
         if (full * block < cols) {
             int bits = rangeMaxBits(src, dtype, rowStart + (long) full * block, cols - full * block);
             worst = Math.max(worst, bits);
@@ -179,20 +186,63 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
-    /** {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of N): the largest magnitude's bits. */
-    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax) {
-        int worst = 0;
-        for (int b = 0; b < blocks; b++) {
-            long offset = (start + (long) b * block) * 2;
+    /**
+     * {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of 16): the largest magnitude's bits.
+     * The maxima of every 16 elements first, N at a time ({@link #sixteensMaxima}: a reduction per
+     * block costs more than the block's loads), then each block's from its sixteens.
+     */
+    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax,
+                                   int[] sixteens) {
+        int count = blocks * (block / 16);
+        int s = 0;
+        for (; s + N <= count; s += N) {
+            sixteensMaxima(src, (start + 16L * s) * 2, sixteens, s);
+        }
+        for (; s < count; s++) {
+            long offset = (start + 16L * s) * 2;
             ShortVector m = ShortVector.fromMemorySegment(S, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
-            for (int k = N; k < block; k += N) {
+            for (int k = N; k < 16; k += N) {
                 m = m.max(ShortVector.fromMemorySegment(S, src, offset + 2L * k, LITTLE_ENDIAN).and((short) 0x7FFF));
             }
-            int raw = m.reduceLanes(VectorOperators.MAX);
+            sixteens[s] = m.reduceLanes(VectorOperators.MAX);
+        }
+        int per = block / 16;
+        int worst = 0;
+        for (int b = 0; b < blocks; b++) {
+            int raw = sixteens[b * per];
+            for (int k = 1; k < per; k++) {
+                raw = Math.max(raw, sixteens[b * per + k]);
+            }
             worst = Math.max(worst, raw);
             amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
         }
         return worst;
+    }
+
+    /**
+     * The magnitude bits (zero-extended 16-bit) of the N runs of 16 elements from byte {@code offset},
+     * into {@code out} from {@code at}, without a reduction per run: the 8 vectors are folded pairwise
+     * (each fold halves the lanes a run holds and doubles the runs a vector holds) until one vector holds
+     * every run in two lanes, in order, whatever the width. A pass of its own: the vectors stay in it.
+     */
+    private static void sixteensMaxima(MemorySegment src, long offset, int[] out, int at) {
+        long step = 2L * SW.length();
+        ShortVector w0 = fold(fold(magnitudes(src, offset), magnitudes(src, offset + step), FOLD_16),
+                fold(magnitudes(src, offset + 2 * step), magnitudes(src, offset + 3 * step), FOLD_16), FOLD_8);
+        ShortVector w1 = fold(fold(magnitudes(src, offset + 4 * step), magnitudes(src, offset + 5 * step), FOLD_16),
+                fold(magnitudes(src, offset + 6 * step), magnitudes(src, offset + 7 * step), FOLD_16), FOLD_8);
+        IntVector pairs = fold(w0, w1, FOLD_4).reinterpretAsInts();
+        pairs.and(0xFFFF).max(pairs.lanewise(VectorOperators.LSHR, 16)).intoArray(out, at);
+    }
+
+    /** A full-width vector of 16-bit magnitudes at byte {@code offset}. */
+    private static ShortVector magnitudes(MemorySegment src, long offset) {
+        return ShortVector.fromMemorySegment(SW, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
+    }
+
+    /** Two vectors whose runs fill g lanes each as one vector of the same runs in g/2 lanes, in order. */
+    private static ShortVector fold(ShortVector a, ShortVector b, ShortVector[] halves) {
+        return halves[0].selectFrom(a, b).max(halves[1].selectFrom(a, b));
     }
 
     /** {@link #blockAmax} of whole F32 blocks (block a multiple of N): the largest magnitude's bits. */
@@ -247,6 +297,8 @@ final class PanamaQuantKernel implements QuantKernel {
         final float[] factor;
         /** int4_g128: the second row's factors; fp8_pb: the amax of the band of 128 rows. */
         final float[] more;
+        /** BF16/F16 block amax: the maxima of each 16 elements of the row, as magnitude bits. */
+        final int[] sixteens;
         /** nvfp4, mxfp4: the row's codes, one per byte, before packing. */
         MemorySegment codes;
         /** fp8 to BF16: the results of the 128 E4M3 magnitudes, in vectors of 16-bit lanes. */
@@ -268,6 +320,7 @@ final class PanamaQuantKernel implements QuantKernel {
             this.amax = new float[blocks];
             this.factor = new float[blocks];
             this.more = new float[blocks];
+            this.sixteens = new int[padded / 16];
         }
     }
 
@@ -464,7 +517,7 @@ final class PanamaQuantKernel implements QuantKernel {
 
     /** Each block's amax of the row into {@code amax}; the last block may be partial (zero padding). */
     private static void blockAmaxPass(Job j, long r) {
-        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax);
+        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax, j.sixteens);
     }
 
     /** nvfp4: the row's E4M3 block scales. */
@@ -970,6 +1023,24 @@ final class PanamaQuantKernel implements QuantKernel {
             a[i] = (i & 1) * 4;
         }
         return a;
+    }
+
+    /**
+     * For two vectors of L lanes whose runs fill g lanes each, in order: output lane i belongs to run
+     * i / (g/2) of the pair (the first vector's L/g runs, then the second's), and takes that run's lane
+     * i % (g/2) (first half) or g/2 more (second half).
+     */
+    private static ShortVector[] foldIndices(int g) {
+        int lanes = SW.length();
+        short[][] halves = new short[2][lanes];
+        int perVector = lanes / g;
+        for (int i = 0; i < lanes; i++) {
+            int q = i / (g / 2);
+            int base = (q < perVector ? 0 : lanes) + q % perVector * g;
+            halves[0][i] = (short) (base + i % (g / 2));
+            halves[1][i] = (short) (base + i % (g / 2) + g / 2);
+        }
+        return new ShortVector[] {ShortVector.fromArray(SW, halves[0], 0), ShortVector.fromArray(SW, halves[1], 0)};
     }
 
     private static IntVector[] table(java.util.function.IntToDoubleFunction value) {
