@@ -75,6 +75,9 @@ final class PanamaQuantKernel implements QuantKernel {
      * the first and the second half of each run.
      */
     private static final ShortVector[] FOLD_16 = foldIndices(16);
+    /** Lanes 0, 2, 4, ... and 1, 3, 5, ... of two int vectors, for the blocks of 32 from their sixteens. */
+    private static final IntVector EVEN_LANES = IntVector.fromArray(I, strided(0), 0);
+    private static final IntVector ODD_LANES = IntVector.fromArray(I, strided(1), 0);
     private static final ShortVector[] FOLD_8 = foldIndices(8);
     private static final ShortVector[] FOLD_4 = foldIndices(4);
     /** E8M0 exponents: fractions above this cannot round log2 down to the integer (see QuantMath.ceilLog2). */
@@ -189,7 +192,8 @@ final class PanamaQuantKernel implements QuantKernel {
     /**
      * {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of 16): the largest magnitude's bits.
      * The maxima of every 16 elements first, N at a time ({@link #sixteensMaxima}: a reduction per
-     * block costs more than the block's loads), then each block's from its sixteens.
+     * block costs more than the block's loads), then each block's from its sixteens, N blocks at a
+     * time for BF16 blocks of 16 and 32 (nvfp4, mxfp4, mxfp8), one by one otherwise.
      */
     private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax,
                                    int[] sixteens) {
@@ -207,8 +211,21 @@ final class PanamaQuantKernel implements QuantKernel {
             sixteens[s] = m.reduceLanes(VectorOperators.MAX);
         }
         int per = block / 16;
-        int worst = 0;
-        for (int b = 0; b < blocks; b++) {
+        int b = 0;
+        IntVector group = IntVector.zero(I);
+        if (dtype == DType.BF16 && (per == 1 || per == 2)) {
+            for (; b + N <= blocks; b += N) {
+                IntVector raw = IntVector.fromArray(I, sixteens, per * b);
+                if (per == 2) {
+                    IntVector next = IntVector.fromArray(I, sixteens, 2 * b + N);
+                    raw = EVEN_LANES.selectFrom(raw, next).max(ODD_LANES.selectFrom(raw, next));
+                }
+                group = group.max(raw);
+                raw.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(amax, b);
+            }
+        }
+        int worst = group.reduceLanes(VectorOperators.MAX);
+        for (; b < blocks; b++) {
             int raw = sixteens[b * per];
             for (int k = 1; k < per; k++) {
                 raw = Math.max(raw, sixteens[b * per + k]);
@@ -1013,6 +1030,14 @@ final class PanamaQuantKernel implements QuantKernel {
         int[] a = new int[N];
         for (int i = 0; i < N; i++) {
             a[i] = first + i / 2;
+        }
+        return a;
+    }
+
+    private static int[] strided(int first) {
+        int[] a = new int[N];
+        for (int i = 0; i < N; i++) {
+            a[i] = first + 2 * i;
         }
         return a;
     }
