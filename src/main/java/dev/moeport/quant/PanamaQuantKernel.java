@@ -27,7 +27,8 @@ import jdk.incubator.vector.VectorSpecies;
  * differently); only the E8M0 scales, powers of two, become multiplications, which round identically.
  *
  * <p>Work goes row by row in passes (see the note on passes below): the amax of every block (one
- * reduction each), then all the row's block scales as vectors, then the elements with each block's
+ * reduction each; BF16/F16 blocks of 16 and 32 from the maxima of each 16 elements, by folding
+ * vectors), then all the row's block scales as vectors, then the elements with each block's
  * divisor broadcast (the E2M1 formats write one code per byte to a scratch row, then pack pairs of
  * bytes into nibbles). The remainder of a row that does not fill a vector (and the padding of a last
  * partial block) goes through {@link QuantMath}'s scalar definitions. Tuned for BF16 input, the
@@ -75,11 +76,11 @@ final class PanamaQuantKernel implements QuantKernel {
      * the first and the second half of each run.
      */
     private static final ShortVector[] FOLD_16 = foldIndices(16);
-    /** Lanes 0, 2, 4, ... and 1, 3, 5, ... of two int vectors, for the blocks of 32 from their sixteens. */
-    private static final IntVector EVEN_LANES = IntVector.fromArray(I, strided(0), 0);
-    private static final IntVector ODD_LANES = IntVector.fromArray(I, strided(1), 0);
     private static final ShortVector[] FOLD_8 = foldIndices(8);
     private static final ShortVector[] FOLD_4 = foldIndices(4);
+    /** Lanes 0, 2, 4, ... and 1, 3, 5, ... of two int vectors: the blocks of 32 from their sixteens. */
+    private static final IntVector EVEN_LANES = IntVector.fromArray(I, strided(0), 0);
+    private static final IntVector ODD_LANES = IntVector.fromArray(I, strided(1), 0);
     /** E8M0 exponents: fractions above this cannot round log2 down to the integer (see QuantMath.ceilLog2). */
     private static final int LOG2_SAFE_FRACTION = 32;
 
@@ -171,14 +172,16 @@ final class PanamaQuantKernel implements QuantKernel {
 
     /**
      * Each block's amax of one row into {@code amax}, blocks of {@code block} elements, the last one
-     * possibly partial (its missing elements are the zero padding).
+     * possibly partial (its missing elements are the zero padding). {@code bySixteens} (blocks of 16 or
+     * 32) is a constant at each call: C2 then compiles one of the two BF16/F16 paths into the pass.
      */
     private static void blockAmax(MemorySegment src, DType dtype, long chunkCount, long rowStart, int cols, int block,
-                                  float[] amax, int[] sixteens) {
+                                  float[] amax, boolean bySixteens, int[] sixteens) {
         int full = cols / block;
         int worst = rawToFloatBits(dtype, dtype == DType.F32
                 ? blockAmax32(src, rowStart, full, block, amax)
-                : blockAmax16(src, dtype, rowStart, full, block, amax, sixteens));
+                : bySixteens ? blockAmaxBySixteens(src, dtype, rowStart, full, block, amax, sixteens)
+                : blockAmax16(src, dtype, rowStart, full, block, amax));
         if (full * block < cols) {
             int bits = rangeMaxBits(src, dtype, rowStart + (long) full * block, cols - full * block);
             worst = Math.max(worst, bits);
@@ -190,13 +193,15 @@ final class PanamaQuantKernel implements QuantKernel {
     }
 
     /**
-     * {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of 16): the largest magnitude's bits.
-     * The maxima of every 16 elements first, N at a time ({@link #sixteensMaxima}: a reduction per
-     * block costs more than the block's loads), then each block's from its sixteens, N blocks at a
-     * time for BF16 blocks of 16 and 32 (nvfp4, mxfp4, mxfp8), one by one otherwise.
+     * {@link #blockAmax} of whole BF16/F16 blocks of 16 or 32 (nvfp4, mxfp4, mxfp8): the largest
+     * magnitude's bits. A reduction per block costs more than the block's loads: the maxima of every 16
+     * elements come first, N at a time ({@link #sixteensMaxima}), then each block's from its sixteens,
+     * N blocks at a time for BF16. (int4_g128's and fp8_pb's blocks of 128 keep {@link #blockAmax16}:
+     * one reduction per 128 elements costs little, and this path, inlined deeper there, boxed a vector
+     * per call.)
      */
-    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax,
-                                   int[] sixteens) {
+    private static int blockAmaxBySixteens(MemorySegment src, DType dtype, long start, int blocks, int block,
+                                           float[] amax, int[] sixteens) {
         int count = blocks * (block / 16);
         int s = 0;
         for (; s + N <= count; s += N) {
@@ -210,13 +215,13 @@ final class PanamaQuantKernel implements QuantKernel {
             }
             sixteens[s] = m.reduceLanes(VectorOperators.MAX);
         }
-        int per = block / 16;
+        boolean pairs = block == 32;
         int b = 0;
         IntVector group = IntVector.zero(I);
-        if (dtype == DType.BF16 && (per == 1 || per == 2)) {
+        if (dtype == DType.BF16) {
             for (; b + N <= blocks; b += N) {
-                IntVector raw = IntVector.fromArray(I, sixteens, per * b);
-                if (per == 2) {
+                IntVector raw = IntVector.fromArray(I, sixteens, pairs ? 2 * b : b);
+                if (pairs) {
                     IntVector next = IntVector.fromArray(I, sixteens, 2 * b + N);
                     raw = EVEN_LANES.selectFrom(raw, next).max(ODD_LANES.selectFrom(raw, next));
                 }
@@ -226,10 +231,23 @@ final class PanamaQuantKernel implements QuantKernel {
         }
         int worst = group.reduceLanes(VectorOperators.MAX);
         for (; b < blocks; b++) {
-            int raw = sixteens[b * per];
-            for (int k = 1; k < per; k++) {
-                raw = Math.max(raw, sixteens[b * per + k]);
+            int raw = pairs ? Math.max(sixteens[2 * b], sixteens[2 * b + 1]) : sixteens[b];
+            worst = Math.max(worst, raw);
+            amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
+        }
+        return worst;
+    }
+
+    /** {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of N): the largest magnitude's bits. */
+    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax) {
+        int worst = 0;
+        for (int b = 0; b < blocks; b++) {
+            long offset = (start + (long) b * block) * 2;
+            ShortVector m = ShortVector.fromMemorySegment(S, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
+            for (int k = N; k < block; k += N) {
+                m = m.max(ShortVector.fromMemorySegment(S, src, offset + 2L * k, LITTLE_ENDIAN).and((short) 0x7FFF));
             }
+            int raw = m.reduceLanes(VectorOperators.MAX);
             worst = Math.max(worst, raw);
             amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
         }
@@ -314,7 +332,7 @@ final class PanamaQuantKernel implements QuantKernel {
         final float[] factor;
         /** int4_g128: the second row's factors; fp8_pb: the amax of the band of 128 rows. */
         final float[] more;
-        /** BF16/F16 block amax: the maxima of each 16 elements of the row, as magnitude bits. */
+        /** BF16/F16 blocks of 16 and 32: the maxima of each 16 elements of the row, as magnitude bits. */
         final int[] sixteens;
         /** nvfp4, mxfp4: the row's codes, one per byte, before packing. */
         MemorySegment codes;
@@ -506,7 +524,7 @@ final class PanamaQuantKernel implements QuantKernel {
 
     /** fp8_pb: the row's block maxima folded into the band's ({@code more}). */
     private static void bandAmax(Job j, long r) {
-        blockAmaxPass(j, r);
+        wideBlockAmaxPass(j, r);
         for (int b = 0; b < j.blocks; b++) {
             j.more[b] = Math.max(j.more[b], j.amax[b]);
         }
@@ -532,9 +550,14 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
-    /** Each block's amax of the row into {@code amax}; the last block may be partial (zero padding). */
+    /** Each block's amax of the row into {@code amax}, blocks of 16 or 32; the last may be partial (zero padding). */
     private static void blockAmaxPass(Job j, long r) {
-        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax, j.sixteens);
+        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax, true, j.sixteens);
+    }
+
+    /** {@link #blockAmaxPass} for blocks of 128 (int4_g128, fp8_pb). */
+    private static void wideBlockAmaxPass(Job j, long r) {
+        blockAmax(j.src, j.dtype, j.rows * j.cols, r * j.cols, j.cols, j.format.blockSize(), j.amax, false, null);
     }
 
     /** nvfp4: the row's E4M3 block scales. */
@@ -705,7 +728,7 @@ final class PanamaQuantKernel implements QuantKernel {
         float[] more = j.more;
         for (int k = 0; k < 2; k++) {
             float[] s = k == 0 ? factor : more;
-            blockAmaxPass(j, r + k);
+            wideBlockAmaxPass(j, r + k);
             for (int g = 0; g < blocks; g++) {
                 s[g] = QuantMath.nonZero(amax[g] / QuantFormat.INT4_G128.elementMax());
                 scale.setAtIndex(FloatFormats.FLOAT_LE, (r + k) * blocks + g, s[g]);
@@ -994,25 +1017,33 @@ final class PanamaQuantKernel implements QuantKernel {
     /**
      * nvfp4's E2M1 codes (nearest, ties to even, saturating at 6; sign when x < 0). From 1 up the float
      * is rounded to one mantissa bit by integer arithmetic; below 1 the grid is 0.5, the ulp of 2^22.
+     *
+     * <p>The sign comes from the bits, without a mask: a float mask cast to int lanes and used in a
+     * masked OR fell back to Java code (boxing, garbage collections) in exports, though not in the
+     * benchmark.
      */
     private static IntVector nvfp4CodeLanes(FloatVector x) {
-        IntVector a = x.reinterpretAsInts().and(ABS_MASK);
+        IntVector bits = x.reinterpretAsInts();
+        IntVector a = bits.and(ABS_MASK);
         IntVector normal = a.add(a.lanewise(VectorOperators.LSHR, 22).and(1)).add(0x1FFFFF)
                 .lanewise(VectorOperators.LSHR, 22).sub(252).min(7);
         IntVector small = a.reinterpretAsFloats().add(0x1p22f).reinterpretAsInts().sub(Float.floatToRawIntBits(0x1p22f));
         IntVector code = normal.blend(small, a.compare(VectorOperators.LT, Float.floatToRawIntBits(1.0f)));
-        return code.lanewise(VectorOperators.OR, 8, x.lt(0.0f).cast(I));
+        // x < 0: the sign bit set in bits and in bits - 1 (which clears it for -0 alone).
+        return code.or(bits.sub(1).and(bits).lanewise(VectorOperators.LSHR, 28).and(8));
     }
 
-    /** mxfp4's E2M1 codes: ties toward zero, sign unless x > 0 (zeros are 0x8). */
+    /** mxfp4's E2M1 codes: ties toward zero, sign unless x > 0 (zeros are 0x8); masks avoided as in nvfp4's. */
     private static IntVector mxfp4CodeLanes(FloatVector x) {
-        FloatVector abs = x.abs();
-        IntVector a = abs.reinterpretAsInts();
+        IntVector bits = x.reinterpretAsInts();
+        IntVector a = bits.and(ABS_MASK);
         IntVector normal = a.add(0x1FFFFF).lanewise(VectorOperators.LSHR, 22).sub(252).min(7);
-        IntVector small = IntVector.zero(I).add(1, abs.compare(VectorOperators.GT, 0.25f).cast(I))
-                .add(1, abs.compare(VectorOperators.GT, 0.75f).cast(I));
+        // |x| > 0.25 and |x| > 0.75, each as the sign of the difference of non-negative float bits.
+        IntVector small = IntVector.broadcast(I, Float.floatToRawIntBits(0.25f)).sub(a).lanewise(VectorOperators.LSHR, 31)
+                .add(IntVector.broadcast(I, Float.floatToRawIntBits(0.75f)).sub(a).lanewise(VectorOperators.LSHR, 31));
         IntVector code = normal.blend(small, a.compare(VectorOperators.LT, Float.floatToRawIntBits(1.0f)));
-        return code.lanewise(VectorOperators.OR, 8, x.compare(VectorOperators.GT, 0.0f).not().cast(I));
+        // x <= 0: the sign bit set in bits or in bits - 1 (which sets it for +0 alone).
+        return code.or(bits.sub(1).or(bits).lanewise(VectorOperators.LSHR, 28).and(8));
     }
 
     /** round_half_even(v) clamped to [lo, hi], as {@link QuantMath#intCode}. */

@@ -90,7 +90,9 @@ public class QuantBenchmark {
             weight = arena.allocate(format.weightType().byteSize(format.weightShape(shape).numel()), 64);
             scale = arena.allocate(Math.max(4, format.scaleType().byteSize(format.scaleShape(shape).numel())), 64);
             out = arena.allocate(INPUT_BYTES, 64);
-            tensorScale = format.tensorScale(QuantKernels.panama().amax(w.bf16, DType.BF16, (long) ROWS * COLS));
+            // Formats with only local scales have no tensor scale (and ignore the argument).
+            tensorScale = format.usesTensorAmax()
+                    ? format.tensorScale(QuantKernels.panama().amax(w.bf16, DType.BF16, (long) ROWS * COLS)) : 1f;
             if (dequantize) {
                 QuantKernels.panama().quantize(format, w.bf16, DType.BF16, ROWS, COLS, tensorScale, weight, scale);
             }
