@@ -304,11 +304,34 @@ final class PanamaQuantKernel implements QuantKernel {
     // inlining into a compilation at 18000 (NodeCountInliningCutoff): one method holding a format's
     // whole row of vector work would cross that line and leave a vector helper out of line, boxing
     // every vector that goes through it (two to three times slower). Split into passes, each is a
-    // compilation of its own, which C2 does not inline into the row loop. (An earlier version called
-    // them through a MethodHandle table to rule inlining out; JMH found direct calls as fast or
-    // faster, see the README.) Passes copy the job's fields to locals first: C2 cannot tell the loop's
-    // stores to native memory from a field, and would reload every field the loop reads on every
-    // iteration.
+    // compilation of its own. Called directly, C2 still inlined them all into quantize when quantize
+    // was compiled first (many calls on small chunks: exports, JMH), and boxed; the formats of three
+    // or more passes (nvfp4, mxfp4, mxfp8) therefore call theirs through one call site, {@link
+    // #eachRow}, which sees three or more receivers and never inlines them. (An earlier version used
+    // a MethodHandle table for every format, slower in JMH, see the README.) Passes copy the job's
+    // fields to locals first: C2 cannot tell the loop's stores to native memory from a field, and
+    // would reload every field the loop reads on every iteration.
+
+    /** A pass: one loop over row {@code r} of the job. */
+    private interface Pass {
+        void run(Job j, long r);
+    }
+
+    private static final Pass[] NVFP4_PASSES = {PanamaQuantKernel::blockAmaxPass, PanamaQuantKernel::nvfp4Scales,
+        PanamaQuantKernel::nvfp4Divisors, PanamaQuantKernel::nvfp4Codes, PanamaQuantKernel::packNibbles};
+    private static final Pass[] MXFP4_PASSES = {PanamaQuantKernel::blockAmaxPass, PanamaQuantKernel::e8m0Scales,
+        PanamaQuantKernel::mxfp4Codes, PanamaQuantKernel::packNibbles};
+    private static final Pass[] MXFP8_PASSES = {PanamaQuantKernel::blockAmaxPass, PanamaQuantKernel::e8m0Scales,
+        PanamaQuantKernel::mxfp8Row};
+
+    /** Every row through the passes in order, from one call site (see above). */
+    private static void eachRow(Job job, Pass[] passes) {
+        for (long r = 0; r < job.rows; r++) {
+            for (Pass pass : passes) {
+                pass.run(job, r);
+            }
+        }
+    }
 
     /** One quantize or dequantize call: its arguments, and the per-row scratch its passes share. */
     private static final class Job {
@@ -391,33 +414,16 @@ final class PanamaQuantKernel implements QuantKernel {
             case NVFP4 -> {
                 try (Arena arena = Arena.ofConfined()) {
                     job.codes = codeScratch(arena, job);
-                    for (long r = 0; r < rows; r++) {
-                        blockAmaxPass(job, r);
-                        nvfp4Scales(job, r);
-                        nvfp4Divisors(job, r);
-                        nvfp4Codes(job, r);
-                        packNibbles(job, r);
-                    }
+                    eachRow(job, NVFP4_PASSES);
                 }
             }
             case MXFP4 -> {
                 try (Arena arena = Arena.ofConfined()) {
                     job.codes = codeScratch(arena, job);
-                    for (long r = 0; r < rows; r++) {
-                        blockAmaxPass(job, r);
-                        e8m0Scales(job, r);
-                        mxfp4Codes(job, r);
-                        packNibbles(job, r);
-                    }
+                    eachRow(job, MXFP4_PASSES);
                 }
             }
-            case MXFP8 -> {
-                for (long r = 0; r < rows; r++) {
-                    blockAmaxPass(job, r);
-                    e8m0Scales(job, r);
-                    mxfp8Row(job, r);
-                }
-            }
+            case MXFP8 -> eachRow(job, MXFP8_PASSES);
             case INT4_G128 -> {
                 for (long r = 0; r < rows; r += 2) {
                     int4Scales(job, r);
