@@ -1,10 +1,13 @@
 package dev.moeport.io;
 
+import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.OptionalLong;
+import java.util.function.ObjLongConsumer;
 import java.util.zip.CRC32C;
 
 /**
@@ -20,13 +23,39 @@ public final class WrittenCrc {
 
     private final List<Region> regions = new ArrayList<>();
 
-    /** Records the bytes {@code bytes} holds (position to limit, left as they are) as written at {@code offset}. */
+    /**
+     * Records the bytes {@code bytes} holds (position to limit, left as they are) as written at {@code offset}; never
+     * the bytes of a mapped input ({@link #readBack}).
+     */
     public void record(long offset, ByteBuffer bytes) {
         CRC32C crc = new CRC32C();
         long length = bytes.remaining();
         crc.update(bytes.duplicate());
         synchronized (this) {
             regions.add(new Region(offset, length, (int) crc.getValue()));
+        }
+    }
+
+    /** Bytes read back at a time by {@link #readBack}. */
+    private static final ThreadLocal<ByteBuffer> READ_BACK = ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(1 << 20));
+
+    /**
+     * Hands {@code [position, position + length)} of {@code channel}, just written, to {@code each} in pieces (with each
+     * piece's position): what was written from a mapped input is checksummed from the file, not from the mapping, whose
+     * read would crash the JVM (SIGBUS) if the input shrank, where the write itself reports EFAULT. The pages are the
+     * ones just written, in the page cache.
+     */
+    public static void readBack(FileChannel channel, long position, long length, ObjLongConsumer<ByteBuffer> each) throws IOException {
+        ByteBuffer buffer = READ_BACK.get();
+        for (long done = 0; done < length; ) {
+            buffer.clear().limit((int) Math.min(buffer.capacity(), length - done));
+            int n = channel.read(buffer, position + done);
+            if (n <= 0) {
+                throw new IOException("cannot read back what was written at " + (position + done));
+            }
+            buffer.flip();
+            each.accept(buffer, position + done);
+            done += n;
         }
     }
 

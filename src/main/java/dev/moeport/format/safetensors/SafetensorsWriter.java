@@ -86,9 +86,14 @@ public final class SafetensorsWriter implements TensorOutput {
                     long chunk = Math.min(MAX_WRITE, n - done);
                     ByteBuffer buffer = bytes.asSlice(done, chunk).asByteBuffer();
                     long position = base + offset + done;
-                    shard.crc.record(position, buffer);
+                    if (!bytes.isMapped()) {
+                        shard.crc.record(position, buffer);
+                    }
                     while (buffer.hasRemaining()) {
                         position += channel.write(buffer, position);
+                    }
+                    if (bytes.isMapped()) {
+                        dev.moeport.io.WrittenCrc.readBack(channel, base + offset + done, chunk, (b, at) -> shard.crc.record(at, b));
                     }
                     done += chunk;
                 }

@@ -147,8 +147,22 @@ public final class TorchDistWriter implements TensorOutput {
                 if (at != c.written) {
                     throw new IllegalStateException("tensor '" + name + "' written out of order (at " + at + ", expected " + c.written + ")");
                 }
-                c.crc.update(part.asByteBuffer());
-                TorchDistWriter.this.write(c.file, c.dataStart() + at, part.asByteBuffer());
+                long position = c.dataStart() + at;
+                if (part.isMapped()) {
+                    // Checksummed from the file, not the mapping (see WrittenCrc.readBack).
+                    TorchDistWriter.this.write(c.file, position, part.asByteBuffer(), false);
+                    try {
+                        dev.moeport.io.WrittenCrc.readBack(c.file.channel, position, part.byteSize(), (b, p) -> {
+                            c.crc.update(b.duplicate());
+                            c.file.crc.record(p, b);
+                        });
+                    } catch (IOException e) {
+                        throw new MoeportException(c.file.target + ": cannot read back what was written (" + IoErrors.why(e) + ")", e);
+                    }
+                } else {
+                    c.crc.update(part.asByteBuffer());
+                    TorchDistWriter.this.write(c.file, position, part.asByteBuffer(), true);
+                }
                 c.written += part.byteSize();
             }
             if (part.byteSize() > 0 && c.file.remaining.addAndGet(-part.byteSize()) == 0) {
@@ -434,7 +448,14 @@ public final class TorchDistWriter implements TensorOutput {
     }
 
     private void write(DataFile file, long position, ByteBuffer buffer) {
-        file.crc.record(position, buffer);
+        write(file, position, buffer, true);
+    }
+
+    /** {@code checksum}: record the file's CRC from {@code buffer} (not when it is a mapped input's). */
+    private void write(DataFile file, long position, ByteBuffer buffer, boolean checksum) {
+        if (checksum) {
+            file.crc.record(position, buffer);
+        }
         long start = position;
         try {
             while (buffer.hasRemaining()) {
