@@ -4,9 +4,9 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.moeport.MoeportException;
+import dev.moeport.format.PartialFile;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.io.IoErrors;
-import dev.moeport.io.NativeIO;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
@@ -62,7 +62,6 @@ public final class SafetensorsWriter implements TensorOutput {
     public final class TensorSink implements TensorOutput.Sink {
         private final String name;
         private final Open shard;
-        private final FileChannel channel;
         private final long base;
         private final long size;
         private final AtomicLong written = new AtomicLong();
@@ -70,7 +69,6 @@ public final class SafetensorsWriter implements TensorOutput {
         private TensorSink(String name, Open shard, long base, long size) {
             this.name = name;
             this.shard = shard;
-            this.channel = shard.channel;
             this.base = base;
             this.size = size;
         }
@@ -85,19 +83,13 @@ public final class SafetensorsWriter implements TensorOutput {
                 for (long done = 0; done < n; ) {
                     long chunk = Math.min(MAX_WRITE, n - done);
                     ByteBuffer buffer = bytes.asSlice(done, chunk).asByteBuffer();
-                    long position = base + offset + done;
-                    if (!bytes.isMapped()) {
-                        shard.crc.record(position, buffer);
-                    }
-                    while (buffer.hasRemaining()) {
-                        position += channel.write(buffer, position);
-                    }
                     if (bytes.isMapped()) {
-                        dev.moeport.io.WrittenCrc.readBack(channel, base + offset + done, chunk, (b, at) -> shard.crc.record(at, b));
+                        shard.file.writeMapped(base + offset + done, buffer, b -> { });
+                    } else {
+                        shard.file.write(base + offset + done, buffer);
                     }
                     done += chunk;
                 }
-                shard.behind.written(base + offset, n);
             } catch (IOException e) {
                 throw writeFailure(e);
             }
@@ -112,22 +104,14 @@ public final class SafetensorsWriter implements TensorOutput {
         }
     }
 
-    /** A shard being written: its bytes not yet written, and whether it is finished (renamed into place). */
+    /** A shard being written: its file, its bytes not yet written, and whether it is finished (renamed into place). */
     private static final class Open {
-        final Path partial;
-        final Path target;
-        final FileChannel channel;
+        final PartialFile file;
         final AtomicLong remaining;
-        final long length;
-        final dev.moeport.io.WrittenCrc crc = new dev.moeport.io.WrittenCrc();
-        dev.moeport.io.WriteBehind behind = dev.moeport.io.WriteBehind.NONE;
         boolean done;
 
-        Open(Path partial, Path target, FileChannel channel, long length, long bytes) {
-            this.length = length;
-            this.partial = partial;
-            this.target = target;
-            this.channel = channel;
+        Open(PartialFile file, long bytes) {
+            this.file = file;
             this.remaining = new AtomicLong(bytes);
         }
     }
@@ -182,24 +166,11 @@ public final class SafetensorsWriter implements TensorOutput {
         byte[] header = SafetensorsHeader.encode(SHARD_METADATA, shard.entries());
         long dataStart = 8 + header.length;
         try {
-            FileChannel channel = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
-                    StandardOpenOption.READ, StandardOpenOption.WRITE);
-            Open open = new Open(partial, target, channel, dataStart + shard.dataBytes(), shard.dataBytes());
+            Open open = new Open(new PartialFile(target, dataStart + shard.dataBytes(), writeBehind), shard.dataBytes());
             openShards.put(shard.fileName(), open);
-            NativeIO.reserve(partial, dataStart + shard.dataBytes());
-            if (writeBehind) {
-                open.behind = dev.moeport.io.WriteBehind.of(partial);
-            }
             ByteBuffer head = ByteBuffer.allocate((int) dataStart).order(java.nio.ByteOrder.LITTLE_ENDIAN);
             head.putLong(header.length).put(header).flip();
-            open.crc.record(0, head);
-            while (head.hasRemaining()) {
-                channel.write(head, head.position());
-            }
-            // Sizing the file up front makes a tensor of zero bytes at the end still part of it.
-            if (channel.size() < dataStart + shard.dataBytes()) {
-                channel.write(ByteBuffer.allocate(1), dataStart + shard.dataBytes() - 1);
-            }
+            open.file.write(0, head);
             for (SafetensorsHeader.Entry e : shard.entries().values()) {
                 sinks.put(e.name(), new TensorSink(e.name(), open, dataStart + e.begin(), e.byteSize()));
             }
@@ -220,23 +191,19 @@ public final class SafetensorsWriter implements TensorOutput {
 
     /** A shard whose every byte is written: flushed (with fsync), closed, renamed into place, reported. */
     private void finish(Open open) {
+        java.util.OptionalLong crc;
         synchronized (open) {
             if (open.done) {
                 return;
             }
             try {
-                if (fsync) {
-                    open.channel.force(true);
-                }
-                open.behind.close();
-                open.channel.close();
-                Files.move(open.partial, open.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+                crc = open.file.finish(fsync);
             } catch (IOException e) {
-                throw new MoeportException(open.target + ": cannot finish the shard (" + IoErrors.why(e) + ")", e);
+                throw new MoeportException(open.file.target() + ": cannot finish the shard (" + IoErrors.why(e) + ")", e);
             }
             open.done = true;
         }
-        finished.finished(open.target, open.crc.of(open.length));
+        finished.finished(open.file.target(), crc);
     }
 
     /**
@@ -346,15 +313,8 @@ public final class SafetensorsWriter implements TensorOutput {
         }
         for (Open open : openShards.values()) {
             synchronized (open) { // a worker may be finishing it
-                try {
-                    if (open.done) {
-                        continue; // finished files stay: a resumed run reuses them
-                    }
-                    open.behind.close();
-                    open.channel.close();
-                    Files.deleteIfExists(open.partial);
-                } catch (IOException ignored) {
-                    // Best effort: a partial file left behind is hidden and never looks finished.
+                if (!open.done) { // finished files stay: a resumed run reuses them
+                    open.file.abandon();
                 }
             }
         }

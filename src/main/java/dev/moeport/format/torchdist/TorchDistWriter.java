@@ -1,6 +1,7 @@
 package dev.moeport.format.torchdist;
 
 import dev.moeport.MoeportException;
+import dev.moeport.format.PartialFile;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.format.safetensors.SafetensorsHeader;
 import dev.moeport.format.safetensors.SafetensorsWriter;
@@ -11,18 +12,14 @@ import dev.moeport.format.torchdist.PickleWriter.NewObject;
 import dev.moeport.format.torchdist.PickleWriter.PersistentId;
 import dev.moeport.format.torchdist.PickleWriter.Tuple;
 import dev.moeport.io.IoErrors;
-import dev.moeport.io.NativeIO;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.Shape;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -63,15 +60,13 @@ public final class TorchDistWriter implements TensorOutput {
     /** Guarded by this writer: a Ctrl-C hook closes it from its own thread, and sees a whole commit or none. */
     private boolean committed;
 
-    /** One data file being written. */
+    /** One data file: laid out first, then written (when this part writes it). */
     private static final class DataFile {
         final String name;
-        final Path partial;
         final Path target;
-        FileChannel channel;
         long length;
-        final dev.moeport.io.WrittenCrc crc = new dev.moeport.io.WrittenCrc();
-        dev.moeport.io.WriteBehind behind = dev.moeport.io.WriteBehind.NONE;
+        /** The file being written; null for a file another part (or a resumed run) writes. */
+        PartialFile out;
         /** Tensor bytes not yet written; the file is finished when none are left. */
         final java.util.concurrent.atomic.AtomicLong remaining = new java.util.concurrent.atomic.AtomicLong();
         boolean done;
@@ -79,7 +74,6 @@ public final class TorchDistWriter implements TensorOutput {
         DataFile(Path dir, int index) {
             this.name = "__" + index + "_0.distcp";
             this.target = dir.resolve(name);
-            this.partial = SafetensorsWriter.partialName(target);
         }
     }
 
@@ -148,20 +142,15 @@ public final class TorchDistWriter implements TensorOutput {
                     throw new IllegalStateException("tensor '" + name + "' written out of order (at " + at + ", expected " + c.written + ")");
                 }
                 long position = c.dataStart() + at;
-                if (part.isMapped()) {
-                    // Checksummed from the file, not the mapping (see WrittenCrc.readBack).
-                    TorchDistWriter.this.write(c.file, position, part.asByteBuffer(), false);
-                    try {
-                        dev.moeport.io.WrittenCrc.readBack(c.file.channel, position, part.byteSize(), (b, p) -> {
-                            c.crc.update(b.duplicate());
-                            c.file.crc.record(p, b);
-                        });
-                    } catch (IOException e) {
-                        throw new MoeportException(c.file.target + ": cannot read back what was written (" + IoErrors.why(e) + ")", e);
+                try {
+                    if (part.isMapped()) {
+                        c.file.out.writeMapped(position, part.asByteBuffer(), c.crc::update);
+                    } else {
+                        c.crc.update(part.asByteBuffer());
+                        c.file.out.write(position, part.asByteBuffer());
                     }
-                } else {
-                    c.crc.update(part.asByteBuffer());
-                    TorchDistWriter.this.write(c.file, position, part.asByteBuffer(), true);
+                } catch (IOException e) {
+                    throw writeFailure(c.file, e);
                 }
                 c.written += part.byteSize();
             }
@@ -233,15 +222,7 @@ public final class TorchDistWriter implements TensorOutput {
                     f.done = true; // another part's (or a resumed run's) file
                     continue;
                 }
-                f.channel = FileChannel.open(f.partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
-                        StandardOpenOption.READ, StandardOpenOption.WRITE);
-                NativeIO.reserve(f.partial, f.length);
-                if (writeBehind) {
-                    f.behind = dev.moeport.io.WriteBehind.of(f.partial);
-                }
-                if (f.channel.size() < f.length) {
-                    f.channel.write(ByteBuffer.allocate(1), f.length - 1);
-                }
+                f.out = new PartialFile(f.target, f.length, writeBehind);
             }
         } catch (IOException e) {
             writer.close();
@@ -409,11 +390,12 @@ public final class TorchDistWriter implements TensorOutput {
             throw new IllegalArgumentException("tensor '" + name + "' is not in this output");
         }
         // A tensor of a file another part writes (each tensor's chunks lie in one file).
-        return place.chunks.isEmpty() || place.chunks.getFirst().file.channel != null ? place : (offset, bytes) -> { };
+        return place.chunks.isEmpty() || place.chunks.getFirst().file.out != null ? place : (offset, bytes) -> { };
     }
 
     /** A data file whose chunks are all written: the zip headers with their CRCs, flushed, closed, renamed, reported. */
     private void finish(DataFile f) {
+        java.util.OptionalLong crc;
         synchronized (f) {
             if (f.done) {
                 return;
@@ -421,9 +403,9 @@ public final class TorchDistWriter implements TensorOutput {
             for (List<ChunkPlace> chunks : tensorEntries.values()) {
                 for (ChunkPlace c : chunks) {
                     if (c.file == f) {
-                        int crc = (int) c.crc.getValue();
-                        write(c.file, c.zipOffset, ByteBuffer.wrap(c.zip.prefix(crc)));
-                        write(c.file, c.dataStart() + c.dataBytes, ByteBuffer.wrap(c.zip.suffix(crc)));
+                        int zipCrc = (int) c.crc.getValue();
+                        write(c.file, c.zipOffset, ByteBuffer.wrap(c.zip.prefix(zipCrc)));
+                        write(c.file, c.dataStart() + c.dataBytes, ByteBuffer.wrap(c.zip.suffix(zipCrc)));
                     }
                 }
             }
@@ -433,45 +415,32 @@ public final class TorchDistWriter implements TensorOutput {
                 }
             }
             try {
-                if (fsync) {
-                    f.channel.force(true);
-                }
-                f.behind.close();
-                f.channel.close();
-                Files.move(f.partial, f.target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+                crc = f.out.finish(fsync);
             } catch (IOException e) {
                 throw new MoeportException(f.target + ": cannot finish (" + IoErrors.why(e) + ")", e);
             }
             f.done = true;
         }
-        finished.finished(f.target, f.crc.of(f.length));
+        finished.finished(f.target, crc);
     }
 
     private void write(DataFile file, long position, ByteBuffer buffer) {
-        write(file, position, buffer, true);
+        try {
+            file.out.write(position, buffer);
+        } catch (IOException e) {
+            throw writeFailure(file, e);
+        }
     }
 
-    /** {@code checksum}: record the file's CRC from {@code buffer} (not when it is a mapped input's). */
-    private void write(DataFile file, long position, ByteBuffer buffer, boolean checksum) {
-        if (checksum) {
-            file.crc.record(position, buffer);
-        }
-        long start = position;
-        try {
-            while (buffer.hasRemaining()) {
-                position += file.channel.write(buffer, position);
-            }
-            file.behind.written(start, position - start);
-        } catch (IOException e) {
-            throw new MoeportException(file.target + ": cannot write (" + IoErrors.why(e) + ")", e);
-        }
+    private static MoeportException writeFailure(DataFile file, IOException e) {
+        return new MoeportException(file.target + ": cannot write (" + IoErrors.why(e) + ")", e);
     }
 
     @Override
     public synchronized void commit() {
         List<String> incomplete = new ArrayList<>();
         for (TensorPlace p : places.values()) {
-            if (!p.chunks.isEmpty() && p.chunks.getFirst().file.channel == null) {
+            if (!p.chunks.isEmpty() && p.chunks.getFirst().file.out == null) {
                 continue; // another part's
             }
             long written = p.chunks.stream().mapToLong(c -> c.written).sum();
@@ -569,15 +538,8 @@ public final class TorchDistWriter implements TensorOutput {
         }
         for (DataFile f : files) {
             synchronized (f) { // a worker may be finishing it
-                if (f.channel == null || f.done) {
-                    continue; // another part's, or finished: a resumed run reuses it
-                }
-                try {
-                    f.behind.close();
-                    f.channel.close();
-                    Files.deleteIfExists(f.partial);
-                } catch (IOException ignored) {
-                    // Best effort: a partial file left behind is hidden and never looks finished.
+                if (f.out != null && !f.done) { // another part's, or finished: a resumed run reuses it
+                    f.out.abandon();
                 }
             }
         }
