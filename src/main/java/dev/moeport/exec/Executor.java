@@ -1,6 +1,7 @@
 package dev.moeport.exec;
 
 import dev.moeport.MoeportException;
+import dev.moeport.format.PartialFile;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.format.TensorOutput.Sink;
 import dev.moeport.plan.AmaxSource;
@@ -122,9 +123,7 @@ public final class Executor {
                     try {
                         sink.write(base + first * rowBytes, bytes);
                     } catch (MoeportException e) {
-                        // EFAULT: the kernel could not read the source pages, a mapped input that shrank
-                        if (piece instanceof Piece.Source source && e.getCause() instanceof java.io.IOException io
-                                && "Bad address".equals(io.getMessage())) {
+                        if (piece instanceof Piece.Source source && e.getCause() instanceof PartialFile.InputChanged) {
                             throw new MoeportException(source.tensor().where()
                                     + ": could not be read: the file shrank or changed while moeport read it", e);
                         }

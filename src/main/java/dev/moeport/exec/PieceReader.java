@@ -51,7 +51,8 @@ public final class PieceReader {
      * mapped tensor are copied into {@code scratch} and their pages dropped. If the file shrinks under the mapping, reading it faults: the JDK
      * turns a fault inside a MemorySegment copy into an InternalError, but a fault inside compiled
      * Vector API code crashes the JVM (SIGBUS). So kernels read only copies, which stay in cache for
-     * them; plain copies to the output keep reading the mapping (a fault there fails the write with EFAULT).
+     * them; plain copies to the output hand the mapping to the writer, which copies it in pieces ({@link
+     * dev.moeport.format.PartialFile#write}).
      */
     static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch, boolean staged) {
         return switch (p) {

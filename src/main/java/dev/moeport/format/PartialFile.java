@@ -5,6 +5,8 @@ import dev.moeport.io.NativeIO;
 import dev.moeport.io.WriteBehind;
 import dev.moeport.io.WrittenCrc;
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -13,10 +15,11 @@ import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.OptionalLong;
 import java.util.function.Consumer;
+import java.util.zip.CRC32C;
 
 /**
  * An output file being written under its hidden partial name ({@link SafetensorsWriter#partialName}), sized and its disk
- * space reserved up front. Writes land at any position, from any thread; each is recorded for the file's CRC-32C
+ * space reserved up front. Writes land at any position, from any thread; each is checksummed for the file's CRC-32C
  * ({@link WrittenCrc}) and handed to write-behind when it is on. {@link #finish} renames it into place, {@link #abandon}
  * removes it. The writers of both checkpoint formats keep their files in these.
  */
@@ -27,16 +30,25 @@ public final class PartialFile {
     private final FileChannel channel;
     private final WrittenCrc crc = new WrittenCrc();
     private final WriteBehind behind;
+    /** Whether large writes go through a mapping: only where the file's disk space is reserved. */
+    private final boolean mapWrites;
+
+    /** Bytes checksummed (and staged, from a mapped input) at a time: they stay in the core's cache between the steps. */
+    static final int PIECE = 256 << 10;
+    /** Writes this large or larger go through a mapping, where they may. */
+    static final long MAP_AT_LEAST = 1 << 20;
+    private static final ThreadLocal<MemorySegment> STAGE = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(PIECE, 4096));
 
     /** Creates the partial file of {@code target}, {@code length} bytes long; nothing is left behind when it fails. */
     public PartialFile(Path target, long length, boolean writeBehind) throws IOException {
         this.target = target;
         this.partial = SafetensorsWriter.partialName(target);
         this.length = length;
+        boolean reserved;
         this.channel = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                 StandardOpenOption.READ, StandardOpenOption.WRITE);
         try {
-            NativeIO.reserve(partial, length);
+            reserved = NativeIO.reserve(partial, length);
             // Sizing the file up front makes a tensor of zero bytes at the end still part of it.
             if (channel.size() < length) {
                 channel.write(ByteBuffer.allocate(1), length - 1);
@@ -46,38 +58,80 @@ public final class PartialFile {
             throw e;
         }
         this.behind = writeBehind ? WriteBehind.of(partial) : WriteBehind.NONE;
+        this.mapWrites = reserved;
     }
 
     public Path target() {
         return target;
     }
 
-    /** Writes {@code bytes} (position to limit) at {@code position}. */
-    public void write(long position, ByteBuffer bytes) throws IOException {
-        crc.record(position, bytes);
-        writeOut(position, bytes);
+    /** Writes {@code bytes} at {@code position}. */
+    public void write(long position, MemorySegment bytes) throws IOException {
+        write(position, bytes, piece -> { });
     }
 
     /**
-     * Writes bytes of a mapped input: they are checksummed from the file just written, not from the mapping, whose read
-     * would crash the JVM (SIGBUS) if the input shrank, where the write itself reports EFAULT ({@link WrittenCrc#readBack}).
-     * {@code alsoSees} is handed the written bytes too, piece by piece.
+     * Writes {@code bytes} at {@code position}, in pieces of {@link #PIECE} bytes that are checksummed on their way and
+     * also handed to {@code alsoSees}, in order. Bytes of a mapped input are first copied into a piece of memory of
+     * this thread's and checksummed there: a checksum read straight from a mapping whose file shrank would crash the
+     * JVM (SIGBUS), where a copy fails with an error ({@link InputChanged}).
+     *
+     * <p>Large writes go through a mapping of the file's range when its space is reserved: the kernel takes one
+     * writer at a time into a file with {@code write}, so sixteen threads filling one shard queued on its lock, and
+     * spun there; a mapping's page faults run in parallel.
      */
-    public void writeMapped(long position, ByteBuffer bytes, Consumer<ByteBuffer> alsoSees) throws IOException {
-        long length = bytes.remaining();
-        writeOut(position, bytes);
-        WrittenCrc.readBack(channel, position, length, (piece, at) -> {
-            alsoSees.accept(piece.duplicate());
-            crc.record(at, piece);
-        });
+    public void write(long position, MemorySegment bytes, Consumer<ByteBuffer> alsoSees) throws IOException {
+        long length = bytes.byteSize();
+        CRC32C crc = new CRC32C();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment mapped = mapWrites && length >= MAP_AT_LEAST
+                    ? channel.map(FileChannel.MapMode.READ_WRITE, position, length, arena) : null;
+            for (long done = 0; done < length; done += PIECE) {
+                MemorySegment piece = bytes.asSlice(done, Math.min(PIECE, length - done));
+                if (piece.isMapped()) {
+                    piece = staged(piece);
+                }
+                crc.update(piece.asByteBuffer());
+                alsoSees.accept(piece.asByteBuffer());
+                if (mapped != null) {
+                    putMapped(piece, mapped, done);
+                } else {
+                    ByteBuffer out = piece.asByteBuffer();
+                    while (out.hasRemaining()) {
+                        channel.write(out, position + done + out.position());
+                    }
+                }
+            }
+        }
+        this.crc.record(position, length, (int) crc.getValue());
+        behind.written(position, length);
     }
 
-    private void writeOut(long position, ByteBuffer bytes) throws IOException {
-        long start = position;
-        while (bytes.hasRemaining()) {
-            position += channel.write(bytes, position);
+    /** {@code piece}, copied from its mapping into this thread's staging memory. */
+    private static MemorySegment staged(MemorySegment piece) throws InputChanged {
+        MemorySegment copy = STAGE.get().asSlice(0, piece.byteSize());
+        try {
+            MemorySegment.copy(piece, 0, copy, 0, piece.byteSize());
+        } catch (InternalError fault) {
+            throw new InputChanged();
         }
-        behind.written(start, position - start);
+        return copy;
+    }
+
+    private void putMapped(MemorySegment piece, MemorySegment mapped, long at) throws IOException {
+        try {
+            MemorySegment.copy(piece, 0, mapped, at, piece.byteSize());
+        } catch (InternalError fault) {
+            // the kernel could not give the mapping a page: an I/O error, or the disk full despite the reservation
+            throw new IOException("the kernel could not write through a mapping of " + partial + " (an I/O error or a full disk)");
+        }
+    }
+
+    /** A mapped input could not be read while its bytes were written: its file shrank or changed. */
+    public static final class InputChanged extends IOException {
+        InputChanged() {
+            super("a mapped input could not be read: its file shrank or changed");
+        }
     }
 
     /** Flushes it (with {@code fsync}), closes it and renames it into place; the CRC-32C of what was written, when known. */

@@ -89,18 +89,18 @@ public final class NativeIO {
     /**
      * Reserves {@code length} bytes of disk for {@code file} with Linux {@code fallocate}, so that a
      * full disk is reported before the run instead of in the middle. File systems without fallocate
-     * are skipped silently (the writes will report a full disk themselves).
+     * are skipped silently (the writes will report a full disk themselves). Whether the space is reserved.
      */
-    public static void reserve(Path file, long length) {
+    public static boolean reserve(Path file, long length) {
         Bindings b = bindings();
         if (b == null || length <= 0) {
-            return;
+            return false;
         }
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(b.callState);
             int fd = (int) b.open.invokeExact(state, arena.allocateFrom(file.toString()), O_WRONLY | O_CLOEXEC, 0);
             if (fd < 0) {
-                return;
+                return false;
             }
             int rc = (int) b.fallocate.invokeExact(state, fd, 0, 0L, length);
             int errno = (int) b.errno.get(state, 0L);
@@ -108,6 +108,7 @@ public final class NativeIO {
             if (rc != 0 && (errno == ENOSPC || errno == EFBIG)) {
                 throw new MoeportException(file + ": not enough disk space for " + length + " bytes");
             }
+            return rc == 0;
         } catch (MoeportException e) {
             throw e;
         } catch (Throwable t) {

@@ -1,14 +1,9 @@
 package dev.moeport.io;
 
-import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.OptionalLong;
-import java.util.function.ObjLongConsumer;
-import java.util.zip.CRC32C;
 
 /**
  * The CRC-32C of a file, computed from the bytes written to it, in any order and from any thread, so that a
@@ -23,40 +18,9 @@ public final class WrittenCrc {
 
     private final List<Region> regions = new ArrayList<>();
 
-    /**
-     * Records the bytes {@code bytes} holds (position to limit, left as they are) as written at {@code offset}; never
-     * the bytes of a mapped input ({@link #readBack}).
-     */
-    public void record(long offset, ByteBuffer bytes) {
-        CRC32C crc = new CRC32C();
-        long length = bytes.remaining();
-        crc.update(bytes.duplicate());
-        synchronized (this) {
-            regions.add(new Region(offset, length, (int) crc.getValue()));
-        }
-    }
-
-    /** Bytes read back at a time by {@link #readBack}. */
-    private static final ThreadLocal<ByteBuffer> READ_BACK = ThreadLocal.withInitial(() -> ByteBuffer.allocateDirect(1 << 20));
-
-    /**
-     * Hands {@code [position, position + length)} of {@code channel}, just written, to {@code each} in pieces (with each
-     * piece's position): what was written from a mapped input is checksummed from the file, not from the mapping, whose
-     * read would crash the JVM (SIGBUS) if the input shrank, where the write itself reports EFAULT. The pages are the
-     * ones just written, in the page cache.
-     */
-    public static void readBack(FileChannel channel, long position, long length, ObjLongConsumer<ByteBuffer> each) throws IOException {
-        ByteBuffer buffer = READ_BACK.get();
-        for (long done = 0; done < length; ) {
-            buffer.clear().limit((int) Math.min(buffer.capacity(), length - done));
-            int n = channel.read(buffer, position + done);
-            if (n <= 0) {
-                throw new IOException("cannot read back what was written at " + (position + done));
-            }
-            buffer.flip();
-            each.accept(buffer, position + done);
-            done += n;
-        }
+    /** Records that the bytes written at {@code offset}, {@code length} of them, have the CRC-32C {@code crc}. */
+    public synchronized void record(long offset, long length, int crc) {
+        regions.add(new Region(offset, length, crc));
     }
 
     /** The CRC-32C of the file's {@code length} bytes, or empty when the writes left a gap or overlapped. */
@@ -79,35 +43,34 @@ public final class WrittenCrc {
     }
 
     /**
-     * The CRC of bytes A then B from the CRCs of A and B and B's length: A's CRC carried through B's length of zero
-     * bits (multiplication by x^(8 lengthB) modulo the polynomial, as 32x32 bit matrices over GF(2) squared for each
-     * bit of the length), plus B's.
+     * For each k, the operator that carries a CRC through 2^k zero bytes: multiplication by x^(8 2^k) modulo the
+     * polynomial, as a 32x32 bit matrix over GF(2) (column n the image of bit n).
      */
-    static int combine(int crcA, int crcB, long lengthB) {
-        int[] odd = new int[32]; // the operator for one zero bit
-        odd[0] = POLYNOMIAL;
+    private static final int[][] ZERO_BYTES = new int[63][];
+
+    static {
+        int[] bit = new int[32]; // one zero bit
+        bit[0] = POLYNOMIAL;
         for (int n = 1; n < 32; n++) {
-            odd[n] = 1 << (n - 1);
+            bit[n] = 1 << (n - 1);
         }
-        int[] even = new int[32];
-        square(even, odd); // two zero bits
-        square(odd, even); // four
-        long length = lengthB;
+        int[] m = bit;
+        for (int doubling = 0; doubling < 3; doubling++) {
+            m = square(m);
+        }
+        for (int k = 0; k < ZERO_BYTES.length; k++) {
+            ZERO_BYTES[k] = m;
+            m = square(m);
+        }
+    }
+
+    /** The CRC of bytes A then B from the CRCs of A and B and B's length: A's CRC carried through B's length of zeros, plus B's. */
+    static int combine(int crcA, int crcB, long lengthB) {
         int crc = crcA;
-        while (length != 0) {
-            square(even, odd); // one zero byte, then 4, 16, ...
-            if ((length & 1) != 0) {
-                crc = times(even, crc);
+        for (int k = 0; lengthB != 0; k++, lengthB >>>= 1) {
+            if ((lengthB & 1) != 0) {
+                crc = times(ZERO_BYTES[k], crc);
             }
-            length >>>= 1;
-            if (length == 0) {
-                break;
-            }
-            square(odd, even); // 2 zero bytes, then 8, 32, ...
-            if ((length & 1) != 0) {
-                crc = times(odd, crc);
-            }
-            length >>>= 1;
         }
         return crc ^ crcB;
     }
@@ -122,9 +85,11 @@ public final class WrittenCrc {
         return sum;
     }
 
-    private static void square(int[] square, int[] matrix) {
+    private static int[] square(int[] matrix) {
+        int[] square = new int[32];
         for (int n = 0; n < 32; n++) {
             square[n] = times(matrix, matrix[n]);
         }
+        return square;
     }
 }

@@ -39,8 +39,6 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class SafetensorsWriter implements TensorOutput {
     private static final Map<String, String> SHARD_METADATA = Map.of("format", "pt");
     private static final String PARTIAL_SUFFIX = ".partial";
-    /** Largest single write: ByteBuffers index with an int. */
-    private static final long MAX_WRITE = 1 << 30;
 
     private final Path dir;
     private final ShardLayout layout;
@@ -80,16 +78,7 @@ public final class SafetensorsWriter implements TensorOutput {
                 throw new IllegalStateException("write of " + n + " bytes at " + offset + " overruns tensor '" + name + "' of " + size + " bytes");
             }
             try {
-                for (long done = 0; done < n; ) {
-                    long chunk = Math.min(MAX_WRITE, n - done);
-                    ByteBuffer buffer = bytes.asSlice(done, chunk).asByteBuffer();
-                    if (bytes.isMapped()) {
-                        shard.file.writeMapped(base + offset + done, buffer, b -> { });
-                    } else {
-                        shard.file.write(base + offset + done, buffer);
-                    }
-                    done += chunk;
-                }
+                shard.file.write(base + offset, bytes);
             } catch (IOException e) {
                 throw writeFailure(e);
             }
@@ -170,7 +159,7 @@ public final class SafetensorsWriter implements TensorOutput {
             openShards.put(shard.fileName(), open);
             ByteBuffer head = ByteBuffer.allocate((int) dataStart).order(java.nio.ByteOrder.LITTLE_ENDIAN);
             head.putLong(header.length).put(header).flip();
-            open.file.write(0, head);
+            open.file.write(0, MemorySegment.ofBuffer(head));
             for (SafetensorsHeader.Entry e : shard.entries().values()) {
                 sinks.put(e.name(), new TensorSink(e.name(), open, dataStart + e.begin(), e.byteSize()));
             }

@@ -16,7 +16,6 @@ import dev.moeport.tensor.DType;
 import dev.moeport.tensor.Shape;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
-import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -143,12 +142,7 @@ public final class TorchDistWriter implements TensorOutput {
                 }
                 long position = c.dataStart() + at;
                 try {
-                    if (part.isMapped()) {
-                        c.file.out.writeMapped(position, part.asByteBuffer(), c.crc::update);
-                    } else {
-                        c.crc.update(part.asByteBuffer());
-                        c.file.out.write(position, part.asByteBuffer());
-                    }
+                    c.file.out.write(position, part, c.crc::update);
                 } catch (IOException e) {
                     throw writeFailure(c.file, e);
                 }
@@ -404,14 +398,14 @@ public final class TorchDistWriter implements TensorOutput {
                 for (ChunkPlace c : chunks) {
                     if (c.file == f) {
                         int zipCrc = (int) c.crc.getValue();
-                        write(c.file, c.zipOffset, ByteBuffer.wrap(c.zip.prefix(zipCrc)));
-                        write(c.file, c.dataStart() + c.dataBytes, ByteBuffer.wrap(c.zip.suffix(zipCrc)));
+                        write(c.file, c.zipOffset, c.zip.prefix(zipCrc));
+                        write(c.file, c.dataStart() + c.dataBytes, c.zip.suffix(zipCrc));
                     }
                 }
             }
             for (BytesPlace b : bytesEntries) {
                 if (b.file() == f) {
-                    write(b.file(), b.offset(), ByteBuffer.wrap(b.zip().prefix(0)));
+                    write(b.file(), b.offset(), b.zip().prefix(0));
                 }
             }
             try {
@@ -424,9 +418,9 @@ public final class TorchDistWriter implements TensorOutput {
         finished.finished(f.target, crc);
     }
 
-    private void write(DataFile file, long position, ByteBuffer buffer) {
+    private void write(DataFile file, long position, byte[] bytes) {
         try {
-            file.out.write(position, buffer);
+            file.out.write(position, MemorySegment.ofArray(bytes));
         } catch (IOException e) {
             throw writeFailure(file, e);
         }

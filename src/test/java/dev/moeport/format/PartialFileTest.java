@@ -1,0 +1,85 @@
+package dev.moeport.format;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.moeport.format.safetensors.SafetensorsWriter;
+import java.io.ByteArrayOutputStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+import java.util.zip.CRC32C;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Writes of every size and source land as given, whether through a mapping or not, and the file's CRC-32C follows. */
+class PartialFileTest {
+    @TempDir
+    Path tmp;
+
+    @Test
+    void writesOfEverySourceAndSizeLandInPlaceWithTheirChecksum() throws Exception {
+        Random random = new Random(3);
+        // sizes around a piece, around the size that goes through a mapping, and far above both
+        long[] sizes = {0, 1, 4095, PartialFile.PIECE - 1, PartialFile.PIECE + 1, PartialFile.MAP_AT_LEAST - 1,
+                PartialFile.MAP_AT_LEAST, PartialFile.MAP_AT_LEAST + 4097, 5L * PartialFile.MAP_AT_LEAST + 12345};
+        byte[] expected = new byte[(int) java.util.Arrays.stream(sizes).sum()];
+        random.nextBytes(expected);
+        Path input = tmp.resolve("input");
+        Files.write(input, expected);
+        List<long[]> writes = new ArrayList<>();
+        long at = 0;
+        for (long size : sizes) {
+            writes.add(new long[] {at, size});
+            at += size;
+        }
+        Collections.shuffle(writes, random);
+        Path target = tmp.resolve("out.bin");
+        PartialFile file = new PartialFile(target, expected.length, false);
+        try (Arena arena = Arena.ofShared(); FileChannel in = FileChannel.open(input)) {
+            MemorySegment mapped = in.map(FileChannel.MapMode.READ_ONLY, 0, expected.length, arena);
+            MemorySegment heap = MemorySegment.ofArray(expected);
+            boolean fromMapping = false;
+            for (long[] w : writes) {
+                // alternately from a mapped input (staged on the way) and from memory
+                MemorySegment source = (fromMapping ? mapped : heap).asSlice(w[0], w[1]);
+                fromMapping = !fromMapping;
+                ByteArrayOutputStream seen = new ByteArrayOutputStream();
+                file.write(w[0], source, piece -> {
+                    byte[] b = new byte[piece.remaining()];
+                    piece.get(b);
+                    seen.writeBytes(b);
+                });
+                assertArrayEquals(java.util.Arrays.copyOfRange(expected, (int) w[0], (int) (w[0] + w[1])), seen.toByteArray(),
+                        "what the observer saw of the write of " + w[1] + " bytes");
+            }
+        }
+        assertTrue(Files.exists(SafetensorsWriter.partialName(target)));
+        assertFalse(Files.exists(target), "not in place before it is finished");
+        long crc = file.finish(false).orElseThrow();
+        assertArrayEquals(expected, Files.readAllBytes(target));
+        CRC32C whole = new CRC32C();
+        whole.update(expected);
+        assertEquals(whole.getValue(), crc);
+    }
+
+    @Test
+    void anAbandonedFileLeavesNothing() throws Exception {
+        Path target = tmp.resolve("gone.bin");
+        PartialFile file = new PartialFile(target, 3L << 20, false);
+        file.write(0, MemorySegment.ofArray(new byte[2 << 20]));
+        file.abandon();
+        try (var left = Files.list(tmp)) {
+            assertEquals(List.of(), left.toList());
+        }
+        assertFalse(Files.exists(target));
+    }
+}
