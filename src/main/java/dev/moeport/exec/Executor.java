@@ -3,6 +3,7 @@ package dev.moeport.exec;
 import dev.moeport.MoeportException;
 import dev.moeport.format.PartialFile;
 import dev.moeport.format.TensorOutput;
+import dev.moeport.format.safetensors.ShardLayout;
 import dev.moeport.format.TensorOutput.Sink;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
@@ -23,6 +24,8 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.ToIntFunction;
+import java.util.function.ToLongFunction;
 
 /**
  * Runs a {@link Plan}: jobs on a pool of worker threads, biggest first, each streaming its sources in
@@ -46,20 +49,23 @@ public final class Executor {
     /** Runs every job of {@code plan} into {@code writer} (which the caller commits). */
     public void run(Plan plan, TensorOutput writer, Progress progress) {
         Map<AmaxSource.SharedAmax, Task> byAmax = new LinkedHashMap<>();
-        List<Task> order = new ArrayList<>();
+        List<Task> planned = new ArrayList<>();
         for (Job job : plan.jobs()) {
             if (job instanceof Job.Quantize q && q.amax() instanceof AmaxSource.Shared shared) {
                 byAmax.computeIfAbsent(shared.amax(), a -> {
                     Task t = new Task(a, new ArrayList<>());
-                    order.add(t);
+                    planned.add(t);
                     return t;
                 }).jobs().add(job);
             } else {
-                order.add(new Task(null, List.of(job)));
+                planned.add(new Task(null, List.of(job)));
             }
         }
-        // Largest first: the long tasks start early instead of leaving one thread busy at the end.
-        order.sort(Comparator.comparingLong(Task::inputBytes).reversed());
+        Map<ShardLayout.Shard, Integer> fileIndex = new HashMap<>();
+        for (ShardLayout.Shard shard : plan.layout().shards()) {
+            fileIndex.put(shard, fileIndex.size());
+        }
+        List<Task> order = startOrder(planned, task -> fileIndex.get(plan.layout().shardOf(task.jobs().getFirst().outputs().getFirst().name())), Task::inputBytes, threads);
         List<Job> jobOrder = order.stream().flatMap(t -> t.jobs().stream()).toList();
         ReadAhead readAhead = new ReadAhead(jobOrder);
         List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
@@ -77,7 +83,50 @@ public final class Executor {
                 return null;
             });
         }
+        warmUpKernels(plan);
         WorkerPool.run(threads, "moeport-worker", tasks);
+    }
+
+    /** Bytes staged for the amax kernel at a time: half a core's L2 cache, or so. */
+    private static final long AMAX_PIECE = 256 << 10;
+
+    /** Quantized input from which a warm-up of the kernels pays ({@link KernelWarmUp}): a second's work or so. */
+    private static final long WARM_UP_FROM = 1L << 30;
+
+    private void warmUpKernels(Plan plan) {
+        Map<List<Object>, Long> quantized = new LinkedHashMap<>();
+        for (Job job : plan.jobs()) {
+            if (job instanceof Job.Quantize q) {
+                quantized.merge(List.of(q.format(), q.exportType()), q.inputBytes(), Long::sum);
+            }
+        }
+        quantized.forEach((use, bytes) -> {
+            if (bytes >= WARM_UP_FROM) {
+                KernelWarmUp.run(kernel, (QuantFormat) use.get(0), (DType) use.get(1), KernelWarmUp.LIMIT_NANOS);
+            }
+        });
+    }
+
+    /**
+     * The order tasks start in: largest first, so that the long ones do not leave one thread busy at the end; and of
+     * tasks of one size, one from each output file in turn, a window of {@code threads} files at a time. The kernel
+     * lets one thread at a time write a file, and marks a mapped file's pages dirty under one lock of the file's: a
+     * model's tensors lie in their files in order, so its many tensors of one size (the experts) kept every thread on
+     * one file. Each window's files finish together, and a resumed run keeps the files that finished.
+     */
+    static <T> List<T> startOrder(List<T> tasks, ToIntFunction<T> file, ToLongFunction<T> size, int threads) {
+        record Keyed<T>(T task, int window, long bytes, int turn, int file) {}
+        Map<List<Long>, Integer> earlier = new HashMap<>();
+        List<Keyed<T>> keyed = new ArrayList<>();
+        for (T task : tasks) {
+            int f = file.applyAsInt(task);
+            long bytes = size.applyAsLong(task);
+            int turn = earlier.merge(List.of((long) f, bytes), 1, Integer::sum) - 1;
+            keyed.add(new Keyed<>(task, f / Math.max(1, threads), bytes, turn, f));
+        }
+        keyed.sort(Comparator.<Keyed<T>>comparingInt(Keyed::window).thenComparing(Comparator.<Keyed<T>>comparingLong(Keyed::bytes).reversed())
+                .thenComparingInt(Keyed::turn).thenComparingInt(Keyed::file));
+        return keyed.stream().map(Keyed::task).toList();
     }
 
     /** What one thread runs in one go: a shared amax (or none) and the jobs that need it. */
@@ -258,12 +307,19 @@ public final class Executor {
                     continue; // zeros do not change an amax
                 }
                 DType dtype = source.tensor().dtype();
-                long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / dtype.byteWidth();
-                PieceReader.forEachChunk(piece, scratch, true, (bytes, first, rows) -> {
-                    try {
-                        max[0] = Math.max(max[0], kernel.amax(bytes, dtype, bytes.byteSize() / dtype.byteWidth()));
-                    } catch (NonFiniteValueException e) {
-                        throw nonFinite(name, first + e.index() / cols, e.index() % cols);
+                long width = dtype.byteWidth();
+                long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / width;
+                // A chunk is staged for the kernel a cache-sized piece at a time: it is read once, not copied to memory and read again.
+                PieceReader.forEachChunk(piece, scratch, false, (bytes, first, rows) -> {
+                    for (long at = 0; at < bytes.byteSize(); at += AMAX_PIECE) {
+                        long n = Math.min(AMAX_PIECE, bytes.byteSize() - at);
+                        MemorySegment part = PieceReader.staged(source, bytes.asSlice(at, n), scratch.buffer(Scratch.INPUT, n));
+                        try {
+                            max[0] = Math.max(max[0], kernel.amax(part, dtype, n / width));
+                        } catch (NonFiniteValueException e) {
+                            long index = at / width + e.index();
+                            throw nonFinite(name, first + index / cols, index % cols);
+                        }
                     }
                 });
             }

@@ -60,21 +60,32 @@ public final class PieceReader {
                 Tensor t = s.tensor();
                 boolean whole = t.rank() == 0 || (start == 0 && count == t.shape().dim(0));
                 Tensor rows = whole ? t : t.narrow(start, count, t.name());
-                try {
-                    MemorySegment bytes = rows.bytes(arena);
-                    if (!staged || !bytes.isMapped()) {
-                        yield bytes;
-                    }
-                    MemorySegment copy = scratch.buffer(Scratch.INPUT, bytes.byteSize());
-                    MemorySegment.copy(bytes, 0, copy, 0, bytes.byteSize());
-                    release(bytes);
-                    yield copy;
-                } catch (InternalError fault) {
-                    throw new MoeportException(t.where() + ": could not be read: the file shrank or changed while moeport read it");
+                MemorySegment bytes = rows.bytes(arena);
+                if (!staged || !bytes.isMapped()) {
+                    yield bytes;
                 }
+                MemorySegment copy = staged(s, bytes, scratch.buffer(Scratch.INPUT, bytes.byteSize()));
+                release(bytes);
+                yield copy;
             }
             case Piece.Zeros z -> scratch.zeros(count * z.rowBytes());
         };
+    }
+
+    /**
+     * {@code bytes} of {@code source}, copied into {@code into} (as large) when they are mapped, for a kernel to read:
+     * a copy out of a mapping whose file shrank fails with an error, where a kernel's read crashes the JVM.
+     */
+    static MemorySegment staged(Piece.Source source, MemorySegment bytes, MemorySegment into) {
+        if (!bytes.isMapped()) {
+            return bytes;
+        }
+        try {
+            MemorySegment.copy(bytes, 0, into, 0, bytes.byteSize());
+        } catch (InternalError fault) {
+            throw new MoeportException(source.tensor().where() + ": could not be read: the file shrank or changed while moeport read it");
+        }
+        return into;
     }
 
     /** Calls {@code action} with consecutive chunks of {@code p}'s rows, as a kernel may read them, and each chunk's first row. */
