@@ -87,8 +87,8 @@ public final class Executor {
         WorkerPool.run(threads, "moeport-worker", tasks);
     }
 
-    /** Bytes staged for the amax kernel at a time: half a core's L2 cache, or so. */
-    private static final long AMAX_PIECE = 256 << 10;
+    /** Bytes staged for a kernel at a time: half a core's L2 cache, or so. */
+    private static final long STAGE_BYTES = 256 << 10;
 
     /** Quantized input from which a warm-up of the kernels pays ({@link KernelWarmUp}): a second's work or so. */
     private static final long WARM_UP_FROM = 1L << 30;
@@ -251,35 +251,44 @@ public final class Executor {
             QuantFormat format = job.format();
             DType exportType = job.exportType();
             long step = PieceReader.rowsPerChunk(rows.rowBytes(), format.rowGranularity());
+            // Each chunk's rows reach the kernel a cache-sized group at a time; its output is written whole.
+            long group = PieceReader.rowsPer(STAGE_BYTES, rows.rowBytes(), format.rowGranularity());
             for (long r = 0; r < out; r += step) {
                 WorkerPool.checkCancelled();
                 long n = Math.min(step, out - r);
+                long chunkRow = firstRow + r;
+                MemorySegment w = scratch.buffer(Scratch.OUTPUT, weightBytes(format, n, in));
+                MemorySegment s = scale == null ? MemorySegment.NULL : scratch.buffer(Scratch.SCALES, scaleBytes(format, n, in));
                 try (Arena arena = Arena.ofConfined()) {
-                    MemorySegment src = rows.read(firstRow + r, n, arena, scratch);
-                    if (exportType != job.sourceType()) {
-                        MemorySegment cast = scratch.buffer(Scratch.CAST, n * in * exportType.byteWidth());
-                        ElementCast.convert(src, job.sourceType(), cast, exportType, n * in);
-                        PieceReader.release(src);
-                        src = cast;
-                    }
-                    Shape chunk = Shape.of(n, in);
-                    MemorySegment w = scratch.buffer(Scratch.OUTPUT, format.weightType().byteSize(format.weightShape(chunk).numel()));
-                    MemorySegment s = scale == null ? MemorySegment.NULL
-                            : scratch.buffer(Scratch.SCALES, format.scaleType().byteSize(format.scaleShape(chunk).numel()));
-                    try {
-                        kernel.quantize(format, src, exportType, n, in, tensorScale, w, s);
-                    } catch (NonFiniteValueException e) {
-                        throw nonFinite(job.weight().name(), firstRow + r + e.index() / in, e.index() % in);
-                    }
-                    PieceReader.release(src);
-                    Shape before = Shape.of(r, in);
-                    weight.write(weightBase + format.weightType().byteSize(format.weightShape(before).numel()), w);
-                    if (scale != null) {
-                        scale.write(scaleBase + format.scaleType().byteSize(format.scaleShape(before).numel()), s);
-                    }
+                    rows.forEachGroup(chunkRow, n, group, arena, scratch, (src, k, m) -> {
+                        if (exportType != job.sourceType()) {
+                            MemorySegment cast = scratch.buffer(Scratch.CAST, m * in * exportType.byteWidth());
+                            ElementCast.convert(src, job.sourceType(), cast, exportType, m * in);
+                            src = cast;
+                        }
+                        MemorySegment groupScale = s == MemorySegment.NULL ? s : s.asSlice(scaleBytes(format, k, in), scaleBytes(format, m, in));
+                        try {
+                            kernel.quantize(format, src, exportType, m, in, tensorScale, w.asSlice(weightBytes(format, k, in), weightBytes(format, m, in)),
+                                    groupScale);
+                        } catch (NonFiniteValueException e) {
+                            throw nonFinite(job.weight().name(), chunkRow + k + e.index() / in, e.index() % in);
+                        }
+                    });
+                }
+                weight.write(weightBase + weightBytes(format, r, in), w);
+                if (scale != null) {
+                    scale.write(scaleBase + scaleBytes(format, r, in), s);
                 }
                 progress.addBytes(n * rows.rowBytes());
             }
+        }
+
+        private static long weightBytes(QuantFormat format, long rows, long cols) {
+            return format.weightType().byteSize(format.weightShape(Shape.of(rows, cols)).numel());
+        }
+
+        private static long scaleBytes(QuantFormat format, long rows, long cols) {
+            return format.scaleType().byteSize(format.scaleShape(Shape.of(rows, cols)).numel());
         }
 
         /**
@@ -311,8 +320,8 @@ public final class Executor {
                 long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / width;
                 // A chunk is staged for the kernel a cache-sized piece at a time: it is read once, not copied to memory and read again.
                 PieceReader.forEachChunk(piece, scratch, false, (bytes, first, rows) -> {
-                    for (long at = 0; at < bytes.byteSize(); at += AMAX_PIECE) {
-                        long n = Math.min(AMAX_PIECE, bytes.byteSize() - at);
+                    for (long at = 0; at < bytes.byteSize(); at += STAGE_BYTES) {
+                        long n = Math.min(STAGE_BYTES, bytes.byteSize() - at);
                         MemorySegment part = PieceReader.staged(source, bytes.asSlice(at, n), scratch.buffer(Scratch.INPUT, n));
                         try {
                             max[0] = Math.max(max[0], kernel.amax(part, dtype, n / width));

@@ -33,7 +33,12 @@ public final class PieceReader {
      * when above one, so that formats packing two rows a byte (int4_g128) decode whole bytes.
      */
     public static long rowsPerChunk(long rowBytes, int granularity) {
-        long rows = rowBytes == 0 ? Long.MAX_VALUE / 2 : CHUNK_BYTES / rowBytes;
+        return rowsPer(CHUNK_BYTES, rowBytes, granularity);
+    }
+
+    /** Rows in {@code bytes}, as {@link #rowsPerChunk} counts them. */
+    static long rowsPer(long bytes, long rowBytes, int granularity) {
+        long rows = rowBytes == 0 ? Long.MAX_VALUE / 2 : bytes / rowBytes;
         long step = Math.max(granularity, rows / granularity * granularity);
         return step > 1 && step % 2 != 0 && granularity == 1 ? step - 1 : step;
     }
@@ -177,6 +182,28 @@ public final class PieceReader {
                 at += bytes.byteSize();
             }
             return gathered;
+        }
+
+        /**
+         * Rows {@code [start, start + count)} for a kernel, {@code groupRows} at a time, each group staged as {@link
+         * #read} stages rows, with its first row counted from {@code start}. Rows of one mapped piece are copied out a
+         * group at a time, so that the kernel reads them from the cache, and their pages released once, after the last.
+         */
+        public void forEachGroup(long start, long count, long groupRows, Arena arena, Scratch scratch, ChunkAction action) {
+            List<Piece> parts = slice(start, count);
+            if (parts.size() == 1 && parts.getFirst() instanceof Piece.Source source) {
+                MemorySegment bytes = PieceReader.read(source, 0, source.rows(), arena, scratch, false);
+                for (long k = 0; k < count; k += groupRows) {
+                    long m = Math.min(groupRows, count - k);
+                    action.accept(staged(source, bytes.asSlice(k * rowBytes, m * rowBytes), scratch.buffer(Scratch.INPUT, m * rowBytes)), k, m);
+                }
+                release(bytes);
+                return;
+            }
+            for (long k = 0; k < count; k += groupRows) {
+                long m = Math.min(groupRows, count - k);
+                action.accept(read(start + k, m, arena, scratch), k, m);
+            }
         }
 
         /** The pieces (narrowed) holding rows {@code [start, start + count)}. */
