@@ -73,6 +73,11 @@ public final class PartialFile {
         return target;
     }
 
+    /** Whether large writes go through a mapping (the file's space is reserved). */
+    boolean mapsWrites() {
+        return mapWrites;
+    }
+
     /** Writes {@code bytes} at {@code position}. */
     public void write(long position, MemorySegment bytes) throws IOException {
         write(position, bytes, piece -> { });

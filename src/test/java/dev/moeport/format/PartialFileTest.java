@@ -72,6 +72,28 @@ class PartialFileTest {
     }
 
     @Test
+    void aMappedWriteWhoseFileShrinksUnderItIsAnIoErrorNotACrash() throws Exception {
+        // A page the kernel cannot give a mapping (an I/O error, a full disk) is a SIGBUS: the copy into the mapping
+        // must end in an error. Here the partial file is cut short while the write is between two of its pieces.
+        Path target = tmp.resolve("cut.bin");
+        long length = 4L * PartialFile.MAP_AT_LEAST;
+        PartialFile file = new PartialFile(target, length, false);
+        org.junit.jupiter.api.Assumptions.assumeTrue(file.mapsWrites(), "no fallocate on this file system: no writes through mappings");
+        Path partial = SafetensorsWriter.partialName(target);
+        java.io.IOException e = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+                () -> file.write(0, MemorySegment.ofArray(new byte[(int) length]), piece -> {
+                    try (FileChannel cut = FileChannel.open(partial, java.nio.file.StandardOpenOption.WRITE)) {
+                        cut.truncate(0);
+                    } catch (java.io.IOException io) {
+                        throw new java.io.UncheckedIOException(io);
+                    }
+                }));
+        assertTrue(e.getMessage().contains("could not write through a mapping of " + partial), e.getMessage());
+        file.abandon();
+        assertFalse(Files.exists(partial));
+    }
+
+    @Test
     void anAbandonedFileLeavesNothing() throws Exception {
         Path target = tmp.resolve("gone.bin");
         PartialFile file = new PartialFile(target, 3L << 20, false);
