@@ -93,11 +93,6 @@ public final class PieceReader {
         return into;
     }
 
-    /** Calls {@code action} with consecutive chunks of {@code p}'s rows, as a kernel may read them, and each chunk's first row. */
-    public static void forEachChunk(Piece p, Scratch scratch, ChunkAction action) {
-        forEachChunk(p, scratch, true, action);
-    }
-
     /**
      * Calls {@code action} with consecutive chunks of {@code p}'s rows and each chunk's first row;
      * {@code staged}: for a kernel (see {@link #read(Piece, long, long, Arena, Scratch, boolean)}).
