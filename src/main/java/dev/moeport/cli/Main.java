@@ -116,24 +116,43 @@ public final class Main implements Runnable {
         System.exit(code);
     }
 
+    /** The thread that sets up slow classes while the command line is parsed, when main started one. */
+    private static volatile Thread preload;
+
     /**
      * Initializes, on a thread of its own, the classes that take long to set up and that most runs need: the native
-     * bindings, Jackson's mapper, the Vector API kernel. A tenth of a second each, they ran one after the other on the
-     * main thread before a run's first byte, while the command line was being parsed on one core.
+     * bindings, the Vector API kernel, Jackson's mapper. A tenth of a second each, they ran one after the other on the
+     * main thread before a run's first byte; now while picocli builds and parses the command line.
      */
     private static void preloadInBackground() {
-        Thread preload = new Thread(() -> {
-            for (String name : new String[] {"dev.moeport.io.NativeIO", "dev.moeport.cli.Json", "dev.moeport.format.safetensors.SafetensorsHeader"}) {
-                try {
+        Thread thread = new Thread(() -> {
+            try {
+                for (String name : new String[] {"dev.moeport.io.NativeIO", "dev.moeport.cli.Json", "dev.moeport.format.safetensors.SafetensorsHeader"}) {
                     Class.forName(name, true, Main.class.getClassLoader());
-                } catch (ClassNotFoundException | LinkageError e) {
-                    return; // the main thread meets the same, and reports it
                 }
+                QuantKernels.get();
+            } catch (Throwable e) {
+                // the main thread meets the same failure (a bad -Dmoeport.kernel, say) and reports it in one line
             }
-            QuantKernels.get();
         }, "moeport-preload");
-        preload.setDaemon(true);
-        preload.start();
+        thread.setDaemon(true);
+        preload = thread;
+        thread.start();
+    }
+
+    /**
+     * Waits for the preload before a command runs: two threads initializing one library's classes at once can wait on
+     * each other forever where their static initializers refer to each other, so only picocli's work overlaps it.
+     */
+    private static void awaitPreload() {
+        Thread thread = preload;
+        if (thread != null) {
+            try {
+                thread.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
     }
 
     /** Runs the command line with the given streams and returns the exit code; for tests and embedding. */
@@ -157,6 +176,7 @@ public final class Main implements Runnable {
             return EXIT_FAILURE;
         });
         cli.setParameterExceptionHandler((e, args2) -> {
+            awaitPreload();
             CommandLine c = e.getCommandLine();
             if (json) {
                 Json.command(c.getCommandName());
@@ -173,6 +193,7 @@ public final class Main implements Runnable {
         // Warnings go where errors go; -q is known only once the arguments are parsed.
         Warnings.to(err);
         cli.setExecutionStrategy(parseResult -> {
+            awaitPreload();
             Json.command(parseResult.asCommandLineList().getLast().getCommandName());
             if (main.quiet) {
                 Warnings.to(null);

@@ -31,8 +31,8 @@ public final class PartialFile {
     private final FileChannel channel;
     private final WrittenCrc crc = new WrittenCrc();
     private final WriteBehind behind;
-    /** Whether large writes go through a mapping: only where the file's disk space is reserved. */
-    private final boolean mapWrites;
+    /** Whether large writes go through a mapping: only where the file's disk space is reserved, and while maps succeed. */
+    private volatile boolean mapWrites;
 
     /** Bytes checksummed (and staged, from a mapped input) at a time: they stay in the core's cache between the steps. */
     static final int PIECE = 256 << 10;
@@ -97,8 +97,7 @@ public final class PartialFile {
         long length = bytes.byteSize();
         CRC32C crc = new CRC32C();
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment mapped = mapWrites && length >= MAP_AT_LEAST
-                    ? channel.map(FileChannel.MapMode.READ_WRITE, position, length, arena) : null;
+            MemorySegment mapped = mapWrites && length >= MAP_AT_LEAST ? mapped(position, length, arena) : null;
             for (long done = 0; done < length; done += PIECE) {
                 MemorySegment piece = bytes.asSlice(done, Math.min(PIECE, length - done));
                 if (piece.isMapped()) {
@@ -118,6 +117,16 @@ public final class PartialFile {
         }
         this.crc.record(position, length, (int) crc.getValue());
         behind.written(position, length);
+    }
+
+    /** The file's range to write through, or null (and no more mappings) where the file system cannot map it. */
+    private MemorySegment mapped(long position, long length, Arena arena) {
+        try {
+            return channel.map(FileChannel.MapMode.READ_WRITE, position, length, arena);
+        } catch (IOException | UnsupportedOperationException e) {
+            mapWrites = false;
+            return null;
+        }
     }
 
     /** {@code piece}, copied from its mapping into this thread's staging memory. */
