@@ -116,13 +116,15 @@ public final class Executor {
      */
     static <T> List<T> startOrder(List<T> tasks, ToIntFunction<T> file, ToLongFunction<T> size, int threads) {
         record Keyed<T>(T task, int window, long bytes, int turn, int file) {}
+        // windows of the files these tasks write (a part of a plan writes some of its files only)
+        int[] files = tasks.stream().mapToInt(file).distinct().sorted().toArray();
         Map<List<Long>, Integer> earlier = new HashMap<>();
         List<Keyed<T>> keyed = new ArrayList<>();
         for (T task : tasks) {
             int f = file.applyAsInt(task);
             long bytes = size.applyAsLong(task);
             int turn = earlier.merge(List.of((long) f, bytes), 1, Integer::sum) - 1;
-            keyed.add(new Keyed<>(task, f / Math.max(1, threads), bytes, turn, f));
+            keyed.add(new Keyed<>(task, java.util.Arrays.binarySearch(files, f) / Math.max(1, threads), bytes, turn, f));
         }
         keyed.sort(Comparator.<Keyed<T>>comparingInt(Keyed::window).thenComparing(Comparator.<Keyed<T>>comparingLong(Keyed::bytes).reversed())
                 .thenComparingInt(Keyed::turn).thenComparingInt(Keyed::file));

@@ -31,4 +31,12 @@ class StartOrderTest {
         // one thread: one file after the other, largest first in each
         assertEquals(List.of("a0", "a1", "b1", "b0", "c0", "c1", "d0", "d1"), order(tasks, 1));
     }
+
+    @Test
+    void aPartsFilesMakeItsWindows() {
+        // a part of a plan writing files 14 to 17 of a layout: with four threads, all four at once
+        List<T> tasks = List.of(new T("n0", 14, 10), new T("n1", 14, 10), new T("o0", 15, 10), new T("p0", 16, 10),
+                new T("q0", 17, 10), new T("q1", 17, 10));
+        assertEquals(List.of("n0", "o0", "p0", "q0", "n1", "q1"), order(tasks, 4));
+    }
 }
