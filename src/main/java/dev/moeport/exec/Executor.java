@@ -28,7 +28,8 @@ import java.util.function.ToIntFunction;
 import java.util.function.ToLongFunction;
 
 /**
- * Runs a {@link Plan}: jobs on a pool of worker threads, biggest first, each streaming its sources in
+ * Runs a {@link Plan}: jobs on a pool of worker threads, biggest first and across the output files ({@link
+ * #startOrder}), each streaming its sources in
  * chunks of bounded size straight from the mapped input into the output file. No tensor is ever held
  * in the heap; each worker's scratch memory is a few chunks of native memory, and source pages are
  * released from the process (madvise DONTNEED) as soon as a chunk is written.
