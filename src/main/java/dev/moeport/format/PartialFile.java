@@ -122,7 +122,14 @@ public final class PartialFile {
     /** The file's range to write through, or null (and no more mappings) where the file system cannot map it. */
     private MemorySegment mapped(long position, long length, Arena arena) {
         try {
-            return channel.map(FileChannel.MapMode.READ_WRITE, position, length, arena);
+            MemorySegment range = channel.map(FileChannel.MapMode.READ_WRITE, position, length, arena);
+            if (behind != WriteBehind.NONE) {
+                // Where the output is larger than memory, read-ahead around each fault filled it with pages of zeros
+                // the writes had yet to reach, and pushed the input out to be read again (4 GiB, 9.3 GB in: 12.7 GB
+                // read, 9.5 without); where it fits, read-ahead makes the faults cheaper.
+                NativeIO.advise(range, NativeIO.Advice.RANDOM);
+            }
+            return range;
         } catch (IOException | UnsupportedOperationException e) {
             mapWrites = false;
             return null;

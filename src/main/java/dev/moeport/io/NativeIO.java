@@ -25,6 +25,8 @@ public final class NativeIO {
     public enum Advice {
         /** Read once, front to back: the kernel reads ahead aggressively. */
         SEQUENTIAL,
+        /** In no order, or written and not read: no read-ahead around a page fault. */
+        RANDOM,
         /** Needed soon: start reading it in now. */
         WILLNEED,
         /** Done with it: drop the pages from this process (a file mapping re-reads them if touched again). */
@@ -32,6 +34,7 @@ public final class NativeIO {
     }
 
     // <sys/mman.h> (Linux, glibc)
+    private static final int POSIX_MADV_RANDOM = 1;
     private static final int POSIX_MADV_SEQUENTIAL = 2;
     private static final int POSIX_MADV_WILLNEED = 3;
     private static final int MADV_DONTNEED = 4;
@@ -78,6 +81,7 @@ public final class NativeIO {
             // Errors are ignored on purpose: advice is a hint; a refusal changes speed, never output.
             switch (advice) {
                 case SEQUENTIAL -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_SEQUENTIAL); }
+                case RANDOM -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_RANDOM); }
                 case WILLNEED -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_WILLNEED); }
                 case DONTNEED -> { int ignored = (int) b.madvise.invokeExact(range, length, MADV_DONTNEED); }
             }
