@@ -33,8 +33,8 @@ public final class Conversion {
      * @param inputBytes what this run read
      * @param copiedFiles the other files this run wrote (none where another part wrote them)
      * @param kernel the quantization kernel that ran, or null when this run needed none
+     * @param writeBehind whether the output's pages went to the disk as they were written ({@link WriteBehind})
      */
-    /** @param writeBehind whether the output's pages went to the disk as they were written ({@link WriteBehind}) */
     public record Summary(int tensors, long inputBytes, long outputBytes, int shards, Duration elapsed, List<String> copiedFiles,
                           String kernel, Parts parts, boolean writeBehind) {
         public double inputRate() {
