@@ -95,15 +95,16 @@ public final class Executor {
     private static final long WARM_UP_FROM = 1L << 30;
 
     private void warmUpKernels(Plan plan) {
-        Map<List<Object>, Long> quantized = new LinkedHashMap<>();
+        record Use(QuantFormat format, DType dtype) {}
+        Map<Use, Long> quantized = new LinkedHashMap<>();
         for (Job job : plan.jobs()) {
             if (job instanceof Job.Quantize q) {
-                quantized.merge(List.of(q.format(), q.exportType()), q.inputBytes(), Long::sum);
+                quantized.merge(new Use(q.format(), q.exportType()), q.inputBytes(), Long::sum);
             }
         }
         quantized.forEach((use, bytes) -> {
             if (bytes >= WARM_UP_FROM) {
-                KernelWarmUp.run(kernel, (QuantFormat) use.get(0), (DType) use.get(1), KernelWarmUp.LIMIT_NANOS);
+                KernelWarmUp.run(kernel, use.format(), use.dtype(), KernelWarmUp.LIMIT_NANOS);
             }
         });
     }
@@ -119,12 +120,13 @@ public final class Executor {
         record Keyed<T>(T task, int window, long bytes, int turn, int file) {}
         // windows of the files these tasks write (a part of a plan writes some of its files only)
         int[] files = tasks.stream().mapToInt(file).distinct().sorted().toArray();
-        Map<List<Long>, Integer> earlier = new HashMap<>();
+        record SizeInFile(int file, long bytes) {}
+        Map<SizeInFile, Integer> earlier = new HashMap<>();
         List<Keyed<T>> keyed = new ArrayList<>();
         for (T task : tasks) {
             int f = file.applyAsInt(task);
             long bytes = size.applyAsLong(task);
-            int turn = earlier.merge(List.of((long) f, bytes), 1, Integer::sum) - 1;
+            int turn = earlier.merge(new SizeInFile(f, bytes), 1, Integer::sum) - 1;
             keyed.add(new Keyed<>(task, java.util.Arrays.binarySearch(files, f) / Math.max(1, threads), bytes, turn, f));
         }
         keyed.sort(Comparator.<Keyed<T>>comparingInt(Keyed::window).thenComparing(Comparator.<Keyed<T>>comparingLong(Keyed::bytes).reversed())
