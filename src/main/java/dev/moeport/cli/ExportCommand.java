@@ -149,6 +149,7 @@ final class ExportCommand implements Callable<Integer> {
         }
         dev.moeport.convert.Flavor flavor = FormatConverter.flavor(spec, flavorName, format, recipeFile != null);
         dev.moeport.convert.Recipe mixed = FormatConverter.recipe(spec, recipeFile, this.format, flavor);
+        output.warmUpAhead(checkpoint, mixed != null ? mixed.formats() : format != null ? List.of(format) : List.of());
         McoreLayout.Canonical canonical = McoreLayout.normalize(checkpoint);
         ExportMapper.Result mapped = ExportMapper.map(architecture, config, canonical.tensors(), in);
         notes.addAll(mapped.requireMapped(in, architecture, allowUnmapped, "wrong --hf-config or expert count? "));

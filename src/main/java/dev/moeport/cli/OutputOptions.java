@@ -93,6 +93,17 @@ final class OutputOptions {
         }
     }
 
+    /**
+     * Starts warming up the kernels that will quantize to {@code formats} while the command plans: for a run (not a
+     * dry run) of an input large enough for the run to warm them up itself ({@link dev.moeport.exec.Executor#WARM_UP_FROM}).
+     * The weights are guessed BF16; a plan quantizing another dtype warms that up as it starts.
+     */
+    void warmUpAhead(dev.moeport.format.Checkpoint input, java.util.List<dev.moeport.quant.QuantFormat> formats) {
+        if (!dryRun && !formats.isEmpty() && input.totalBytes() >= dev.moeport.exec.Executor.WARM_UP_FROM) {
+            formats.forEach(format -> dev.moeport.exec.Executor.warmUpAhead(dev.moeport.quant.QuantKernels.get(), format, dev.moeport.tensor.DType.BF16));
+        }
+    }
+
     /** Prints the plan of a dry run; with a part, that part's files and how even the parts are. */
     void printPlan(java.io.PrintWriter out, dev.moeport.plan.Plan plan, picocli.CommandLine.Model.CommandSpec spec) {
         PlanReport.printPlan(out, plan, json, part(spec));

@@ -101,6 +101,7 @@ final class QuantizeCommand implements Callable<Integer> {
         ModelConfig text = arch == null ? config : arch.textConfig(config);
         return Pipeline.run(spec, output, "quantized", in, List.of(in), checkpoint -> {
             HfInputs.requireHfUnquantized(in, checkpoint);
+            output.warmUpAhead(checkpoint, recipe != null ? recipe.formats() : List.of(format));
             if (config == null && !noConfig) {
                 throw new MoeportException(folder + ": no " + ModelConfig.FILE_NAME + " beside the checkpoint; without it the output has no "
                         + "quantization_config and serving engines cannot load it. Put the model's config.json there, or give --no-config");

@@ -68,33 +68,50 @@ public final class Executor {
         }
         List<Task> order = startOrder(planned, task -> fileIndex.get(plan.layout().shardOf(task.jobs().getFirst().outputs().getFirst().name())), Task::inputBytes, threads);
         List<Job> jobOrder = order.stream().flatMap(t -> t.jobs().stream()).toList();
-        ReadAhead readAhead = new ReadAhead(jobOrder);
-        List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
-        int firstJob = 0;
-        for (Task task : order) {
-            int index = firstJob;
-            firstJob += task.jobs().size();
-            tasks.add(scratch -> {
-                readAhead.starting(index);
-                Worker worker = new Worker(writer, progress, scratch);
-                if (task.amax() != null) {
-                    worker.shared.put(task.amax(), worker.amaxOver(task.amax().pieces(), task.amax().key()));
-                }
-                task.jobs().forEach(worker::run);
-                return null;
-            });
+        WarmUp warmUp = warmUpKernels(plan);
+        try (ReadAhead<Job> readAhead = ReadAhead.of(jobOrder)) {
+            List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
+            int firstJob = 0;
+            for (Task task : order) {
+                int index = firstJob;
+                firstJob += task.jobs().size();
+                tasks.add(scratch -> {
+                    readAhead.starting(index);
+                    if (task.usesKernel()) {
+                        warmUp.await();
+                    }
+                    Worker worker = new Worker(writer, progress, scratch);
+                    if (task.amax() != null) {
+                        worker.shared.put(task.amax(), worker.amaxOver(task.amax().pieces(), task.amax().key()));
+                    }
+                    task.jobs().forEach(worker::run);
+                    return null;
+                });
+            }
+            WorkerPool.run(threads, "moeport-worker", tasks);
         }
-        warmUpKernels(plan);
-        WorkerPool.run(threads, "moeport-worker", tasks);
     }
 
     /** Bytes staged for a kernel at a time: half a core's L2 cache, or so. */
     private static final long STAGE_BYTES = 256 << 10;
 
     /** Quantized input from which a warm-up of the kernels pays ({@link KernelWarmUp}): a second's work or so. */
-    private static final long WARM_UP_FROM = 1L << 30;
+    public static final long WARM_UP_FROM = 1L << 30;
 
-    private void warmUpKernels(Plan plan) {
+    /**
+     * Starts warming up the kernels that quantize {@code dtype} to {@code format} on a thread of their own, once per
+     * JVM: a command that knows its formats starts it while it plans, and the run that needs it waits for it.
+     */
+    public static void warmUpAhead(QuantKernel kernel, QuantFormat format, DType dtype) {
+        KernelWarmUp.inBackground(kernel, format, dtype);
+    }
+
+    /**
+     * The warm-ups of the kernels of the plan's large quantized inputs (started here unless a command started them
+     * ahead): tasks that copy start at once (the largest tensors, embeddings, often are copies), those that quantize
+     * wait for them.
+     */
+    private WarmUp warmUpKernels(Plan plan) {
         record Use(QuantFormat format, DType dtype) {}
         Map<Use, Long> quantized = new LinkedHashMap<>();
         for (Job job : plan.jobs()) {
@@ -102,11 +119,23 @@ public final class Executor {
                 quantized.merge(new Use(q.format(), q.exportType()), q.inputBytes(), Long::sum);
             }
         }
-        quantized.forEach((use, bytes) -> {
-            if (bytes >= WARM_UP_FROM) {
-                KernelWarmUp.run(kernel, use.format(), use.dtype(), KernelWarmUp.LIMIT_NANOS);
+        return new WarmUp(quantized.entrySet().stream().filter(e -> e.getValue() >= WARM_UP_FROM)
+                .map(e -> KernelWarmUp.inBackground(kernel, e.getKey().format(), e.getKey().dtype())).toList());
+    }
+
+    /** The warm-ups' threads. */
+    private record WarmUp(List<Thread> threads) {
+        /** Waits for the warm-ups to end; a cancelled run's workers stop waiting. */
+        void await() {
+            for (Thread thread : threads) {
+                try {
+                    thread.join();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    WorkerPool.checkCancelled();
+                }
             }
-        });
+        }
     }
 
     /**
@@ -138,6 +167,11 @@ public final class Executor {
     private record Task(AmaxSource.SharedAmax amax, List<Job> jobs) {
         long inputBytes() {
             return jobs.stream().mapToLong(Job::inputBytes).sum() + (amax == null ? 0 : amax.inputBytes());
+        }
+
+        /** Whether it runs the quantizing kernels (which wait for their warm-up). */
+        boolean usesKernel() {
+            return amax != null || jobs.stream().anyMatch(job -> job instanceof Job.Quantize);
         }
     }
 

@@ -7,6 +7,8 @@ import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.Shape;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Runs a format's kernels on a small matrix until the JIT has compiled them, before the workers start. Until C2
@@ -16,6 +18,17 @@ import java.lang.foreign.MemorySegment;
  */
 final class KernelWarmUp {
     private KernelWarmUp() {}
+
+    private record Use(QuantKernel kernel, QuantFormat format, DType dtype) {}
+
+    /** The warm-ups this JVM started: compiled code stays compiled, so each runs once. */
+    private static final Map<Use, Thread> STARTED = new ConcurrentHashMap<>();
+
+    /** The thread that warms up quantizing {@code dtype} to {@code format}, started by the first call (it may have ended). */
+    static Thread inBackground(QuantKernel kernel, QuantFormat format, DType dtype) {
+        return STARTED.computeIfAbsent(new Use(kernel, format, dtype), use -> Thread.ofPlatform().daemon().name("moeport-warm-up")
+                .start(() -> run(kernel, format, dtype, LIMIT_NANOS)));
+    }
 
     /** Calls between two looks at the clock. */
     private static final int BATCH = 50;

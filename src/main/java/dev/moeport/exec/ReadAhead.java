@@ -5,42 +5,86 @@ import dev.moeport.plan.Job;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.TensorView;
 import java.util.List;
+import java.util.function.Consumer;
+import java.util.function.ToLongFunction;
 
 /**
- * Asks the kernel to read the mapped inputs of the jobs about to start, a window of bytes ahead of the
- * workers in the order they take jobs. On a cold page cache a mapping's faults read ahead only a little
- * at a time (a 9.3 GB BF16 export on the 16-core GPU machine ran at 48% of cold {@code cat} with the next
- * chunk of each job advised alone, 72% with this window; `benchmarks/scaling-bench`); on a warm one the
- * advice finds the pages present and costs next to nothing. The window bounds what is asked for, so
- * inputs larger than memory do not push out the pages the workers are about to read.
+ * Asks the kernel to read the mapped inputs of the jobs about to start, a window of bytes ahead of the workers in the
+ * order they take jobs, from a thread of its own. On a cold page cache a mapping's faults read ahead only a little at a
+ * time (a 9.3 GB BF16 export on the 16-core GPU machine ran at 48% of cold {@code cat} with the next chunk of each job
+ * advised alone, 72% with a window); on a warm one the advice finds the pages present and costs next to nothing. The
+ * thread starts reading before the workers do (while the kernels warm up), and no worker waits for a read it did not
+ * need: the kernel can take its time to queue the reads of a window. The window bounds what is asked for, so inputs
+ * larger than memory do not push out the pages the workers are about to read.
  */
-final class ReadAhead {
+final class ReadAhead<T> implements AutoCloseable {
     /** Bytes of input advised ahead of the newest started job: 256 MB did best of 64, 256 and 1024. */
     static final long WINDOW = 256L << 20;
 
-    private final List<Job> order;
+    private final List<T> order;
     /** {@code upTo[k]}: the input bytes of jobs {@code [0, k)} of the order. */
     private final long[] upTo;
-    private int advised;
+    private final long window;
+    private final Consumer<T> advise;
+    private final Thread thread;
+    /** Jobs of the order that have started (guarded by this). */
+    private int started;
+    private boolean closed;
 
-    ReadAhead(List<Job> order) {
+    /** Starts advising the first window of the jobs of {@code order} at once. */
+    static ReadAhead<Job> of(List<Job> order) {
+        return new ReadAhead<>(order, Job::inputBytes, WINDOW, ReadAhead::advise);
+    }
+
+    /** Calls {@code advise} on each of {@code order} in turn, from its first, while it begins within {@code window} bytes of the newest started. */
+    ReadAhead(List<T> order, ToLongFunction<T> bytes, long window, Consumer<T> advise) {
         this.order = order;
+        this.window = window;
+        this.advise = advise;
         this.upTo = new long[order.size() + 1];
         for (int k = 0; k < order.size(); k++) {
-            upTo[k + 1] = upTo[k] + order.get(k).inputBytes();
+            upTo[k + 1] = upTo[k] + bytes.applyAsLong(order.get(k));
+        }
+        this.thread = Thread.ofPlatform().daemon().name("moeport-read-ahead").start(this::adviseAhead);
+    }
+
+    /** Called as job {@code index} of the order starts: lets the window move on past it. */
+    synchronized void starting(int index) {
+        if (index + 1 > started) {
+            started = index + 1;
+            notifyAll();
         }
     }
 
-    /**
-     * Called as job {@code index} of the order starts: advises the jobs after it that begin within the window. Each
-     * job is advised once, so a run's calls cost time in proportion to its jobs, however small they are.
-     */
-    synchronized void starting(int index) {
-        long limit = upTo[index + 1] + WINDOW;
-        advised = Math.max(advised, index + 1);
-        while (advised < order.size() && upTo[advised] < limit) {
-            advise(order.get(advised));
-            advised++;
+    /** Stops advising (the run finished or failed) and waits for the thread's advice in flight. */
+    @Override
+    public void close() {
+        synchronized (this) {
+            closed = true;
+            notifyAll();
+        }
+        try {
+            thread.join();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private void adviseAhead() {
+        for (int next = 0; next < order.size(); next++) {
+            synchronized (this) {
+                while (!closed && upTo[next] >= upTo[started] + window) {
+                    try {
+                        wait();
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                }
+                if (closed) {
+                    return;
+                }
+            }
+            advise.accept(order.get(next));
         }
     }
 

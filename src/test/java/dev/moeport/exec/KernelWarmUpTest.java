@@ -1,5 +1,7 @@
 package dev.moeport.exec;
 
+import static org.junit.jupiter.api.Assertions.assertNotSame;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 
 import dev.moeport.quant.QuantFormat;
@@ -8,7 +10,10 @@ import dev.moeport.tensor.DType;
 import java.time.Duration;
 import org.junit.jupiter.api.Test;
 
-/** The warm-up before large quantizing runs works for every format and source dtype, and ends by its deadline. */
+/**
+ * The warm-up before large quantizing runs works for every format and source dtype, and ends by its deadline; started
+ * ahead by a command and again by its run, it runs once.
+ */
 class KernelWarmUpTest {
     @Test
     void everyFormatAndSourceDtypeWarmsUpWithinItsLimit() {
@@ -19,5 +24,15 @@ class KernelWarmUpTest {
                         format + " from " + dtype);
             }
         }
+    }
+
+    @Test
+    void aWarmUpStartedAheadIsTheOneTheRunWaitsFor() throws InterruptedException {
+        Thread ahead = KernelWarmUp.inBackground(QuantKernels.get(), QuantFormat.MXFP8, DType.F16);
+        assertSame(ahead, KernelWarmUp.inBackground(QuantKernels.get(), QuantFormat.MXFP8, DType.F16));
+        Thread other = KernelWarmUp.inBackground(QuantKernels.get(), QuantFormat.MXFP8, DType.BF16);
+        assertNotSame(ahead, other);
+        ahead.join();
+        other.join();
     }
 }

@@ -1,0 +1,68 @@
+package dev.moeport.exec;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/** The read-ahead thread asks for the jobs in order, never beyond its window past the newest started job. */
+class ReadAheadTest {
+    private final BlockingQueue<String> advised = new LinkedBlockingQueue<>();
+
+    /** Five jobs of 100 bytes, a window of 250. */
+    private ReadAhead<String> readAhead() {
+        return new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, advised::add);
+    }
+
+    /** The next {@code n} jobs advised (waiting for them), then none more for a while. */
+    private List<String> next(int n) throws InterruptedException {
+        List<String> jobs = new ArrayList<>();
+        for (int k = 0; k < n; k++) {
+            String job = advised.poll(10, TimeUnit.SECONDS);
+            if (job == null) {
+                break;
+            }
+            jobs.add(job);
+        }
+        assertNull(advised.poll(200, TimeUnit.MILLISECONDS), "advised beyond the window");
+        return jobs;
+    }
+
+    @Test
+    void advisesTheFirstWindowBeforeAnyJobStartsThenMovesWithTheJobs() throws InterruptedException {
+        try (ReadAhead<String> readAhead = readAhead()) {
+            // jobs beginning before byte 250: j0 (0), j1 (100), j2 (200)
+            assertEquals(List.of("j0", "j1", "j2"), next(3));
+            readAhead.starting(0); // window now ends at 100 + 250
+            assertEquals(List.of("j3"), next(1));
+            readAhead.starting(1); // 450: j4 begins at 400
+            assertEquals(List.of("j4"), next(1));
+        }
+    }
+
+    @Test
+    void jobsStartedOutOfOrderMoveTheWindowToTheFurthest() throws InterruptedException {
+        try (ReadAhead<String> readAhead = readAhead()) {
+            assertEquals(List.of("j0", "j1", "j2"), next(3));
+            readAhead.starting(2);
+            readAhead.starting(0); // an earlier job starting later does not move the window back
+            assertEquals(List.of("j3", "j4"), next(2));
+        }
+    }
+
+    @Test
+    void closingStopsTheThreadWithJobsLeft() throws InterruptedException {
+        ReadAhead<String> readAhead = readAhead();
+        assertEquals(List.of("j0", "j1", "j2"), next(3));
+        assertTimeoutPreemptively(Duration.ofSeconds(10), readAhead::close);
+        readAhead.starting(4);
+        assertNull(advised.poll(200, TimeUnit.MILLISECONDS), "advised after close");
+    }
+}
