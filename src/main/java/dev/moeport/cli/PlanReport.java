@@ -3,7 +3,6 @@ package dev.moeport.cli;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.moeport.convert.Conversion;
-import dev.moeport.format.safetensors.ShardLayout;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputFile;
@@ -35,12 +34,7 @@ final class PlanReport {
         long largest = java.util.Arrays.stream(partBytes).max().orElse(0);
         double mean = (double) plan.outputBytes() / part.count();
         double balance = mean == 0 ? 1 : largest / mean;
-        // Shard numbers by identity: a shard record's equals compares all its entries.
-        java.util.Map<ShardLayout.Shard, Integer> number = new java.util.IdentityHashMap<>();
-        for (int k = 0; k < owner.length; k++) {
-            number.put(plan.layout().shards().get(k), k + 1);
-        }
-        List<Row> rows = rows(plan, t -> owner[number.get(plan.layout().shardOf(t.name())) - 1] == part.index());
+        List<Row> rows = rows(plan, t -> owner[plan.layout().indexOf(t.name())] == part.index());
         if (json) {
             ObjectNode root = Json.document();
             root.put("dry_run", true);
@@ -94,7 +88,7 @@ final class PlanReport {
         Table table = new Table("TENSOR", "DTYPE", "SHAPE", ">SIZE", "SHARD", "TRANSFORM", "SOURCE");
         for (Row r : rows) {
             table.add(r.tensor.name(), r.tensor.dtype(), r.tensor.shape(), Sizes.format(r.tensor.byteSize()),
-                    number.get(plan.layout().shardOf(r.tensor.name())), r.job.transform(), sources(r.job));
+                    plan.layout().indexOf(r.tensor.name()) + 1, r.job.transform(), sources(r.job));
         }
         table.print(out);
         if (!plan.files().isEmpty()) {

@@ -3,7 +3,6 @@ package dev.moeport.exec;
 import dev.moeport.MoeportException;
 import dev.moeport.format.PartialFile;
 import dev.moeport.format.TensorOutput;
-import dev.moeport.format.safetensors.ShardLayout;
 import dev.moeport.format.TensorOutput.Sink;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
@@ -62,11 +61,7 @@ public final class Executor {
                 planned.add(new Task(null, List.of(job)));
             }
         }
-        Map<ShardLayout.Shard, Integer> fileIndex = new HashMap<>();
-        for (ShardLayout.Shard shard : plan.layout().shards()) {
-            fileIndex.put(shard, fileIndex.size());
-        }
-        List<Task> order = startOrder(planned, task -> fileIndex.get(plan.layout().shardOf(task.jobs().getFirst().outputs().getFirst().name())), Task::inputBytes, threads);
+        List<Task> order = startOrder(planned, task -> plan.layout().indexOf(task.jobs().getFirst().outputs().getFirst().name()), Task::inputBytes, threads);
         List<Job> jobOrder = order.stream().flatMap(t -> t.jobs().stream()).toList();
         WarmUp warmUp = warmUpKernels(plan);
         try (ReadAhead<Job> readAhead = ReadAhead.of(jobOrder)) {

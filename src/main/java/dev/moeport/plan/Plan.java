@@ -44,11 +44,7 @@ public record Plan(List<Job> jobs, ShardLayout layout, List<OutputFile> files) {
      * its scale either side of a shard boundary) runs in both; each writes its own files' tensors.
      */
     public Plan writing(java.util.function.IntPredicate shards) {
-        java.util.Map<ShardLayout.Shard, Integer> index = new java.util.IdentityHashMap<>();
-        for (int k = 0; k < layout.shards().size(); k++) {
-            index.put(layout.shards().get(k), k);
-        }
-        List<Job> mine = jobs.stream().filter(j -> j.outputs().stream().anyMatch(t -> shards.test(index.get(layout.shardOf(t.name()))))).toList();
+        List<Job> mine = jobs.stream().filter(j -> j.outputs().stream().anyMatch(t -> shards.test(layout.indexOf(t.name())))).toList();
         return mine.size() == jobs.size() ? this : new Plan(mine, layout, files);
     }
 

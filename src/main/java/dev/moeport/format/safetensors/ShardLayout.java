@@ -35,15 +35,17 @@ public final class ShardLayout {
     }
 
     private final List<Shard> shards;
-    private final Map<String, Shard> shardOf;
+    /** Each tensor's shard index (a shard record's hashCode and equals go through all its entries). */
+    private final Map<String, Integer> indexOf;
 
     private ShardLayout(List<Shard> shards) {
         this.shards = List.copyOf(shards);
-        Map<String, Shard> index = new HashMap<>();
-        for (Shard s : shards) {
-            s.entries().keySet().forEach(n -> index.put(n, s));
+        Map<String, Integer> index = new HashMap<>();
+        for (int k = 0; k < shards.size(); k++) {
+            int shard = k;
+            shards.get(k).entries().keySet().forEach(n -> index.put(n, shard));
         }
-        this.shardOf = Collections.unmodifiableMap(index);
+        this.indexOf = Collections.unmodifiableMap(index);
     }
 
     public static ShardLayout plan(List<Spec> specs, long maxShardBytes) {
@@ -98,11 +100,16 @@ public final class ShardLayout {
 
     /** The shard that holds {@code name}. */
     public Shard shardOf(String name) {
-        Shard s = shardOf.get(name);
-        if (s == null) {
+        return shards.get(indexOf(name));
+    }
+
+    /** The index (in {@link #shards()}) of the shard that holds {@code name}. */
+    public int indexOf(String name) {
+        Integer k = indexOf.get(name);
+        if (k == null) {
             throw new IllegalArgumentException("tensor '" + name + "' is not in the layout");
         }
-        return s;
+        return k;
     }
 
     /** A SHA-256 digest of the layout (files, tensors, dtypes, shapes, offsets), naming the plan it writes. */
@@ -126,6 +133,6 @@ public final class ShardLayout {
     }
 
     public int tensorCount() {
-        return shardOf.size();
+        return indexOf.size();
     }
 }
