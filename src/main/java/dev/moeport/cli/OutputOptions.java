@@ -31,8 +31,8 @@ final class OutputOptions {
     boolean fsync;
 
     @Option(names = "--write-behind", paramLabel = "WHEN", description = "auto (default), on or off: hand the output to the disk as it "
-            + "is written and drop it from memory, instead of leaving it to the page cache. auto: when the output is larger than the "
-            + "memory available (a memory cgroup's limit included), where dirty pages would otherwise fill memory and stall reading.")
+            + "is written and drop it from memory, instead of leaving it to the page cache. auto: when the input and output together are "
+            + "larger than the memory available (a memory cgroup's limit included), where dirty pages would otherwise fill memory and stall reading.")
     String writeBehind = "auto";
 
     @Option(names = "--no-progress", description = "No progress (also MOEPORT_NO_PROGRESS=1, or -q).")

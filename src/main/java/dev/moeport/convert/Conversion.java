@@ -111,7 +111,7 @@ public final class Conversion {
             // The other files go with whichever part stages them first.
             Plan work = plan.writing(mine).withFiles(staged.needsOtherFiles() ? plan.files() : List.of());
             Progress progress = new Progress(work.inputBytes(), work.jobs().stream().mapToInt(j -> j.outputs().size()).sum(), target.bar());
-            boolean writeBehind = target.writeBehind().chooses(work.outputBytes());
+            boolean writeBehind = target.writeBehind().chooses(work.inputBytes(), work.outputBytes());
             try (progress; TensorOutput writer = format.create(staging, plan, mine, target.fsync(), writeBehind, staged::finished)) {
                 // Ctrl-C or a kill -TERM: remove this run's partial files, unless its switch has begun (then it finishes).
                 Thread cleanup = new Thread(() -> {

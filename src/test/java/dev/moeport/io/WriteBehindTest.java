@@ -2,6 +2,7 @@ package dev.moeport.io;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.moeport.cli.CliRun;
@@ -21,6 +22,20 @@ import org.junit.jupiter.api.io.TempDir;
 class WriteBehindTest {
     @TempDir
     Path tmp;
+
+    /**
+     * auto counts what the run reads with what it writes: an input twice the memory with a small output (an NVFP4
+     * export's is a third of its input) fills the page cache as surely as a large output.
+     */
+    @Test
+    void autoTurnsOnWhenInputAndOutputTogetherExceedMemory() {
+        long memory = MemoryLimit.available();
+        assertTrue(WriteBehind.Choice.AUTO.chooses(2 * memory, memory / 8));
+        assertTrue(WriteBehind.Choice.AUTO.chooses(memory / 2, memory / 2 + (64L << 20)));
+        assertFalse(WriteBehind.Choice.AUTO.chooses(memory / 4, memory / 4));
+        assertTrue(WriteBehind.Choice.ON.chooses(0, 0));
+        assertFalse(WriteBehind.Choice.OFF.chooses(2 * memory, 2 * memory));
+    }
 
     /** Writes from several threads, out of order, with a window small enough that most ranges are waited for and dropped. */
     @Test
