@@ -11,10 +11,10 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Runs a format's kernels on a small matrix until the JIT has compiled them, before the workers start. Until C2
- * compiles a Vector API loop it runs the API's Java fallback, some hundred times slower, and every worker ran it at
- * once, all of them counting in the same profile: on 16 threads the first second of an nvfp4 export moved a third of
- * what the next second did.
+ * Runs a format's kernels on a small matrix until the JIT has compiled them, before the workers that quantize start.
+ * Until C2 compiles a Vector API loop it runs the API's Java fallback, some hundred times slower, and every worker ran it
+ * at once, all of them counting in the same profile: on 16 threads the first second of an nvfp4 export moved a third of
+ * what the next second did. It runs on a thread of its own, started while the command plans where it can be.
  */
 final class KernelWarmUp {
     private KernelWarmUp() {}
