@@ -1,6 +1,7 @@
 package dev.moeport.cli;
 
 import dev.moeport.convert.Conversion;
+import dev.moeport.exec.Executor;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.format.Checkpoints;
 import dev.moeport.plan.Plan;
@@ -42,6 +43,9 @@ final class Pipeline {
      */
     static int run(CommandSpec spec, OutputOptions output, String verb, Path in, List<Path> inputs, Planner planner) {
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
+            if (!output.dryRun) {
+                Executor.readAheadWhilePlanning(checkpoint.tensors().values());
+            }
             Planned planned = planner.plan(checkpoint);
             PrintWriter out = spec.commandLine().getOut();
             if (output.dryRun) {

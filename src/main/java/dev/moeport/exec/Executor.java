@@ -87,6 +87,11 @@ public final class Executor {
         }
     }
 
+    /** Starts reading the input's largest tensors, which a run's first jobs read, while the command plans the run. */
+    public static void readAheadWhilePlanning(java.util.Collection<? extends dev.moeport.tensor.Tensor> input) {
+        ReadAhead.largestWhilePlanning(input);
+    }
+
     /** Bytes staged for a kernel at a time: half a core's L2 cache, or so. */
     private static final long STAGE_BYTES = 256 << 10;
 

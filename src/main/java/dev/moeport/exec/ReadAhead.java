@@ -1,9 +1,13 @@
 package dev.moeport.exec;
 
+import dev.moeport.io.MemoryLimit;
 import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.Piece;
+import dev.moeport.tensor.Tensor;
 import dev.moeport.tensor.TensorView;
+import java.util.Collection;
+import java.util.Comparator;
 import java.util.List;
 import java.util.function.Consumer;
 import java.util.function.ToLongFunction;
@@ -68,6 +72,28 @@ final class ReadAhead<T> implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
+    }
+
+    /**
+     * Asks the kernel, from a thread of its own, to read the largest mapped tensors of an input, at most a gigabyte and an
+     * eighth of the memory available: a run's first jobs read them (largest first), and the disk would otherwise wait
+     * for the plan (half a second of a 9.3 GB export's start on 16 cores). Advice on an input closed in the meantime
+     * is refused by the kernel, which changes nothing.
+     */
+    static void largestWhilePlanning(Collection<? extends Tensor> tensors) {
+        long budget = Math.min(1L << 30, MemoryLimit.available() / 8);
+        Thread.ofPlatform().daemon().name("moeport-read-ahead").start(() -> {
+            List<TensorView> largest = tensors.stream().filter(TensorView.class::isInstance).map(TensorView.class::cast)
+                    .sorted(Comparator.comparingLong(TensorView::byteSize).reversed()).toList();
+            long left = budget;
+            for (TensorView view : largest) {
+                if (left <= 0) {
+                    return;
+                }
+                NativeIO.advise(view.data().asSlice(0, Math.min(left, view.byteSize())), NativeIO.Advice.WILLNEED);
+                left -= view.byteSize();
+            }
+        });
     }
 
     private void adviseAhead() {
