@@ -87,10 +87,10 @@ final class ReadAhead<T> implements AutoCloseable {
                     .sorted(Comparator.comparingLong(TensorView::byteSize).reversed()).toList();
             long left = budget;
             for (TensorView view : largest) {
-                if (left <= 0) {
+                long length = Math.min(left, view.byteSize());
+                if (length <= 0 || !hint(() -> NativeIO.advise(view.data().asSlice(0, length), NativeIO.Advice.WILLNEED))) {
                     return;
                 }
-                NativeIO.advise(view.data().asSlice(0, Math.min(left, view.byteSize())), NativeIO.Advice.WILLNEED);
                 left -= view.byteSize();
             }
         });
@@ -110,7 +110,20 @@ final class ReadAhead<T> implements AutoCloseable {
                     return;
                 }
             }
-            advise.accept(order.get(next));
+            T job = order.get(next);
+            if (!hint(() -> advise.accept(job))) {
+                return;
+            }
+        }
+    }
+
+    /** Gives advice, which is a hint: where it fails (the native call), it changes speed, never output, and stops. */
+    private static boolean hint(Runnable advice) {
+        try {
+            advice.run();
+            return true;
+        } catch (RuntimeException e) {
+            return false;
         }
     }
 

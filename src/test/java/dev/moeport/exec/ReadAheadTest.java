@@ -12,7 +12,10 @@ import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
-/** The read-ahead thread asks for the jobs in order, never beyond its window past the newest started job. */
+/**
+ * The read-ahead thread asks for the jobs in order, never beyond its window past the newest started job; advice is a
+ * hint, and a failure of it ends the read-ahead, not the run.
+ */
 class ReadAheadTest {
     private final BlockingQueue<String> advised = new LinkedBlockingQueue<>();
 
@@ -64,5 +67,17 @@ class ReadAheadTest {
         assertTimeoutPreemptively(Duration.ofSeconds(10), readAhead::close);
         readAhead.starting(4);
         assertNull(advised.poll(200, TimeUnit.MILLISECONDS), "advised after close");
+    }
+
+    @Test
+    void adviceThatFailsStopsTheReadAheadAndNothingElse() throws InterruptedException {
+        ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2"), job -> 100, 1000, job -> {
+            if (job.equals("j1")) {
+                throw new IllegalStateException("madvise failed");
+            }
+            advised.add(job);
+        });
+        assertEquals(List.of("j0"), next(1)); // not j2: the thread stopped at j1
+        assertTimeoutPreemptively(Duration.ofSeconds(10), readAhead::close);
     }
 }
