@@ -260,8 +260,8 @@ public final class Executor {
             };
             Sink weight = writer.sink(job.weight().name());
             Sink scale = writer.sink(job.weightScale().name());
-            long weightSlabBytes = format.weightType().byteSize(format.weightShape(Shape.of(out, in)).numel());
-            long scaleSlabBytes = format.scaleType().byteSize(format.scaleShape(Shape.of(out, in)).numel());
+            long weightSlabBytes = weightBytes(format, out, in);
+            long scaleSlabBytes = scaleBytes(format, out, in);
             for (long slab = 0; slab < slabs; slab++) {
                 float slabScale = perSlabScale
                         ? format.tensorScale(exportAmax(job, amaxOver(rows.slice(slab * out, out), job.weight().name() + "[" + slab + "]")))

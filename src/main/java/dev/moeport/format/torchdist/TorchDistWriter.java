@@ -532,7 +532,7 @@ public final class TorchDistWriter implements TensorOutput {
         }
         for (DataFile f : files) {
             synchronized (f) { // a worker may be finishing it
-                if (f.out != null && !f.done) { // another part's, or finished: a resumed run reuses it
+                if (f.out != null && !f.done) { // not another part's, nor finished (a resumed run reuses those)
                     f.out.abandon();
                 }
             }
