@@ -43,7 +43,14 @@ public final class PartialFile {
      */
     static final int MAPPED_WRITERS = 4;
     private final Semaphore mappedWriters = new Semaphore(MAPPED_WRITERS);
-    /** Writes this large or larger go through a mapping, where they may. */
+    /**
+     * Large writes through {@code write} at once: one in the kernel's lock of the file, one waiting for it (16 threads,
+     * GPU machine: an NVFP4 export took 2.05-2.26 s with two, 2.26-2.52 s with one; a BF16 export 1.55-1.68 and
+     * 1.65-1.94 s). Those that find both taken go through mappings.
+     */
+    static final int WRITE_WRITERS = 2;
+    private final Semaphore writers = new Semaphore(WRITE_WRITERS);
+    /** Writes this large or larger may go through a mapping; smaller ones always go through {@code write}. */
     static final long MAP_AT_LEAST = 1 << 20;
     private static final ThreadLocal<MemorySegment> STAGE = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(PIECE, 4096));
 
@@ -89,15 +96,19 @@ public final class PartialFile {
      * this thread's and checksummed there: a checksum read straight from a mapping whose file shrank would crash the
      * JVM (SIGBUS), where a copy fails with an error ({@link InputChanged}).
      *
-     * <p>Large writes go through a mapping of the file's range when its space is reserved: the kernel takes one
-     * writer at a time into a file with {@code write}, so sixteen threads filling one shard queued on its lock, and
-     * spun there; a mapping's page faults run in parallel.
+     * <p>The kernel takes one writer at a time into a file with {@code write}, so sixteen threads filling one shard
+     * queued on its lock, and spun there; page faults into a mapping of the file's range run side by side, but cost
+     * more per byte. So a large write takes {@code write} where fewer than {@link #WRITE_WRITERS} threads of this file
+     * have it, and goes through a mapping otherwise (where the file's space is reserved): an NVFP4 export, which
+     * writes a fourth of what it reads, then writes with {@code write} almost always, a BF16 export through both.
      */
     public void write(long position, MemorySegment bytes, Consumer<ByteBuffer> alsoSees) throws IOException {
         long length = bytes.byteSize();
         CRC32C crc = new CRC32C();
+        boolean large = mapWrites && length >= MAP_AT_LEAST;
+        boolean takesWrite = large && writers.tryAcquire();
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment mapped = mapWrites && length >= MAP_AT_LEAST ? mapped(position, length, arena) : null;
+            MemorySegment mapped = large && !takesWrite ? mapped(position, length, arena) : null;
             for (long done = 0; done < length; done += PIECE) {
                 MemorySegment piece = bytes.asSlice(done, Math.min(PIECE, length - done));
                 if (piece.isMapped()) {
@@ -113,6 +124,10 @@ public final class PartialFile {
                         channel.write(out, position + done + out.position());
                     }
                 }
+            }
+        } finally {
+            if (takesWrite) {
+                writers.release();
             }
         }
         this.crc.record(position, length, (int) crc.getValue());

@@ -16,6 +16,8 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Random;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.zip.CRC32C;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -47,8 +49,21 @@ class PartialFileTest {
         try (Arena arena = Arena.ofShared(); FileChannel in = FileChannel.open(input)) {
             MemorySegment mapped = in.map(FileChannel.MapMode.READ_ONLY, 0, expected.length, arena);
             MemorySegment heap = MemorySegment.ofArray(expected);
+            // The largest writes hold the file's write(2) while the first half of the others run: their large ones go
+            // through mappings, those of the second half through write(2).
+            List<long[]> largest = writes.stream().sorted(java.util.Comparator.comparingLong(w -> -w[1])).limit(PartialFile.WRITE_WRITERS).toList();
+            writes.removeAll(largest);
+            CountDownLatch release = new CountDownLatch(1);
+            List<Holder> holders = new ArrayList<>();
+            for (long[] w : largest) {
+                holders.add(Holder.start(file, w[0], heap.asSlice(w[0], w[1]), release));
+            }
+            long[] secondHalf = writes.get(writes.size() / 2);
             boolean fromMapping = false;
             for (long[] w : writes) {
+                if (w == secondHalf) {
+                    Holder.finish(holders, release);
+                }
                 // alternately from a mapped input (staged on the way) and from memory
                 MemorySegment source = (fromMapping ? mapped : heap).asSlice(w[0], w[1]);
                 fromMapping = !fromMapping;
@@ -75,10 +90,16 @@ class PartialFileTest {
     void aMappedWriteWhoseFileShrinksUnderItIsAnIoErrorNotACrash() throws Exception {
         // A page the kernel cannot give a mapping (an I/O error, a full disk) is a SIGBUS: the copy into the mapping
         // must end in an error. Here the partial file is cut short while the write is between two of its pieces.
+        // Other threads' writes hold the file's write(2), so that this one goes through a mapping.
         Path target = tmp.resolve("cut.bin");
         long length = 4L * PartialFile.MAP_AT_LEAST;
-        PartialFile file = new PartialFile(target, length, false);
+        PartialFile file = new PartialFile(target, length + PartialFile.WRITE_WRITERS * PartialFile.MAP_AT_LEAST, false);
         org.junit.jupiter.api.Assumptions.assumeTrue(file.mapsWrites(), "no fallocate on this file system: no writes through mappings");
+        CountDownLatch release = new CountDownLatch(1);
+        List<Holder> holders = new ArrayList<>();
+        for (int k = 0; k < PartialFile.WRITE_WRITERS; k++) {
+            holders.add(Holder.start(file, length + k * PartialFile.MAP_AT_LEAST, MemorySegment.ofArray(new byte[(int) PartialFile.MAP_AT_LEAST]), release));
+        }
         Path partial = SafetensorsWriter.partialName(target);
         java.io.IOException e = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
                 () -> file.write(0, MemorySegment.ofArray(new byte[(int) length]), piece -> {
@@ -89,8 +110,41 @@ class PartialFileTest {
                     }
                 }));
         assertTrue(e.getMessage().contains("could not write through a mapping of " + partial), e.getMessage());
+        Holder.finish(holders, release);
         file.abandon();
         assertFalse(Files.exists(partial));
+    }
+
+    /** A large write on a thread of its own that keeps one of the file's places in write(2) (its first piece waits for a release). */
+    private record Holder(Thread thread, AtomicReference<Throwable> failure) {
+        static Holder start(PartialFile file, long at, MemorySegment bytes, CountDownLatch release) throws InterruptedException {
+            CountDownLatch writing = new CountDownLatch(1);
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread thread = Thread.ofPlatform().start(() -> {
+                try {
+                    file.write(at, bytes, piece -> {
+                        writing.countDown();
+                        try {
+                            release.await();
+                        } catch (InterruptedException e) {
+                            throw new IllegalStateException(e);
+                        }
+                    });
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            });
+            writing.await();
+            return new Holder(thread, failure);
+        }
+
+        static void finish(List<Holder> holders, CountDownLatch release) throws InterruptedException {
+            release.countDown();
+            for (Holder holder : holders) {
+                holder.thread.join();
+                assertEquals(null, holder.failure.get());
+            }
+        }
     }
 
     @Test
