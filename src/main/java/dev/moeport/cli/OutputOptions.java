@@ -94,6 +94,14 @@ final class OutputOptions {
     }
 
     /**
+     * Whether the run starts reading its input's largest tensors while it plans: not a dry run, nor a part of a plan or a
+     * resumed run, whose jobs may not read those tensors at all (each part of a Slurm array would read the same gigabyte).
+     */
+    boolean readsAheadWhilePlanning(picocli.CommandLine.Model.CommandSpec spec) {
+        return !dryRun && !resume && part(spec).isWhole();
+    }
+
+    /**
      * Starts warming up the kernels that will quantize to {@code formats} while the command plans: for a run (not a
      * dry run) of an input large enough for the run to warm them up itself ({@link dev.moeport.exec.Executor#WARM_UP_FROM}).
      * The weights are guessed BF16; a plan quantizing another dtype warms that up as it starts.

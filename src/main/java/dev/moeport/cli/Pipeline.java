@@ -43,7 +43,7 @@ final class Pipeline {
      */
     static int run(CommandSpec spec, OutputOptions output, String verb, Path in, List<Path> inputs, Planner planner) {
         try (Checkpoint checkpoint = Checkpoints.open(in)) {
-            if (!output.dryRun) {
+            if (output.readsAheadWhilePlanning(spec)) {
                 Executor.readAheadWhilePlanning(checkpoint.tensors().values());
             }
             Planned planned = planner.plan(checkpoint);
