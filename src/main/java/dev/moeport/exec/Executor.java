@@ -212,8 +212,7 @@ public final class Executor {
                         sink.write(base + first * rowBytes, bytes);
                     } catch (MoeportException e) {
                         if (piece instanceof Piece.Source source && e.getCause() instanceof PartialFile.InputChanged) {
-                            throw new MoeportException(source.tensor().where()
-                                    + ": could not be read: the file shrank or changed while moeport read it", e);
+                            throw PieceReader.inputChanged(source, e);
                         }
                         throw e;
                     }

@@ -88,9 +88,14 @@ public final class PieceReader {
         try {
             MemorySegment.copy(bytes, 0, into, 0, bytes.byteSize());
         } catch (InternalError fault) {
-            throw new MoeportException(source.tensor().where() + ": could not be read: the file shrank or changed while moeport read it");
+            throw inputChanged(source, null);
         }
         return into;
+    }
+
+    /** The error of a mapped source whose file could not be read (it shrank or changed under the mapping). */
+    static MoeportException inputChanged(Piece.Source source, Throwable cause) {
+        return new MoeportException(source.tensor().where() + ": could not be read: the file shrank or changed while moeport read it", cause);
     }
 
     /**
