@@ -56,5 +56,6 @@ moeport_use_java() {
 if [ -z "${MOEPORT_JAVA_DEFERRED:-}" ]; then
   moeport_use_java jdk || exit 1
 fi
-# The JVM flags every run of moeport code needs: the Vector API (SIMD kernels) and native access (FFM).
-MOEPORT_JVM_FLAGS="--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED"
+# The JVM flags every run of moeport code needs: the Vector API (SIMD kernels) and native access (FFM); and no loop
+# predicates from profiles (-XX:-UseProfiledLoopPredicate: README.md, Performance, "Loop checks on the warm-up's word").
+MOEPORT_JVM_FLAGS="--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-UseProfiledLoopPredicate"

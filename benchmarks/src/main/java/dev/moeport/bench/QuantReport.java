@@ -27,7 +27,7 @@ public final class QuantReport {
                 .include(QuantBenchmark.class.getName())
                 .threads(1)
                 .forks(1)
-                .jvmArgsAppend("--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx2g")
+                .jvmArgsAppend("--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-XX:-UseProfiledLoopPredicate", "-Xmx2g")
                 // No forced GC between iterations: the kernels allocate next to nothing, and with it the
                 // results were bimodal (Panama fp8 3.0 or 5.3 to 7.3 ms from run to run); the slow runs
                 // had compiled against a segment-class profile that included heap segments (see
