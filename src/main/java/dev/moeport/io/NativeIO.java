@@ -50,6 +50,9 @@ public final class NativeIO {
     private static final int ENOSPC = 28;
     private static final int EFBIG = 27;
 
+    /** Bytes asked for per WILLNEED call: Linux's default read-ahead window, the least a call reads in full. */
+    static final long WILLNEED_STEP = 128 << 10;
+
     private static final Bindings BINDINGS = Bindings.load();
     private static volatile boolean warned;
 
@@ -82,7 +85,14 @@ public final class NativeIO {
             switch (advice) {
                 case SEQUENTIAL -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_SEQUENTIAL); }
                 case RANDOM -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_RANDOM); }
-                case WILLNEED -> { int ignored = (int) b.posixMadvise.invokeExact(range, length, POSIX_MADV_WILLNEED); }
+                case WILLNEED -> {
+                    // Linux reads at most its read-ahead window (read_ahead_kb, or the disk's largest request) per call,
+                    // whatever the length: asked for a gigabyte at once, it read 8 MB. So the range goes a step at a time.
+                    for (long at = 0; at < length; at += WILLNEED_STEP) {
+                        int ignored = (int) b.posixMadvise.invokeExact(MemorySegment.ofAddress(alignedStart + at), Math.min(WILLNEED_STEP, length - at),
+                                POSIX_MADV_WILLNEED);
+                    }
+                }
                 case DONTNEED -> { int ignored = (int) b.madvise.invokeExact(range, length, MADV_DONTNEED); }
             }
         } catch (Throwable t) {
