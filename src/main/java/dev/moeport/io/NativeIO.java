@@ -51,7 +51,7 @@ public final class NativeIO {
     private static final int EFBIG = 27;
 
     /** Bytes asked for per WILLNEED call: Linux's default read-ahead window, the least a call reads in full. */
-    static final long WILLNEED_STEP = 128 << 10;
+    private static final long WILLNEED_STEP = 128 << 10;
 
     private static final Bindings BINDINGS = Bindings.load();
     private static volatile boolean warned;
