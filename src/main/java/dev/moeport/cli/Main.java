@@ -4,7 +4,9 @@ import dev.moeport.MoeportException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.PrintWriter;
+import java.util.List;
 import java.util.Properties;
+import java.util.Set;
 import dev.moeport.Warnings;
 import dev.moeport.exec.Progress;
 import dev.moeport.quant.QuantKernels;
@@ -38,12 +40,51 @@ import picocli.CommandLine;
         footer = {
             "Exit codes: 0 success, 1 failure of the input or the run, 2 usage error (verify: 3 the checkpoints differ).",
             "Run 'moeport COMMAND --help' for a command's options. Sizes are decimal (5GB = 5,000,000,000 bytes)."
-        },
-        subcommands = {InspectCommand.class, ExportCommand.class, ImportCommand.class, VerifyCommand.class, ConvertCommand.class, QuantizeCommand.class, DequantizeCommand.class, FinalizeCommand.class, CheckCommand.class, SynthCommand.class, DemoCommand.class, CompletionCommand.class,
-            CommandLine.HelpCommand.class})
+        })
 public final class Main implements Runnable {
     public static final int EXIT_FAILURE = 1;
     public static final int EXIT_USAGE = 2;
+
+    /** The commands, in the order the help lists them. */
+    static final List<Class<?>> COMMANDS = List.of(InspectCommand.class, ExportCommand.class, ImportCommand.class, VerifyCommand.class,
+            ConvertCommand.class, QuantizeCommand.class, DequantizeCommand.class, FinalizeCommand.class, CheckCommand.class, SynthCommand.class,
+            DemoCommand.class, CompletionCommand.class, CommandLine.HelpCommand.class);
+
+    /** Commands that read the other commands' models: the help and the completion script. */
+    private static final Set<String> SEE_ALL_COMMANDS = Set.of("help", "completion");
+
+    /**
+     * The command line for {@code args}: the root with only the command they name, or with every command where they name
+     * none (the root's help, a mistyped command that gets a suggestion) or one that reads the others. picocli builds
+     * a command's model from its annotations by reflection; building all of them took a tenth of a second of every run.
+     */
+    static CommandLine commandLine(Main main, String... args) {
+        CommandLine cli = new CommandLine(main);
+        String named = commandNamed(args);
+        boolean all = named == null || SEE_ALL_COMMANDS.contains(named) || COMMANDS.stream().noneMatch(c -> name(c).equals(named));
+        for (Class<?> command : COMMANDS) {
+            if (all || name(command).equals(named)) {
+                cli.addSubcommand(command);
+            }
+        }
+        return cli;
+    }
+
+    private static String name(Class<?> command) {
+        return command.getAnnotation(Command.class).name();
+    }
+
+    /** The command {@code args} run: their first argument that is not one of the root's options or its value. */
+    private static String commandNamed(String... args) {
+        for (int i = 0; i < args.length; i++) {
+            if (args[i].equals("--progress-interval")) {
+                i++;
+            } else if (!args[i].startsWith("-")) {
+                return args[i];
+            }
+        }
+        return null;
+    }
 
     @Spec
     CommandSpec spec;
@@ -158,7 +199,7 @@ public final class Main implements Runnable {
     /** Runs the command line with the given streams and returns the exit code; for tests and embedding. */
     public static int run(PrintWriter out, PrintWriter err, String... args) {
         Main main = new Main();
-        CommandLine cli = new CommandLine(main);
+        CommandLine cli = commandLine(main, args);
         cli.setUsageHelpAutoWidth(true);
         cli.getSubcommands().values().forEach(c -> c.getCommandSpec().versionProvider(new Version()));
         cli.setOut(out);

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
@@ -17,11 +18,33 @@ class CommonOptionsTest {
 
     @Test
     void everyCommandTakesQuietVerboseAndTheProgressInterval() {
-        CommandLine cli = new CommandLine(new Main());
-        for (var command : cli.getSubcommands().values()) {
+        Set<String> names = Main.commandLine(new Main()).getSubcommands().keySet();
+        assertEquals(Main.COMMANDS.size(), names.size(), names.toString());
+        for (String name : names) {
+            // as a run builds it: the root with that one command
+            CommandLine command = Main.commandLine(new Main(), name).getSubcommands().get(name);
             for (String option : new String[] {"-q", "--quiet", "-v", "--verbose", "--progress-interval"}) {
-                assertTrue(command.getCommandSpec().findOption(option) != null, command.getCommandName() + " lacks " + option);
+                assertTrue(command.getCommandSpec().findOption(option) != null, name + " lacks " + option);
             }
+        }
+    }
+
+    @Test
+    void aRunBuildsOnlyTheCommandItNames() {
+        assertEquals(Set.of("export"), Main.commandLine(new Main(), "-q", "--progress-interval", "5", "export", "--in", "x").getSubcommands().keySet());
+        assertEquals(Set.of("export"), Main.commandLine(new Main(), "--progress-interval=5", "export").getSubcommands().keySet());
+        for (String[] args : new String[][] {{}, {"--help"}, {"exprot"}, {"help", "export"}, {"completion", "bash"}}) {
+            assertEquals(Main.COMMANDS.size(), Main.commandLine(new Main(), args).getSubcommands().size(), String.join(" ", args));
+        }
+    }
+
+    @Test
+    void theRootHelpListsEveryCommand() {
+        CliRun r = CliRun.of("--help");
+        assertEquals(0, r.code(), r.err());
+        for (String name : new String[] {"inspect", "export", "import", "verify", "convert", "quantize", "dequantize", "finalize", "check", "synth",
+            "demo", "completion", "help"}) {
+            assertTrue(r.out().contains("\n  " + name + " "), name + " missing from: " + r.out());
         }
     }
 
