@@ -1,6 +1,7 @@
 package dev.moeport.format;
 
 import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.io.DirectWriter;
 import dev.moeport.io.NativeIO;
 import dev.moeport.io.WriteBehind;
 import dev.moeport.io.WrittenCrc;
@@ -21,7 +22,8 @@ import java.util.zip.CRC32C;
 /**
  * An output file being written under its hidden partial name ({@link SafetensorsWriter#partialName}), sized and its disk
  * space reserved up front. Writes land at any position, from any thread; each is checksummed for the file's CRC-32C
- * ({@link WrittenCrc}) and handed to write-behind when it is on. {@link #finish} renames it into place, {@link #abandon}
+ * ({@link WrittenCrc}). With write-behind on, they go past the page cache ({@link DirectWriter}), or where the file
+ * system refuses that, through it and on to the disk at once ({@link WriteBehind}). {@link #finish} renames it into place, {@link #abandon}
  * removes it. The writers of both checkpoint formats keep their files in these.
  */
 public final class PartialFile {
@@ -31,6 +33,8 @@ public final class PartialFile {
     private final FileChannel channel;
     private final WrittenCrc crc = new WrittenCrc();
     private final WriteBehind behind;
+    /** Where the writes bypass the page cache, or null. */
+    private final DirectWriter direct;
     /** Whether large writes go through a mapping: only where the file's disk space is reserved, and while maps succeed. */
     private volatile boolean mapWrites;
 
@@ -72,8 +76,10 @@ public final class PartialFile {
             abandonQuietly();
             throw e;
         }
-        this.behind = writeBehind ? WriteBehind.of(partial) : WriteBehind.NONE;
-        this.mapWrites = reserved;
+        // The output goes to the disk as it is written: past the page cache where the file system allows, else handed on.
+        this.direct = writeBehind ? DirectWriter.open(partial, length) : null;
+        this.behind = writeBehind && direct == null ? WriteBehind.of(partial) : WriteBehind.NONE;
+        this.mapWrites = reserved && direct == null;
     }
 
     public Path target() {
@@ -109,14 +115,18 @@ public final class PartialFile {
         boolean takesWrite = large && writers.tryAcquire();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment mapped = large && !takesWrite ? mapped(position, length, arena) : null;
-            for (long done = 0; done < length; done += PIECE) {
-                MemorySegment piece = bytes.asSlice(done, Math.min(PIECE, length - done));
+            for (long done = 0, next; done < length; done = next) {
+                // Pieces end where the file's positions are multiples of PIECE: whole blocks for direct writes.
+                next = Math.min(length, done + PIECE - Math.floorMod(position + done, PIECE));
+                MemorySegment piece = bytes.asSlice(done, next - done);
                 if (piece.isMapped()) {
                     piece = staged(piece);
                 }
                 crc.update(piece.asByteBuffer());
                 alsoSees.accept(piece.asByteBuffer());
-                if (mapped != null) {
+                if (direct != null) {
+                    direct.write(position + done, piece);
+                } else if (mapped != null) {
                     putMapped(piece, mapped, done);
                 } else {
                     ByteBuffer out = piece.asByteBuffer();
@@ -183,6 +193,9 @@ public final class PartialFile {
 
     /** Flushes it (with {@code fsync}), closes it and renames it into place; the CRC-32C of what was written, when known. */
     public OptionalLong finish(boolean fsync) throws IOException {
+        if (direct != null) {
+            direct.close();
+        }
         if (fsync) {
             channel.force(true);
         }
@@ -194,6 +207,9 @@ public final class PartialFile {
 
     /** Closes and deletes it. */
     public void abandon() {
+        if (direct != null) {
+            direct.abandon();
+        }
         behind.close();
         abandonQuietly();
     }

@@ -21,14 +21,18 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.zip.CRC32C;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** Writes of every size and source land as given, whether through a mapping or not, and the file's CRC-32C follows. */
 class PartialFileTest {
     @TempDir
     Path tmp;
 
-    @Test
-    void writesOfEverySourceAndSizeLandInPlaceWithTheirChecksum() throws Exception {
+    /** With write-behind on, the file's writes go past the page cache ({@link dev.moeport.io.DirectWriter}) where the file system allows. */
+    @ParameterizedTest(name = "write-behind {0}")
+    @ValueSource(booleans = {false, true})
+    void writesOfEverySourceAndSizeLandInPlaceWithTheirChecksum(boolean writeBehind) throws Exception {
         Random random = new Random(3);
         // sizes around a piece, around the size that goes through a mapping, and far above both
         long[] sizes = {0, 1, 4095, PartialFile.PIECE - 1, PartialFile.PIECE + 1, PartialFile.MAP_AT_LEAST - 1,
@@ -45,7 +49,7 @@ class PartialFileTest {
         }
         Collections.shuffle(writes, random);
         Path target = tmp.resolve("out.bin");
-        PartialFile file = new PartialFile(target, expected.length, false);
+        PartialFile file = new PartialFile(target, expected.length, writeBehind);
         try (Arena arena = Arena.ofShared(); FileChannel in = FileChannel.open(input)) {
             MemorySegment mapped = in.map(FileChannel.MapMode.READ_ONLY, 0, expected.length, arena);
             MemorySegment heap = MemorySegment.ofArray(expected);
