@@ -30,9 +30,10 @@ final class OutputOptions {
     @Option(names = "--fsync", description = "Flush every file to disk before it is renamed into place (survives power loss; slower).")
     boolean fsync;
 
-    @Option(names = "--write-behind", paramLabel = "WHEN", description = "auto (default), on or off: hand the output to the disk as it "
-            + "is written and drop it from memory, instead of leaving it to the page cache. auto: when the input and output together are "
-            + "larger than the memory available (a memory cgroup's limit included), where dirty pages would otherwise fill memory and stall reading.")
+    @Option(names = "--write-behind", paramLabel = "WHEN", description = "auto (default), on or off: write the output to the disk as it "
+            + "is written, past the page cache (O_DIRECT) where the file system allows, else handing each write to the disk and dropping it "
+            + "from memory, instead of leaving it to the page cache. auto: when the input and output together are larger than the memory "
+            + "available (a memory cgroup's limit included), where dirty pages would otherwise fill memory and stall reading.")
     String writeBehind = "auto";
 
     @Option(names = "--no-progress", description = "No progress (also MOEPORT_NO_PROGRESS=1, or -q).")

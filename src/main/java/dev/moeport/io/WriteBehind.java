@@ -13,7 +13,8 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  * memory-limited run fills its memory with dirty pages that reclaim cannot free, and reading stalls: a cold 9.3 GB
  * BF16 export in a 4 GiB memory cgroup on the 16-core GPU machine ran at 0.54-0.64 GB/s where {@code dd} copied at
  * 0.59-0.78, and at 0.77 with it. When the output fits in memory, the page cache takes it faster than the disk (2.7
- * GB/s there, 1.6-1.9 with write-behind), so {@link Choice#AUTO} leaves it off.
+ * GB/s there, 1.6-1.9 with write-behind), so {@link Choice#AUTO} leaves it off. Where the file system takes writes
+ * past the page cache, {@link DirectWriter} writes instead (dev.moeport.format.PartialFile chooses).
  */
 public final class WriteBehind implements AutoCloseable {
     /** Bytes of a file's writes that may be on their way to the disk: 64 and 256 MB did alike. */
