@@ -100,23 +100,19 @@ public final class DirectWriter implements AutoCloseable {
             long stepEnd = Math.min(end, first + STEP);
             MemorySegment step = takeStep();
             MemorySegment.copy(bytes, at - position, step, at - first, stepEnd - at);
-            long wholeFrom = at == first ? at : first + block;
-            long wholeTo = Math.floorDiv(stepEnd, block) * block;
-            if (wholeTo > wholeFrom) {
-                if (at < wholeFrom) {
-                    gather(step, first, at, wholeFrom);
-                }
-                if (stepEnd > wholeTo) {
-                    gather(step, first, wholeTo, stepEnd);
-                }
-                submit(step.asSlice(wholeFrom - first, wholeTo - wholeFrom), wholeFrom, () -> giveStep(step));
+            // [at, head) lies in the block of at, [head, tail) is whole blocks (none where the step ends before the first
+            // boundary after at), [tail, stepEnd) lies in the block of stepEnd.
+            long head = Math.min(stepEnd, at == first ? at : first + block);
+            long tail = Math.max(head, Math.floorDiv(stepEnd, block) * block);
+            if (at < head) {
+                gather(step, first, at, head);
+            }
+            if (tail < stepEnd) {
+                gather(step, first, tail, stepEnd);
+            }
+            if (head < tail) {
+                submit(step.asSlice(head - first, tail - head), head, () -> giveStep(step));
             } else {
-                // within one block, or across the boundary of two
-                long boundary = first + block;
-                gather(step, first, at, Math.min(stepEnd, boundary));
-                if (stepEnd > boundary) {
-                    gather(step, first, boundary, stepEnd);
-                }
                 giveStep(step);
             }
             at = stepEnd;
