@@ -18,7 +18,7 @@ int posix_madvise(void *addr, size_t len, int advice);
 int madvise(void *addr, size_t length, int advice);
 
 /* <fcntl.h>: variadic; moeport passes the optional mode (0) explicitly as the first variadic
- * argument. Flags used: O_WRONLY (1) | O_CLOEXEC (0x80000). Returns a descriptor, or -1 with errno. */
+ * argument. Flags used: O_WRONLY (1) or O_RDONLY (0), with O_CLOEXEC (0x80000). Returns a descriptor, or -1 with errno. */
 int open(const char *pathname, int flags, ... /* mode_t mode */);
 
 /* <fcntl.h> (Linux): reserves disk blocks for [offset, offset+len) with mode 0, so that a full disk
@@ -43,7 +43,8 @@ int ioctl(int fd, unsigned long request, ...);
  * is on the disk. Returns 0, or -1 with errno. */
 int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags);
 
-/* <fcntl.h>: used only with POSIX_FADV_DONTNEED (4), to drop written pages once they are on the disk.
+/* <fcntl.h>: used only with POSIX_FADV_DONTNEED (4), to drop written pages once they are on the disk, and
+ * input pages read for the last time in a run larger than memory.
  * Returns 0 or an error number (not errno). */
 int posix_fadvise(int fd, off_t offset, off_t len, int advice);
 

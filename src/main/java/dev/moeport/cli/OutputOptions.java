@@ -32,8 +32,9 @@ final class OutputOptions {
 
     @Option(names = "--write-behind", paramLabel = "WHEN", description = "auto (default), on or off: write the output to the disk as it "
             + "is written, past the page cache (O_DIRECT) where the file system allows, else handing each write to the disk and dropping it "
-            + "from memory, instead of leaving it to the page cache. auto: when the input and output together are larger than the memory "
-            + "available (a memory cgroup's limit included), where dirty pages would otherwise fill memory and stall reading.")
+            + "from memory, instead of leaving it to the page cache; and drop the input from the page cache as it is read for the last time. "
+            + "auto: when the input and output together are larger than the memory available (a memory cgroup's limit included), where "
+            + "dirty pages would otherwise fill memory and stall reading, and the kernel would push out input read ahead before its use.")
     String writeBehind = "auto";
 
     @Option(names = "--no-progress", description = "No progress (also MOEPORT_NO_PROGRESS=1, or -q).")

@@ -33,7 +33,8 @@ public final class Conversion {
      * @param inputBytes what this run read
      * @param copiedFiles the other files this run wrote (none where another part wrote them)
      * @param kernel the quantization kernel that ran, or null when this run needed none
-     * @param writeBehind whether the output's pages went to the disk as they were written ({@link WriteBehind})
+     * @param writeBehind whether the output's pages went to the disk as they were written ({@link WriteBehind}) and the input's
+     *     left the page cache once read ({@link dev.moeport.io.DropBehind})
      */
     public record Summary(int tensors, long inputBytes, long outputBytes, int shards, Duration elapsed, List<String> copiedFiles,
                           String kernel, Parts parts, boolean writeBehind) {
@@ -62,7 +63,8 @@ public final class Conversion {
      * @param part which part of the plan this run writes ({@link Part#WHOLE}: all of it)
      * @param resume reuse the files an interrupted run of the same plan finished
      * @param options the options that shape the output, as given: parts of one plan must agree on them
-     * @param writeBehind whether to hand the output's pages to the disk as they are written
+     * @param writeBehind whether to hand the output's pages to the disk as they are written, and drop the input's from the
+     *     page cache once read
      */
     public record Target(Path out, boolean overwrite, List<Path> inputs, int threads, boolean fsync, Progress.Display bar, Part part,
                          boolean resume, List<String> options, WriteBehind.Choice writeBehind) {}
@@ -131,7 +133,7 @@ public final class Conversion {
                         staged.otherFilesStaged();
                     }
                     staged.writing();
-                    new Executor(kernel, target.threads()).run(work, writer, progress);
+                    new Executor(kernel, target.threads(), writeBehind).run(work, writer, progress);
                     writer.commit();
                     StagedPlan.Completion completion = staged.complete();
                     int own = (int) java.util.Arrays.stream(owner).filter(o -> o == part.index()).count();

@@ -4,6 +4,7 @@ import dev.moeport.MoeportException;
 import dev.moeport.format.PartialFile;
 import dev.moeport.format.TensorOutput;
 import dev.moeport.format.TensorOutput.Sink;
+import dev.moeport.io.DropBehind;
 import dev.moeport.plan.AmaxSource;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
@@ -31,7 +32,8 @@ import java.util.function.ToLongFunction;
  * #startOrder}), each streaming its sources in
  * chunks of bounded size straight from the mapped input into the output file. No tensor is ever held
  * in the heap; each worker's scratch memory is a few chunks of native memory, and source pages are
- * released from the process (madvise DONTNEED) as soon as a chunk is written.
+ * released from the process (madvise DONTNEED) as soon as a chunk is written, and from the page cache where the run drops
+ * behind ({@link DropBehind}) and reads them for the last time.
  *
  * <p>A shared amax ({@link AmaxSource.Shared}) and the jobs that need it are one task: the amax is computed
  * first, then those jobs run on the same thread, while their sources are still in the page cache. No
@@ -40,10 +42,13 @@ import java.util.function.ToLongFunction;
 public final class Executor {
     private final QuantKernel kernel;
     private final int threads;
+    private final boolean dropBehind;
 
-    public Executor(QuantKernel kernel, int threads) {
+    /** @param dropBehind drop the input from the page cache as it is read for the last time ({@link DropBehind}) */
+    public Executor(QuantKernel kernel, int threads, boolean dropBehind) {
         this.kernel = kernel;
         this.threads = Math.max(1, threads);
+        this.dropBehind = dropBehind;
     }
 
     /** Runs every job of {@code plan} into {@code writer} (which the caller commits). */
@@ -207,7 +212,7 @@ public final class Executor {
                 long base = offset;
                 long rowBytes = PieceReader.rowBytes(piece);
                 long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
-                PieceReader.forEachChunk(piece, scratch, false, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, false, dropBehind, (bytes, first, rows) -> {
                     try {
                         sink.write(base + first * rowBytes, bytes);
                     } catch (MoeportException e) {
@@ -230,7 +235,7 @@ public final class Executor {
             for (Piece piece : job.pieces()) {
                 long base = offset;
                 long rowInput = piece.rows() == 0 ? 0 : piece.inputBytes() / piece.rows();
-                PieceReader.forEachChunk(piece, scratch, true, (bytes, first, rows) -> {
+                PieceReader.forEachChunk(piece, scratch, true, dropBehind, (bytes, first, rows) -> {
                     long count = bytes.byteSize() / from.byteWidth();
                     MemorySegment out = scratch.buffer(Scratch.OUTPUT, count * to.byteWidth());
                     ElementCast.convert(bytes, from, out, to, count);
@@ -247,7 +252,7 @@ public final class Executor {
             long in = shape.dim(-1);
             long out = shape.dim(-2);
             long slabs = shape.numel() / (out * in);
-            PieceReader.Rows rows = new PieceReader.Rows(job.pieces());
+            PieceReader.Rows rows = new PieceReader.Rows(job.pieces(), dropBehind);
             boolean scaleIsTensorScale = format.scaleIsTensorScale();
             boolean perSlabScale = job.amax() instanceof AmaxSource.PerExpert;
             float tensorScale = switch (job.amax()) {
@@ -357,7 +362,8 @@ public final class Executor {
                 long width = dtype.byteWidth();
                 long cols = piece.rows() == 0 ? 1 : PieceReader.rowBytes(piece) / width;
                 // A chunk is staged for the kernel a cache-sized piece at a time: it is read once, not copied to memory and read again.
-                PieceReader.forEachChunk(piece, scratch, false, (bytes, first, rows) -> {
+                // Its pages stay cached for the quantizing pass.
+                PieceReader.forEachChunk(piece, scratch, false, false, (bytes, first, rows) -> {
                     for (long at = 0; at < bytes.byteSize(); at += STAGE_BYTES) {
                         long n = Math.min(STAGE_BYTES, bytes.byteSize() - at);
                         MemorySegment part = PieceReader.staged(source, bytes.asSlice(at, n), scratch.buffer(Scratch.INPUT, n));

@@ -1,6 +1,7 @@
 package dev.moeport.exec;
 
 import dev.moeport.MoeportException;
+import dev.moeport.io.DropBehind;
 import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Tensor;
@@ -48,18 +49,18 @@ public final class PieceReader {
      * (zero-copy for mapped tensors); zeros live in {@code scratch}.
      */
     public static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch) {
-        return read(p, start, count, arena, scratch, false);
+        return read(p, start, count, arena, scratch, false, false);
     }
 
     /**
      * Like {@link #read(Piece, long, long, Arena, Scratch)}, but with {@code staged}, the bytes of a
-     * mapped tensor are copied into {@code scratch} and their pages dropped. If the file shrinks under the mapping, reading it faults: the JDK
+     * mapped tensor are copied into {@code scratch} and their pages dropped (from the page cache too with {@code drop}). If the file shrinks under the mapping, reading it faults: the JDK
      * turns a fault inside a MemorySegment copy into an InternalError, but a fault inside compiled
      * Vector API code crashes the JVM (SIGBUS). So kernels read only copies, which stay in cache for
      * them; plain copies to the output hand the mapping to the writer, which copies it in pieces ({@link
      * dev.moeport.format.PartialFile#write}).
      */
-    static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch, boolean staged) {
+    static MemorySegment read(Piece p, long start, long count, Arena arena, Scratch scratch, boolean staged, boolean drop) {
         return switch (p) {
             case Piece.Source s -> {
                 Tensor t = s.tensor();
@@ -70,7 +71,7 @@ public final class PieceReader {
                     yield bytes;
                 }
                 MemorySegment copy = staged(s, bytes, scratch.buffer(Scratch.INPUT, bytes.byteSize()));
-                release(bytes);
+                release(bytes, drop);
                 yield copy;
             }
             case Piece.Zeros z -> scratch.zeros(count * z.rowBytes());
@@ -100,9 +101,10 @@ public final class PieceReader {
 
     /**
      * Calls {@code action} with consecutive chunks of {@code p}'s rows and each chunk's first row;
-     * {@code staged}: for a kernel (see {@link #read(Piece, long, long, Arena, Scratch, boolean)}).
+     * {@code staged}: for a kernel (see {@link #read(Piece, long, long, Arena, Scratch, boolean, boolean)}); {@code drop}:
+     * the run reads these rows for the last time, and drops them from the page cache ({@link DropBehind}).
      */
-    public static void forEachChunk(Piece p, Scratch scratch, boolean staged, ChunkAction action) {
+    public static void forEachChunk(Piece p, Scratch scratch, boolean staged, boolean drop, ChunkAction action) {
         long rows = p.rows();
         long step = rowsPerChunk(rowBytes(p), 1);
         for (long r = 0; r < Math.max(rows, 1); r += step) {
@@ -110,9 +112,9 @@ public final class PieceReader {
             long n = Math.min(step, rows - r);
             prefetch(p, r + step, Math.min(step, rows - r - step));
             try (Arena arena = Arena.ofConfined()) {
-                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch, staged);
+                MemorySegment bytes = rows == 0 ? MemorySegment.NULL.reinterpret(0) : read(p, r, n, arena, scratch, staged, drop);
                 action.accept(bytes, r, n);
-                release(bytes);
+                release(bytes, drop);
             }
         }
     }
@@ -129,10 +131,16 @@ public final class PieceReader {
         }
     }
 
-    /** Drops the pages of a chunk read from a mapped file: bounds the resident set on huge inputs. */
-    public static void release(MemorySegment bytes) {
+    /**
+     * Drops the pages of a chunk read from a mapped file from this process (bounds the resident set on huge inputs), and
+     * with {@code drop} from the page cache.
+     */
+    public static void release(MemorySegment bytes, boolean drop) {
         if (bytes.isMapped() && bytes.scope().isAlive()) {
             NativeIO.advise(bytes, NativeIO.Advice.DONTNEED);
+            if (drop) {
+                DropBehind.drop(bytes);
+            }
         }
     }
 
@@ -144,9 +152,12 @@ public final class PieceReader {
         private final List<Piece> pieces;
         private final long[] firstRows;
         private final long rowBytes;
+        private final boolean drop;
 
-        public Rows(List<Piece> pieces) {
+        /** The rows of {@code pieces}; {@code drop}: read for the last time, and dropped from the page cache. */
+        public Rows(List<Piece> pieces, boolean drop) {
             this.pieces = pieces;
+            this.drop = drop;
             this.rowBytes = pieces.isEmpty() ? 0 : PieceReader.rowBytes(pieces.getFirst());
             this.firstRows = new long[pieces.size() + 1];
             for (int i = 0; i < pieces.size(); i++) {
@@ -172,12 +183,12 @@ public final class PieceReader {
             }
             List<Piece> parts = slice(start, count);
             if (parts.size() == 1) {
-                return PieceReader.read(parts.getFirst(), 0, parts.getFirst().rows(), arena, scratch, true);
+                return PieceReader.read(parts.getFirst(), 0, parts.getFirst().rows(), arena, scratch, true, drop);
             }
             MemorySegment gathered = scratch.buffer(Scratch.GATHER, count * rowBytes);
             long at = 0;
             for (Piece part : parts) {
-                MemorySegment bytes = PieceReader.read(part, 0, part.rows(), arena, scratch, true);
+                MemorySegment bytes = PieceReader.read(part, 0, part.rows(), arena, scratch, true, drop);
                 MemorySegment.copy(bytes, 0, gathered, at, bytes.byteSize());
                 at += bytes.byteSize();
             }
@@ -192,12 +203,12 @@ public final class PieceReader {
         public void forEachGroup(long start, long count, long groupRows, Arena arena, Scratch scratch, ChunkAction action) {
             List<Piece> parts = slice(start, count);
             if (parts.size() == 1 && parts.getFirst() instanceof Piece.Source source) {
-                MemorySegment bytes = PieceReader.read(source, 0, source.rows(), arena, scratch, false);
+                MemorySegment bytes = PieceReader.read(source, 0, source.rows(), arena, scratch, false, false);
                 for (long k = 0; k < count; k += groupRows) {
                     long m = Math.min(groupRows, count - k);
                     action.accept(staged(source, bytes.asSlice(k * rowBytes, m * rowBytes), scratch.buffer(Scratch.INPUT, m * rowBytes)), k, m);
                 }
-                release(bytes);
+                release(bytes, drop);
                 return;
             }
             for (long k = 0; k < count; k += groupRows) {

@@ -39,6 +39,7 @@ public final class NativeIO {
     private static final int POSIX_MADV_WILLNEED = 3;
     private static final int MADV_DONTNEED = 4;
     // <fcntl.h>
+    private static final int O_RDONLY = 0;
     private static final int O_WRONLY = 1;
     private static final int SYNC_FILE_RANGE_WRITE = 2;
     private static final int SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4;
@@ -143,6 +144,27 @@ public final class NativeIO {
         }
     }
 
+    /**
+     * Drops the clean pages wholly inside {@code [offset, offset + length)} of {@code file} from the page cache (pages
+     * a process still maps stay). A hint: a failure leaves the pages cached.
+     */
+    static void dropCached(Path file, long offset, long length) {
+        Bindings b = bindings();
+        if (b == null || length <= 0) {
+            return;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            int fd = (int) b.open.invokeExact(arena.allocate(b.callState), arena.allocateFrom(file.toString()), O_RDONLY | O_CLOEXEC, 0);
+            if (fd < 0) {
+                return;
+            }
+            int ignored = (int) b.posixFadvise.invokeExact(fd, offset, length, POSIX_FADV_DONTNEED);
+            close(fd);
+        } catch (Throwable t) {
+            throw new IllegalStateException("posix_fadvise failed", t);
+        }
+    }
+
     /** Starts writing {@code [offset, offset + length)} of the file to the disk, without waiting. */
     static void startWriteBack(int fd, long offset, long length) {
         syncFileRange(fd, offset, length, SYNC_FILE_RANGE_WRITE);
@@ -203,6 +225,11 @@ public final class NativeIO {
         } catch (Throwable t) {
             throw new IllegalStateException("ioctl(TIOCGWINSZ) failed", t);
         }
+    }
+
+    /** Whether native calls are on (quietly: {@link #bindings} warns when they are not). */
+    static boolean available() {
+        return BINDINGS != null;
     }
 
     private static Bindings bindings() {

@@ -94,8 +94,8 @@ public final class Verifier {
     }
 
     private static TensorResult compare(MappedTensor a, MappedTensor b, Scratch scratch, Progress progress) {
-        PieceReader.Rows rowsA = new PieceReader.Rows(rowsOfLastDimension(a.pieces(), a.rank()));
-        PieceReader.Rows rowsB = new PieceReader.Rows(rowsOfLastDimension(b.pieces(), b.rank()));
+        PieceReader.Rows rowsA = new PieceReader.Rows(rowsOfLastDimension(a.pieces(), a.rank()), false);
+        PieceReader.Rows rowsB = new PieceReader.Rows(rowsOfLastDimension(b.pieces(), b.rank()), false);
         boolean floats = isFloat(a.dtype()) && isFloat(b.dtype());
         boolean sameBytes = a.dtype() == b.dtype();
         long rows = rowsA.count();
@@ -129,8 +129,8 @@ public final class Verifier {
                         noise += err * err;
                     }
                 }
-                PieceReader.release(x);
-                PieceReader.release(y);
+                PieceReader.release(x, false);
+                PieceReader.release(y, false);
             }
             progress.addBytes(n * (rowsA.rowBytes() + rowsB.rowBytes()));
         }

@@ -56,7 +56,7 @@ public final class TestCheckpoints {
         Plan plan = Plan.of(jobs, maxShardBytes);
         try (SafetensorsWriter writer = SafetensorsWriter.create(dir, plan.layout(), false);
              Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), null)) {
-            new Executor(QuantKernels.scalar(), 2).run(plan, writer, progress);
+            new Executor(QuantKernels.scalar(), 2, false).run(plan, writer, progress);
             writer.commit();
         }
         return dir;

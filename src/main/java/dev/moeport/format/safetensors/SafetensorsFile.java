@@ -3,6 +3,7 @@ package dev.moeport.format.safetensors;
 import static dev.moeport.format.safetensors.SafetensorsHeader.fail;
 
 import dev.moeport.MoeportException;
+import dev.moeport.io.DropBehind;
 import dev.moeport.io.IoErrors;
 import dev.moeport.io.NativeIO;
 import dev.moeport.tensor.TensorView;
@@ -64,6 +65,7 @@ public final class SafetensorsFile {
                     : channel.map(FileChannel.MapMode.READ_ONLY, dataStart, dataSize, arena);
             // Conversions stream every tensor front to back: read ahead far, and drop what was read.
             NativeIO.advise(data, NativeIO.Advice.SEQUENTIAL);
+            DropBehind.track(data, path, dataStart, arena);
             SequencedMap<String, TensorView> tensors = new LinkedHashMap<>();
             for (SafetensorsHeader.Entry e : header.entries()) {
                 tensors.put(e.name(), new TensorView(e.name(), e.dtype(), e.shape(), data.asSlice(e.begin(), e.byteSize()), path));

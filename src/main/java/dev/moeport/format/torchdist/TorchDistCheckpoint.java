@@ -10,6 +10,7 @@ import dev.moeport.format.torchdist.TorchDistMetadata.ChunkKey;
 import dev.moeport.format.torchdist.TorchDistMetadata.Entry;
 import dev.moeport.format.torchdist.TorchDistMetadata.StorageInfo;
 import dev.moeport.format.torchdist.TorchDistMetadata.TensorEntry;
+import dev.moeport.io.DropBehind;
 import dev.moeport.io.IoErrors;
 import dev.moeport.tensor.Shape;
 import dev.moeport.tensor.Tensor;
@@ -326,7 +327,12 @@ public final class TorchDistCheckpoint implements Checkpoint {
     private static MemorySegment map(Path file, Arena arena) {
         try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
             long size = channel.size();
-            return size == 0 ? arena.allocate(0) : channel.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
+            if (size == 0) {
+                return arena.allocate(0);
+            }
+            MemorySegment mapping = channel.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
+            DropBehind.track(mapping, file, 0, arena);
+            return mapping;
         } catch (NoSuchFileException e) {
             throw new MoeportException(file + ": no such file");
         } catch (IOException e) {

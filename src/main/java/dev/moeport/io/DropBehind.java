@@ -1,0 +1,57 @@
+package dev.moeport.io;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.concurrent.ConcurrentSkipListMap;
+
+/**
+ * Drops from the page cache the input a run has read for the last time, when the input is larger than the memory the
+ * run may use. Left to the kernel, pages read twice (an amax, then the quantizing pass) sit on its active list while the
+ * pages read ahead for the next jobs, read once or not yet, are the first it reclaims, and are read again: a 9.3 GB
+ * NVFP4 export in a 4 GiB memory cgroup on the 16-core GPU machine read 10.1-10.6 GB from the disk.
+ *
+ * <p>It knows the mapped input files by address ({@link #track}), so that a reader need only hand back the bytes it
+ * is done with ({@link #drop}).
+ */
+public final class DropBehind {
+    /** A file's mapping: {@code length} bytes at {@code address}, which are the file's from {@code position}. */
+    private record Mapping(long address, long length, Path file, long position) {}
+
+    private static final ConcurrentSkipListMap<Long, Mapping> MAPPINGS = new ConcurrentSkipListMap<>();
+
+    private DropBehind() {}
+
+    /**
+     * Records that {@code mapping} holds the bytes of {@code file} from {@code position}, until {@code arena} (the
+     * mapping's) closes. Without native access nothing is recorded, and nothing dropped.
+     */
+    public static void track(MemorySegment mapping, Path file, long position, Arena arena) {
+        if (!NativeIO.available() || mapping.byteSize() == 0) {
+            return;
+        }
+        long address = mapping.address();
+        MAPPINGS.put(address, new Mapping(address, mapping.byteSize(), file, position));
+        MemorySegment.NULL.reinterpret(arena, ignored -> MAPPINGS.remove(address));
+    }
+
+    /**
+     * Drops the whole pages of {@code bytes}, a slice of a tracked mapping that this process no longer maps (see
+     * {@link NativeIO.Advice#DONTNEED}), from the page cache. Anything else is left alone.
+     */
+    public static void drop(MemorySegment bytes) {
+        if (!bytes.isNative() || bytes.byteSize() == 0) {
+            return;
+        }
+        Map.Entry<Long, Mapping> entry = MAPPINGS.floorEntry(bytes.address());
+        if (entry == null) {
+            return;
+        }
+        Mapping m = entry.getValue();
+        long start = bytes.address() - m.address();
+        if (start + bytes.byteSize() <= m.length()) {
+            NativeIO.dropCached(m.file(), m.position() + start, bytes.byteSize());
+        }
+    }
+}
