@@ -50,3 +50,7 @@ int posix_fadvise(int fd, off_t offset, off_t len, int advice);
 
 /* <unistd.h>: the page size, for aligning madvise ranges. */
 int getpagesize(void);
+
+/* <unistd.h>: called for its return, not its value: the JVM raises a fault that a copy out of a file mapping left
+ * pending at its next safepoint poll, and a return from native code is one (io/MappedMemory). */
+pid_t getpid(void);

@@ -2,6 +2,7 @@ package dev.moeport.exec;
 
 import dev.moeport.MoeportException;
 import dev.moeport.io.DropBehind;
+import dev.moeport.io.MappedMemory;
 import dev.moeport.io.NativeIO;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Tensor;
@@ -54,9 +55,9 @@ public final class PieceReader {
 
     /**
      * Like {@link #read(Piece, long, long, Arena, Scratch)}, but with {@code staged}, the bytes of a
-     * mapped tensor are copied into {@code scratch} and their pages dropped (from the page cache too with {@code drop}). If the file shrinks under the mapping, reading it faults: the JDK
-     * turns a fault inside a MemorySegment copy into an InternalError, but a fault inside compiled
-     * Vector API code crashes the JVM (SIGBUS). So kernels read only copies, which stay in cache for
+     * mapped tensor are copied into {@code scratch} and their pages dropped (from the page cache too with {@code drop}).
+     * If the file shrinks under the mapping, reading it faults: a copy reports the fault ({@link MappedMemory}), but a
+     * fault inside compiled Vector API code crashes the JVM (SIGBUS). So kernels read only copies, which stay in cache for
      * them; plain copies to the output hand the mapping to the writer, which copies it in pieces ({@link
      * dev.moeport.format.PartialFile#write}).
      */
@@ -86,9 +87,7 @@ public final class PieceReader {
         if (!bytes.isMapped()) {
             return bytes;
         }
-        try {
-            MemorySegment.copy(bytes, 0, into, 0, bytes.byteSize());
-        } catch (InternalError fault) {
+        if (!MappedMemory.copy(bytes, 0, into, 0, bytes.byteSize())) {
             throw inputChanged(source, null);
         }
         return into;

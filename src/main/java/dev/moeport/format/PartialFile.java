@@ -2,6 +2,7 @@ package dev.moeport.format;
 
 import dev.moeport.format.safetensors.SafetensorsWriter;
 import dev.moeport.io.DirectWriter;
+import dev.moeport.io.MappedMemory;
 import dev.moeport.io.NativeIO;
 import dev.moeport.io.WriteBehind;
 import dev.moeport.io.WrittenCrc;
@@ -97,10 +98,11 @@ public final class PartialFile {
     }
 
     /**
-     * Writes {@code bytes} at {@code position}, in pieces of {@link #PIECE} bytes that are checksummed on their way and
-     * also handed to {@code alsoSees}, in order. Bytes of a mapped input are first copied into a piece of memory of
-     * this thread's and checksummed there: a checksum read straight from a mapping whose file shrank would crash the
-     * JVM (SIGBUS), where a copy fails with an error ({@link InputChanged}).
+     * Writes {@code bytes} at {@code position}, in pieces of {@link #PIECE} bytes (with direct writes, the direct
+     * writer's steps) that are checksummed on their way and also handed to {@code alsoSees}, in order. Bytes of a mapped
+     * input are first copied into memory of this thread's (or the direct writer's) and checksummed there: a checksum
+     * read straight from a mapping whose file shrank would crash the JVM (SIGBUS), where a copy fails with an error
+     * ({@link InputChanged}).
      *
      * <p>The kernel takes one writer at a time into a file with {@code write}, so sixteen threads filling one shard
      * queued on its lock, and spun there; page faults into a mapping of the file's range run side by side, but cost
@@ -111,22 +113,32 @@ public final class PartialFile {
     public void write(long position, MemorySegment bytes, Consumer<ByteBuffer> alsoSees) throws IOException {
         long length = bytes.byteSize();
         CRC32C crc = new CRC32C();
+        if (direct != null) {
+            // The direct writer copies the bytes into memory of its own, mapped or not: the checksum reads that copy.
+            try {
+                direct.write(position, bytes, step -> {
+                    crc.update(step.asByteBuffer());
+                    alsoSees.accept(step.asByteBuffer());
+                });
+            } catch (DirectWriter.SourceFault fault) {
+                throw new InputChanged();
+            }
+            this.crc.record(position, length, (int) crc.getValue());
+            return;
+        }
         boolean large = mapWrites && length >= MAP_AT_LEAST;
         boolean takesWrite = large && writers.tryAcquire();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment mapped = large && !takesWrite ? mapped(position, length, arena) : null;
             for (long done = 0, next; done < length; done = next) {
-                // Pieces end where the file's positions are multiples of PIECE: whole blocks for direct writes.
-                next = Math.min(length, done + PIECE - Math.floorMod(position + done, PIECE));
+                next = Math.min(length, done + PIECE);
                 MemorySegment piece = bytes.asSlice(done, next - done);
                 if (piece.isMapped()) {
                     piece = staged(piece);
                 }
                 crc.update(piece.asByteBuffer());
                 alsoSees.accept(piece.asByteBuffer());
-                if (direct != null) {
-                    direct.write(position + done, piece);
-                } else if (mapped != null) {
+                if (mapped != null) {
                     putMapped(piece, mapped, done);
                 } else {
                     ByteBuffer out = piece.asByteBuffer();
@@ -164,9 +176,7 @@ public final class PartialFile {
     /** {@code piece}, copied from its mapping into this thread's staging memory. */
     private static MemorySegment staged(MemorySegment piece) throws InputChanged {
         MemorySegment copy = STAGE.get().asSlice(0, piece.byteSize());
-        try {
-            MemorySegment.copy(piece, 0, copy, 0, piece.byteSize());
-        } catch (InternalError fault) {
+        if (!MappedMemory.copy(piece, 0, copy, 0, piece.byteSize())) {
             throw new InputChanged();
         }
         return copy;
@@ -175,10 +185,10 @@ public final class PartialFile {
     private void putMapped(MemorySegment piece, MemorySegment mapped, long at) throws IOException {
         mappedWriters.acquireUninterruptibly();
         try {
-            MemorySegment.copy(piece, 0, mapped, at, piece.byteSize());
-        } catch (InternalError fault) {
-            // the kernel could not give the mapping a page: an I/O error, or the disk full despite the reservation
-            throw new IOException("the kernel could not write through a mapping of " + partial + " (an I/O error or a full disk)");
+            if (!MappedMemory.copy(piece, 0, mapped, at, piece.byteSize())) {
+                // the kernel could not give the mapping a page: an I/O error, or the disk full despite the reservation
+                throw new IOException("the kernel could not write through a mapping of " + partial + " (an I/O error or a full disk)");
+            }
         } finally {
             mappedWriters.release();
         }

@@ -16,6 +16,7 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
+import java.util.function.Consumer;
 
 /**
  * Writes a file past the page cache ({@code O_DIRECT}), for runs whose input and output do not fit in the memory they may
@@ -87,11 +88,14 @@ public final class DirectWriter implements AutoCloseable {
     }
 
     /**
-     * Writes {@code bytes} (readable memory, not a mapping that may fault) at {@code position}: its blocks between the
-     * first and the last at once, those at its ends once their other bytes have arrived. Reports a failed disk write
-     * of the file's, where one happened since.
+     * Writes {@code bytes} at {@code position}: a step at a time copied into aligned memory and shown to {@code sees}, in
+     * order; the step's whole blocks go to the disk at once, those at its ends once their other bytes have arrived.
+     * Reports a failed disk write of the file's, where one happened since.
+     *
+     * @throws SourceFault where {@code bytes} could not be read (a mapping whose file shrank): the copy fails with an
+     *     error, where a read of the mapping by the caller's checksum would have crashed the JVM
      */
-    public void write(long position, MemorySegment bytes) throws IOException {
+    public void write(long position, MemorySegment bytes, Consumer<MemorySegment> sees) throws IOException {
         long end = position + bytes.byteSize();
         for (long at = position; at < end; ) {
             throwFailure();
@@ -99,7 +103,11 @@ public final class DirectWriter implements AutoCloseable {
             long first = Math.floorDiv(at, block) * block;
             long stepEnd = Math.min(end, first + STEP);
             MemorySegment step = takeStep();
-            MemorySegment.copy(bytes, at - position, step, at - first, stepEnd - at);
+            if (!MappedMemory.copy(bytes, at - position, step, at - first, stepEnd - at)) {
+                giveStep(step);
+                throw new SourceFault();
+            }
+            sees.accept(step.asSlice(at - first, stepEnd - at));
             // [at, head) lies in the block of at, [head, tail) is whole blocks (none where the step ends before the first
             // boundary after at), [tail, stepEnd) lies in the block of stepEnd.
             long head = Math.min(stepEnd, at == first ? at : first + block);
@@ -116,6 +124,13 @@ public final class DirectWriter implements AutoCloseable {
                 giveStep(step);
             }
             at = stepEnd;
+        }
+    }
+
+    /** The bytes to write could not be read: a mapped input's file shrank or changed. */
+    public static final class SourceFault extends IOException {
+        SourceFault() {
+            super("the bytes to write could not be read: a mapped input's file shrank or changed");
         }
     }
 

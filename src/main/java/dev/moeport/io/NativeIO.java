@@ -227,6 +227,23 @@ public final class NativeIO {
         }
     }
 
+    /**
+     * Calls a native function that does nothing ({@code getpid}): its return is a safepoint poll, where the JVM raises
+     * a fault a copy from a mapping left pending ({@link MappedMemory}).
+     */
+    static void returnFromNative() {
+        if (BINDINGS == null) {
+            return;
+        }
+        try {
+            int ignored = (int) BINDINGS.getpid.invokeExact();
+        } catch (InternalError fault) {
+            throw fault;
+        } catch (Throwable t) {
+            throw new IllegalStateException("getpid failed", t);
+        }
+    }
+
     /** Whether native calls are on (quietly: {@link #bindings} warns when they are not). */
     static boolean available() {
         return BINDINGS != null;
@@ -251,7 +268,7 @@ public final class NativeIO {
 
     private record Bindings(MethodHandle posixMadvise, MethodHandle madvise, MethodHandle open, MethodHandle fallocate,
                             MethodHandle close, MethodHandle isatty, MethodHandle ioctl, MethodHandle syncFileRange,
-                            MethodHandle posixFadvise, StructLayout callState,
+                            MethodHandle posixFadvise, MethodHandle getpid, StructLayout callState,
                             VarHandle errno, long pageSize) {
 
         static Bindings load() {
@@ -285,8 +302,9 @@ public final class NativeIO {
                         FunctionDescriptor.of(jint, jint, jlong, jlong, jint));
                 MethodHandle posixFadvise = linker.downcallHandle(libc.findOrThrow("posix_fadvise"),
                         FunctionDescriptor.of(jint, jint, jlong, jlong, jint));
-                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, syncFileRange, posixFadvise, callState, errno,
-                        pageSize);
+                MethodHandle getpid = linker.downcallHandle(libc.findOrThrow("getpid"), FunctionDescriptor.of(jint));
+                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, syncFileRange, posixFadvise, getpid, callState,
+                        errno, pageSize);
             } catch (Throwable t) {
                 Warnings.warn("native calls are unavailable (" + t.getMessage() + ")");
                 warned = true;

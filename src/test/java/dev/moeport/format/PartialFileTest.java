@@ -90,6 +90,23 @@ class PartialFileTest {
         assertEquals(whole.getValue(), crc);
     }
 
+    /** Bytes of a mapped input whose file shrank: the write fails with InputChanged, which names the input, both ways. */
+    @ParameterizedTest(name = "write-behind {0}")
+    @ValueSource(booleans = {false, true})
+    void aWriteFromAMappedInputWhoseFileShrankIsInputChanged(boolean writeBehind) throws Exception {
+        int length = 3 * PartialFile.PIECE;
+        Path input = tmp.resolve("input");
+        Files.write(input, new byte[length]);
+        PartialFile file = new PartialFile(tmp.resolve("out.bin"), length, writeBehind);
+        try (Arena arena = Arena.ofShared(); FileChannel in = FileChannel.open(input, java.nio.file.StandardOpenOption.READ,
+                java.nio.file.StandardOpenOption.WRITE)) {
+            MemorySegment mapped = in.map(FileChannel.MapMode.READ_ONLY, 0, length, arena);
+            in.truncate(PartialFile.PIECE);
+            org.junit.jupiter.api.Assertions.assertThrows(PartialFile.InputChanged.class, () -> file.write(0, mapped));
+        }
+        file.abandon();
+    }
+
     @Test
     void aMappedWriteWhoseFileShrinksUnderItIsAnIoErrorNotACrash() throws Exception {
         // A page the kernel cannot give a mapping (an I/O error, a full disk) is a SIGBUS: the copy into the mapping

@@ -58,7 +58,9 @@ class DirectWriterTest {
                 done.add(threads.submit(() -> {
                     for (int[] w; (w = queue.poll()) != null; ) {
                         MemorySegment source = fromHeap ? MemorySegment.ofArray(expected) : offHeap;
-                        writer.write(w[0], source.asSlice(w[0], w[1]));
+                        java.io.ByteArrayOutputStream seen = new java.io.ByteArrayOutputStream();
+                        writer.write(w[0], source.asSlice(w[0], w[1]), step -> seen.writeBytes(step.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+                        assertArrayEquals(Arrays.copyOfRange(expected, w[0], w[0] + w[1]), seen.toByteArray(), "what the write of " + w[1] + " bytes showed");
                     }
                     return null;
                 }));
@@ -79,8 +81,8 @@ class DirectWriterTest {
         Arrays.fill(part, (byte) 7);
         Path file = tmp.resolve("gaps.bin");
         DirectWriter writer = open(file, length);
-        writer.write(5000, MemorySegment.ofArray(part));
-        writer.write(length - 3, MemorySegment.ofArray(new byte[] {1, 2, 3}));
+        writer.write(5000, MemorySegment.ofArray(part), step -> { });
+        writer.write(length - 3, MemorySegment.ofArray(new byte[] {1, 2, 3}), step -> { });
         writer.close();
         byte[] expected = new byte[length];
         Arrays.fill(expected, 5000, 11_000, (byte) 7);
@@ -89,5 +91,21 @@ class DirectWriterTest {
         expected[length - 1] = 3;
         assertEquals(length, Files.size(file));
         assertArrayEquals(expected, Files.readAllBytes(file));
+    }
+
+    /** A mapped source whose file shrank is an error of its own (the JVM would crash where a checksum read the mapping). */
+    @Test
+    void aSourceMappingWhoseFileShrankIsASourceFault() throws Exception {
+        Path input = tmp.resolve("input");
+        Files.write(input, new byte[1 << 20]);
+        Path file = tmp.resolve("out.bin");
+        DirectWriter writer = open(file, 1 << 20);
+        try (Arena arena = Arena.ofShared(); java.nio.channels.FileChannel in = java.nio.channels.FileChannel.open(input,
+                java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
+            MemorySegment mapped = in.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, 1 << 20, arena);
+            in.truncate(0);
+            org.junit.jupiter.api.Assertions.assertThrows(DirectWriter.SourceFault.class, () -> writer.write(0, mapped, step -> { }));
+        }
+        writer.abandon();
     }
 }

@@ -1,6 +1,7 @@
 package dev.moeport.format.torchdist;
 
 import dev.moeport.MoeportException;
+import dev.moeport.io.MappedMemory;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -216,20 +217,18 @@ final class ChunkZip {
 
     /**
      * The CRC-32 of mapped bytes. They are copied to the heap first: a copy out of a mapping whose
-     * file shrank raises InternalError, which becomes a clean error here, where a read inside the
+     * file shrank fails ({@link MappedMemory}), which becomes a clean error here, where a read inside the
      * CRC intrinsic would crash the JVM.
      */
     private long crc32(MemorySegment data, String name) {
         CRC32 crc = new CRC32();
         byte[] step = new byte[(int) Math.min(CRC_STEP, data.byteSize())];
-        try {
-            for (long at = 0; at < data.byteSize(); at += step.length) {
-                int n = (int) Math.min(step.length, data.byteSize() - at);
-                MemorySegment.copy(data, ValueLayout.JAVA_BYTE, at, step, 0, n);
-                crc.update(step, 0, n);
+        for (long at = 0; at < data.byteSize(); at += step.length) {
+            int n = (int) Math.min(step.length, data.byteSize() - at);
+            if (!MappedMemory.copy(data, at, step, 0, n)) {
+                throw fail("entry '" + name + "' could not be read (the file shrank or changed while moeport read it)");
             }
-        } catch (InternalError fault) {
-            throw fail("entry '" + name + "' could not be read (the file shrank or changed while moeport read it)");
+            crc.update(step, 0, n);
         }
         return crc.getValue();
     }
