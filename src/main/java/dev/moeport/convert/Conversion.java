@@ -72,11 +72,14 @@ public final class Conversion {
     /** The file format a run writes: creates the output for a plan's tensors, or some of its files. */
     public interface Writer {
         /**
+         * @param out the folder to write in (the staging folder)
+         * @param destination the folder the output is switched into once complete, which a torch_dist {@code .metadata} names
          * @param shards the files (by shard index of the plan's layout) to write
          * @param writeBehind hand each file's pages to the disk as they are written ({@link WriteBehind})
          * @param finished hears of each file once it is complete and renamed into place
          */
-        TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, boolean writeBehind, TensorOutput.FinishedFile finished);
+        TensorOutput create(Path out, Path destination, Plan plan, IntPredicate shards, boolean fsync, boolean writeBehind,
+                            TensorOutput.FinishedFile finished);
 
         /** The file that holds shard {@code shard} of the plan's layout, relative to the output folder. */
         String file(Plan plan, int shard);
@@ -84,7 +87,8 @@ public final class Conversion {
 
     public static final Writer SAFETENSORS = new Writer() {
         @Override
-        public TensorOutput create(Path out, Plan plan, IntPredicate shards, boolean fsync, boolean writeBehind, TensorOutput.FinishedFile finished) {
+        public TensorOutput create(Path out, Path destination, Plan plan, IntPredicate shards, boolean fsync, boolean writeBehind,
+                                   TensorOutput.FinishedFile finished) {
             return SafetensorsWriter.create(out, plan.layout(), shards, fsync, writeBehind, finished, false);
         }
 
@@ -114,7 +118,7 @@ public final class Conversion {
             Plan work = plan.writing(mine).withFiles(staged.needsOtherFiles() ? plan.files() : List.of());
             Progress progress = new Progress(work.inputBytes(), work.jobs().stream().mapToInt(j -> j.outputs().size()).sum(), target.bar());
             boolean writeBehind = target.writeBehind().chooses(work.inputBytes(), work.outputBytes());
-            try (progress; TensorOutput writer = format.create(staging, plan, mine, target.fsync(), writeBehind, staged::finished)) {
+            try (progress; TensorOutput writer = format.create(staging, out, plan, mine, target.fsync(), writeBehind, staged::finished)) {
                 // Ctrl-C or a kill -TERM: remove this run's partial files, unless its switch has begun (then it finishes).
                 Thread cleanup = new Thread(() -> {
                     String done = staged.abandon(writer::close);

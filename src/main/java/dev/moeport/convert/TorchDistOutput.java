@@ -73,9 +73,9 @@ public final class TorchDistOutput {
                 TorchDistWriter.Naming.linearsOf(shapes), spec.namer(shapes.keySet()), sections);
         return new Conversion.Writer() {
             @Override
-            public dev.moeport.format.TensorOutput create(java.nio.file.Path out, dev.moeport.plan.Plan plan, java.util.function.IntPredicate shards,
-                    boolean fsync, boolean writeBehind, dev.moeport.format.TensorOutput.FinishedFile finished) {
-                return TorchDistWriter.create(out, plan.layout(), naming, shards, fsync, writeBehind, finished);
+            public dev.moeport.format.TensorOutput create(java.nio.file.Path out, java.nio.file.Path destination, dev.moeport.plan.Plan plan,
+                    java.util.function.IntPredicate shards, boolean fsync, boolean writeBehind, dev.moeport.format.TensorOutput.FinishedFile finished) {
+                return TorchDistWriter.create(out, destination, plan.layout(), naming, shards, fsync, writeBehind, finished);
             }
 
             @Override

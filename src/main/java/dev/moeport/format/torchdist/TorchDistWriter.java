@@ -47,6 +47,8 @@ public final class TorchDistWriter implements TensorOutput {
 
     private final Path out;
     private final Path dir;
+    /** The iteration folder once the output is switched into place: the checkpoint's id in {@code .metadata}. */
+    private final Path finalDir;
     private final boolean fsync;
     private final List<DataFile> files = new ArrayList<>();
     private final Map<String, TensorPlace> places = new LinkedHashMap<>();
@@ -187,9 +189,10 @@ public final class TorchDistWriter implements TensorOutput {
         }
     }
 
-    private TorchDistWriter(Path out, boolean fsync, TensorOutput.FinishedFile finished) {
+    private TorchDistWriter(Path out, Path destination, boolean fsync, TensorOutput.FinishedFile finished) {
         this.out = out;
         this.dir = out.resolve(ITERATION_DIR);
+        this.finalDir = destination.resolve(ITERATION_DIR);
         this.fsync = fsync;
         this.finished = finished;
     }
@@ -202,11 +205,12 @@ public final class TorchDistWriter implements TensorOutput {
     /**
      * Creates {@code OUT/iter_0000000/} and the partial data files, of those that {@code writes} picks (by shard
      * index in {@code layout}), for the tensors of {@code layout}; {@code finished} hears of each file once it is
-     * renamed into place.
+     * renamed into place. {@code destination} is the folder {@code out} becomes once complete (PyTorch's writer names
+     * the folder it writes in {@code .metadata}: the checkpoint's id).
      */
-    public static TorchDistWriter create(Path out, ShardLayout layout, Naming naming, java.util.function.IntPredicate writes, boolean fsync,
-            boolean writeBehind, TensorOutput.FinishedFile finished) {
-        TorchDistWriter writer = new TorchDistWriter(out, fsync, finished);
+    public static TorchDistWriter create(Path out, Path destination, ShardLayout layout, Naming naming, java.util.function.IntPredicate writes,
+            boolean fsync, boolean writeBehind, TensorOutput.FinishedFile finished) {
+        TorchDistWriter writer = new TorchDistWriter(out, destination, fsync, finished);
         try {
             Files.createDirectories(writer.dir);
             writer.lay(layout, naming);
@@ -495,7 +499,7 @@ public final class TorchDistWriter implements TensorOutput {
             stateDict.put(b.key(), new NewObject(new Global(METADATA_MODULE, "BytesStorageMetadata"), null));
             storage.put(md("MetadataIndex", map("fqn", b.key(), "index", null)), storageInfo(b.file(), b.offset(), b.zip().length()));
         }
-        Object storageMeta = md("StorageMeta", map("checkpoint_id", dir.toString(), "save_id", "moeport", "load_id", null, "modules", List.of()));
+        Object storageMeta = md("StorageMeta", map("checkpoint_id", finalDir.toString(), "save_id", "moeport", "load_id", null, "modules", List.of()));
         return md("Metadata", map("state_dict_metadata", stateDict, "planner_data", null, "storage_data", storage,
                 "storage_meta", storageMeta, "version", "1.0.0"));
     }

@@ -3,6 +3,7 @@ package dev.moeport.format.torchdist;
 import static dev.moeport.testing.TestCheckpoints.assertSameTensors;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -183,6 +184,16 @@ class TorchDistImportTest {
         String[] p = pair.split(":");
         Path back = CliRun.succeeding("export", "--in", MEGATRON.resolve(p[0]).toString(), "--hf-config", hf(p[1]).toString(), "--out", tmp.resolve("hf").toString());
         assertSameTensors(hf(p[1]), back);
+    }
+
+    /** PyTorch's writer names the folder it writes in (StorageMeta.checkpoint_id): the iteration folder in place, not the staging one. */
+    @Test
+    void metadataNamesTheIterationFolderInPlace() throws Exception {
+        Path out = CliRun.succeeding("import", "--in", hf("qwen3_moe").toString(), "--out", tmp.resolve("q").toString());
+        String metadata = new String(Files.readAllBytes(out.resolve("iter_0000000/.metadata")), java.nio.charset.StandardCharsets.ISO_8859_1);
+        assertTrue(metadata.contains(new String(out.resolve("iter_0000000").toString().getBytes(java.nio.charset.StandardCharsets.UTF_8),
+                java.nio.charset.StandardCharsets.ISO_8859_1)), "the iteration folder's path in .metadata");
+        assertFalse(metadata.contains(".moeport-staging"), "the staging folder's path in .metadata");
     }
 
     @Test
