@@ -127,6 +127,8 @@ public final class McoreLayout {
      * and a TEGroupedMLP's per-expert {@code weight_quantizer.<e>._amax} (Model Optimizer since PR 1550).
      */
     public static boolean isQuantizerState(String name) {
-        return name.matches(".*_quantizer(\\.\\d+)?\\.[^.]+");
+        return QUANTIZER_STATE.matcher(name).matches();
     }
+
+    private static final Pattern QUANTIZER_STATE = Pattern.compile(".*_quantizer(\\.\\d+)?\\.[^.]+");
 }

@@ -75,6 +75,8 @@ public enum MegatronSpec {
     /** {@code tensors} under the Transformer Engine names the rule tables use, whichever spec wrote them. */
     public static SequencedMap<String, Tensor> toTransformerEngineNames(SequencedMap<String, Tensor> tensors) {
         Map<String, Set<String>> layers = layers(tensors.keySet());
+        Map<String, Set<Kind>> layerKinds = new java.util.HashMap<>();
+        List<Row> rows = concat(ROWS, PLAIN_STATE_DICT);
         SequencedMap<String, Tensor> out = new LinkedHashMap<>();
         tensors.forEach((original, t) -> {
             String name = MTP_TRANSFORMER_LAYER.matcher(original).replaceFirst("$1mtp_model_layer.");
@@ -82,8 +84,8 @@ public enum MegatronSpec {
             String renamed = name;
             if (m.matches()) {
                 Set<String> held = layers.get(m.group(1));
-                Set<Kind> kinds = kinds(held);
-                for (Row row : concat(ROWS, PLAIN_STATE_DICT)) {
+                Set<Kind> kinds = layerKinds.computeIfAbsent(m.group(1), layer -> kinds(held));
+                for (Row row : rows) {
                     if (kinds.contains(row.kind()) && row.local().equals(m.group(2)) && !held.contains(row.te())) {
                         renamed = m.group(1) + row.te();
                     }
