@@ -244,9 +244,14 @@ public final class Main implements Runnable {
         return cli.execute(args);
     }
 
-    private static String describe(Throwable t) {
+    static String describe(Throwable t) {
         if (t instanceof MoeportException) {
             return oneLine(t.getMessage());
+        }
+        if (t instanceof InternalError && String.valueOf(t.getMessage()).contains("unsafe memory access")) {
+            // The JVM's word for a fault in mapped memory that no copy caught (io/MappedMemory catches those of copies).
+            return "a file changed or failed while moeport used it (a fault in mapped memory: an input rewritten or cut short while read,"
+                    + " a full disk or an I/O error)";
         }
         if (t instanceof OutOfMemoryError) {
             long heapMiB = Runtime.getRuntime().maxMemory() >> 20;

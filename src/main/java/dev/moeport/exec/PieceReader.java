@@ -134,7 +134,7 @@ public final class PieceReader {
      * Drops the pages of a chunk read from a mapped file from this process (bounds the resident set on huge inputs), and
      * with {@code drop} from the page cache.
      */
-    public static void release(MemorySegment bytes, boolean drop) {
+    static void release(MemorySegment bytes, boolean drop) {
         if (bytes.isMapped() && bytes.scope().isAlive()) {
             NativeIO.advise(bytes, NativeIO.Advice.DONTNEED);
             if (drop) {

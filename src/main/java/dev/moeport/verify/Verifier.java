@@ -129,8 +129,6 @@ public final class Verifier {
                         noise += err * err;
                     }
                 }
-                PieceReader.release(x, false);
-                PieceReader.release(y, false);
             }
             progress.addBytes(n * (rowsA.rowBytes() + rowsB.rowBytes()));
         }

@@ -29,6 +29,29 @@ class CommonOptionsTest {
         }
     }
 
+    /** A fault in mapped memory that escaped every catch is still one line that says what happened, with the JVM's own error. */
+    @Test
+    void aFaultInMappedMemoryIsNamedAsSuch() throws Exception {
+        Path file = tmp.resolve("cut");
+        java.nio.file.Files.write(file, new byte[1 << 16]);
+        InternalError fault = null;
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined();
+             java.nio.channels.FileChannel channel = java.nio.channels.FileChannel.open(file, java.nio.file.StandardOpenOption.READ,
+                     java.nio.file.StandardOpenOption.WRITE)) {
+            java.lang.foreign.MemorySegment mapped = channel.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, 1 << 16, arena);
+            channel.truncate(0);
+            try {
+                mapped.get(java.lang.foreign.ValueLayout.JAVA_BYTE, 4096);
+                Thread.sleep(1); // a return from native code: where the JVM raises the fault, if not before
+            } catch (InternalError e) {
+                fault = e;
+            }
+        }
+        org.junit.jupiter.api.Assumptions.assumeTrue(fault != null, "reading past a shrunk file's end did not fault here");
+        String line = Main.describe(fault);
+        assertTrue(line.startsWith("a file changed or failed while moeport used it (a fault in mapped memory"), line);
+    }
+
     @Test
     void aRunBuildsOnlyTheCommandItNames() {
         assertEquals(Set.of("export"), Main.commandLine(new Main(), "-q", "--progress-interval", "5", "export", "--in", "x").getSubcommands().keySet());
