@@ -186,7 +186,7 @@ final class PlanReport {
         }
         notes.forEach(n -> out.println("  " + n));
         if (s.writeBehind()) {
-            out.println("  write-behind: the output went to the disk as it was written (--write-behind)");
+            out.println("  write-behind: the output went to the disk as it was written, and the input left the page cache once read (--write-behind)");
         }
         if (s.kernel() != null) {
             out.println("  kernel: " + s.kernel());
