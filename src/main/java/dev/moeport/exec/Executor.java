@@ -69,7 +69,7 @@ public final class Executor {
         List<Task> order = startOrder(planned, task -> plan.layout().indexOf(task.jobs().getFirst().outputs().getFirst().name()), Task::inputBytes, threads);
         List<Job> jobOrder = order.stream().flatMap(t -> t.jobs().stream()).toList();
         WarmUp warmUp = warmUpKernels(plan);
-        try (ReadAhead<Job> readAhead = ReadAhead.of(jobOrder)) {
+        try (ReadAhead<Job> readAhead = ReadAhead.of(jobOrder, dropBehind)) {
             List<WorkerPool.Task<Void>> tasks = new ArrayList<>();
             int firstJob = 0;
             for (Task task : order) {

@@ -38,8 +38,23 @@ final class ReadAhead<T> implements AutoCloseable {
     private int started;
     private boolean closed;
 
-    /** Starts advising the first window of the jobs of {@code order} at once. */
-    static ReadAhead<Job> of(List<Job> order) {
+    /** The read-ahead while planning ({@link #largestWhilePlanning}), or null. */
+    private static volatile Thread planning;
+
+    /**
+     * Starts advising the first window of the jobs of {@code order} at once. A run that drops its input behind it ({@link
+     * dev.moeport.io.DropBehind}) first waits for the read-ahead while planning to have asked for its pages (it asks,
+     * it does not wait for the disk), which would otherwise have some read again that a worker was done with.
+     */
+    static ReadAhead<Job> of(List<Job> order, boolean dropBehind) {
+        Thread ahead = planning;
+        if (dropBehind && ahead != null) {
+            try {
+                ahead.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
         return new ReadAhead<>(order, Job::inputBytes, WINDOW, ReadAhead::advise);
     }
 
@@ -85,7 +100,7 @@ final class ReadAhead<T> implements AutoCloseable {
      */
     static void largestWhilePlanning(Collection<? extends Tensor> tensors) {
         long budget = Math.min(1L << 30, MemoryLimit.available() / 8);
-        Thread.ofPlatform().daemon().name("moeport-read-ahead").start(() -> {
+        planning = Thread.ofPlatform().daemon().name("moeport-read-ahead").start(() -> {
             List<TensorView> largest = tensors.stream().filter(TensorView.class::isInstance).map(TensorView.class::cast)
                     .sorted(Comparator.comparingLong(TensorView::byteSize).reversed()).toList();
             long left = budget;
@@ -111,6 +126,9 @@ final class ReadAhead<T> implements AutoCloseable {
                 }
                 if (closed) {
                     return;
+                }
+                if (next < started) {
+                    continue; // its worker reads it already (and may have dropped what it read: advice would read it again)
                 }
             }
             T job = order.get(next);

@@ -16,8 +16,53 @@ import java.util.concurrent.ConcurrentSkipListMap;
  * is done with ({@link #drop}).
  */
 public final class DropBehind {
-    /** A file's mapping: {@code length} bytes at {@code address}, which are the file's from {@code position}. */
-    private record Mapping(long address, long length, Path file, long position) {}
+    /**
+     * A file's mapping: {@code length} bytes at {@code address}, which are the file's from {@code position}; its
+     * descriptor for the advice, opened at the first drop (a path opened once, not once a chunk: an open is a round
+     * trip to the metadata server on a cluster's file system) and closed with the mapping.
+     */
+    private static final class Mapping {
+        final long address;
+        final long length;
+        final Path file;
+        final long position;
+        /** Not yet opened ({@link #UNOPENED}), the descriptor, or -1: could not be opened, or closed. Set under this. */
+        private volatile int fd = UNOPENED;
+        private static final int UNOPENED = -2;
+
+        Mapping(long address, long length, Path file, long position) {
+            this.address = address;
+            this.length = length;
+            this.file = file;
+            this.position = position;
+        }
+
+        /** Drops {@code [offset, offset + bytes)} of the mapping; the workers' advice runs side by side, the opening once. */
+        void drop(long offset, long bytes) {
+            int d = fd;
+            if (d == UNOPENED) {
+                d = open();
+            }
+            if (d >= 0) {
+                NativeIO.dropCached(d, position + offset, bytes);
+            }
+        }
+
+        private synchronized int open() {
+            if (fd == UNOPENED) {
+                fd = NativeIO.openForReading(file);
+            }
+            return fd;
+        }
+
+        /** When the mapping's arena closes: the run's readers are done with it. */
+        synchronized void close() {
+            if (fd >= 0) {
+                NativeIO.close(fd);
+            }
+            fd = -1;
+        }
+    }
 
     private static final ConcurrentSkipListMap<Long, Mapping> MAPPINGS = new ConcurrentSkipListMap<>();
 
@@ -32,8 +77,12 @@ public final class DropBehind {
             return;
         }
         long address = mapping.address();
-        MAPPINGS.put(address, new Mapping(address, mapping.byteSize(), file, position));
-        MemorySegment.NULL.reinterpret(arena, ignored -> MAPPINGS.remove(address));
+        Mapping m = new Mapping(address, mapping.byteSize(), file, position);
+        MAPPINGS.put(address, m);
+        MemorySegment.NULL.reinterpret(arena, ignored -> {
+            MAPPINGS.remove(address, m);
+            m.close();
+        });
     }
 
     /**
@@ -49,9 +98,9 @@ public final class DropBehind {
             return;
         }
         Mapping m = entry.getValue();
-        long start = bytes.address() - m.address();
-        if (start + bytes.byteSize() <= m.length()) {
-            NativeIO.dropCached(m.file(), m.position() + start, bytes.byteSize());
+        long start = bytes.address() - m.address;
+        if (start + bytes.byteSize() <= m.length) {
+            m.drop(start, bytes.byteSize());
         }
     }
 }

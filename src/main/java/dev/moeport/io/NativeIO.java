@@ -133,33 +133,36 @@ public final class NativeIO {
 
     /** A write-only descriptor of {@code file} for write-behind (close it with {@link #close}), or -1 when native calls are off or it fails. */
     static int openForWriting(Path file) {
+        return open(file, O_WRONLY);
+    }
+
+    /** A read-only descriptor of {@code file} (close it with {@link #close}), or -1 when native calls are off or it fails. */
+    static int openForReading(Path file) {
+        return open(file, O_RDONLY);
+    }
+
+    private static int open(Path file, int access) {
         Bindings b = bindings();
         if (b == null) {
             return -1;
         }
         try (Arena arena = Arena.ofConfined()) {
-            return (int) b.open.invokeExact(arena.allocate(b.callState), arena.allocateFrom(file.toString()), O_WRONLY | O_CLOEXEC, 0);
+            return (int) b.open.invokeExact(arena.allocate(b.callState), arena.allocateFrom(file.toString()), access | O_CLOEXEC, 0);
         } catch (Throwable t) {
             throw new IllegalStateException("open failed", t);
         }
     }
 
     /**
-     * Drops the clean pages wholly inside {@code [offset, offset + length)} of {@code file} from the page cache (pages
-     * a process still maps stay). A hint: a failure leaves the pages cached.
+     * Drops the clean pages wholly inside {@code [offset, offset + length)} of the file from the page cache (pages a
+     * process still maps stay). A hint: a failure leaves the pages cached.
      */
-    static void dropCached(Path file, long offset, long length) {
-        Bindings b = bindings();
-        if (b == null || length <= 0) {
+    static void dropCached(int fd, long offset, long length) {
+        if (length <= 0) {
             return;
         }
-        try (Arena arena = Arena.ofConfined()) {
-            int fd = (int) b.open.invokeExact(arena.allocate(b.callState), arena.allocateFrom(file.toString()), O_RDONLY | O_CLOEXEC, 0);
-            if (fd < 0) {
-                return;
-            }
-            int ignored = (int) b.posixFadvise.invokeExact(fd, offset, length, POSIX_FADV_DONTNEED);
-            close(fd);
+        try {
+            int ignored = (int) BINDINGS.posixFadvise.invokeExact(fd, offset, length, POSIX_FADV_DONTNEED);
         } catch (Throwable t) {
             throw new IllegalStateException("posix_fadvise failed", t);
         }
@@ -173,12 +176,8 @@ public final class NativeIO {
     /** Waits until {@code [offset, offset + length)} of the file is on the disk, then drops its pages from the page cache. */
     static void dropWritten(int fd, long offset, long length) {
         syncFileRange(fd, offset, length, SYNC_FILE_RANGE_WAIT_ALL);
-        try {
-            // Errors are ignored on purpose, as for advice: the pages stay cached, the output is the same.
-            int ignored = (int) BINDINGS.posixFadvise.invokeExact(fd, offset, length, POSIX_FADV_DONTNEED);
-        } catch (Throwable t) {
-            throw new IllegalStateException("posix_fadvise failed", t);
-        }
+        // Errors are ignored on purpose, as for advice: the pages stay cached, the output is the same.
+        dropCached(fd, offset, length);
     }
 
     private static void syncFileRange(int fd, long offset, long length, int flags) {

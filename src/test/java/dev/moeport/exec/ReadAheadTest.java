@@ -60,6 +60,27 @@ class ReadAheadTest {
         }
     }
 
+    /** A job whose worker started it before the thread reached it is not advised: a run that drops behind would read it twice. */
+    @Test
+    void jobsStartedBeforeTheirAdviceAreSkipped() throws InterruptedException {
+        java.util.concurrent.CountDownLatch held = new java.util.concurrent.CountDownLatch(1);
+        try (ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, job -> {
+            advised.add(job);
+            if (job.equals("j0")) {
+                try {
+                    held.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        })) {
+            assertEquals("j0", advised.poll(10, TimeUnit.SECONDS));
+            readAhead.starting(2); // j0 to j2 started while the thread was busy with j0's advice
+            held.countDown();
+            assertEquals(List.of("j3", "j4"), next(2));
+        }
+    }
+
     @Test
     void closingStopsTheThreadWithJobsLeft() throws InterruptedException {
         ReadAhead<String> readAhead = readAhead();

@@ -89,7 +89,10 @@ class DropBehindTest {
         }
         for (String writeBehind : List.of("on", "off")) {
             for (Path f : inputs) {
-                NativeIO.dropCached(f, 0, Files.size(f));
+                int fd = NativeIO.openForReading(f);
+                assumeTrue(fd >= 0, "native calls are off");
+                NativeIO.dropCached(fd, 0, Files.size(f));
+                NativeIO.close(fd);
             }
             assumeTrue(residentBytes(inputs) < inputBytes / 10, "this file system keeps the input in memory");
             long before = readFromDisk();
@@ -100,6 +103,7 @@ class DropBehindTest {
             assertEquals(0, export.code(), export.err());
             long cached = residentBytes(inputs);
             assumeTrue(read >= inputBytes / 2, "this system does not count the bytes a process reads from the disk (/proc/self/io)");
+            assertEquals(List.of(), openInputs(inputs), "descriptors of the input left open after the run");
             if (writeBehind.equals("on")) {
                 assertTrue(read < inputBytes * 5 / 4, "read " + read + " bytes from the disk for " + inputBytes + " of input");
                 assertTrue(cached < inputBytes / 20, cached + " of " + inputBytes + " bytes of input left in the page cache");
@@ -150,6 +154,24 @@ class DropBehindTest {
             bytes += size == 0 ? 0 : resident(f, 0, size) * PAGE;
         }
         return bytes;
+    }
+
+    /** The input files this process holds a descriptor of. */
+    private static List<Path> openInputs(List<Path> inputs) throws Exception {
+        List<Path> open = new java.util.ArrayList<>();
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            for (Path fd : fds.toList()) {
+                try {
+                    Path target = Files.readSymbolicLink(fd);
+                    if (inputs.contains(target)) {
+                        open.add(target);
+                    }
+                } catch (java.io.IOException closedMeanwhile) {
+                    // the descriptor of the listing itself, or one closed since
+                }
+            }
+        }
+        return open;
     }
 
     /** This process's bytes read from the disk, as the kernel counts them. */
