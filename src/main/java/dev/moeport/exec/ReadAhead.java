@@ -30,6 +30,15 @@ final class ReadAhead<T> implements AutoCloseable {
      */
     static final long WINDOW = 256L << 20;
 
+    /** The read-ahead while planning ({@link #largestWhilePlanning}), or null. */
+    private static volatile Planning planning;
+
+    /** A read-ahead while planning: its thread, and whether it is to stop at its next step. */
+    private record Planning(Thread thread, AtomicBoolean stop) {}
+
+    /** Bytes the read-ahead while planning asks for between looks at whether to stop: a chunk's. */
+    private static final long PLANNING_STEP = PieceReader.CHUNK_BYTES;
+
     private final List<T> order;
     /** {@code upTo[k]}: the input bytes of jobs {@code [0, k)} of the order. */
     private final long[] upTo;
@@ -39,15 +48,6 @@ final class ReadAhead<T> implements AutoCloseable {
     /** Jobs of the order that have started (guarded by this). */
     private int started;
     private boolean closed;
-
-    /** The read-ahead while planning ({@link #largestWhilePlanning}), or null. */
-    private static volatile Planning planning;
-
-    /** A read-ahead while planning: its thread, and whether it is to stop at its next step. */
-    private record Planning(Thread thread, AtomicBoolean stop) {}
-
-    /** Bytes the read-ahead while planning asks for between looks at whether to stop: a chunk's. */
-    private static final long PLANNING_STEP = PieceReader.CHUNK_BYTES;
 
     /**
      * Starts advising the first window of the jobs of {@code order} at once (the same jobs the read-ahead while
