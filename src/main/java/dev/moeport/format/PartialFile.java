@@ -130,9 +130,8 @@ public final class PartialFile {
         boolean takesWrite = large && writers.tryAcquire();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment mapped = large && !takesWrite ? mapped(position, length, arena) : null;
-            for (long done = 0, next; done < length; done = next) {
-                next = Math.min(length, done + PIECE);
-                MemorySegment piece = bytes.asSlice(done, next - done);
+            for (long done = 0; done < length; done += PIECE) {
+                MemorySegment piece = bytes.asSlice(done, Math.min(PIECE, length - done));
                 if (piece.isMapped()) {
                     piece = staged(piece);
                 }
