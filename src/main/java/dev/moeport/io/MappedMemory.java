@@ -7,7 +7,8 @@ import java.lang.foreign.ValueLayout;
  * Copies out of and into file mappings, where a page the kernel cannot give (the file shrank, an I/O error, a full disk)
  * is a fault. The JVM turns a fault inside a copy into an InternalError, but compiled code raises it only at its next
  * safepoint poll, which may lie past the copy's catch: the error then escaped with no word of the file. A return from
- * native code is such a poll, so each copy here ends with one, inside its catch.
+ * native code is such a poll, so each copy here that touches a mapping ends with one, inside its catch (copies between
+ * other memory cannot fault, and skip it: the direct writer copies every write through here).
  */
 public final class MappedMemory {
     private MappedMemory() {}
@@ -16,7 +17,9 @@ public final class MappedMemory {
     public static boolean copy(MemorySegment from, long fromOffset, MemorySegment to, long toOffset, long bytes) {
         try {
             MemorySegment.copy(from, fromOffset, to, toOffset, bytes);
-            NativeIO.returnFromNative();
+            if (from.isMapped() || to.isMapped()) {
+                NativeIO.returnFromNative();
+            }
             return true;
         } catch (InternalError fault) {
             return false;
@@ -27,7 +30,9 @@ public final class MappedMemory {
     public static boolean copy(MemorySegment from, long fromOffset, byte[] to, int toIndex, int count) {
         try {
             MemorySegment.copy(from, ValueLayout.JAVA_BYTE, fromOffset, to, toIndex, count);
-            NativeIO.returnFromNative();
+            if (from.isMapped()) {
+                NativeIO.returnFromNative();
+            }
             return true;
         } catch (InternalError fault) {
             return false;
