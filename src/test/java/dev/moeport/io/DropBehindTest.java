@@ -6,11 +6,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.moeport.cli.CliRun;
 import java.lang.foreign.Arena;
-import java.lang.foreign.FunctionDescriptor;
-import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.lang.invoke.MethodHandle;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -27,9 +24,7 @@ class DropBehindTest {
     Path tmp;
 
     private static final long MB = 1 << 20;
-    private static final MethodHandle MINCORE = Linker.nativeLinker().downcallHandle(Linker.nativeLinker().defaultLookup().findOrThrow("mincore"),
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG, ValueLayout.ADDRESS));
-    private static final int PAGE = 4096;
+    private static final int PAGE = PageCache.PAGE_SIZE;
 
     /**
      * A mapping that starts mid-file, as a safetensors file's data does after its header: dropping a slice of it drops the
@@ -132,18 +127,10 @@ class DropBehindTest {
         assertTrue(sum != Long.MIN_VALUE);
     }
 
-    /** Bytes of page-cache pages of {@code file} in {@code [from, from + length)} (page-aligned). */
+    /** Pages of {@code file} in {@code [from, from + length)} (page-aligned) in the page cache. */
     private static long resident(Path file, long from, long length) throws Throwable {
         try (Arena arena = Arena.ofConfined(); FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
-            MemorySegment mapping = channel.map(FileChannel.MapMode.READ_ONLY, from, length, arena);
-            long pages = length / PAGE;
-            MemorySegment vec = arena.allocate(pages);
-            assertEquals(0, (int) MINCORE.invokeExact(mapping, length, vec));
-            long resident = 0;
-            for (long i = 0; i < pages; i++) {
-                resident += vec.get(ValueLayout.JAVA_BYTE, i) & 1;
-            }
-            return resident;
+            return PageCache.residentPages(channel.map(FileChannel.MapMode.READ_ONLY, from, length, arena));
         }
     }
 
