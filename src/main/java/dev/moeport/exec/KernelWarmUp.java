@@ -5,16 +5,23 @@ import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.Shape;
+import com.sun.management.ThreadMXBean;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.management.ManagementFactory;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Runs a format's kernels on a small matrix until the JIT has compiled them, before the workers that quantize start.
+ * Runs a format's kernels on a small matrix until C2 has compiled them, before the workers that quantize start.
  * Until C2 compiles a Vector API loop it runs the API's Java fallback, some hundred times slower, and every worker ran it
  * at once, all of them counting in the same profile: on 16 threads the first second of an nvfp4 export moved a third of
  * what the next second did. It runs on a thread of its own, started while the command plans where it can be.
+ *
+ * <p>It ends when a batch of calls allocates nothing, not when it runs some times faster than the first: the fallback
+ * makes an object for every vector, interpreted or compiled by C1, and only C2's intrinsics make none, whereas C1's code
+ * runs the first batch twenty times faster already. Stopped at that speed, the workers of a cold export on two cores ran
+ * C1's fallback for over a second more, allocating 2.5 GB/s, while the disk idled.
  */
 final class KernelWarmUp {
     private KernelWarmUp() {}
@@ -30,12 +37,14 @@ final class KernelWarmUp {
                 .start(() -> run(kernel, format, dtype, LIMIT_NANOS)));
     }
 
-    /** Calls between two looks at the clock. */
+    /** Calls between two looks at the clock and at what the thread allocated. */
     private static final int BATCH = 50;
-    /** Compiled code runs a batch at least this many times faster than the first batch took. */
-    private static final int COMPILED_SPEEDUP = 20;
-    /** It never takes longer than this, whatever the JIT does. */
-    static final long LIMIT_NANOS = 1_000_000_000L;
+    /** What a batch compiled by C2 may allocate (the fallback: hundreds of kilobytes a call). */
+    private static final long COMPILED_BATCH_BYTES = 64 << 10;
+    /** It never takes longer than this, whatever the JIT does (C2 may never take up a loop). */
+    static final long LIMIT_NANOS = 3_000_000_000L;
+
+    private static final ThreadMXBean THREADS = (ThreadMXBean) ManagementFactory.getThreadMXBean();
 
     /** Warms up quantizing {@code dtype} to {@code format}, for at most {@code limitNanos}. */
     static void run(QuantKernel kernel, QuantFormat format, DType dtype, long limitNanos) {
@@ -50,19 +59,15 @@ final class KernelWarmUp {
             MemorySegment weight = arena.allocate(Math.max(1, format.weightType().byteSize(format.weightShape(shape).numel())), 64);
             MemorySegment scale = arena.allocate(Math.max(1, format.scaleType().byteSize(format.scaleShape(shape).numel())), 64);
             long start = System.nanoTime();
-            long first = 0;
-            for (long batchStart = start; System.nanoTime() - start < limitNanos; ) {
+            boolean counted = THREADS.isThreadAllocatedMemorySupported() && THREADS.isThreadAllocatedMemoryEnabled();
+            while (System.nanoTime() - start < limitNanos) {
+                long allocated = THREADS.getCurrentThreadAllocatedBytes();
                 for (int call = 0; call < BATCH; call++) {
                     float amax = kernel.amax(src, dtype, rows * cols);
                     float scaleOfTensor = format.scaling() == QuantFormat.Scaling.LOCAL ? 0 : format.tensorScale(amax);
                     kernel.quantize(format, src, dtype, rows, cols, scaleOfTensor, weight, scale);
                 }
-                long now = System.nanoTime();
-                long took = now - batchStart;
-                batchStart = now;
-                if (first == 0) {
-                    first = took;
-                } else if (took * COMPILED_SPEEDUP < first) {
+                if (counted && THREADS.getCurrentThreadAllocatedBytes() - allocated <= COMPILED_BATCH_BYTES) {
                     return;
                 }
             }
