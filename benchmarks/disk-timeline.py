@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runs a command and shows what the disk under a folder read while it ran: its time, and the disk's read rate per
-quarter second from /proc/diskstats (sampled every 50 ms), with the share of samples where no request was in flight.
-A cold run that reads slower than `cat` shows here where: at its start (the JVM's own files, the plan), or throughout.
+"""Runs a command and shows what the disk under a folder did while it ran: its time, and the disk's read and write
+rates per quarter second from /proc/diskstats (sampled every 50 ms), with the share of samples where no request was in
+flight. A cold run that reads slower than `cat` shows here where: at its start (the JVM's own files, the plan), or
+throughout; a run that reads and writes at once shows how the disk shares itself between the two.
 
 Usage: disk-timeline.py FOLDER LABEL COMMAND [ARG ...]
 """
@@ -44,16 +45,20 @@ def main():
         samples.append((time.perf_counter() - start,) + sample(name))
     errors = process.stderr.read()
     seconds = time.perf_counter() - start
-    buckets, previous = {}, first[0]
-    for at, read, _, _ in samples:
-        buckets[int(at / BUCKET)] = buckets.get(int(at / BUCKET), 0) + read - previous
-        previous = read
+    reads, writes, previous = {}, {}, first
+    for at, read, written, _ in samples:
+        k = int(at / BUCKET)
+        reads[k] = reads.get(k, 0) + read - previous[0]
+        writes[k] = writes.get(k, 0) + written - previous[1]
+        previous = (read, written)
     idle = sum(1 for s in samples if s[3] == 0) * 100 // max(1, len(samples))
     last = samples[-1] if samples else (seconds,) + first
     print(f"{label:36s} {seconds:6.2f} s" + ("" if process.returncode == 0 else f"  FAILED {errors[-300:]}"))
-    print(f"  read GB/s per {BUCKET} s: " + " ".join(f"{buckets.get(k, 0) / BUCKET / 1e9:.1f}" for k in range(max(buckets, default=0) + 1))
-          + f" | nothing in flight in {idle}% of samples; read {(last[1] - first[0]) / 1e9:.2f} GB, written {(last[2] - first[1]) / 1e9:.2f} GB",
-          flush=True)
+    quarters = range(max(reads, default=0) + 1)
+    for name, rates in (("read", reads), ("write", writes)):
+        print(f"  {name:5s} GB/s per {BUCKET} s: " + " ".join(f"{rates.get(k, 0) / BUCKET / 1e9:.1f}" for k in quarters))
+    print(f"  nothing in flight in {idle}% of samples; read {(last[1] - first[0]) / 1e9:.2f} GB, "
+          f"written {(last[2] - first[1]) / 1e9:.2f} GB", flush=True)
 
 
 if __name__ == '__main__':
