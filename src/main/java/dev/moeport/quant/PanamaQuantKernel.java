@@ -72,12 +72,13 @@ final class PanamaQuantKernel implements QuantKernel {
     private static final IntVector[] NVFP4_TABLE = table(QuantMath::nvfp4Value);
     private static final IntVector[] MXFP4_TABLE = table(FloatFormats::e2m1ToFloat);
     /**
-     * {@link #fold}'s lane indices into two vectors (0 to 2L-1) whose runs fill g = 16, 8 or 4 lanes:
-     * the first and the second half of each run.
+     * {@link #sixteensMaxima}'s lane indices into two vectors (0 to 2L-1) whose runs fill g = 16, 8 or 4 lanes: the
+     * first (0) and the second half (1) of each run. Fields, not arrays: C2 knows a constant field's vector class, not
+     * an array element's.
      */
-    private static final ShortVector[] FOLD_16 = foldIndices(16);
-    private static final ShortVector[] FOLD_8 = foldIndices(8);
-    private static final ShortVector[] FOLD_4 = foldIndices(4);
+    private static final ShortVector FOLD_16_0 = foldIndices(16, 0), FOLD_16_1 = foldIndices(16, 1);
+    private static final ShortVector FOLD_8_0 = foldIndices(8, 0), FOLD_8_1 = foldIndices(8, 1);
+    private static final ShortVector FOLD_4_0 = foldIndices(4, 0), FOLD_4_1 = foldIndices(4, 1);
     /** Lanes 0, 2, 4, ... and 1, 3, 5, ... of two int vectors: the blocks of 32 from their sixteens. */
     private static final IntVector EVEN_LANES = IntVector.fromArray(I, strided(0), 0);
     private static final IntVector ODD_LANES = IntVector.fromArray(I, strided(1), 0);
@@ -259,25 +260,35 @@ final class PanamaQuantKernel implements QuantKernel {
      * into {@code out} from {@code at}, without a reduction per run: the 8 vectors are folded pairwise
      * (each fold halves the lanes a run holds and doubles the runs a vector holds) until one vector holds
      * every run in two lanes, in order, whatever the width. A pass of its own: the vectors stay in it.
+     *
+     * <p>Written out, with no helper of ours taking or returning a vector, and too large for C2 to inline into its
+     * caller: C2 inlines a helper only while its heuristics allow (the call's profiled frequency, the caller's size in
+     * nodes, the helper's code already compiled), and a helper left out of line boxes every vector it takes and
+     * returns. On 2 cores, inlined into {@link #blockAmaxBySixteens} and recompiled there, its folds were left out of
+     * line in most runs with the release's AOT cache: the NVFP4 export allocated 10-20 GB of vectors and took half as
+     * long again. (The smaller helpers below that take vectors are inlined by a compile command of the launchers:
+     * {@code src/dist/compile-commands}.)
      */
     private static void sixteensMaxima(MemorySegment src, long offset, int[] out, int at) {
         long step = 2L * SW.length();
-        ShortVector w0 = fold(fold(magnitudes(src, offset), magnitudes(src, offset + step), FOLD_16),
-                fold(magnitudes(src, offset + 2 * step), magnitudes(src, offset + 3 * step), FOLD_16), FOLD_8);
-        ShortVector w1 = fold(fold(magnitudes(src, offset + 4 * step), magnitudes(src, offset + 5 * step), FOLD_16),
-                fold(magnitudes(src, offset + 6 * step), magnitudes(src, offset + 7 * step), FOLD_16), FOLD_8);
-        IntVector pairs = fold(w0, w1, FOLD_4).reinterpretAsInts();
+        // the magnitudes of 8 full-width vectors
+        ShortVector m0 = ShortVector.fromMemorySegment(SW, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m1 = ShortVector.fromMemorySegment(SW, src, offset + step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m2 = ShortVector.fromMemorySegment(SW, src, offset + 2 * step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m3 = ShortVector.fromMemorySegment(SW, src, offset + 3 * step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m4 = ShortVector.fromMemorySegment(SW, src, offset + 4 * step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m5 = ShortVector.fromMemorySegment(SW, src, offset + 5 * step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m6 = ShortVector.fromMemorySegment(SW, src, offset + 6 * step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        ShortVector m7 = ShortVector.fromMemorySegment(SW, src, offset + 7 * step, LITTLE_ENDIAN).and((short) 0x7FFF);
+        // each fold of two vectors whose runs fill g lanes: one vector of the same runs in g/2 lanes, in order
+        ShortVector f01 = FOLD_16_0.selectFrom(m0, m1).max(FOLD_16_1.selectFrom(m0, m1));
+        ShortVector f23 = FOLD_16_0.selectFrom(m2, m3).max(FOLD_16_1.selectFrom(m2, m3));
+        ShortVector f45 = FOLD_16_0.selectFrom(m4, m5).max(FOLD_16_1.selectFrom(m4, m5));
+        ShortVector f67 = FOLD_16_0.selectFrom(m6, m7).max(FOLD_16_1.selectFrom(m6, m7));
+        ShortVector w0 = FOLD_8_0.selectFrom(f01, f23).max(FOLD_8_1.selectFrom(f01, f23));
+        ShortVector w1 = FOLD_8_0.selectFrom(f45, f67).max(FOLD_8_1.selectFrom(f45, f67));
+        IntVector pairs = FOLD_4_0.selectFrom(w0, w1).max(FOLD_4_1.selectFrom(w0, w1)).reinterpretAsInts();
         pairs.and(0xFFFF).max(pairs.lanewise(VectorOperators.LSHR, 16)).intoArray(out, at);
-    }
-
-    /** A full-width vector of 16-bit magnitudes at byte {@code offset}. */
-    private static ShortVector magnitudes(MemorySegment src, long offset) {
-        return ShortVector.fromMemorySegment(SW, src, offset, LITTLE_ENDIAN).and((short) 0x7FFF);
-    }
-
-    /** Two vectors whose runs fill g lanes each as one vector of the same runs in g/2 lanes, in order. */
-    private static ShortVector fold(ShortVector a, ShortVector b, ShortVector[] halves) {
-        return halves[0].selectFrom(a, b).max(halves[1].selectFrom(a, b));
     }
 
     /** {@link #blockAmax} of whole F32 blocks (block a multiple of N): the largest magnitude's bits. */
@@ -1092,17 +1103,16 @@ final class PanamaQuantKernel implements QuantKernel {
      * i / (g/2) of the pair (the first vector's L/g runs, then the second's), and takes that run's lane
      * i % (g/2) (first half) or g/2 more (second half).
      */
-    private static ShortVector[] foldIndices(int g) {
+    private static ShortVector foldIndices(int g, int half) {
         int lanes = SW.length();
-        short[][] halves = new short[2][lanes];
+        short[] indices = new short[lanes];
         int perVector = lanes / g;
         for (int i = 0; i < lanes; i++) {
             int q = i / (g / 2);
             int base = (q < perVector ? 0 : lanes) + q % perVector * g;
-            halves[0][i] = (short) (base + i % (g / 2));
-            halves[1][i] = (short) (base + i % (g / 2) + g / 2);
+            indices[i] = (short) (base + i % (g / 2) + half * (g / 2));
         }
-        return new ShortVector[] {ShortVector.fromArray(SW, halves[0], 0), ShortVector.fromArray(SW, halves[1], 0)};
+        return ShortVector.fromArray(SW, indices, 0);
     }
 
     private static IntVector[] table(java.util.function.IntToDoubleFunction value) {
