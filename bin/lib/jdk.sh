@@ -59,6 +59,6 @@ fi
 # The JVM flags every run of moeport code needs: the Vector API (SIMD kernels) and native access (FFM); and no loop
 # predicates from profiles (-XX:-UseProfiledLoopPredicate: README.md, Performance, "Loop checks on the warm-up's word").
 MOEPORT_JVM_FLAGS="--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:-UseProfiledLoopPredicate"
-# And C2 inlines the Vector API kernel's helpers that take or return vectors at every call (the file says why): a
-# flag of its own, "-XX:CompileCommandFile=$MOEPORT_COMPILE_COMMANDS", quoted where used (the path may hold spaces).
+# And the Vector API kernel's compile commands (the file says which and why): a flag of its own,
+# "-XX:CompileCommandFile=$MOEPORT_COMPILE_COMMANDS", quoted where used (the path may hold spaces).
 MOEPORT_COMPILE_COMMANDS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/src/dist/compile-commands"

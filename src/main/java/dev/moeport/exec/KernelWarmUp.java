@@ -1,11 +1,11 @@
 package dev.moeport.exec;
 
+import com.sun.management.ThreadMXBean;
 import dev.moeport.quant.QuantFormat;
 import dev.moeport.quant.QuantKernel;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
 import dev.moeport.tensor.Shape;
-import com.sun.management.ThreadMXBean;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.management.ManagementFactory;

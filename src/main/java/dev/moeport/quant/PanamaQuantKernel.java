@@ -266,7 +266,7 @@ final class PanamaQuantKernel implements QuantKernel {
      * nodes, the helper's code already compiled), and a helper left out of line boxes every vector it takes and
      * returns. On 2 cores, inlined into {@link #blockAmaxBySixteens} and recompiled there, its folds were left out of
      * line in most runs with the release's AOT cache: the NVFP4 export allocated 10-20 GB of vectors and took half as
-     * long again. (The smaller helpers below that take vectors are inlined by a compile command of the launchers:
+     * long again. (The kernel's smaller helpers that take vectors are inlined by the launchers' compile commands:
      * {@code src/dist/compile-commands}.)
      */
     private static void sixteensMaxima(MemorySegment src, long offset, int[] out, int at) {
