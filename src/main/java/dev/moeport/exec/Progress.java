@@ -100,8 +100,13 @@ public final class Progress implements AutoCloseable {
         return seconds <= 0 ? 0 : bytes.get() / seconds;
     }
 
+    /** The figures now. */
+    Snapshot snapshot() {
+        return new Snapshot(bytes.get(), totalBytes, tensors.get(), totalTensors, rate());
+    }
+
     private synchronized void draw() {
-        Snapshot now = new Snapshot(bytes.get(), totalBytes, tensors.get(), totalTensors, rate());
+        Snapshot now = snapshot();
         if (display.terminal()) {
             String line = now.terminalLine(display.columns());
             // Pad over what is left of a longer previous frame.

@@ -2,7 +2,6 @@ package dev.moeport.exec;
 
 import dev.moeport.io.MemoryLimit;
 import dev.moeport.io.NativeIO;
-import dev.moeport.plan.Job;
 import dev.moeport.plan.Piece;
 import dev.moeport.tensor.Tensor;
 import dev.moeport.tensor.TensorView;
@@ -50,12 +49,12 @@ final class ReadAhead<T> implements AutoCloseable {
     private boolean closed;
 
     /**
-     * Starts advising the first window of the jobs of {@code order} at once (the same jobs the read-ahead while
+     * Starts advising the first window of {@code order}, the pieces each task reads, at once (the same the read-ahead while
      * planning began with). A run that drops its input behind it ({@link dev.moeport.io.DropBehind}) first stops the
      * read-ahead while planning and waits for its last request: advice after a worker dropped its pages would have
      * them read again (up to 16 MB of a 56 MB input in a test).
      */
-    static ReadAhead<Job> of(List<Job> order, boolean dropBehind) {
+    static ReadAhead<List<Piece>> of(List<List<Piece>> order, boolean dropBehind) {
         Planning ahead = planning;
         if (dropBehind && ahead != null) {
             ahead.stop().set(true);
@@ -65,7 +64,7 @@ final class ReadAhead<T> implements AutoCloseable {
                 Thread.currentThread().interrupt();
             }
         }
-        return new ReadAhead<>(order, Job::inputBytes, WINDOW, ReadAhead::advise);
+        return new ReadAhead<>(order, pieces -> pieces.stream().mapToLong(Piece::inputBytes).sum(), WINDOW, ReadAhead::advise);
     }
 
     /** Calls {@code advise} on each of {@code order} in turn, from its first, while it begins within {@code window} bytes of the newest started. */
@@ -167,8 +166,8 @@ final class ReadAhead<T> implements AutoCloseable {
         }
     }
 
-    private static void advise(Job job) {
-        for (Piece piece : job.pieces()) {
+    private static void advise(List<Piece> pieces) {
+        for (Piece piece : pieces) {
             if (piece instanceof Piece.Source source && source.tensor() instanceof TensorView view) {
                 NativeIO.advise(view.data(), NativeIO.Advice.WILLNEED);
             }

@@ -12,6 +12,9 @@ public interface TensorOutput extends AutoCloseable {
     /** The sink of tensor {@code name}. */
     Sink sink(String name);
 
+    /** Whether a tensor's sink takes writes in any order, from several threads at once (else in order, from one). */
+    boolean takesWritesInAnyOrder();
+
     /** Checks that every tensor was written in full and puts the output in place. */
     void commit();
 

@@ -434,6 +434,12 @@ public final class TorchDistWriter implements TensorOutput {
         return new MoeportException(file.target + ": cannot write (" + IoErrors.why(e) + ")", e);
     }
 
+    /** A chunk's CRC-32, which its zip entry records, is computed as its bytes arrive, in order. */
+    @Override
+    public boolean takesWritesInAnyOrder() {
+        return false;
+    }
+
     @Override
     public synchronized void commit() {
         List<String> incomplete = new ArrayList<>();
