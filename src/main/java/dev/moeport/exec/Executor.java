@@ -47,9 +47,9 @@ public final class Executor {
     private final long partBytes;
 
     /**
-     * Bytes of a part of a copy or cast that several threads share (where the output takes a tensor's writes in any
-     * order): one thread copying a 704 MB embedding past the page cache, at about 100 MB/s beside 15 threads that
-     * quantized, ended a 9.3 GB NVFP4 export in 4 GiB on the 16-core GPU machine 0.7 s after every other job.
+     * Bytes of a part of a copy or cast, which several threads share: one thread copying a 704 MB embedding past the
+     * page cache, at about 100 MB/s beside 15 threads that quantized, ended a 9.3 GB NVFP4 export in 4 GiB on the
+     * 16-core GPU machine 0.7 s after every other job.
      */
     static final long PART_BYTES = 64L << 20;
 
@@ -76,7 +76,7 @@ public final class Executor {
                     planned.add(t);
                     return t;
                 }).jobs().add(job);
-            } else if ((job instanceof Job.Copy || job instanceof Job.Cast) && writer.takesWritesInAnyOrder()
+            } else if ((job instanceof Job.Copy || job instanceof Job.Cast)
                     && job.pieces().stream().mapToLong(Piece::byteSize).sum() > partBytes) {
                 List<List<Stretch>> parts = Stretch.parts(Stretch.of(job.pieces()), partBytes);
                 AtomicInteger left = new AtomicInteger(parts.size());

@@ -32,7 +32,7 @@ public final class PartialFile {
     private final Path target;
     private final long length;
     private final FileChannel channel;
-    private final WrittenCrc crc = new WrittenCrc();
+    private final WrittenCrc crc = WrittenCrc.crc32c();
     private final WriteBehind behind;
     /** Where the writes bypass the page cache, or null. */
     private final DirectWriter direct;

@@ -12,9 +12,6 @@ public interface TensorOutput extends AutoCloseable {
     /** The sink of tensor {@code name}. */
     Sink sink(String name);
 
-    /** Whether a tensor's sink takes writes in any order, from several threads at once (else in order, from one). */
-    boolean takesWritesInAnyOrder();
-
     /** Checks that every tensor was written in full and puts the output in place. */
     void commit();
 
@@ -37,7 +34,7 @@ public interface TensorOutput extends AutoCloseable {
         void finished(java.nio.file.Path file, java.util.OptionalLong crc32c);
     }
 
-    /** A place to write one tensor's bytes (row-major, as the plan lays them out). */
+    /** A place to write one tensor's bytes (row-major, as the plan lays them out), in any order, from any thread. */
     interface Sink {
         /** Writes {@code bytes} at {@code offset} of this tensor. */
         void write(long offset, MemorySegment bytes);

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.moeport.format.Checkpoint;
 import dev.moeport.format.Checkpoints;
 import dev.moeport.format.safetensors.SafetensorsWriter;
+import dev.moeport.format.torchdist.TorchDistWriter;
 import dev.moeport.plan.Job;
 import dev.moeport.plan.OutputTensor;
 import dev.moeport.plan.Piece;
@@ -81,6 +82,34 @@ class ExecutorPartsTest {
             assertArrayEquals(expectedStack.array(), out.tensor("stack").bytes(arena).toArray(ValueLayout.JAVA_BYTE));
             assertArrayEquals(expectedWide.array(), out.tensor("wide").bytes(arena).toArray(ValueLayout.JAVA_BYTE));
             assertArrayEquals(bytesOf(d), out.tensor("small").bytes(arena).toArray(ValueLayout.JAVA_BYTE));
+        }
+    }
+
+    /**
+     * Megatron's checkpoints record each chunk's CRC-32 in its zip entry, which the writer puts together from writes in
+     * any order; moeport's reader checks it. The stack is saved as two chunks, as Megatron saves a gated MLP's fc1
+     * ([gate; up]), so that parts write across a chunk's end.
+     */
+    @Test
+    void partsIntoTorchDistGiveEachChunkItsCrc() {
+        TensorView a = bf16("a", 300, 64);
+        TensorView b = bf16("b", 202, 64);
+        Job.Copy stack = new Job.Copy(new OutputTensor("decoder.stack.weight", DType.BF16, Shape.of(512, 64)),
+                List.of(new Piece.Source(a), new Piece.Zeros(10, 128), new Piece.Source(b)), "copy");
+        Plan plan = Plan.of(List.of(stack), Long.MAX_VALUE);
+        TorchDistWriter.Naming naming = new TorchDistWriter.Naming(false, 0, java.util.Set.of("decoder.stack.weight"), java.util.Map.of(),
+                java.util.function.UnaryOperator.identity(), java.util.Map.of());
+        Path out = dir.resolve("torch_dist");
+        try (TorchDistWriter writer = TorchDistWriter.create(out, out, plan.layout(), naming, shard -> true, false, false,
+                (file, crc) -> { });
+             Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), null)) {
+            writer.writeIndexFiles();
+            new Executor(QuantKernels.scalar(), 3, false, PART_BYTES).run(plan, writer, progress);
+            writer.commit();
+        }
+        ByteBuffer expected = ByteBuffer.allocate(512 * 128).put(bytesOf(a)).put(new byte[10 * 128]).put(bytesOf(b));
+        try (Checkpoint read = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
+            assertArrayEquals(expected.array(), read.tensor("decoder.stack.weight").bytes(arena).toArray(ValueLayout.JAVA_BYTE));
         }
     }
 

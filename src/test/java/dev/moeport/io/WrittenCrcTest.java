@@ -13,35 +13,57 @@ import java.util.Collections;
 import java.util.List;
 import java.util.OptionalLong;
 import java.util.Random;
+import java.util.function.Supplier;
+import java.util.zip.CRC32;
 import java.util.zip.CRC32C;
+import java.util.zip.Checksum;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The CRC-32C of a file from its writes equals the JDK's CRC32C of the file's bytes. */
+/** The CRC-32C and CRC-32 of a file from its writes equal the JDK's CRC32C and CRC32 of the file's bytes. */
 class WrittenCrcTest {
     @TempDir
     Path tmp;
 
     private static long crc(byte[] bytes, int from, int to) {
-        CRC32C c = new CRC32C();
+        return crc(CRC32C::new, bytes, from, to);
+    }
+
+    private static long crc(Supplier<Checksum> kind, byte[] bytes, int from, int to) {
+        Checksum c = kind.get();
         c.update(bytes, from, to - from);
         return c.getValue();
     }
 
+    /** Each checksum written, with the JDK's own. */
+    private static final List<Supplier<WrittenCrc>> WRITTEN = List.of(WrittenCrc::crc32c, WrittenCrc::crc32);
+    private static final List<Supplier<Checksum>> JDK = List.of(CRC32C::new, CRC32::new);
+
     @Test
     void combiningTheCrcsOfTwoPartsIsTheCrcOfBoth() {
         Random random = new Random(7);
-        for (int trial = 0; trial < 200; trial++) {
-            byte[] bytes = new byte[random.nextInt(1 << (trial % 17)) + 1];
-            random.nextBytes(bytes);
-            int cut = random.nextInt(bytes.length + 1);
-            int combined = WrittenCrc.combine((int) crc(bytes, 0, cut), (int) crc(bytes, cut, bytes.length), bytes.length - cut);
-            assertEquals(crc(bytes, 0, bytes.length), Integer.toUnsignedLong(combined), "length " + bytes.length + " cut at " + cut);
+        for (int kind = 0; kind < WRITTEN.size(); kind++) {
+            Supplier<Checksum> jdk = JDK.get(kind);
+            for (int trial = 0; trial < 200; trial++) {
+                byte[] bytes = new byte[random.nextInt(1 << (trial % 17)) + 1];
+                random.nextBytes(bytes);
+                int cut = random.nextInt(bytes.length + 1);
+                int combined = WRITTEN.get(kind).get().combine((int) crc(jdk, bytes, 0, cut), (int) crc(jdk, bytes, cut, bytes.length),
+                        bytes.length - cut);
+                assertEquals(crc(jdk, bytes, 0, bytes.length), Integer.toUnsignedLong(combined),
+                        jdk.get().getClass().getSimpleName() + " of length " + bytes.length + " cut at " + cut);
+            }
         }
     }
 
     @Test
     void writesInAnyOrderGiveTheFilesCrc() {
+        for (int kind = 0; kind < WRITTEN.size(); kind++) {
+            writesInAnyOrderGiveTheFilesCrc(WRITTEN.get(kind), JDK.get(kind));
+        }
+    }
+
+    private static void writesInAnyOrderGiveTheFilesCrc(Supplier<WrittenCrc> written, Supplier<Checksum> jdk) {
         Random random = new Random(11);
         byte[] file = new byte[1 << 20];
         random.nextBytes(file);
@@ -52,23 +74,23 @@ class WrittenCrcTest {
             at += n;
         }
         Collections.shuffle(regions, random);
-        WrittenCrc crc = new WrittenCrc();
-        regions.parallelStream().forEach(r -> crc.record(r[0], r[1], (int) crc(file, r[0], r[0] + r[1])));
-        assertEquals(OptionalLong.of(crc(file, 0, file.length)), crc.of(file.length));
+        WrittenCrc crc = written.get();
+        regions.parallelStream().forEach(r -> crc.record(r[0], r[1], (int) crc(jdk, file, r[0], r[0] + r[1])));
+        assertEquals(OptionalLong.of(crc(jdk, file, 0, file.length)), crc.of(file.length));
         assertEquals(OptionalLong.empty(), crc.of(file.length + 1), "a file longer than its writes has a gap");
     }
 
     @Test
     void gapsAndOverlapsLeaveItUnknown() {
-        WrittenCrc gap = new WrittenCrc();
+        WrittenCrc gap = WrittenCrc.crc32c();
         gap.record(0, 10, 0);
         gap.record(11, 10, 0);
         assertFalse(gap.of(21).isPresent());
-        WrittenCrc overlap = new WrittenCrc();
+        WrittenCrc overlap = WrittenCrc.crc32c();
         overlap.record(0, 10, 0);
         overlap.record(5, 10, 0);
         assertFalse(overlap.of(15).isPresent());
-        assertEquals(OptionalLong.of(0), new WrittenCrc().of(0), "no bytes: CRC 0");
+        assertEquals(OptionalLong.of(0), WrittenCrc.crc32c().of(0), "no bytes: CRC 0");
     }
 
     /**

@@ -195,12 +195,6 @@ public final class SafetensorsWriter implements TensorOutput {
         finished.finished(open.file.target(), crc);
     }
 
-    /** Shards are partial files, whose checksum is put together from the writes in any order ({@link dev.moeport.io.WrittenCrc}). */
-    @Override
-    public boolean takesWritesInAnyOrder() {
-        return true;
-    }
-
     /**
      * Checks that every tensor was written in full, then renames the shards into place and writes the
      * index (for more than one shard) last.

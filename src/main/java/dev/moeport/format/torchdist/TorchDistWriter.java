@@ -12,6 +12,7 @@ import dev.moeport.format.torchdist.PickleWriter.NewObject;
 import dev.moeport.format.torchdist.PickleWriter.PersistentId;
 import dev.moeport.format.torchdist.PickleWriter.Tuple;
 import dev.moeport.io.IoErrors;
+import dev.moeport.io.WrittenCrc;
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.Shape;
 import java.io.IOException;
@@ -24,6 +25,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.zip.CRC32;
 
 /**
@@ -78,7 +80,7 @@ public final class TorchDistWriter implements TensorOutput {
         }
     }
 
-    /** One chunk: its box in the global tensor, its zip in a data file, and the CRC of what was written. */
+    /** One chunk: its box in the global tensor, its zip in a data file, and the CRC-32 and count of what was written. */
     private static final class ChunkPlace {
         final long[] offsets;
         final long[] sizes;
@@ -86,8 +88,9 @@ public final class TorchDistWriter implements TensorOutput {
         final long zipOffset;
         final TorchSaveZip zip;
         final long dataBytes;
-        final CRC32 crc = new CRC32();
-        long written;
+        /** The writes of the chunk's bytes, in any order: the zip entry's CRC-32 ({@link WrittenCrc}). */
+        final WrittenCrc crc = WrittenCrc.crc32();
+        final AtomicLong written = new AtomicLong();
 
         ChunkPlace(long[] offsets, long[] sizes, DataFile file, long zipOffset, TorchSaveZip zip, long dataBytes) {
             this.offsets = offsets;
@@ -138,18 +141,14 @@ public final class TorchDistWriter implements TensorOutput {
         }
 
         private void writeChunk(ChunkPlace c, long at, MemorySegment part) {
-            synchronized (c) {
-                if (at != c.written) {
-                    throw new IllegalStateException("tensor '" + name + "' written out of order (at " + at + ", expected " + c.written + ")");
-                }
-                long position = c.dataStart() + at;
-                try {
-                    c.file.out.write(position, part, c.crc::update);
-                } catch (IOException e) {
-                    throw writeFailure(c.file, e);
-                }
-                c.written += part.byteSize();
+            CRC32 crc = new CRC32();
+            try {
+                c.file.out.write(c.dataStart() + at, part, crc::update);
+            } catch (IOException e) {
+                throw writeFailure(c.file, e);
             }
+            c.crc.record(at, part.byteSize(), (int) crc.getValue());
+            c.written.addAndGet(part.byteSize());
             if (part.byteSize() > 0 && c.file.remaining.addAndGet(-part.byteSize()) == 0) {
                 finish(c.file);
             }
@@ -401,7 +400,8 @@ public final class TorchDistWriter implements TensorOutput {
             for (List<ChunkPlace> chunks : tensorEntries.values()) {
                 for (ChunkPlace c : chunks) {
                     if (c.file == f) {
-                        int zipCrc = (int) c.crc.getValue();
+                        int zipCrc = (int) c.crc.of(c.dataBytes).orElseThrow(() -> new IllegalStateException(
+                                "a chunk of " + f.target + " was written with a gap or twice"));
                         write(c.file, c.zipOffset, c.zip.prefix(zipCrc));
                         write(c.file, c.dataStart() + c.dataBytes, c.zip.suffix(zipCrc));
                     }
@@ -434,12 +434,6 @@ public final class TorchDistWriter implements TensorOutput {
         return new MoeportException(file.target + ": cannot write (" + IoErrors.why(e) + ")", e);
     }
 
-    /** A chunk's CRC-32, which its zip entry records, is computed as its bytes arrive, in order. */
-    @Override
-    public boolean takesWritesInAnyOrder() {
-        return false;
-    }
-
     @Override
     public synchronized void commit() {
         List<String> incomplete = new ArrayList<>();
@@ -447,7 +441,7 @@ public final class TorchDistWriter implements TensorOutput {
             if (!p.chunks.isEmpty() && p.chunks.getFirst().file.out == null) {
                 continue; // another part's
             }
-            long written = p.chunks.stream().mapToLong(c -> c.written).sum();
+            long written = p.chunks.stream().mapToLong(c -> c.written.get()).sum();
             if (written != p.starts[p.chunks.size()]) {
                 incomplete.add(p.name + " (" + written + " of " + p.starts[p.chunks.size()] + " bytes)");
             }
