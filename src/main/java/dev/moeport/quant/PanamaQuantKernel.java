@@ -4,6 +4,7 @@ import static java.nio.ByteOrder.LITTLE_ENDIAN;
 
 import dev.moeport.tensor.DType;
 import dev.moeport.tensor.FloatFormats;
+import dev.moeport.tensor.Shape;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -27,12 +28,12 @@ import jdk.incubator.vector.VectorSpecies;
  * differently); only the E8M0 scales, powers of two, become multiplications, which round identically.
  *
  * <p>Work goes row by row in passes (see the note on passes below): the amax of every block (one
- * reduction each; BF16/F16 blocks of 16 and 32 from the maxima of each 16 elements, by folding
+ * reduction each; BF16 blocks of 16 and 32 from the maxima of each 16 elements, by folding
  * vectors), then all the row's block scales as vectors, then the elements with each block's
  * divisor broadcast (the E2M1 formats write one code per byte to a scratch row, then pack pairs of
  * bytes into nibbles). The remainder of a row that does not fill a vector (and the padding of a last
  * partial block) goes through {@link QuantMath}'s scalar definitions. Tuned for BF16 input, the
- * checkpoints' dtype; F16 and F32 give the same bytes by the same code, not as fast.
+ * checkpoints' dtype; F32 gives the same bytes by the same code, and F16 is widened to F32 first.
  *
  * <p>Non-finite inputs are found on the way, from the integer maximum of the magnitudes' bits (NaN and
  * infinity compare above every finite value), and the chunk is then rescanned in order so that the
@@ -174,7 +175,7 @@ final class PanamaQuantKernel implements QuantKernel {
     /**
      * Each block's amax of one row into {@code amax}, blocks of {@code block} elements, the last one
      * possibly partial (its missing elements are the zero padding). {@code bySixteens} (blocks of 16 or
-     * 32) is a constant at each call: C2 then compiles one of the two BF16/F16 paths into the pass.
+     * 32) is a constant at each call: C2 then compiles one of the two BF16 paths into the pass.
      */
     private static void blockAmax(MemorySegment src, DType dtype, long chunkCount, long rowStart, int cols, int block,
                                   float[] amax, boolean bySixteens, int[] sixteens) {
@@ -194,10 +195,10 @@ final class PanamaQuantKernel implements QuantKernel {
     }
 
     /**
-     * {@link #blockAmax} of whole BF16/F16 blocks of 16 or 32 (nvfp4, mxfp4, mxfp8): the largest
+     * {@link #blockAmax} of whole BF16 blocks of 16 or 32 (nvfp4, mxfp4, mxfp8): the largest
      * magnitude's bits. A reduction per block costs more than the block's loads: the maxima of every 16
      * elements come first, N at a time ({@link #sixteensMaxima}), then each block's from its sixteens,
-     * N blocks at a time for BF16. (int4_g128's and fp8_pb's blocks of 128 keep {@link #blockAmax16}:
+     * N blocks at a time. (int4_g128's and fp8_pb's blocks of 128 keep {@link #blockAmax16}:
      * one reduction per 128 elements costs little, and this path, inlined deeper there, boxed a vector
      * per call.)
      */
@@ -219,16 +220,14 @@ final class PanamaQuantKernel implements QuantKernel {
         boolean pairs = block == 32;
         int b = 0;
         IntVector group = IntVector.zero(I);
-        if (dtype == DType.BF16) {
-            for (; b + N <= blocks; b += N) {
-                IntVector raw = IntVector.fromArray(I, sixteens, pairs ? 2 * b : b);
-                if (pairs) {
-                    IntVector next = IntVector.fromArray(I, sixteens, 2 * b + N);
-                    raw = EVEN_LANES.selectFrom(raw, next).max(ODD_LANES.selectFrom(raw, next));
-                }
-                group = group.max(raw);
-                raw.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(amax, b);
+        for (; b + N <= blocks; b += N) {
+            IntVector raw = IntVector.fromArray(I, sixteens, pairs ? 2 * b : b);
+            if (pairs) {
+                IntVector next = IntVector.fromArray(I, sixteens, 2 * b + N);
+                raw = EVEN_LANES.selectFrom(raw, next).max(ODD_LANES.selectFrom(raw, next));
             }
+            group = group.max(raw);
+            raw.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(amax, b);
         }
         int worst = group.reduceLanes(VectorOperators.MAX);
         for (; b < blocks; b++) {
@@ -239,7 +238,7 @@ final class PanamaQuantKernel implements QuantKernel {
         return worst;
     }
 
-    /** {@link #blockAmax} of whole BF16/F16 blocks (block a multiple of N): the largest magnitude's bits. */
+    /** {@link #blockAmax} of whole BF16 blocks (block a multiple of N): the largest magnitude's bits. */
     private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax) {
         int worst = 0;
         for (int b = 0; b < blocks; b++) {
@@ -349,6 +348,8 @@ final class PanamaQuantKernel implements QuantKernel {
         final QuantFormat format;
         /** Quantize: the elements' dtype; dequantize: the output dtype. */
         final DType dtype;
+        /** Quantize: the dtype the input came in, which fp8 and fp8_pb round to (F16 input is loaded as F32). */
+        final DType rounding;
         final long rows;
         final int cols;
         final float tensorScale;
@@ -366,17 +367,18 @@ final class PanamaQuantKernel implements QuantKernel {
         final float[] factor;
         /** int4_g128: the second row's factors; fp8_pb: the amax of the band of 128 rows. */
         final float[] more;
-        /** BF16/F16 blocks of 16 and 32: the maxima of each 16 elements of the row, as magnitude bits. */
+        /** BF16 blocks of 16 and 32: the maxima of each 16 elements of the row, as magnitude bits. */
         final int[] sixteens;
         /** nvfp4, mxfp4: the row's codes, one per byte, before packing. */
         MemorySegment codes;
         /** fp8 to BF16: the results of the 128 E4M3 magnitudes, in vectors of 16-bit lanes. */
         ShortVector[] bf16Table;
 
-        Job(QuantFormat format, DType dtype, long rows, int cols, float tensorScale, MemorySegment src,
+        Job(QuantFormat format, DType dtype, DType rounding, long rows, int cols, float tensorScale, MemorySegment src,
             MemorySegment weight, MemorySegment scale, MemorySegment dst) {
             this.format = format;
             this.dtype = dtype;
+            this.rounding = rounding;
             this.rows = rows;
             this.cols = cols;
             this.tensorScale = tensorScale;
@@ -401,7 +403,17 @@ final class PanamaQuantKernel implements QuantKernel {
     public void quantize(QuantFormat format, MemorySegment src, DType dtype, long rows, long cols, float tensorScale,
                          MemorySegment weight, MemorySegment scale) {
         QuantMath.checkQuantize(format, src, dtype, rows, cols, tensorScale, weight, scale);
-        Job job = new Job(format, dtype, rows, (int) cols, tensorScale, src, weight, scale, null);
+        if (dtype == DType.F16) {
+            quantizeWidened(format, src, rows, cols, tensorScale, weight, scale);
+        } else {
+            quantize(format, src, dtype, dtype, rows, cols, tensorScale, weight, scale);
+        }
+    }
+
+    /** {@link #quantize} of elements loaded as {@code dtype}, which came in as {@code rounding}. */
+    private static void quantize(QuantFormat format, MemorySegment src, DType dtype, DType rounding, long rows, long cols,
+                                 float tensorScale, MemorySegment weight, MemorySegment scale) {
+        Job job = new Job(format, dtype, rounding, rows, (int) cols, tensorScale, src, weight, scale, null);
         switch (format) {
             case FP8 -> {
                 job.factor[0] = tensorScale;
@@ -444,6 +456,67 @@ final class PanamaQuantKernel implements QuantKernel {
         }
     }
 
+    /** F16 rows widened per batch of this many values at most (a whole number of the rows the format takes together). */
+    private static final int WIDENED_VALUES = 16 << 10;
+
+    /**
+     * F16 input quantized as the F32 of the same values (rounded, where fp8 and fp8_pb round, to F16), widened a batch
+     * of rows at a time in a pass of its own. Loaded inside a format's pass, F16 took C2 past its node budget and left a
+     * vector boxed per 16 values (2 MB allocated for a 256 x 1024 matrix, a third of BF16's speed), and taught C2 through
+     * the profile of {@link #load} that the passes load F16, which boxed other formats' passes in the same JVM.
+     */
+    private static void quantizeWidened(QuantFormat format, MemorySegment src, long rows, long cols, float tensorScale,
+                                        MemorySegment weight, MemorySegment scale) {
+        int together = format == QuantFormat.FP8_PB ? QuantFormat.FP8_PB.blockSize() : format.packsRowPairs() ? 2 : 1;
+        long batch = cols == 0 ? Math.max(rows, 1) : Math.max(together, WIDENED_VALUES / cols / together * together);
+        // Output bytes of each `together` rows: batches begin at multiples of them, the last takes what is left.
+        long weightBytes = format.weightType().byteSize(format.weightShape(Shape.of(together, cols)).numel());
+        long scaleBytes = format.scaleIsTensorScale() ? 0
+                : format.scaleType().byteSize(format.scaleShape(Shape.of(together, cols)).numel());
+        MemorySegment widened = widenedBuffer(Math.min(rows, batch) * cols * 4);
+        for (long r = 0; r < rows; r += batch) {
+            long n = Math.min(batch, rows - r);
+            widenF16(src, r * cols, n * cols, widened);
+            boolean last = r + n == rows;
+            long weightAt = r / together * weightBytes;
+            MemorySegment batchWeight = weight.asSlice(weightAt, last ? weight.byteSize() - weightAt : n / together * weightBytes);
+            long scaleAt = r / together * scaleBytes;
+            MemorySegment batchScale = format.scaleIsTensorScale() ? scale
+                    : scale.asSlice(scaleAt, last ? scale.byteSize() - scaleAt : n / together * scaleBytes);
+            try {
+                quantize(format, widened, DType.F32, DType.F16, n, cols, tensorScale, batchWeight, batchScale);
+            } catch (NonFiniteValueException e) {
+                throw new NonFiniteValueException(r * cols + e.index());
+            }
+        }
+    }
+
+    /** Each thread's buffer for widened F16 rows, grown as needed; native, as vector stores into the heap are slower. */
+    private static final ThreadLocal<MemorySegment[]> WIDENED = ThreadLocal.withInitial(() -> new MemorySegment[1]);
+
+    /**
+     * This thread's buffer of at least {@code bytes}: kept from call to call, so that a warm kernel allocates no more for
+     * F16 than for BF16 ({@link dev.moeport.exec.KernelWarmUp} ends on that).
+     */
+    private static MemorySegment widenedBuffer(long bytes) {
+        MemorySegment[] held = WIDENED.get();
+        if (held[0] == null || held[0].byteSize() < bytes) {
+            held[0] = Arena.ofAuto().allocate(Math.max(bytes, (long) WIDENED_VALUES * 4), 64);
+        }
+        return held[0];
+    }
+
+    /** {@code count} F16 values from element {@code from} of {@code src} into {@code dst} as F32, exactly. */
+    private static void widenF16(MemorySegment src, long from, long count, MemorySegment dst) {
+        long i = 0;
+        for (; i + N <= count; i += N) {
+            loadF16(src, from + i).intoMemorySegment(dst, i * 4, LITTLE_ENDIAN);
+        }
+        for (; i < count; i++) {
+            dst.set(FloatFormats.FLOAT_LE, i * 4, FloatFormats.read(src, DType.F16, from + i));
+        }
+    }
+
     /**
      * The E2M1 formats write a row's codes one per byte, then pack pairs. The scratch row is native:
      * vector stores into a heap segment, or a store site that sees both kinds, run several times slower.
@@ -457,6 +530,7 @@ final class PanamaQuantKernel implements QuantKernel {
         QuantFormat format = j.format;
         MemorySegment src = j.src;
         DType dtype = j.dtype;
+        DType rounding = j.rounding;
         long rows = j.rows;
         int cols = j.cols;
         MemorySegment weight = j.weight;
@@ -470,7 +544,7 @@ final class PanamaQuantKernel implements QuantKernel {
             FloatVector w = load(src, dtype, row + c);
             worst = worst.max(w.reinterpretAsInts().and(ABS_MASK));
             FloatVector x = w.div(divisor);
-            storeBytes(e4m3(round ? roundForE4m3(dtype, x) : x, false), weight, row + c);
+            storeBytes(e4m3(round ? roundForE4m3(rounding, x) : x, false), weight, row + c);
         }
         if (worst.reduceLanes(VectorOperators.MAX) >= INF_BITS) {
             QuantMath.requireFinite(src, dtype, rows * cols);
@@ -481,7 +555,7 @@ final class PanamaQuantKernel implements QuantKernel {
                 QuantMath.requireFinite(src, dtype, rows * cols);
             }
             float x = w / divisor;
-            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(round ? FloatFormats.roundTo(dtype, x) : x));
+            weight.set(BYTE, row + c, FloatFormats.floatToE4m3(round ? FloatFormats.roundTo(rounding, x) : x));
         }
     }
 
@@ -530,7 +604,7 @@ final class PanamaQuantKernel implements QuantKernel {
                 bandAmax(j, r);
             }
             for (int b = 0; b < j.blocks; b++) {
-                j.factor[b] = QuantMath.nonZero(FloatFormats.roundTo(j.dtype, j.more[b] / FloatFormats.E4M3_MAX));
+                j.factor[b] = QuantMath.nonZero(FloatFormats.roundTo(j.rounding, j.more[b] / FloatFormats.E4M3_MAX));
                 j.scale.setAtIndex(FloatFormats.FLOAT_LE, r0 / block * j.blocks + b, j.factor[b]);
             }
             for (long r = r0; r < end; r++) {
@@ -551,6 +625,7 @@ final class PanamaQuantKernel implements QuantKernel {
     private static void fp8BlockRow(Job j, long r) {
         MemorySegment src = j.src;
         DType dtype = j.dtype;
+        DType rounding = j.rounding;
         int cols = j.cols;
         MemorySegment weight = j.weight;
         float[] factor = j.factor;
@@ -559,10 +634,10 @@ final class PanamaQuantKernel implements QuantKernel {
         int c = 0;
         for (; c + N <= cols; c += N) {
             FloatVector x = load(src, dtype, row + c).div(factor[c / block]);
-            storeBytes(e4m3(roundForE4m3(dtype, x), false), weight, row + c);
+            storeBytes(e4m3(roundForE4m3(rounding, x), false), weight, row + c);
         }
         for (; c < cols; c++) {
-            float x = FloatFormats.roundTo(dtype, element(j, row, c) / factor[c / block]);
+            float x = FloatFormats.roundTo(rounding, element(j, row, c) / factor[c / block]);
             weight.set(BYTE, row + c, FloatFormats.floatToE4m3(x));
         }
     }
@@ -789,7 +864,7 @@ final class PanamaQuantKernel implements QuantKernel {
     public void dequantize(QuantFormat format, MemorySegment weight, MemorySegment scale, float tensorScale,
                            long rows, long cols, DType outType, MemorySegment dst) {
         QuantMath.checkDequantize(format, weight, scale, rows, cols, outType, dst);
-        Job job = new Job(format, outType, rows, (int) cols, tensorScale, null, weight, scale, dst);
+        Job job = new Job(format, outType, null, rows, (int) cols, tensorScale, null, weight, scale, dst);
         switch (format) {
             case FP8 -> {
                 job.factor[0] = FloatFormats.roundTo(outType, tensorScale);
@@ -935,26 +1010,28 @@ final class PanamaQuantKernel implements QuantKernel {
     // ---------------------------------------------------------------------------------------------
     // lane arithmetic
 
-    /** N elements from {@code index} as floats, exactly (F16 infinities and NaNs included). */
+    /** N BF16 or F32 elements from {@code index} as floats, exactly. */
     private static FloatVector load(MemorySegment src, DType dtype, long index) {
         return switch (dtype) {
             case F32 -> FloatVector.fromMemorySegment(F, src, index * 4, LITTLE_ENDIAN);
             case BF16 -> widen(src, index).lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-            case F16 -> {
-                IntVector h = widen(src, index);
-                IntVector magnitude = h.and(0x7FFF);
-                // Normal: exponent rebiased (15 to 127). Subnormal: the mantissa times 2^-24, exactly
-                // (no arithmetic on subnormal floats, see decodeE4m3). Infinity and NaN kept.
-                IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 13).add(112 << 23);
-                IntVector subnormal = magnitude.convert(VectorOperators.I2F, 0).reinterpretAsFloats().mul(0x1p-24f)
-                        .reinterpretAsInts();
-                bits = bits.blend(subnormal, magnitude.compare(VectorOperators.LT, 0x400));
-                bits = bits.blend(magnitude.lanewise(VectorOperators.LSHL, 13).or(INF_BITS),
-                        magnitude.compare(VectorOperators.GE, 0x7C00));
-                yield bits.or(h.and(0x8000).lanewise(VectorOperators.LSHL, 16)).reinterpretAsFloats();
-            }
-            default -> throw new AssertionError(dtype);
+            default -> throw new AssertionError(dtype); // F16 is widened first (quantizeWidened)
         };
+    }
+
+    /** N F16 elements from {@code index} as floats, exactly (infinities and NaNs included). */
+    private static FloatVector loadF16(MemorySegment src, long index) {
+        IntVector h = widen(src, index);
+        IntVector magnitude = h.and(0x7FFF);
+        // Normal: exponent rebiased (15 to 127). Subnormal: the mantissa times 2^-24, exactly
+        // (no arithmetic on subnormal floats, see decodeE4m3). Infinity and NaN kept.
+        IntVector bits = magnitude.lanewise(VectorOperators.LSHL, 13).add(112 << 23);
+        IntVector subnormal = magnitude.convert(VectorOperators.I2F, 0).reinterpretAsFloats().mul(0x1p-24f)
+                .reinterpretAsInts();
+        bits = bits.blend(subnormal, magnitude.compare(VectorOperators.LT, 0x400));
+        bits = bits.blend(magnitude.lanewise(VectorOperators.LSHL, 13).or(INF_BITS),
+                magnitude.compare(VectorOperators.GE, 0x7C00));
+        return bits.or(h.and(0x8000).lanewise(VectorOperators.LSHL, 16)).reinterpretAsFloats();
     }
 
     /** N 16-bit elements from {@code index}, sign-extended to int lanes. */
