@@ -197,7 +197,8 @@ public final class Executor {
 
         /** What its jobs read (the shared amax reads the same). */
         List<Piece> pieces() {
-            return part != null ? part.stretches().stream().map(Stretch::piece).toList() : jobs.stream().flatMap(j -> j.pieces().stream()).toList();
+            return part != null ? part.stretches().stream().map(Stretch::piece).toList()
+                    : jobs.stream().flatMap(j -> j.pieces().stream()).toList();
         }
 
         /** Whether it runs the quantizing kernels (which wait for their warm-up). */

@@ -49,8 +49,8 @@ final class ReadAhead<T> implements AutoCloseable {
     private boolean closed;
 
     /**
-     * Starts advising the first window of {@code order}, the pieces each task reads, at once (the same the read-ahead while
-     * planning began with). A run that drops its input behind it ({@link dev.moeport.io.DropBehind}) first stops the
+     * Starts advising the first window of {@code order}, the pieces each task reads, at once (the same the read-ahead
+     * while planning began with). A run that drops its input behind it ({@link dev.moeport.io.DropBehind}) first stops the
      * read-ahead while planning and waits for its last request: advice after a worker dropped its pages would have
      * them read again (up to 16 MB of a 56 MB input in a test).
      */
@@ -64,7 +64,8 @@ final class ReadAhead<T> implements AutoCloseable {
                 Thread.currentThread().interrupt();
             }
         }
-        return new ReadAhead<>(order, pieces -> pieces.stream().mapToLong(Piece::inputBytes).sum(), WINDOW, ReadAhead::advise);
+        ToLongFunction<List<Piece>> bytes = pieces -> pieces.stream().mapToLong(Piece::inputBytes).sum();
+        return new ReadAhead<>(order, bytes, WINDOW, ReadAhead::advise);
     }
 
     /** Calls {@code advise} on each of {@code order} in turn, from its first, while it begins within {@code window} bytes of the newest started. */
