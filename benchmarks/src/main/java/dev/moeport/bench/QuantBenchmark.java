@@ -22,33 +22,43 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 
 /**
- * Every kernel on one 4096 x 4096 BF16 weight in native memory, one whole-tensor call per operation,
- * beside a plain copy of the same bytes: the copy is the memory-bound ceiling the kernels are compared to.
+ * Every kernel on one 4096 x 4096 weight in native memory, BF16 (or F16, {@code -p dtype=f16}), one whole-tensor call
+ * per operation, beside a plain copy of the same bytes: the copy is the memory-bound ceiling the kernels are compared to.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MILLISECONDS)
 public class QuantBenchmark {
     static final int ROWS = 4096;
     static final int COLS = 4096;
-    /** The input bytes every figure is counted against: the BF16 weight. */
+    /** The input bytes every figure is counted against: the 16-bit weight. */
     static final long INPUT_BYTES = 2L * ROWS * COLS;
 
     @State(Scope.Benchmark)
     public static class Weight {
+        /** The weight's dtype: bf16 (the checkpoints') or f16. */
+        @Param({"bf16"})
+        public String dtype;
+
         Arena arena;
-        MemorySegment bf16;
+        DType type;
+        MemorySegment input;
         MemorySegment copy;
 
         @Setup(Level.Trial)
         public void setup() {
+            type = switch (dtype) {
+                case "bf16" -> DType.BF16;
+                case "f16" -> DType.F16;
+                default -> throw new IllegalArgumentException("dtype " + dtype + ": bf16 or f16");
+            };
             arena = Arena.ofShared();
-            bf16 = arena.allocate(INPUT_BYTES, 64);
+            input = arena.allocate(INPUT_BYTES, 64);
             copy = arena.allocate(INPUT_BYTES, 64);
             Random rnd = new Random(42);
             for (long i = 0; i < (long) ROWS * COLS; i++) {
                 // Trained-weight-like values with a rare outlier.
                 float v = (float) rnd.nextGaussian() * 0.02f;
-                FloatFormats.write(bf16, DType.BF16, i, rnd.nextInt(10_000) == 0 ? v * 50 : v);
+                FloatFormats.write(input, type, i, rnd.nextInt(10_000) == 0 ? v * 50 : v);
             }
         }
 
@@ -92,9 +102,9 @@ public class QuantBenchmark {
             out = arena.allocate(INPUT_BYTES, 64);
             // Formats with only local scales have no tensor scale (and ignore the argument).
             tensorScale = format.usesTensorAmax()
-                    ? format.tensorScale(QuantKernels.panama().amax(w.bf16, DType.BF16, (long) ROWS * COLS)) : 1f;
+                    ? format.tensorScale(QuantKernels.panama().amax(w.input, w.type, (long) ROWS * COLS)) : 1f;
             if (dequantize) {
-                QuantKernels.panama().quantize(format, w.bf16, DType.BF16, ROWS, COLS, tensorScale, weight, scale);
+                QuantKernels.panama().quantize(format, w.input, w.type, ROWS, COLS, tensorScale, weight, scale);
             }
         }
 
@@ -108,18 +118,18 @@ public class QuantBenchmark {
 
     @Benchmark
     public void copy(Weight w) {
-        MemorySegment.copy(w.bf16, 0, w.copy, 0, INPUT_BYTES);
+        MemorySegment.copy(w.input, 0, w.copy, 0, INPUT_BYTES);
     }
 
     @Benchmark
     public float kernel(Weight w, Case c) {
         if (c.format == null) {
-            return c.kernel.amax(w.bf16, DType.BF16, (long) ROWS * COLS);
+            return c.kernel.amax(w.input, w.type, (long) ROWS * COLS);
         }
         if (c.dequantize) {
             c.kernel.dequantize(c.format, c.weight, c.scale, c.tensorScale, ROWS, COLS, DType.BF16, c.out);
         } else {
-            c.kernel.quantize(c.format, w.bf16, DType.BF16, ROWS, COLS, c.tensorScale, c.weight, c.scale);
+            c.kernel.quantize(c.format, w.input, w.type, ROWS, COLS, c.tensorScale, c.weight, c.scale);
         }
         return 0;
     }

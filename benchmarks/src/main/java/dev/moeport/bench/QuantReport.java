@@ -16,13 +16,15 @@ import org.openjdk.jmh.runner.options.TimeValue;
 /**
  * Runs {@link QuantBenchmark} on one thread and prints one line per kernel: GB/s of BF16 input
  * (1 GB = 1e9 bytes; dequantization counted by the BF16 tensor it writes) and the ratio to the copy.
- * {@code --quick}: short iterations, for a smoke run.
+ * {@code --quick}: short iterations, for a smoke run; {@code --f16}: an F16 weight instead (the kernels widen F16 to F32
+ * first).
  */
 public final class QuantReport {
     private QuantReport() {}
 
     public static void main(String[] args) throws RunnerException {
         boolean quick = List.of(args).contains("--quick");
+        String dtype = List.of(args).contains("--f16") ? "f16" : "bf16";
         ChainedOptionsBuilder options = new OptionsBuilder()
                 .include(QuantBenchmark.class.getName())
                 .threads(1)
@@ -32,7 +34,8 @@ public final class QuantReport {
                 // results were bimodal (Panama fp8 3.0 or 5.3 to 7.3 ms from run to run); the slow runs
                 // had compiled against a segment-class profile that included heap segments (see
                 // PanamaQuantKernel on why that costs).
-                .shouldDoGC(false);
+                .shouldDoGC(false)
+                .param("dtype", dtype);
         if (quick) {
             options.warmupIterations(2).warmupTime(TimeValue.milliseconds(300))
                     .measurementIterations(3).measurementTime(TimeValue.milliseconds(300));
@@ -61,8 +64,9 @@ public final class QuantReport {
             }
         }
         System.out.println();
-        System.out.printf(Locale.ROOT, "# 4096 x 4096 BF16 weight (%d MB), one thread; GB/s of BF16 input, ratio to a plain copy%n",
-                QuantBenchmark.INPUT_BYTES / 1_000_000);
+        String name = dtype.toUpperCase(Locale.ROOT);
+        System.out.printf(Locale.ROOT, "# 4096 x 4096 %s weight (%d MB), one thread; GB/s of %s input, ratio to a plain copy%n",
+                name, QuantBenchmark.INPUT_BYTES / 1_000_000, name);
         System.out.printf(Locale.ROOT, "%-16s %-7s %9s %8s %10s %9s%n", "kernel", "impl", "GB/s", "vs-copy", "vs-scalar", "ms/op");
         System.out.printf(Locale.ROOT, "%-16s %-7s %9.2f %8.2f %10s %9.3f%n", "copy", "-", gbps(copyMs), 1.0, "", copyMs);
         for (String op : order) {
