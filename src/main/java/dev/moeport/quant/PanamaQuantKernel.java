@@ -182,8 +182,8 @@ final class PanamaQuantKernel implements QuantKernel {
         int full = cols / block;
         int worst = rawToFloatBits(dtype, dtype == DType.F32
                 ? blockAmax32(src, rowStart, full, block, amax)
-                : bySixteens ? blockAmaxBySixteens(src, dtype, rowStart, full, block, amax, sixteens)
-                : blockAmax16(src, dtype, rowStart, full, block, amax));
+                : bySixteens ? blockAmaxBySixteens(src, rowStart, full, block, amax, sixteens)
+                : blockAmax16(src, rowStart, full, block, amax));
         if (full * block < cols) {
             int bits = rangeMaxBits(src, dtype, rowStart + (long) full * block, cols - full * block);
             worst = Math.max(worst, bits);
@@ -202,8 +202,8 @@ final class PanamaQuantKernel implements QuantKernel {
      * one reduction per 128 elements costs little, and this path, inlined deeper there, boxed a vector
      * per call.)
      */
-    private static int blockAmaxBySixteens(MemorySegment src, DType dtype, long start, int blocks, int block,
-                                           float[] amax, int[] sixteens) {
+    private static int blockAmaxBySixteens(MemorySegment src, long start, int blocks, int block, float[] amax,
+                                           int[] sixteens) {
         int count = blocks * (block / 16);
         int s = 0;
         for (; s + N <= count; s += N) {
@@ -233,13 +233,13 @@ final class PanamaQuantKernel implements QuantKernel {
         for (; b < blocks; b++) {
             int raw = pairs ? Math.max(sixteens[2 * b], sixteens[2 * b + 1]) : sixteens[b];
             worst = Math.max(worst, raw);
-            amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
+            amax[b] = Float.intBitsToFloat(raw << 16);
         }
         return worst;
     }
 
     /** {@link #blockAmax} of whole BF16 blocks (block a multiple of N): the largest magnitude's bits. */
-    private static int blockAmax16(MemorySegment src, DType dtype, long start, int blocks, int block, float[] amax) {
+    private static int blockAmax16(MemorySegment src, long start, int blocks, int block, float[] amax) {
         int worst = 0;
         for (int b = 0; b < blocks; b++) {
             long offset = (start + (long) b * block) * 2;
@@ -249,7 +249,7 @@ final class PanamaQuantKernel implements QuantKernel {
             }
             int raw = m.reduceLanes(VectorOperators.MAX);
             worst = Math.max(worst, raw);
-            amax[b] = Float.intBitsToFloat(rawToFloatBits(dtype, raw));
+            amax[b] = Float.intBitsToFloat(raw << 16);
         }
         return worst;
     }
@@ -346,7 +346,7 @@ final class PanamaQuantKernel implements QuantKernel {
     /** One quantize or dequantize call: its arguments, and the per-row scratch its passes share. */
     private static final class Job {
         final QuantFormat format;
-        /** Quantize: the elements' dtype; dequantize: the output dtype. */
+        /** Quantize: the dtype the passes load (BF16 or F32; F16 input is widened to F32); dequantize: the output dtype. */
         final DType dtype;
         /** Quantize: the dtype the input came in, which fp8 and fp8_pb round to (F16 input is loaded as F32). */
         final DType rounding;
