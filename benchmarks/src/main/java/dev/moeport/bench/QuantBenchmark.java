@@ -22,7 +22,7 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 
 /**
- * Every kernel on one 4096 x 4096 weight in native memory, BF16 (or F16, {@code -p dtype=f16}), one whole-tensor call
+ * Every kernel on one 4096 x 4096 weight in native memory, BF16 (or F16: {@code benchmarks/run --f16}), one whole-tensor call
  * per operation, beside a plain copy of the same bytes: the copy is the memory-bound ceiling the kernels are compared to.
  */
 @BenchmarkMode(Mode.AverageTime)

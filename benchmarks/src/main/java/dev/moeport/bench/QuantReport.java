@@ -14,7 +14,7 @@ import org.openjdk.jmh.runner.options.OptionsBuilder;
 import org.openjdk.jmh.runner.options.TimeValue;
 
 /**
- * Runs {@link QuantBenchmark} on one thread and prints one line per kernel: GB/s of BF16 input
+ * Runs {@link QuantBenchmark} on one thread and prints one line per kernel: GB/s of input
  * (1 GB = 1e9 bytes; dequantization counted by the BF16 tensor it writes) and the ratio to the copy.
  * {@code --quick}: short iterations, for a smoke run; {@code --f16}: an F16 weight instead (the kernels widen F16 to F32
  * first).
