@@ -48,6 +48,25 @@ public final class DropBehind {
             }
         }
 
+        /**
+         * Reads {@code [offset, offset + bytes)} of the mapping through {@code scratch}, a piece at a time; false where a
+         * read failed or the mapping closed.
+         */
+        boolean readThrough(long offset, long bytes, MemorySegment scratch) {
+            int d = fd;
+            if (d == UNOPENED) {
+                d = open();
+            }
+            for (long at = offset, end = offset + bytes; at < end; ) {
+                long n = d < 0 ? -1 : NativeIO.read(d, scratch.asSlice(0, Math.min(scratch.byteSize(), end - at)), position + at);
+                if (n <= 0) {
+                    return false;
+                }
+                at += n;
+            }
+            return true;
+        }
+
         private synchronized int open() {
             if (fd == UNOPENED) {
                 fd = NativeIO.openForReading(file);
@@ -83,6 +102,25 @@ public final class DropBehind {
             MAPPINGS.remove(address, m);
             m.close();
         });
+    }
+
+    /**
+     * Reads the file's bytes under {@code bytes}, a slice of a tracked mapping, into the page cache with read calls of
+     * {@code scratch}'s size (into {@code scratch}, which keeps nothing of use): the kernel serves them with read-ahead of
+     * its own, in larger disk requests than advice got in a run that drops behind. False where {@code bytes} are of no
+     * tracked mapping, or a read failed.
+     */
+    public static boolean readThrough(MemorySegment bytes, MemorySegment scratch) {
+        if (!bytes.isNative() || bytes.byteSize() == 0) {
+            return false;
+        }
+        Map.Entry<Long, Mapping> entry = MAPPINGS.floorEntry(bytes.address());
+        if (entry == null) {
+            return false;
+        }
+        Mapping m = entry.getValue();
+        long start = bytes.address() - m.address;
+        return start + bytes.byteSize() <= m.length && m.readThrough(start, bytes.byteSize(), scratch);
     }
 
     /**

@@ -168,6 +168,18 @@ public final class NativeIO {
         }
     }
 
+    /**
+     * Reads up to {@code buffer}'s size of the file from {@code offset} into {@code buffer} ({@code pread}): the bytes
+     * read, 0 at the end of the file, or -1 where it failed.
+     */
+    static long read(int fd, MemorySegment buffer, long offset) {
+        try {
+            return (long) BINDINGS.pread.invokeExact(fd, buffer, buffer.byteSize(), offset);
+        } catch (Throwable t) {
+            throw new IllegalStateException("pread failed", t);
+        }
+    }
+
     /** Starts writing {@code [offset, offset + length)} of the file to the disk, without waiting. */
     static void startWriteBack(int fd, long offset, long length) {
         syncFileRange(fd, offset, length, SYNC_FILE_RANGE_WRITE);
@@ -267,7 +279,7 @@ public final class NativeIO {
 
     private record Bindings(MethodHandle posixMadvise, MethodHandle madvise, MethodHandle open, MethodHandle fallocate,
                             MethodHandle close, MethodHandle isatty, MethodHandle ioctl, MethodHandle syncFileRange,
-                            MethodHandle posixFadvise, MethodHandle getpid, StructLayout callState,
+                            MethodHandle posixFadvise, MethodHandle pread, MethodHandle getpid, StructLayout callState,
                             VarHandle errno, long pageSize) {
 
         static Bindings load() {
@@ -301,8 +313,9 @@ public final class NativeIO {
                         FunctionDescriptor.of(jint, jint, jlong, jlong, jint));
                 MethodHandle posixFadvise = linker.downcallHandle(libc.findOrThrow("posix_fadvise"),
                         FunctionDescriptor.of(jint, jint, jlong, jlong, jint));
+                MethodHandle pread = linker.downcallHandle(libc.findOrThrow("pread"), FunctionDescriptor.of(jlong, jint, ptr, jlong, jlong));
                 MethodHandle getpid = linker.downcallHandle(libc.findOrThrow("getpid"), FunctionDescriptor.of(jint));
-                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, syncFileRange, posixFadvise, getpid, callState,
+                return new Bindings(posixMadvise, madvise, open, fallocate, close, isatty, ioctl, syncFileRange, posixFadvise, pread, getpid, callState,
                         errno, pageSize);
             } catch (Throwable t) {
                 Warnings.warn("native calls are unavailable (" + t.getMessage() + ")");

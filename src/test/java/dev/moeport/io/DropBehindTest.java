@@ -1,6 +1,7 @@
 package dev.moeport.io;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -48,6 +49,40 @@ class DropBehindTest {
         }
     }
 
+    /**
+     * Reading through a slice of a mapping that starts far into its file reads the file's pages under the slice, all of
+     * them (the reads are many times smaller than the slice), and none before the mapping.
+     */
+    @Test
+    void readsThePagesUnderASliceOfAMappingThatStartsFarIntoItsFile() throws Throwable {
+        Path file = fileOf(24 * MB);
+        long position = 12 * MB + 3 * PAGE + 17;
+        dropCached(file);
+        assumeTrue(resident(file, 0, 24 * MB) < MB / PAGE, "this file system keeps its files in memory (or native calls are off)");
+        try (Arena arena = Arena.ofShared(); FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
+            MemorySegment data = channel.map(FileChannel.MapMode.READ_ONLY, position, 24 * MB - position, arena);
+            DropBehind.track(data, file, position, arena);
+            assertTrue(DropBehind.readThrough(data.asSlice(18 * MB - position, 2 * MB), arena.allocate(16 * PAGE, PAGE)));
+            assertEquals(2 * MB / PAGE, resident(file, 18 * MB, 2 * MB), "pages under the slice");
+            assertEquals(0, resident(file, 0, 12 * MB), "pages before the mapping");
+        }
+    }
+
+    /** Reading through bytes of no tracked mapping (the heap, a mapping not tracked) reads nothing and says so. */
+    @Test
+    void readsNothingThroughWhatItDoesNotTrack() throws Throwable {
+        try (Arena arena = Arena.ofShared()) {
+            MemorySegment scratch = arena.allocate(16 * PAGE, PAGE);
+            assertFalse(DropBehind.readThrough(MemorySegment.ofArray(new byte[PAGE * 4]), scratch));
+            Path file = fileOf(4 * MB);
+            dropCached(file);
+            try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
+                MemorySegment untracked = channel.map(FileChannel.MapMode.READ_ONLY, 0, 4 * MB, arena);
+                assertFalse(DropBehind.readThrough(untracked, scratch));
+            }
+        }
+    }
+
     /** Bytes of no tracked mapping (the heap, a mapping not tracked, one whose arena closed) are left as they are. */
     @Test
     void leavesWhatItDoesNotTrack() throws Throwable {
@@ -84,10 +119,7 @@ class DropBehindTest {
         }
         for (String writeBehind : List.of("on", "off")) {
             for (Path f : inputs) {
-                int fd = NativeIO.openForReading(f);
-                assumeTrue(fd >= 0, "native calls are off");
-                NativeIO.dropCached(fd, 0, Files.size(f));
-                NativeIO.close(fd);
+                dropCached(f);
             }
             assumeTrue(residentBytes(inputs) < inputBytes / 10, "this file system keeps the input in memory");
             long before = readFromDisk();
@@ -106,6 +138,13 @@ class DropBehindTest {
                 assertTrue(cached > inputBytes / 2, "only " + cached + " of " + inputBytes + " bytes of input in the page cache without it");
             }
         }
+    }
+
+    private static void dropCached(Path file) throws Exception {
+        int fd = NativeIO.openForReading(file);
+        assumeTrue(fd >= 0, "native calls are off");
+        NativeIO.dropCached(fd, 0, Files.size(file));
+        NativeIO.close(fd);
     }
 
     private Path fileOf(long size) throws Exception {
