@@ -12,7 +12,8 @@ import java.util.Collection;
 import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.function.Consumer;
+import java.util.function.BiConsumer;
+import java.util.function.BooleanSupplier;
 import java.util.function.ToLongFunction;
 
 /**
@@ -38,8 +39,24 @@ final class ReadAhead<T> implements AutoCloseable {
     /** A read-ahead while planning: its thread, and whether it is to stop at its next step. */
     private record Planning(Thread thread, AtomicBoolean stop) {}
 
-    /** Bytes of a read call of {@link #readThrough}: twice Linux's largest read-ahead window by default (8 MB, as on the GPU machine). */
+    /**
+     * Bytes of a read call of {@link #readThrough}: more than the kernel reads ahead at once (8 MB on the GPU machine), so
+     * that a read where the last ended nowhere near is served as the start of a stream (in large pieces of memory), not
+     * as a small random read.
+     */
     private static final long READ_STEP = 16L << 20;
+    /**
+     * How far beyond the newest started job a job begins for {@link #readThrough} to read it, and to go on reading it:
+     * closer, a worker would fault its pages in as the read does, and drop them before the read is done with them (read
+     * twice). The jobs closer are advised.
+     */
+    private static final long CLEARANCE = 2 * READ_STEP;
+    /**
+     * Tensors smaller are advised: a read of them gains nothing in request size, and the kernel reads on past a read's end
+     * (a window, 8 MB), into the pages of neighbours that may be done and dropped (read twice). It does so past a large
+     * tensor too, where the next in the order is not the next in the file: about 1% of a 9.3 GB NVFP4 export's input.
+     */
+    private static final long READ_THROUGH_FROM = 4L << 20;
 
     /** Bytes the read-ahead while planning asks for between looks at whether to stop: a chunk's. */
     private static final long PLANNING_STEP = PieceReader.CHUNK_BYTES;
@@ -48,7 +65,8 @@ final class ReadAhead<T> implements AutoCloseable {
     /** {@code upTo[k]}: the input bytes of jobs {@code [0, k)} of the order. */
     private final long[] upTo;
     private final long window;
-    private final Consumer<T> advise;
+    private final long clearance;
+    private final BiConsumer<T, BooleanSupplier> advise;
     private final Thread thread;
     /** Jobs of the order that have started (guarded by this). */
     private int started;
@@ -71,13 +89,19 @@ final class ReadAhead<T> implements AutoCloseable {
             }
         }
         ToLongFunction<List<Piece>> bytes = pieces -> pieces.stream().mapToLong(Piece::inputBytes).sum();
-        return new ReadAhead<>(order, bytes, WINDOW, dropBehind ? readThrough() : ReadAhead::advise);
+        return dropBehind ? new ReadAhead<>(order, bytes, WINDOW, CLEARANCE, readThrough())
+                : new ReadAhead<>(order, bytes, WINDOW, 0, (pieces, clear) -> advise(pieces));
     }
 
-    /** Calls {@code advise} on each of {@code order} in turn, from its first, while it begins within {@code window} bytes of the newest started. */
-    ReadAhead(List<T> order, ToLongFunction<T> bytes, long window, Consumer<T> advise) {
+    /**
+     * Calls {@code advise} on each of {@code order} in turn, from its first, while it begins within {@code window} bytes
+     * of the newest started, with whether it still begins {@code clearance} bytes or more beyond the newest started (which
+     * a long read-ahead looks at as it goes; with a clearance of 0: whether no worker has started it).
+     */
+    ReadAhead(List<T> order, ToLongFunction<T> bytes, long window, long clearance, BiConsumer<T, BooleanSupplier> advise) {
         this.order = order;
         this.window = window;
+        this.clearance = clearance;
         this.advise = advise;
         this.upTo = new long[order.size() + 1];
         for (int k = 0; k < order.size(); k++) {
@@ -157,10 +181,16 @@ final class ReadAhead<T> implements AutoCloseable {
                 }
             }
             T job = order.get(next);
-            if (!hint(() -> advise.accept(job))) {
+            int index = next;
+            if (!hint(() -> advise.accept(job, () -> clear(index)))) {
                 return;
             }
         }
+    }
+
+    /** Whether job {@code index} of the order begins {@code clearance} bytes or more beyond the newest started, and the read-ahead goes on. */
+    private synchronized boolean clear(int index) {
+        return !closed && upTo[index] >= upTo[started] + clearance;
     }
 
     /** Gives advice, which is a hint: where it fails (the native call), it changes speed, never output, and stops. */
@@ -177,15 +207,16 @@ final class ReadAhead<T> implements AutoCloseable {
      * Reads the pieces' mapped bytes into the page cache with read calls instead of advice (where they are of a tracked
      * mapping), for a run that drops behind: its reads share the disk with its direct writes, and the disk gave a
      * stream of large reads more than many small ones. A 9.3 GB NVFP4 export in 4 GiB on the 16-core GPU machine read
-     * in disk requests of 3 MB instead of 0.7-0.9 and took 7.8-9.0 s instead of 8.7-10.1 (the run that fits and syncs:
-     * 7.7-8.4); where the run fits, advice did better (36 requests in flight against 28; 7.7-8.4 s against 8.9-9.4).
+     * in disk requests of 3 MB instead of 0.7-0.9 and took 7.8-9.0 s instead of 8.7-10.1 (three rounds, alternating;
+     * the run that fits and syncs: 7.7-8.4); where the run fits, advice did better (36 requests in flight against 28;
+     * 7.7-8.4 s against 8.9-9.4).
      */
-    private static Consumer<List<Piece>> readThrough() {
+    private static BiConsumer<List<Piece>, BooleanSupplier> readThrough() {
         MemorySegment scratch = Arena.ofAuto().allocate(READ_STEP, 4096);
-        return pieces -> {
+        return (pieces, clear) -> {
             for (Piece piece : pieces) {
-                if (piece instanceof Piece.Source source && source.tensor() instanceof TensorView view
-                        && !DropBehind.readThrough(view.data(), scratch)) {
+                if (piece instanceof Piece.Source source && source.tensor() instanceof TensorView view && (view.byteSize() < READ_THROUGH_FROM
+                        || !clear.getAsBoolean() || !DropBehind.readThrough(view.data(), scratch, clear))) {
                     NativeIO.advise(view.data(), NativeIO.Advice.WILLNEED);
                 }
             }

@@ -5,6 +5,7 @@ import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.concurrent.ConcurrentSkipListMap;
+import java.util.function.BooleanSupplier;
 
 /**
  * Drops from the page cache the input a run has read for the last time, when the input is larger than the memory the
@@ -49,15 +50,15 @@ public final class DropBehind {
         }
 
         /**
-         * Reads {@code [offset, offset + bytes)} of the mapping through {@code scratch}, a piece at a time; false where a
-         * read failed or the mapping closed.
+         * Reads {@code [offset, offset + bytes)} of the mapping through {@code scratch}, a piece at a time while {@code
+         * wanted}; false where a read failed or the mapping closed.
          */
-        boolean readThrough(long offset, long bytes, MemorySegment scratch) {
+        boolean readThrough(long offset, long bytes, MemorySegment scratch, BooleanSupplier wanted) {
             int d = fd;
             if (d == UNOPENED) {
                 d = open();
             }
-            for (long at = offset, end = offset + bytes; at < end; ) {
+            for (long at = offset, end = offset + bytes; at < end && wanted.getAsBoolean(); ) {
                 long n = d < 0 ? -1 : NativeIO.read(d, scratch.asSlice(0, Math.min(scratch.byteSize(), end - at)), position + at);
                 if (n <= 0) {
                     return false;
@@ -74,9 +75,14 @@ public final class DropBehind {
             return fd;
         }
 
-        /** When the mapping's arena closes: the run's readers are done with it. */
+        /**
+         * When the mapping's arena closes: the run's readers are done with it. A mapping the run dropped behind or read
+         * through leaves none of its pages cached: the kernel's read-ahead for a read call reads on past its end, into
+         * the pages of jobs that may have run and dropped theirs before.
+         */
         synchronized void close() {
             if (fd >= 0) {
+                NativeIO.dropCached(fd, position, length);
                 NativeIO.close(fd);
             }
             fd = -1;
@@ -106,11 +112,12 @@ public final class DropBehind {
 
     /**
      * Reads the file's bytes under {@code bytes}, a slice of a tracked mapping, into the page cache with read calls of
-     * {@code scratch}'s size (into {@code scratch}, which keeps nothing of use): the kernel serves them with read-ahead of
-     * its own, in larger disk requests than advice got in a run that drops behind. False where {@code bytes} are of no
-     * tracked mapping, or a read failed.
+     * {@code scratch}'s size (into {@code scratch}, which keeps nothing of use), while {@code wanted} (a worker that
+     * starts on the bytes reads them itself, and drops them once done: read after that, they would be read again): the
+     * kernel serves them with read-ahead of its own, in larger disk requests than advice got in a run that drops behind.
+     * False where {@code bytes} are of no tracked mapping, or a read failed.
      */
-    public static boolean readThrough(MemorySegment bytes, MemorySegment scratch) {
+    public static boolean readThrough(MemorySegment bytes, MemorySegment scratch, BooleanSupplier wanted) {
         if (!bytes.isNative() || bytes.byteSize() == 0) {
             return false;
         }
@@ -120,7 +127,7 @@ public final class DropBehind {
         }
         Mapping m = entry.getValue();
         long start = bytes.address() - m.address;
-        return start + bytes.byteSize() <= m.length && m.readThrough(start, bytes.byteSize(), scratch);
+        return start + bytes.byteSize() <= m.length && m.readThrough(start, bytes.byteSize(), scratch, wanted);
     }
 
     /**

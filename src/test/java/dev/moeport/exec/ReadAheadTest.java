@@ -21,7 +21,7 @@ class ReadAheadTest {
 
     /** Five jobs of 100 bytes, a window of 250. */
     private ReadAhead<String> readAhead() {
-        return new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, advised::add);
+        return new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, 0, (job, ahead) -> advised.add(job));
     }
 
     /** The next {@code n} jobs advised (waiting for them), then none more for a while. */
@@ -60,11 +60,18 @@ class ReadAheadTest {
         }
     }
 
-    /** A job whose worker started it before the thread reached it is not advised: a run that drops behind would read it twice. */
+    /**
+     * A job whose worker started it before the thread reached it is not advised: a run that drops behind would read it
+     * twice. Advice under way sees its job start (a long read of it stops).
+     */
     @Test
-    void jobsStartedBeforeTheirAdviceAreSkipped() throws InterruptedException {
+    void jobsStartedBeforeTheirAdviceAreSkippedAndAdviceUnderWaySeesItsJobStart() throws InterruptedException {
         java.util.concurrent.CountDownLatch held = new java.util.concurrent.CountDownLatch(1);
-        try (ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, job -> {
+        List<Boolean> aheadOfJ0 = new java.util.concurrent.CopyOnWriteArrayList<>();
+        try (ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, 0, (job, ahead) -> {
+            if (job.equals("j0")) {
+                aheadOfJ0.add(ahead.getAsBoolean());
+            }
             advised.add(job);
             if (job.equals("j0")) {
                 try {
@@ -72,12 +79,29 @@ class ReadAheadTest {
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                 }
+                aheadOfJ0.add(ahead.getAsBoolean());
             }
         })) {
             assertEquals("j0", advised.poll(10, TimeUnit.SECONDS));
             readAhead.starting(2); // j0 to j2 started while the thread was busy with j0's advice
             held.countDown();
             assertEquals(List.of("j3", "j4"), next(2));
+            assertEquals(List.of(true, false), aheadOfJ0);
+        }
+    }
+
+    /** With a clearance, a job is clear while it begins that many bytes or more beyond the newest started job's start. */
+    @Test
+    void aJobIsClearWhileItBeginsTheClearanceBeyondTheNewestStarted() throws InterruptedException {
+        List<Boolean> clear = new java.util.concurrent.CopyOnWriteArrayList<>();
+        try (ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2", "j3", "j4"), job -> 100, 250, 150, (job, isClear) -> {
+            clear.add(isClear.getAsBoolean());
+            advised.add(job);
+        })) {
+            assertEquals(List.of("j0", "j1", "j2"), next(3)); // beginning at 0, 100, 200: clear from 150
+            readAhead.starting(0); // j0 started: j1 begins at 100, j3 at 300, clear from 250
+            assertEquals(List.of("j3"), next(1));
+            assertEquals(List.of(false, false, true, true), clear);
         }
     }
 
@@ -92,7 +116,7 @@ class ReadAheadTest {
 
     @Test
     void adviceThatFailsStopsTheReadAheadAndNothingElse() throws InterruptedException {
-        ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2"), job -> 100, 1000, job -> {
+        ReadAhead<String> readAhead = new ReadAhead<>(List.of("j0", "j1", "j2"), job -> 100, 1000, 0, (job, ahead) -> {
             if (job.equals("j1")) {
                 throw new IllegalStateException("madvise failed");
             }

@@ -51,7 +51,8 @@ class DropBehindTest {
 
     /**
      * Reading through a slice of a mapping that starts far into its file reads the file's pages under the slice, all of
-     * them (the reads are many times smaller than the slice), and none before the mapping.
+     * them (the reads are many times smaller than the slice), and none before the mapping; a slice no longer wanted is
+     * not read.
      */
     @Test
     void readsThePagesUnderASliceOfAMappingThatStartsFarIntoItsFile() throws Throwable {
@@ -62,7 +63,10 @@ class DropBehindTest {
         try (Arena arena = Arena.ofShared(); FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
             MemorySegment data = channel.map(FileChannel.MapMode.READ_ONLY, position, 24 * MB - position, arena);
             DropBehind.track(data, file, position, arena);
-            assertTrue(DropBehind.readThrough(data.asSlice(18 * MB - position, 2 * MB), arena.allocate(16 * PAGE, PAGE)));
+            MemorySegment scratch = arena.allocate(16 * PAGE, PAGE);
+            assertTrue(DropBehind.readThrough(data.asSlice(14 * MB - position, 2 * MB), scratch, () -> false));
+            assertEquals(0, resident(file, 14 * MB, 2 * MB), "pages under a slice no longer wanted");
+            assertTrue(DropBehind.readThrough(data.asSlice(18 * MB - position, 2 * MB), scratch, () -> true));
             assertEquals(2 * MB / PAGE, resident(file, 18 * MB, 2 * MB), "pages under the slice");
             assertEquals(0, resident(file, 0, 12 * MB), "pages before the mapping");
         }
@@ -73,12 +77,12 @@ class DropBehindTest {
     void readsNothingThroughWhatItDoesNotTrack() throws Throwable {
         try (Arena arena = Arena.ofShared()) {
             MemorySegment scratch = arena.allocate(16 * PAGE, PAGE);
-            assertFalse(DropBehind.readThrough(MemorySegment.ofArray(new byte[PAGE * 4]), scratch));
+            assertFalse(DropBehind.readThrough(MemorySegment.ofArray(new byte[PAGE * 4]), scratch, () -> true));
             Path file = fileOf(4 * MB);
             dropCached(file);
             try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
                 MemorySegment untracked = channel.map(FileChannel.MapMode.READ_ONLY, 0, 4 * MB, arena);
-                assertFalse(DropBehind.readThrough(untracked, scratch));
+                assertFalse(DropBehind.readThrough(untracked, scratch, () -> true));
             }
         }
     }
@@ -103,11 +107,12 @@ class DropBehindTest {
 
     /**
      * An NVFP4 export reads each quantized weight twice (its amax, then the quantizing pass). Dropping behind, it reads
-     * its input from the disk once, and leaves none of it cached; without, it leaves it cached.
+     * its input from the disk once, and leaves none of it cached; without, it leaves it cached. Its experts (4 MB) are
+     * large enough for the read-ahead to read them through ({@code ReadAhead}), whose reads the kernel extends.
      */
     @Test
     void anExportThatDropsBehindReadsItsInputOnceAndLeavesItUncached() throws Throwable {
-        Path synth = CliRun.succeeding("synth", "--preset", "tiny", "--hidden", "512", "--experts", "8", "--expert-size", "1024", "--vocab", "8192",
+        Path synth = CliRun.succeeding("synth", "--preset", "tiny", "--hidden", "512", "--experts", "8", "--expert-size", "4096", "--vocab", "8192",
                 "--out", tmp.resolve("synth").toString(), "--fsync", "--no-progress");
         List<Path> inputs;
         try (Stream<Path> files = Files.list(synth.resolve("mcore"))) {
