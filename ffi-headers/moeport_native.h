@@ -48,6 +48,11 @@ int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags);
  * Returns 0 or an error number (not errno). */
 int posix_fadvise(int fd, off_t offset, off_t len, int advice);
 
+/* <unistd.h>: reads a run's input ahead into the page cache, in a run larger than memory (into scratch memory, whose
+ * bytes are not used: the kernel's read-ahead for read calls reads in larger disk requests than advice does there).
+ * Returns the bytes read, 0 at the end of the file, or -1 (errno). */
+ssize_t pread(int fd, void *buf, size_t count, off_t offset);
+
 /* <unistd.h>: the page size, for aligning madvise ranges. */
 int getpagesize(void);
 
