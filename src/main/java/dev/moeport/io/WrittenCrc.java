@@ -41,6 +41,11 @@ public final class WrittenCrc {
         regions.add(new Region(offset, length, crc));
     }
 
+    /** Bytes recorded so far, overlaps counted twice. */
+    public synchronized long recorded() {
+        return regions.stream().mapToLong(Region::length).sum();
+    }
+
     /** The checksum of the file's {@code length} bytes, or empty when the writes left a gap or overlapped. */
     public synchronized OptionalLong of(long length) {
         List<Region> sorted = new ArrayList<>(regions);

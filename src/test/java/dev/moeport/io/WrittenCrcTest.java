@@ -90,6 +90,8 @@ class WrittenCrcTest {
         overlap.record(0, 10, 0);
         overlap.record(5, 10, 0);
         assertFalse(overlap.of(15).isPresent());
+        assertEquals(20, gap.recorded(), "bytes recorded, the gap not among them");
+        assertEquals(20, overlap.recorded(), "bytes recorded, the overlap twice");
         assertEquals(OptionalLong.of(0), WrittenCrc.crc32c().of(0), "no bytes: CRC 0");
     }
 

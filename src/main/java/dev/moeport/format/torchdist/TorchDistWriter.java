@@ -71,7 +71,7 @@ public final class TorchDistWriter implements TensorOutput {
         /** The file being written; null for a file another part (or a resumed run) writes. */
         PartialFile out;
         /** Tensor bytes not yet written; the file is finished when none are left. */
-        final java.util.concurrent.atomic.AtomicLong remaining = new java.util.concurrent.atomic.AtomicLong();
+        final AtomicLong remaining = new AtomicLong();
         boolean done;
 
         DataFile(Path dir, int index) {
@@ -80,7 +80,7 @@ public final class TorchDistWriter implements TensorOutput {
         }
     }
 
-    /** One chunk: its box in the global tensor, its zip in a data file, and the CRC-32 and count of what was written. */
+    /** One chunk: its box in the global tensor, its zip in a data file, and the writes of its bytes (their CRC-32, their count). */
     private static final class ChunkPlace {
         final long[] offsets;
         final long[] sizes;
@@ -90,7 +90,6 @@ public final class TorchDistWriter implements TensorOutput {
         final long dataBytes;
         /** The writes of the chunk's bytes, in any order: the zip entry's CRC-32 ({@link WrittenCrc}). */
         final WrittenCrc crc = WrittenCrc.crc32();
-        final AtomicLong written = new AtomicLong();
 
         ChunkPlace(long[] offsets, long[] sizes, DataFile file, long zipOffset, TorchSaveZip zip, long dataBytes) {
             this.offsets = offsets;
@@ -148,7 +147,6 @@ public final class TorchDistWriter implements TensorOutput {
                 throw writeFailure(c.file, e);
             }
             c.crc.record(at, part.byteSize(), (int) crc.getValue());
-            c.written.addAndGet(part.byteSize());
             if (part.byteSize() > 0 && c.file.remaining.addAndGet(-part.byteSize()) == 0) {
                 finish(c.file);
             }
@@ -441,7 +439,7 @@ public final class TorchDistWriter implements TensorOutput {
             if (!p.chunks.isEmpty() && p.chunks.getFirst().file.out == null) {
                 continue; // another part's
             }
-            long written = p.chunks.stream().mapToLong(c -> c.written.get()).sum();
+            long written = p.chunks.stream().mapToLong(c -> c.crc.recorded()).sum();
             if (written != p.starts[p.chunks.size()]) {
                 incomplete.add(p.name + " (" + written + " of " + p.starts[p.chunks.size()] + " bytes)");
             }
