@@ -2,6 +2,7 @@ package dev.moeport.exec;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.moeport.format.Checkpoint;
@@ -110,6 +111,23 @@ class ExecutorPartsTest {
         ByteBuffer expected = ByteBuffer.allocate(512 * 128).put(bytesOf(a)).put(new byte[10 * 128]).put(bytesOf(b));
         try (Checkpoint read = Checkpoints.open(out); Arena arena = Arena.ofConfined()) {
             assertArrayEquals(expected.array(), read.tensor("decoder.stack.weight").bytes(arena).toArray(ValueLayout.JAVA_BYTE));
+        }
+    }
+
+    /** A torch_dist output whose tensor was written but in part does not commit, and names the tensor and its bytes. */
+    @Test
+    void aTorchDistTensorWrittenInPartDoesNotCommit() {
+        Plan plan = Plan.of(List.of(new Job.Copy(new OutputTensor("decoder.w.weight", DType.BF16, Shape.of(512, 64)),
+                List.of(new Piece.Source(bf16("w", 512, 64))), "copy")), Long.MAX_VALUE);
+        TorchDistWriter.Naming naming = new TorchDistWriter.Naming(false, 0, java.util.Set.of(), java.util.Map.of(),
+                java.util.function.UnaryOperator.identity(), java.util.Map.of());
+        Path out = dir.resolve("torch_dist");
+        try (TorchDistWriter writer = TorchDistWriter.create(out, out, plan.layout(), naming, shard -> true, false, false,
+                (file, crc) -> { })) {
+            writer.writeIndexFiles();
+            writer.sink("decoder.w.weight").write(1024, MemorySegment.ofArray(new byte[4096]));
+            IllegalStateException e = assertThrows(IllegalStateException.class, writer::commit);
+            assertTrue(e.getMessage().contains("decoder.w.weight (4096 of 65536 bytes)"), e.getMessage());
         }
     }
 
