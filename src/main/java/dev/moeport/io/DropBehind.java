@@ -14,12 +14,13 @@ import java.util.function.BooleanSupplier;
  * NVFP4 export in a 4 GiB memory cgroup on the 16-core GPU machine read 10.1-10.6 GB from the disk.
  *
  * <p>It knows the mapped input files by address ({@link #track}), so that a reader need only hand back the bytes it
- * is done with ({@link #drop}).
+ * is done with ({@link #drop}), and the read-ahead of such a run need only name the bytes it reads ({@link
+ * #readThrough}).
  */
 public final class DropBehind {
     /**
      * A file's mapping: {@code length} bytes at {@code address}, which are the file's from {@code position}; its
-     * descriptor for the advice, opened at the first drop (a path opened once, not once a chunk: an open is a round
+     * descriptor for the advice and the reads, opened at the first drop or read (a path opened once, not once a chunk: an open is a round
      * trip to the metadata server on a cluster's file system) and closed with the mapping.
      */
     private static final class Mapping {
