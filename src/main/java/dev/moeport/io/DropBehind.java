@@ -20,8 +20,8 @@ import java.util.function.BooleanSupplier;
 public final class DropBehind {
     /**
      * A file's mapping: {@code length} bytes at {@code address}, which are the file's from {@code position}; its
-     * descriptor for the advice and the reads, opened at the first drop or read (a path opened once, not once a chunk: an open is a round
-     * trip to the metadata server on a cluster's file system) and closed with the mapping.
+     * descriptor for the advice and the reads, opened at the first drop or read (a path opened once, not once a chunk:
+     * an open is a round trip to the metadata server on a cluster's file system) and closed with the mapping.
      */
     private static final class Mapping {
         final long address;
