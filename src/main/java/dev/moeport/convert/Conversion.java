@@ -11,6 +11,7 @@ import dev.moeport.plan.OutputFile;
 import dev.moeport.plan.Part;
 import dev.moeport.plan.Plan;
 import dev.moeport.quant.QuantKernel;
+import dev.moeport.quant.QuantKernels;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -137,13 +138,14 @@ public final class Conversion {
                         staged.otherFilesStaged();
                     }
                     staged.writing();
-                    new Executor(kernel, target.threads(), writeBehind).run(work, writer, progress);
+                    QuantKernels.ForRun runs = QuantKernels.forRun(kernel, work.kernelBytes());
+                    new Executor(runs.kernel(), target.threads(), writeBehind).run(work, writer, progress);
                     writer.commit();
                     StagedPlan.Completion completion = staged.complete();
                     int own = (int) java.util.Arrays.stream(owner).filter(o -> o == part.index()).count();
                     return new Summary(plan.outputTensorCount(), work.inputBytes(), plan.outputBytes(), plan.layout().shards().size(),
                             progress.elapsed(), work.files().stream().map(OutputFile::name).toList(),
-                            work.usesKernel() ? kernel.description() : null, new Parts(part, own, staged.writtenCount(), reused.size(), completion.switched(),
+                            work.usesKernel() ? runs.description() : null, new Parts(part, own, staged.writtenCount(), reused.size(), completion.switched(),
                             completion.missing()), writeBehind);
                 } finally {
                     try {

@@ -55,8 +55,17 @@ public record Plan(List<Job> jobs, ShardLayout layout, List<OutputFile> files) {
 
     /** Whether running the plan calls the quantization kernel: it quantizes, or decodes a quantized input. */
     public boolean usesKernel() {
-        return jobs.stream().anyMatch(j -> j instanceof Job.Quantize
-                || j.pieces().stream().anyMatch(p -> p instanceof Piece.Source s && s.tensor().decodes()));
+        return jobs.stream().anyMatch(j -> j instanceof Job.Quantize || j.pieces().stream().anyMatch(Plan::decodes));
+    }
+
+    /** Bytes of input the quantization kernel reads running the plan: what it quantizes, and what it decodes. */
+    public long kernelBytes() {
+        return jobs.stream().mapToLong(j -> j instanceof Job.Quantize ? j.inputBytes()
+                : j.pieces().stream().filter(Plan::decodes).mapToLong(Piece::inputBytes).sum()).sum();
+    }
+
+    private static boolean decodes(Piece p) {
+        return p instanceof Piece.Source s && s.tensor().decodes();
     }
 
     /** Bytes of the output's tensors. */

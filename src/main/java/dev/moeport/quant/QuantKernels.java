@@ -8,7 +8,8 @@ import dev.moeport.Warnings;
  * Vector API implementation when the JVM runs with {@code --add-modules jdk.incubator.vector} and the
  * CPU has vectors of 256 bits or more, else the scalar reference with one warning.
  * {@code -Dmoeport.kernel=scalar|panama} forces a choice. The JVM's {@code -XX:MaxVectorSize=32} caps
- * the width (the tests run the kernels a second time so, to test the 256-bit path AVX2 machines run).
+ * the width (the tests run the kernels a second time so, to test the 256-bit path AVX2 machines run). A run too small
+ * to pay for the Vector API's start takes the scalar kernel unless forced ({@link #forRun}).
  *
  * <p>This class never touches a vector class itself (the Panama kernel is loaded by name), so a bad
  * setting is one clear error, not an {@code ExceptionInInitializerError}.
@@ -53,6 +54,30 @@ public final class QuantKernels {
             }
         }
         return c;
+    }
+
+    /**
+     * Kernel input from which a run takes the Vector API kernel the JVM chose by itself: below it, the scalar one. Its
+     * code runs slowly until the JIT has compiled it, which takes a second or so: on the 2-core build machine, the demo's
+     * NVFP4 export (145 MB through the kernels) took 2.0-2.2 s with it and 1.25-1.30 with the scalar kernel, one of 600
+     * MB as long with either (2.4 s), one of 1.15 GB (which warms the kernels up ahead) 2.0 s against 3.9.
+     */
+    public static final long VECTORS_FROM = 512L << 20;
+
+    /** A run's kernel, and the line that says what runs. */
+    public record ForRun(QuantKernel kernel, String description) {}
+
+    /**
+     * The kernel for a run whose kernels read {@code kernelBytes} ({@link dev.moeport.plan.Plan#kernelBytes}): {@code
+     * chosen}, or the scalar one where {@code chosen} is the Vector API kernel the JVM chose by itself (no {@code
+     * -Dmoeport.kernel}) and the run reads less than {@link #VECTORS_FROM}. Both give the same bytes.
+     */
+    public static ForRun forRun(QuantKernel chosen, long kernelBytes) {
+        if (kernelBytes >= VECTORS_FROM || chosen instanceof ScalarQuantKernel || !System.getProperty(PROPERTY, "").isEmpty()) {
+            return new ForRun(chosen, chosen.description());
+        }
+        return new ForRun(scalar(), "scalar (" + (kernelBytes >> 20) + " MB through the kernels: below " + (VECTORS_FROM >> 20)
+                + " MB the Vector API's start costs more than it saves; -D" + PROPERTY + "=panama forces it)");
     }
 
     /** The plain scalar reference implementation. */
