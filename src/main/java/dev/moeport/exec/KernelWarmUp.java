@@ -44,8 +44,8 @@ final class KernelWarmUp {
     /**
      * It never takes longer than this, whatever the JIT does: some paths allocate a little in C2's code too (most
      * formats warmed up after another in one JVM; F16's nvfp4 path, 194 KB a batch, until F16 was widened to F32 in a
-     * pass of its own), and wait here to the end. 1.5 s: the single-format BF16 warm-ups measured end before it (0.5-0.7 s on 16 cores,
-     * 0.6-1.3 s on 2), and the others wait half a second longer than under the earlier rule's 1 s.
+     * pass of its own), and wait here to the end. 1.5 s: the single-format BF16 warm-ups measured end before it (0.5-0.7
+     * s on 16 cores, 0.6-1.3 s on 2), and the others wait half a second longer than under the earlier rule's 1 s.
      */
     static final long LIMIT_NANOS = 1_500_000_000L;
 

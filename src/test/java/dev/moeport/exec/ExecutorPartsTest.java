@@ -98,11 +98,8 @@ class ExecutorPartsTest {
         Job.Copy stack = new Job.Copy(new OutputTensor("decoder.stack.weight", DType.BF16, Shape.of(512, 64)),
                 List.of(new Piece.Source(a), new Piece.Zeros(10, 128), new Piece.Source(b)), "copy");
         Plan plan = Plan.of(List.of(stack), Long.MAX_VALUE);
-        TorchDistWriter.Naming naming = new TorchDistWriter.Naming(false, 0, java.util.Set.of("decoder.stack.weight"), java.util.Map.of(),
-                java.util.function.UnaryOperator.identity(), java.util.Map.of());
         Path out = dir.resolve("torch_dist");
-        try (TorchDistWriter writer = TorchDistWriter.create(out, out, plan.layout(), naming, shard -> true, false, false,
-                (file, crc) -> { });
+        try (TorchDistWriter writer = torchDist(out, plan, java.util.Set.of("decoder.stack.weight"));
              Progress progress = new Progress(plan.inputBytes(), plan.outputTensorCount(), null)) {
             writer.writeIndexFiles();
             new Executor(QuantKernels.scalar(), 3, false, PART_BYTES).run(plan, writer, progress);
@@ -119,16 +116,19 @@ class ExecutorPartsTest {
     void aTorchDistTensorWrittenInPartDoesNotCommit() {
         Plan plan = Plan.of(List.of(new Job.Copy(new OutputTensor("decoder.w.weight", DType.BF16, Shape.of(512, 64)),
                 List.of(new Piece.Source(bf16("w", 512, 64))), "copy")), Long.MAX_VALUE);
-        TorchDistWriter.Naming naming = new TorchDistWriter.Naming(false, 0, java.util.Set.of(), java.util.Map.of(),
-                java.util.function.UnaryOperator.identity(), java.util.Map.of());
-        Path out = dir.resolve("torch_dist");
-        try (TorchDistWriter writer = TorchDistWriter.create(out, out, plan.layout(), naming, shard -> true, false, false,
-                (file, crc) -> { })) {
+        try (TorchDistWriter writer = torchDist(dir.resolve("torch_dist"), plan, java.util.Set.of())) {
             writer.writeIndexFiles();
             writer.sink("decoder.w.weight").write(1024, MemorySegment.ofArray(new byte[4096]));
             IllegalStateException e = assertThrows(IllegalStateException.class, writer::commit);
             assertTrue(e.getMessage().contains("decoder.w.weight (4096 of 65536 bytes)"), e.getMessage());
         }
+    }
+
+    /** A torch_dist writer of {@code plan}'s one file into {@code out}, per-layer keys, {@code gatedFc1} saved as two chunks. */
+    private static TorchDistWriter torchDist(Path out, Plan plan, java.util.Set<String> gatedFc1) {
+        TorchDistWriter.Naming naming = new TorchDistWriter.Naming(false, 0, gatedFc1, java.util.Map.of(),
+                java.util.function.UnaryOperator.identity(), java.util.Map.of());
+        return TorchDistWriter.create(out, out, plan.layout(), naming, shard -> true, false, false, (file, crc) -> { });
     }
 
     @Test
