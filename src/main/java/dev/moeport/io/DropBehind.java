@@ -41,10 +41,7 @@ public final class DropBehind {
 
         /** Drops {@code [offset, offset + bytes)} of the mapping; the workers' advice runs side by side, the opening once. */
         void drop(long offset, long bytes) {
-            int d = fd;
-            if (d == UNOPENED) {
-                d = open();
-            }
+            int d = descriptor();
             if (d >= 0) {
                 NativeIO.dropCached(d, position + offset, bytes);
             }
@@ -55,10 +52,7 @@ public final class DropBehind {
          * wanted}; false where a read failed or the mapping closed.
          */
         boolean readThrough(long offset, long bytes, MemorySegment scratch, BooleanSupplier wanted) {
-            int d = fd;
-            if (d == UNOPENED) {
-                d = open();
-            }
+            int d = descriptor();
             for (long at = offset, end = offset + bytes; at < end && wanted.getAsBoolean(); ) {
                 long n = d < 0 ? -1 : NativeIO.read(d, scratch.asSlice(0, Math.min(scratch.byteSize(), end - at)), position + at);
                 if (n <= 0) {
@@ -67,6 +61,12 @@ public final class DropBehind {
                 at += n;
             }
             return true;
+        }
+
+        /** The descriptor, opened here at the first call; -1 where it could not be opened, or closed. */
+        private int descriptor() {
+            int d = fd;
+            return d == UNOPENED ? open() : d;
         }
 
         private synchronized int open() {
@@ -119,16 +119,8 @@ public final class DropBehind {
      * False where {@code bytes} are of no tracked mapping, or a read failed.
      */
     public static boolean readThrough(MemorySegment bytes, MemorySegment scratch, BooleanSupplier wanted) {
-        if (!bytes.isNative() || bytes.byteSize() == 0) {
-            return false;
-        }
-        Map.Entry<Long, Mapping> entry = MAPPINGS.floorEntry(bytes.address());
-        if (entry == null) {
-            return false;
-        }
-        Mapping m = entry.getValue();
-        long start = bytes.address() - m.address;
-        return start + bytes.byteSize() <= m.length && m.readThrough(start, bytes.byteSize(), scratch, wanted);
+        Mapping m = holding(bytes);
+        return m != null && m.readThrough(bytes.address() - m.address, bytes.byteSize(), scratch, wanted);
     }
 
     /**
@@ -136,17 +128,22 @@ public final class DropBehind {
      * {@link NativeIO.Advice#DONTNEED}), from the page cache. Anything else is left alone.
      */
     public static void drop(MemorySegment bytes) {
+        Mapping m = holding(bytes);
+        if (m != null) {
+            m.drop(bytes.address() - m.address, bytes.byteSize());
+        }
+    }
+
+    /** The tracked mapping that holds all of {@code bytes} (native, not empty), or null. */
+    private static Mapping holding(MemorySegment bytes) {
         if (!bytes.isNative() || bytes.byteSize() == 0) {
-            return;
+            return null;
         }
         Map.Entry<Long, Mapping> entry = MAPPINGS.floorEntry(bytes.address());
         if (entry == null) {
-            return;
+            return null;
         }
         Mapping m = entry.getValue();
-        long start = bytes.address() - m.address;
-        if (start + bytes.byteSize() <= m.length) {
-            m.drop(start, bytes.byteSize());
-        }
+        return bytes.address() - m.address + bytes.byteSize() <= m.length ? m : null;
     }
 }
